@@ -1,0 +1,3 @@
+from callgrid.cli import main
+
+main()

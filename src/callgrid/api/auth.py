@@ -1,0 +1,77 @@
+"""Request authentication: HMAC for ACS and callgrid routes, bearer tokens for ARM routes."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from callgrid.api.errors import error_response
+from callgrid.clock import to_datetime
+from callgrid.node import Node
+from callgrid.security import HmacAuthError, TokenError, verify_arm_token, verify_request
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def node_of(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
+
+
+def raw_target(request: Request) -> str:
+    """The request-target as the client sent it: HMAC signatures are over these exact bytes."""
+    raw = request.scope.get("raw_path") or quote(request.scope["path"]).encode()
+    target = raw.decode("latin-1")
+    query = request.scope.get("query_string", b"")
+    return f"{target}?{query.decode('latin-1')}" if query else target
+
+
+def hmac_signed(handler: Handler) -> Handler:
+    @functools.wraps(handler)
+    async def wrapper(request: Request) -> Response:
+        node = node_of(request)
+        body = await request.body()
+        try:
+            verify_request(
+                method=request.method,
+                raw_target=raw_target(request),
+                host=request.headers.get("host", ""),
+                headers=dict(request.headers),
+                body=body,
+                access_key=node.resource.access_key,
+                now=to_datetime(node.clock.now()),
+                max_skew=timedelta(seconds=node.settings.max_clock_skew_seconds),
+            )
+        except HmacAuthError as exc:
+            # The real service says only the first sentence; the second tells a developer what to fix.
+            return error_response(401, "Denied", f"Denied by the resource provider. {exc}")
+        return await handler(request)
+
+    return wrapper
+
+
+def arm_bearer(handler: Handler) -> Handler:
+    @functools.wraps(handler)
+    async def wrapper(request: Request) -> Response:
+        node = node_of(request)
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return error_response(
+                401,
+                "AuthenticationFailed",
+                "Authentication failed. The 'Authorization' header is missing: send "
+                "'Authorization: Bearer <token>' with the token `callgrid env` prints as CALLGRID_ARM_TOKEN.",
+            )
+        try:
+            verify_arm_token(node.keys.token_key.public_key(), token.strip(), now=to_datetime(node.clock.now()))
+        except TokenError as exc:
+            return error_response(401, "InvalidAuthenticationToken", f"The access token is invalid: {exc}")
+        return await handler(request)
+
+    return wrapper

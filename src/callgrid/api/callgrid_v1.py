@@ -1,0 +1,198 @@
+"""callgrid's own routes (`/callgrid/v1/...`): the simulator side of the world, signed like ACS routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from callgrid.api.auth import hmac_signed, node_of
+from callgrid.api.errors import error_response, field, read_object
+from callgrid.api.openapi import OPENAPI
+from callgrid.errors import InvalidRequest
+from callgrid.eventgrid.delivery.engine import describe
+from callgrid.platform.calls import Call, DeviceBehaviour
+from callgrid.platform.calls.service import parse_identifier
+
+
+def call_view(call: Call) -> dict[str, Any]:
+    return {
+        "serverCallId": call.server_call_id,
+        "correlationId": call.correlation_id,
+        "state": call.state,
+        "source": call.source,
+        "createdAt": call.created_at,
+        "endedAt": call.ended_at,
+        "endReason": call.end_reason,
+        "participants": [
+            {"rawId": p.raw_id, "role": p.role, "joinedAt": p.joined_at, "callConnectionId": p.call_connection_id}
+            for p in call.participants
+        ],
+        "offers": [
+            {
+                "target": o.target,
+                "from": o.source,
+                "scenario": o.scenario,
+                "state": o.state,
+                "outcome": o.outcome,
+                "incomingCallEventId": o.incoming_call_event_id,
+                "expiresAt": o.expires_at,
+            }
+            for o in call.offers
+        ],
+        "callConnections": [
+            {"callConnectionId": c.call_connection_id, "state": c.state, "answeredFor": c.answered_for}
+            for c in call.connections
+        ],
+        "timeline": [{"time": t.time, "event": t.event, **t.detail} for t in call.timeline],
+    }
+
+
+@hmac_signed
+async def own_number(request: Request) -> Response:
+    node = node_of(request)
+    body = await read_object(request)
+    number = field(body, "phoneNumber", str)
+    async with node.store.transaction() as tx:
+        doc = await node.numbers.own(tx, number)
+    return JSONResponse(doc, status_code=201)
+
+
+@hmac_signed
+async def list_numbers(request: Request) -> Response:
+    node = node_of(request)
+    async with node.store.transaction() as tx:
+        page, _ = await node.numbers.list(tx, 0, 1000)
+    return JSONResponse({"phoneNumbers": page})
+
+
+@hmac_signed
+async def release_number(request: Request) -> Response:
+    node = node_of(request)
+    async with node.store.transaction() as tx:
+        await node.numbers.release(tx, request.path_params["phoneNumber"])
+    return Response(status_code=204)
+
+
+@hmac_signed
+async def place_call(request: Request) -> Response:
+    node = node_of(request)
+    body = await read_object(request)
+    source = parse_identifier(body.get("from"), "from")
+    target = parse_identifier(body.get("to"), "to")
+    display_name = field(body, "callerDisplayName", str, required=False) or ""
+    custom_context = field(body, "customContext", dict, required=False)
+    async with node.store.transaction() as tx:
+        call = await node.calls.place_call(
+            tx, source=source, target=target, caller_display_name=display_name, custom_context=custom_context
+        )
+    return JSONResponse(
+        {"serverCallId": call.server_call_id, "correlationId": call.correlation_id, "state": call.state},
+        status_code=201,
+    )
+
+
+@hmac_signed
+async def get_call(request: Request) -> Response:
+    node = node_of(request)
+    async with node.store.transaction() as tx:
+        call = await node.calls.get_call(tx, request.path_params["serverCallId"])
+    return JSONResponse(call_view(call))
+
+
+@hmac_signed
+async def list_calls(request: Request) -> Response:
+    node = node_of(request)
+    async with node.store.transaction() as tx:
+        calls = await node.calls.list_calls(tx)
+    return JSONResponse({"value": [call_view(c) for c in calls]})
+
+
+@hmac_signed
+async def put_endpoint(request: Request) -> Response:
+    node = node_of(request)
+    body = await read_object(request)
+    target = parse_identifier(request.path_params["rawId"], "rawId")
+    behaviour_raw = field(body, "onIncomingCall", str, required=False) or DeviceBehaviour.RING.value
+    try:
+        behaviour = DeviceBehaviour(behaviour_raw)
+    except ValueError:
+        raise InvalidRequest(
+            f"onIncomingCall must be one of {', '.join(b.value for b in DeviceBehaviour)}."
+        ) from None
+    delay = field(body, "answerDelayMs", int, required=False) or 0
+    async with node.store.transaction() as tx:
+        doc = await node.calls.set_device(tx, target, behaviour, delay)
+    return JSONResponse(doc)
+
+
+@hmac_signed
+async def get_endpoint(request: Request) -> Response:
+    node = node_of(request)
+    target = parse_identifier(request.path_params["rawId"], "rawId")
+    async with node.store.transaction() as tx:
+        doc = await node.calls.get_device(tx, target.raw_id)
+    return JSONResponse(doc)
+
+
+@hmac_signed
+async def list_deliveries(request: Request) -> Response:
+    node = node_of(request)
+    try:
+        limit = int(request.query_params.get("limit", "100"))
+    except ValueError:
+        raise InvalidRequest("limit must be an integer.") from None
+    subscription = request.query_params.get("subscriptionId")
+    async with node.store.transaction() as tx:
+        rows = await tx.list_deliveries(max(1, min(limit, 1000)), subscription.lower() if subscription else None)
+    return JSONResponse({"value": [describe(r) for r in rows]})
+
+
+@hmac_signed
+async def reset(request: Request) -> Response:
+    await node_of(request).reset()
+    return Response(status_code=204)
+
+
+@hmac_signed
+async def get_clock(request: Request) -> Response:
+    node = node_of(request)
+    return JSONResponse({"now": node.clock.now(), "virtual": node.virtual_clock is not None})
+
+
+@hmac_signed
+async def advance_clock(request: Request) -> Response:
+    node = node_of(request)
+    if node.virtual_clock is None:
+        return error_response(
+            409, "ClockNotVirtual", "The clock is the system clock; start callgrid with --clock virtual to move it."
+        )
+    body = await read_object(request)
+    seconds = field(body, "seconds", (int, float))
+    if seconds < 0:
+        raise InvalidRequest("seconds must be >= 0: the clock does not go backwards.")
+    now = await node.advance_clock(float(seconds))
+    return JSONResponse({"now": now, "virtual": True})
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(OPENAPI)
+
+
+routes = [
+    Route("/callgrid/v1/openapi.json", openapi, methods=["GET"]),
+    Route("/callgrid/v1/phoneNumbers", own_number, methods=["POST"]),
+    Route("/callgrid/v1/phoneNumbers", list_numbers, methods=["GET"]),
+    Route("/callgrid/v1/phoneNumbers/{phoneNumber}", release_number, methods=["DELETE"]),
+    Route("/callgrid/v1/calls", place_call, methods=["POST"]),
+    Route("/callgrid/v1/calls", list_calls, methods=["GET"]),
+    Route("/callgrid/v1/calls/{serverCallId}", get_call, methods=["GET"]),
+    Route("/callgrid/v1/endpoints/{rawId}", put_endpoint, methods=["PUT"]),
+    Route("/callgrid/v1/endpoints/{rawId}", get_endpoint, methods=["GET"]),
+    Route("/callgrid/v1/deliveries", list_deliveries, methods=["GET"]),
+    Route("/callgrid/v1/reset", reset, methods=["POST"]),
+    Route("/callgrid/v1/clock", get_clock, methods=["GET"]),
+    Route("/callgrid/v1/clock:advance", advance_clock, methods=["POST"]),
+]

@@ -1,0 +1,84 @@
+"""One mapping from failures to ACS's error body: `{"error": {"code", "message"}}`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from callgrid.errors import CallgridError, InvalidRequest
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+async def on_callgrid_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CallgridError)
+    return error_response(int(exc.kind), exc.code, exc.message)
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return error_response(404, "NotFound", f"No route for {request.method} {request.url.path}.")
+    if exc.status_code == 405:
+        return error_response(405, "MethodNotAllowed", f"{request.method} is not allowed on {request.url.path}.")
+    return error_response(exc.status_code, "Error", str(exc.detail))
+
+
+async def on_unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(500, "InternalError", f"callgrid failed unexpectedly: {type(exc).__name__}: {exc}")
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    CallgridError: on_callgrid_error,
+    HTTPException: on_http_error,
+    Exception: on_unexpected_error,
+}
+
+
+async def read_json(request: Request, *, allow_empty: bool = False) -> Any:
+    body = await request.body()
+    if not body.strip():
+        if allow_empty:
+            return None
+        raise InvalidRequest("The request body is empty; a JSON object was expected.")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}.") from None
+
+
+async def read_object(request: Request, *, allow_empty: bool = False) -> dict[str, Any]:
+    value = await read_json(request, allow_empty=allow_empty)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return value
+
+
+def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, required: bool = True) -> Any:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise InvalidRequest(f"'{name}' is required.")
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise InvalidRequest(f"'{name}' must be of type {_json_type(expected)}.")
+    return value
+
+
+def _json_type(python_name: str) -> str:
+    return {"str": "string", "dict": "object", "list": "array", "int": "integer", "bool": "boolean"}.get(
+        python_name, python_name
+    )

@@ -1,0 +1,48 @@
+"""Phone Numbers API routes: the purchased numbers the resource owns."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from callgrid.api.auth import hmac_signed, node_of
+from callgrid.errors import InvalidRequest
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidRequest(f"Query parameter '{name}' must be an integer.") from None
+
+
+@hmac_signed
+async def list_purchased(request: Request) -> Response:
+    node = node_of(request)
+    skip = _int_param(request, "skip", 0)
+    top = _int_param(request, "top", 100)
+    async with node.store.transaction() as tx:
+        page, more = await node.numbers.list(tx, skip, top)
+    body: dict[str, object] = {"phoneNumbers": page}
+    if more:
+        # Relative is fine: the SDK resolves it against the endpoint and re-appends api-version.
+        body["nextLink"] = f"/phoneNumbers?skip={skip + top}&top={top}"
+    return JSONResponse(body)
+
+
+@hmac_signed
+async def get_purchased(request: Request) -> Response:
+    node = node_of(request)
+    async with node.store.transaction() as tx:
+        doc = await node.numbers.get(tx, request.path_params["number"])
+    return JSONResponse(doc)
+
+
+routes = [
+    Route("/phoneNumbers", list_purchased, methods=["GET"]),
+    Route("/phoneNumbers/{number}", get_purchased, methods=["GET"]),
+]

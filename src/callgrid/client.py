@@ -1,0 +1,82 @@
+"""A small signed client for callgrid's own routes (used by the CLI; stdlib only, so it works anywhere)."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from callgrid.security import sign_request
+
+
+class CallgridHttpError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class CallgridClient:
+    endpoint: str
+    access_key: str
+    ca_file: Path | None = None
+    timeout: float = 30.0
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        data = b"" if body is None else json.dumps(body).encode()
+        parts = urlsplit(self.endpoint)
+        headers = sign_request(method, path, parts.netloc, data, self.access_key, datetime.now(UTC))
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.endpoint + path, data=data or None, method=method, headers=headers)
+        context = None
+        if parts.scheme == "https":
+            context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=context) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                error = json.loads(raw)["error"]
+                raise CallgridHttpError(exc.code, error.get("code", ""), error.get("message", "")) from None
+            except (ValueError, KeyError, TypeError):
+                raise CallgridHttpError(exc.code, "", raw.decode(errors="replace")) from None
+        return json.loads(raw) if raw else None
+
+    # callgrid/v1
+    def own_number(self, number: str) -> Any:
+        return self.request("POST", "/callgrid/v1/phoneNumbers", {"phoneNumber": number})
+
+    def list_numbers(self) -> Any:
+        return self.request("GET", "/callgrid/v1/phoneNumbers")
+
+    def release_number(self, number: str) -> None:
+        self.request("DELETE", "/callgrid/v1/phoneNumbers/" + quote(number, safe=""))
+
+    def place_call(self, source: str, target: str, display_name: str | None = None) -> Any:
+        body: dict[str, Any] = {"from": source, "to": target}
+        if display_name:
+            body["callerDisplayName"] = display_name
+        return self.request("POST", "/callgrid/v1/calls", body)
+
+    def get_call(self, server_call_id: str) -> Any:
+        return self.request("GET", "/callgrid/v1/calls/" + quote(server_call_id, safe=""))
+
+    def set_endpoint(self, raw_id: str, on_incoming_call: str, answer_delay_ms: int = 0) -> Any:
+        return self.request(
+            "PUT",
+            "/callgrid/v1/endpoints/" + quote(raw_id, safe=""),
+            {"onIncomingCall": on_incoming_call, "answerDelayMs": answer_delay_ms},
+        )
+
+    def deliveries(self, limit: int = 50) -> Any:
+        return self.request("GET", f"/callgrid/v1/deliveries?limit={limit}")

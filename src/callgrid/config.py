@@ -1,0 +1,79 @@
+"""One Settings object: defaults, then CALLGRID_* environment variables, then CLI flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PORT = 8710
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get("CALLGRID_" + name.upper())
+    return value if value not in (None, "") else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path(".callgrid")
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    tls: bool = True
+    # Store location; empty means SQLite in the data directory.
+    store_url: str = ""
+    # "system" in production; "virtual" lets tests move time through /callgrid/v1/clock.
+    clock: str = "system"
+    # The Communication resource this server plays.
+    resource_name: str = "callgrid"
+    subscription_id: str = "00000000-0000-0000-0000-000000000000"
+    resource_group: str = "callgrid-rg"
+    # HMAC: how far x-ms-date may be from our clock.
+    max_clock_skew_seconds: float = 900.0
+    # How long an offer rings (and its incomingCallContext lives) before it times out (sub-code 8587).
+    ring_timeout_seconds: float = 30.0
+    # Event Grid: the response time limit for a delivery or a validation handshake.
+    delivery_timeout_seconds: float = 30.0
+    # Event Grid upper-cases subscription names in aeg-subscription-name (eventgrid.md O6).
+    uppercase_subscription_name_header: bool = True
+    # Callback JWT issuer: the real service's by default, so apps validate unchanged.
+    callback_issuer: str = "https://acscallautomation.communication.azure.com"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            raw = _env(f.name)
+            if raw is None:
+                continue
+            default = getattr(cls(), f.name)
+            if isinstance(default, bool):
+                values[f.name] = raw.lower() in ("1", "true", "yes", "on")
+            elif isinstance(default, int):
+                values[f.name] = int(raw)
+            elif isinstance(default, float):
+                values[f.name] = float(raw)
+            elif isinstance(default, Path):
+                values[f.name] = Path(raw)
+            else:
+                values[f.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(cls(), **values)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
+    def endpoint(self) -> str:
+        # No trailing slash: the SDK would sign "host:port/" and never match the Host header.
+        host = "localhost" if self.tls and self.host in ("127.0.0.1", "0.0.0.0") else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{(self.data_dir / 'callgrid.db').resolve()}"

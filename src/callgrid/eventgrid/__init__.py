@@ -1,0 +1,1 @@
+"""Event Grid: topics, event subscriptions, filters, and durable delivery."""

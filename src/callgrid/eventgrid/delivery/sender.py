@@ -1,0 +1,102 @@
+"""The one HTTP client for outgoing deliveries (Event Grid webhooks, handshakes, callbacks).
+
+aiohttp: on this 2-core machine it POSTs several times faster than httpx's async client. The
+`Sender` protocol is the seam tests and other transports (queues, pull delivery) plug into.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+
+
+@dataclass(frozen=True)
+class SendResult:
+    status: int | None  # HTTP status, or None when no response came
+    outcome: str  # Event Grid's lastDeliveryOutcome vocabulary
+    body: bytes = b""
+    headers: dict[str, str] | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status <= 204
+
+
+_OUTCOMES = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    408: "TimedOut",
+    413: "PayloadTooLarge",
+    429: "Busy",
+    503: "Busy",
+}
+
+
+def outcome_for(status: int) -> str:
+    if 200 <= status <= 204:
+        return "Succeeded"
+    return _OUTCOMES.get(status, "GenericError")
+
+
+class Sender(Protocol):
+    async def send(
+        self, method: str, url: str, *, body: bytes, headers: dict[str, str], timeout: float
+    ) -> SendResult: ...
+
+    async def close(self) -> None: ...
+
+
+class AiohttpSender:
+    def __init__(self, max_connections: int = 256) -> None:
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # Local apps often use self-signed certificates; Azure would refuse them, an emulator should not.
+            connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=False)
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        return self._session
+
+    async def send(
+        self, method: str, url: str, *, body: bytes, headers: dict[str, str], timeout: float
+    ) -> SendResult:
+        try:
+            async with self._client().request(
+                method,
+                url,
+                data=body if body else None,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=False,
+            ) as response:
+                content = await response.read()
+                return SendResult(
+                    status=response.status,
+                    outcome=outcome_for(response.status),
+                    body=content,
+                    headers={k: v for k, v in response.headers.items()},
+                )
+        except TimeoutError:
+            return SendResult(None, "TimedOut", error=f"no response within {timeout:g} s")
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, socket.gaierror):
+                return SendResult(None, "ResolutionError", error=str(exc))
+            return SendResult(None, "SocketError", error=str(exc))
+        except (aiohttp.ClientError, asyncio.CancelledError, OSError) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return SendResult(None, "SocketError", error=f"{type(exc).__name__}: {exc}")
+        except ValueError as exc:  # e.g. an URL aiohttp cannot parse
+            return SendResult(None, "GenericError", error=str(exc))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()

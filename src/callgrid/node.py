@@ -1,0 +1,180 @@
+"""One callgrid node: opens the store, loads the resource and its keys, wires the services together
+and runs the background loops (timers, validation, delivery). The HTTP layer sits on top of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from callgrid.clock import Clock, SystemClock, VirtualClock, to_datetime
+from callgrid.config import Settings
+from callgrid.eventgrid.delivery.engine import DeliveryEngine, DeliverySettings
+from callgrid.eventgrid.delivery.sender import AiohttpSender, Sender
+from callgrid.eventgrid.handshake import SubscriptionValidator
+from callgrid.eventgrid.subscriptions import SubscriptionService
+from callgrid.eventgrid.topics import EventPublisher, SubscriptionTable
+from callgrid.platform.calls.service import CallService, CallServiceSettings
+from callgrid.platform.identities import IdentityService
+from callgrid.platform.phone_numbers import PhoneNumberService
+from callgrid.platform.resource import CommunicationResource, load_or_create_resource
+from callgrid.platform.timers import TimerService
+from callgrid.security import (
+    issue_arm_token,
+    load_or_create_rsa_key,
+    new_secret,
+    sign_callback_token,
+)
+from callgrid.store import Store, StoreTx, open_store
+
+log = logging.getLogger(__name__)
+
+
+class _ResourceEventSink:
+    """The platform's EventSink: system events go to the resource's system topic."""
+
+    def __init__(self, publisher: EventPublisher, topic: str) -> None:
+        self._publisher = publisher
+        self._topic = topic
+
+    async def publish_system_event(
+        self, tx: StoreTx, *, event_type: str, subject: str, data: dict[str, Any], data_version: str = "1.0"
+    ) -> str:
+        return await self._publisher.publish_system_event(
+            tx, topic=self._topic, event_type=event_type, subject=subject, data=data, data_version=data_version
+        )
+
+    async def send_callback(self, tx: StoreTx, *, url: str, event: dict[str, Any]) -> None:
+        await self._publisher.send_callback(tx, url=url, event=event)
+
+
+@dataclass
+class Keys:
+    token_key: rsa.RSAPrivateKey  # identity access tokens and the ARM bearer token
+    callback_key: rsa.RSAPrivateKey  # callback JWTs (served as JWKS)
+    context_secret: bytes  # incomingCallContext MACs
+
+
+class Node:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None, sender: Sender | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or (VirtualClock() if settings.clock == "virtual" else SystemClock())
+        self.sender: Sender = sender or AiohttpSender()
+        self.store: Store
+        self.resource: CommunicationResource
+        self.keys: Keys
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def virtual_clock(self) -> VirtualClock | None:
+        return self.clock if isinstance(self.clock, VirtualClock) else None
+
+    async def start(self, *, run_loops: bool = True) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = await open_store(s.resolved_store_url)
+        async with self.store.transaction() as tx:
+            self.resource = await load_or_create_resource(
+                tx, name=s.resource_name, subscription_id=s.subscription_id, resource_group=s.resource_group
+            )
+            secret = await tx.get_meta("calls.contextSecret")
+            if secret is None:
+                secret = base64.b64encode(new_secret()).decode()
+                await tx.set_meta("calls.contextSecret", secret)
+            if self.virtual_clock is not None:
+                # A restarted virtual clock resumes where it stopped, so stored due times stay meaningful.
+                saved = await tx.get_meta("clock.virtualNow")
+                if saved is not None:
+                    await self.virtual_clock.set(float(saved))
+        self.keys = Keys(
+            token_key=load_or_create_rsa_key(s.data_dir / "keys" / "token-signing.pem"),
+            callback_key=load_or_create_rsa_key(s.data_dir / "keys" / "callback-signing.pem"),
+            context_secret=base64.b64decode(secret),
+        )
+
+        self.timers = TimerService(self.store, self.clock)
+        self.subscription_table = SubscriptionTable()
+        self.delivery = DeliveryEngine(
+            store=self.store,
+            clock=self.clock,
+            sender=self.sender,
+            callback_authorization=self.callback_authorization,
+            settings=DeliverySettings(
+                timeout_seconds=s.delivery_timeout_seconds,
+                uppercase_subscription_name=s.uppercase_subscription_name_header,
+            ),
+        )
+        self.publisher = EventPublisher(self.clock, self.subscription_table, on_enqueued=self.delivery.wake)
+        self.identities = IdentityService(self.resource, self.keys.token_key, self.clock)
+        self.numbers = PhoneNumberService(self.clock)
+        self.calls = CallService(
+            resource=self.resource,
+            identities=self.identities,
+            numbers=self.numbers,
+            sink=_ResourceEventSink(self.publisher, self.resource.topic),
+            timers=self.timers,
+            clock=self.clock,
+            context_secret=self.keys.context_secret,
+            settings=CallServiceSettings(ring_timeout_seconds=s.ring_timeout_seconds),
+        )
+        self.subscriptions = SubscriptionService(self.clock)
+        self.validator = SubscriptionValidator(
+            store=self.store,
+            clock=self.clock,
+            sender=self.sender,
+            subscriptions=self.subscriptions,
+            public_endpoint=s.endpoint,
+            timeout_seconds=s.delivery_timeout_seconds,
+            uppercase_name=s.uppercase_subscription_name_header,
+            on_change=self.subscriptions_changed,
+        )
+        if run_loops:
+            await self.delivery.recover()
+            for loop in (self.timers.run_forever(), self.delivery.run_forever(), self.validator.run_forever()):
+                self._tasks.append(asyncio.create_task(loop))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.sender.close()
+        await self.store.close()
+
+    def subscriptions_changed(self) -> None:
+        self.subscription_table.invalidate()
+        self.validator.wake()
+
+    def callback_authorization(self) -> str:
+        token = sign_callback_token(
+            self.keys.callback_key,
+            issuer=self.settings.callback_issuer,
+            audience=self.resource.immutable_id,
+            now=to_datetime(self.clock.now()),
+        )
+        return "Bearer " + token
+
+    def arm_token(self) -> str:
+        return issue_arm_token(self.keys.token_key, issuer=self.settings.endpoint, now=to_datetime(self.clock.now()))
+
+    async def advance_clock(self, seconds: float) -> float:
+        clock = self.virtual_clock
+        if clock is None:
+            raise RuntimeError("the clock is not virtual")
+        now = await clock.advance(seconds)
+        async with self.store.transaction() as tx:
+            await tx.set_meta("clock.virtualNow", repr(now))
+        return now
+
+    async def reset(self) -> None:
+        async with self.store.transaction() as tx:
+            await tx.reset()
+        self.subscriptions_changed()

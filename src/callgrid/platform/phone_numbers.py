@@ -1,0 +1,78 @@
+"""Phone numbers the resource owns, shown as the Phone Numbers API shows purchased numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from callgrid.clock import Clock, to_datetime
+from callgrid.errors import Conflict, InvalidRequest, NotFound
+from callgrid.identifiers import E164
+from callgrid.store import DuplicateKey, StoreTx
+
+# Enough of the numbering plan to fill `countryCode`; anything else is reported as "US"-less "ZZ".
+_COUNTRY_PREFIXES = [
+    ("+1", "US"), ("+44", "GB"), ("+49", "DE"), ("+33", "FR"), ("+31", "NL"), ("+34", "ES"), ("+39", "IT"),
+    ("+46", "SE"), ("+47", "NO"), ("+45", "DK"), ("+353", "IE"), ("+61", "AU"), ("+81", "JP"), ("+91", "IN"),
+    ("+55", "BR"), ("+52", "MX"), ("+41", "CH"), ("+43", "AT"), ("+32", "BE"), ("+48", "PL"), ("+64", "NZ"),
+]  # fmt: skip
+_US_TOLL_FREE = ("800", "833", "844", "855", "866", "877", "888")
+
+
+def _country(number: str) -> str:
+    for prefix, country in sorted(_COUNTRY_PREFIXES, key=lambda p: -len(p[0])):
+        if number.startswith(prefix):
+            return country
+    return "ZZ"
+
+
+def validate_e164(number: str) -> str:
+    number = number.strip()
+    if not E164.match(number):
+        raise InvalidRequest(
+            f"'{number}' is not a phone number in E.164 form (a '+', the country code, then up to 14 digits).",
+            code="InvalidPhoneNumber",
+        )
+    return number
+
+
+class PhoneNumberService:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+
+    async def own(self, tx: StoreTx, number: str) -> dict[str, Any]:
+        number = validate_e164(number)
+        toll_free = number.startswith("+1") and number[2:5] in _US_TOLL_FREE
+        doc = {
+            "id": number.lstrip("+"),
+            "phoneNumber": number,
+            "countryCode": _country(number),
+            "phoneNumberType": "tollFree" if toll_free else "geographic",
+            "capabilities": {"calling": "inbound+outbound", "sms": "none"},
+            "assignmentType": "application",
+            "purchaseDate": to_datetime(self._clock.now()).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "cost": {"amount": 1.0, "currencyCode": "USD", "billingFrequency": "monthly"},
+        }
+        try:
+            await tx.add_phone_number(number, doc)
+        except DuplicateKey:
+            raise Conflict(f"The resource already owns {number}.", code="PhoneNumberAlreadyOwned") from None
+        return doc
+
+    async def get(self, tx: StoreTx, number: str) -> dict[str, Any]:
+        doc = await tx.get_phone_number(number)
+        if doc is None:
+            raise NotFound(f"The resource does not own {number}.", code="PhoneNumberNotFound")
+        return doc
+
+    async def is_owned(self, tx: StoreTx, number: str) -> bool:
+        return await tx.get_phone_number(number) is not None
+
+    async def release(self, tx: StoreTx, number: str) -> None:
+        if not await tx.delete_phone_number(number):
+            raise NotFound(f"The resource does not own {number}.", code="PhoneNumberNotFound")
+
+    async def list(self, tx: StoreTx, skip: int, top: int) -> tuple[list[dict[str, Any]], bool]:
+        if skip < 0 or not 1 <= top <= 1000:
+            raise InvalidRequest("skip must be >= 0 and top between 1 and 1000.", code="ValidationError")
+        page = await tx.list_phone_numbers(skip, top + 1)
+        return page[:top], len(page) > top

@@ -1,0 +1,82 @@
+"""Durable timers (ring timeouts, simulated device actions), fired on the injectable clock."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from callgrid.clock import Clock
+from callgrid.store import Store, StoreTx, TimerRow
+
+log = logging.getLogger(__name__)
+
+TimerHandler = Callable[[StoreTx, TimerRow], Awaitable[None]]
+
+# Even with nothing due, look again this often (real seconds): another node may have added work.
+_IDLE_POLL_SECONDS = 1.0
+
+
+class TimerService:
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+        self._handlers: dict[str, TimerHandler] = {}
+        self._wake = asyncio.Event()
+
+    def register(self, kind: str, handler: TimerHandler) -> None:
+        self._handlers[kind] = handler
+
+    async def schedule(self, tx: StoreTx, kind: str, due_at: float, payload: dict[str, Any]) -> str:
+        timer_id = str(uuid.uuid4())
+        await tx.add_timer(TimerRow(timer_id, due_at, kind, payload))
+        self._wake.set()
+        return timer_id
+
+    async def run_due(self) -> int:
+        """Fire every timer that is due now, each in its own transaction with its removal."""
+        fired = 0
+        while True:
+            timer: TimerRow | None = None
+            try:
+                async with self._store.transaction() as tx:
+                    due = await tx.due_timers(self._clock.now(), 1)
+                    if not due:
+                        return fired
+                    timer = due[0]
+                    await tx.delete_timer(timer.id)
+                    handler = self._handlers.get(timer.kind)
+                    if handler is None:
+                        log.warning("no handler for timer kind %s; dropped", timer.kind)
+                    else:
+                        await handler(tx, timer)
+            except Exception:
+                if timer is None:
+                    raise
+                # The failed handler's writes are rolled back; the timer is dropped, not retried forever.
+                log.exception("timer %s (%s) failed; dropped", timer.id, timer.kind)
+                async with self._store.transaction() as tx:
+                    await tx.delete_timer(timer.id)
+            fired += 1
+
+    async def run_forever(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.run_due()
+                async with self._store.transaction() as tx:
+                    next_due = await tx.next_timer_due()
+            except Exception:
+                log.exception("timer loop error")
+                next_due = None
+            now = self._clock.now()
+            if next_due is not None and next_due <= now:
+                continue
+            deadline = now + 3600 if next_due is None else next_due
+            try:
+                # Also look again every second of real time: another node may have added work.
+                await asyncio.wait_for(self._clock.sleep_until(deadline, self._wake), _IDLE_POLL_SECONDS)
+            except TimeoutError:
+                pass

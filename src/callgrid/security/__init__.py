@@ -1,0 +1,51 @@
+"""Authentication and cryptography for callgrid: HMAC request signing, TLS material, signing keys,
+JWTs and the sealed incomingCallContext. Pure functions and classes; no web framework here."""
+
+from callgrid.security.call_context import (
+    InvalidCallContext,
+    decode_call_context,
+    encode_call_context,
+    new_secret,
+)
+from callgrid.security.hmac_auth import (
+    HmacAuthError,
+    content_hash,
+    format_http_date,
+    new_access_key,
+    sign_request,
+    verify_request,
+)
+from callgrid.security.keys import jwks, key_id, load_or_create_rsa_key
+from callgrid.security.tls import TlsMaterial, ensure_tls_material
+from callgrid.security.tokens import (
+    TokenError,
+    issue_acs_access_token,
+    issue_arm_token,
+    sign_callback_token,
+    verify_acs_access_token,
+    verify_arm_token,
+)
+
+__all__ = [
+    "HmacAuthError",
+    "InvalidCallContext",
+    "TlsMaterial",
+    "TokenError",
+    "content_hash",
+    "decode_call_context",
+    "encode_call_context",
+    "ensure_tls_material",
+    "format_http_date",
+    "issue_acs_access_token",
+    "issue_arm_token",
+    "jwks",
+    "key_id",
+    "load_or_create_rsa_key",
+    "new_access_key",
+    "new_secret",
+    "sign_callback_token",
+    "sign_request",
+    "verify_acs_access_token",
+    "verify_arm_token",
+    "verify_request",
+]

@@ -1,0 +1,32 @@
+"""Builds the ASGI app from the parts: a Node (the domain) and the routes over it. No logic of its own."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+
+from callgrid.api import arm, calling, callgrid_v1, identity, phone_numbers
+from callgrid.api.errors import EXCEPTION_HANDLERS
+from callgrid.node import Node
+
+
+def build_app(node: Node, *, start_node: bool = True) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if start_node:
+            await node.start()
+        try:
+            yield
+        finally:
+            if start_node:
+                await node.stop()
+
+    app = Starlette(
+        routes=[*identity.routes, *phone_numbers.routes, *calling.routes, *callgrid_v1.routes, *arm.routes],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    app.state.node = node
+    return app

@@ -1,0 +1,5 @@
+"""Persistence behind one interface: SQLite by default; chosen by one URL."""
+
+from callgrid.store.base import DeliveryRow, DuplicateKey, Store, StoreTx, TimerRow, open_store
+
+__all__ = ["DeliveryRow", "DuplicateKey", "Store", "StoreTx", "TimerRow", "open_store"]

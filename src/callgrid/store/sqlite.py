@@ -1,0 +1,317 @@
+"""SQLite store (WAL): the embedded default. One connection, one writer at a time.
+
+Statements are microseconds, so they run on the event loop directly; an asyncio lock makes each
+`transaction()` exclusive, which also makes read-modify-write of a call atomic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import astuple, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from callgrid.store.base import DeliveryRow, DuplicateKey, StoreTx, TimerRow
+
+_DELIVERY_COLUMNS = [f.name for f in fields(DeliveryRow)]
+
+
+def _migrations() -> list[tuple[int, str]]:
+    found = []
+    for entry in resources.files("callgrid.store").joinpath("migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            # Drop comment lines: statements are split on ";" and comments may contain one.
+            sql = "\n".join(line for line in entry.read_text().splitlines() if not line.lstrip().startswith("--"))
+            found.append((int(entry.name.split("_", 1)[0]), sql))
+    return sorted(found)
+
+
+class SqliteStore:
+    def __init__(self, url: str, synchronous: str = "NORMAL") -> None:
+        self.url = url
+        self.path = Path(url.removeprefix("sqlite:///"))
+        self._synchronous = synchronous
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL survives a killed process (the WAL is in the OS); FULL also survives power loss.
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        self._conn = conn
+        self._migrate(conn)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        for version, sql in _migrations():
+            if version in done:
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[StoreTx]:
+        if self._conn is None:
+            raise RuntimeError("store is not open")
+        async with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteTx(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+
+def _doc(row: tuple[Any, ...] | None) -> dict[str, Any] | None:
+    return None if row is None else json.loads(row[0])  # type: ignore[no-any-return]
+
+
+def _dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"))
+
+
+class _SqliteTx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._c = conn
+
+    def _one(self, sql: str, *args: Any) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._c.execute(sql, args).fetchone()
+        return row
+
+    def _insert(self, sql: str, *args: Any) -> None:
+        try:
+            self._c.execute(sql, args)
+        except sqlite3.IntegrityError as exc:
+            raise DuplicateKey(str(exc)) from exc
+
+    # meta
+    async def get_meta(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM meta WHERE key = ?", key)
+        return None if row is None else str(row[0])
+
+    async def set_meta(self, key: str, value: str) -> None:
+        self._c.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # identities
+    async def add_identity(self, identity_id: str, created_at: float) -> None:
+        self._insert("INSERT INTO identities (id, created_at) VALUES (?, ?)", identity_id, created_at)
+
+    async def get_identity(self, identity_id: str) -> dict[str, Any] | None:
+        row = self._one("SELECT id, created_at, tokens_revoked_at FROM identities WHERE id = ?", identity_id)
+        if row is None:
+            return None
+        return {"id": row[0], "createdAt": row[1], "tokensRevokedAt": row[2]}
+
+    async def delete_identity(self, identity_id: str) -> bool:
+        return self._c.execute("DELETE FROM identities WHERE id = ?", (identity_id,)).rowcount > 0
+
+    async def revoke_identity_tokens(self, identity_id: str, at: float) -> None:
+        self._c.execute("UPDATE identities SET tokens_revoked_at = ? WHERE id = ?", (at, identity_id))
+
+    # phone numbers
+    async def add_phone_number(self, number: str, doc: dict[str, Any]) -> None:
+        self._insert("INSERT INTO phone_numbers (number, doc) VALUES (?, ?)", number, _dumps(doc))
+
+    async def get_phone_number(self, number: str) -> dict[str, Any] | None:
+        return _doc(self._one("SELECT doc FROM phone_numbers WHERE number = ?", number))
+
+    async def list_phone_numbers(self, skip: int, top: int) -> list[dict[str, Any]]:
+        rows = self._c.execute(
+            "SELECT doc FROM phone_numbers ORDER BY number LIMIT ? OFFSET ?", (top, skip)
+        ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    async def count_phone_numbers(self) -> int:
+        row = self._one("SELECT COUNT(*) FROM phone_numbers")
+        return int(row[0]) if row else 0
+
+    async def delete_phone_number(self, number: str) -> bool:
+        return self._c.execute("DELETE FROM phone_numbers WHERE number = ?", (number,)).rowcount > 0
+
+    # endpoints
+    async def put_endpoint(self, raw_id: str, doc: dict[str, Any]) -> None:
+        self._c.execute(
+            "INSERT INTO endpoints (raw_id, doc) VALUES (?, ?) ON CONFLICT (raw_id) DO UPDATE SET doc = excluded.doc",
+            (raw_id, _dumps(doc)),
+        )
+
+    async def get_endpoint(self, raw_id: str) -> dict[str, Any] | None:
+        return _doc(self._one("SELECT doc FROM endpoints WHERE raw_id = ?", raw_id))
+
+    # calls
+    async def put_call(self, server_call_id: str, doc: dict[str, Any], updated_at: float) -> None:
+        self._c.execute(
+            "INSERT INTO calls (server_call_id, doc, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (server_call_id) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at",
+            (server_call_id, _dumps(doc), updated_at),
+        )
+
+    async def get_call(self, server_call_id: str) -> dict[str, Any] | None:
+        return _doc(self._one("SELECT doc FROM calls WHERE server_call_id = ?", server_call_id))
+
+    async def list_calls(self, limit: int) -> list[dict[str, Any]]:
+        rows = self._c.execute("SELECT doc FROM calls ORDER BY updated_at DESC LIMIT ?", (limit,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    async def add_call_connection(self, call_connection_id: str, server_call_id: str) -> None:
+        self._insert(
+            "INSERT INTO call_connections (call_connection_id, server_call_id) VALUES (?, ?)",
+            call_connection_id,
+            server_call_id,
+        )
+
+    async def get_call_id_for_connection(self, call_connection_id: str) -> str | None:
+        row = self._one(
+            "SELECT server_call_id FROM call_connections WHERE call_connection_id = ?", call_connection_id
+        )
+        return None if row is None else str(row[0])
+
+    # timers
+    async def add_timer(self, timer: TimerRow) -> None:
+        self._insert(
+            "INSERT INTO timers (id, due_at, kind, payload) VALUES (?, ?, ?, ?)",
+            timer.id,
+            timer.due_at,
+            timer.kind,
+            _dumps(timer.payload),
+        )
+
+    async def due_timers(self, now: float, limit: int) -> list[TimerRow]:
+        rows = self._c.execute(
+            "SELECT id, due_at, kind, payload FROM timers WHERE due_at <= ? ORDER BY due_at LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [TimerRow(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+    async def delete_timer(self, timer_id: str) -> None:
+        self._c.execute("DELETE FROM timers WHERE id = ?", (timer_id,))
+
+    async def next_timer_due(self) -> float | None:
+        row = self._one("SELECT MIN(due_at) FROM timers")
+        return None if row is None or row[0] is None else float(row[0])
+
+    # subscriptions
+    async def put_subscription(self, sub_id: str, doc: dict[str, Any]) -> None:
+        self._c.execute(
+            "INSERT INTO event_subscriptions (id, doc) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+            (sub_id, _dumps(doc)),
+        )
+
+    async def get_subscription(self, sub_id: str) -> dict[str, Any] | None:
+        return _doc(self._one("SELECT doc FROM event_subscriptions WHERE id = ?", sub_id))
+
+    async def list_subscriptions(self) -> list[dict[str, Any]]:
+        rows = self._c.execute("SELECT doc FROM event_subscriptions ORDER BY id").fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    async def delete_subscription(self, sub_id: str) -> bool:
+        deleted = self._c.execute("DELETE FROM event_subscriptions WHERE id = ?", (sub_id,)).rowcount > 0
+        # Pending deliveries die with their subscription, as in Azure.
+        self._c.execute(
+            "UPDATE deliveries SET status = 'dropped', last_outcome = 'SubscriptionDeleted' "
+            "WHERE subscription_id = ? AND status = 'pending'",
+            (sub_id,),
+        )
+        return deleted
+
+    # outbox
+    async def add_event(self, event_id: str, topic: str, body: str, created_at: float) -> None:
+        self._insert(
+            "INSERT INTO events (id, topic, body, created_at) VALUES (?, ?, ?, ?)",
+            event_id,
+            topic,
+            body,
+            created_at,
+        )
+
+    async def add_delivery(self, row: DeliveryRow) -> None:
+        placeholders = ", ".join("?" for _ in _DELIVERY_COLUMNS)
+        self._insert(
+            f"INSERT INTO deliveries ({', '.join(_DELIVERY_COLUMNS)}) VALUES ({placeholders})", *astuple(row)
+        )
+
+    async def claim_deliveries(self, now: float, limit: int, lease_until: float) -> list[tuple[DeliveryRow, str]]:
+        cols = ", ".join("d." + c for c in _DELIVERY_COLUMNS)
+        rows = self._c.execute(
+            f"SELECT {cols}, e.body FROM deliveries d JOIN events e ON e.id = d.event_id "
+            "WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND (d.lease_until IS NULL OR d.lease_until < ?) "
+            "ORDER BY d.next_attempt_at LIMIT ?",
+            (now, now, limit),
+        ).fetchall()
+        claimed = []
+        for r in rows:
+            row = DeliveryRow(*r[:-1])
+            row.lease_until = lease_until
+            self._c.execute("UPDATE deliveries SET lease_until = ? WHERE id = ?", (lease_until, row.id))
+            claimed.append((row, str(r[-1])))
+        return claimed
+
+    async def finish_attempt(self, row: DeliveryRow) -> None:
+        assignments = ", ".join(f"{c} = ?" for c in _DELIVERY_COLUMNS if c != "id")
+        values = [getattr(row, c) for c in _DELIVERY_COLUMNS if c != "id"]
+        self._c.execute(f"UPDATE deliveries SET {assignments} WHERE id = ?", (*values, row.id))
+
+    async def next_delivery_due(self, now: float) -> float | None:
+        row = self._one(
+            "SELECT MIN(CASE WHEN lease_until IS NOT NULL AND lease_until > next_attempt_at "
+            "THEN lease_until ELSE next_attempt_at END) FROM deliveries WHERE status = 'pending'"
+        )
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def list_deliveries(self, limit: int, subscription_id: str | None = None) -> list[DeliveryRow]:
+        cols = ", ".join(_DELIVERY_COLUMNS)
+        if subscription_id is None:
+            rows = self._c.execute(
+                f"SELECT {cols} FROM deliveries ORDER BY created_at DESC LIMIT ?", (limit,)
+            ).fetchall()
+        else:
+            rows = self._c.execute(
+                f"SELECT {cols} FROM deliveries WHERE subscription_id = ? ORDER BY created_at DESC LIMIT ?",
+                (subscription_id, limit),
+            ).fetchall()
+        return [DeliveryRow(*r) for r in rows]
+
+    async def release_leases(self) -> None:
+        self._c.execute("UPDATE deliveries SET lease_until = NULL WHERE status = 'pending'")
+
+    async def reset(self) -> None:
+        for table in (
+            "deliveries",
+            "events",
+            "event_subscriptions",
+            "timers",
+            "call_connections",
+            "calls",
+            "endpoints",
+            "phone_numbers",
+            "identities",
+        ):
+            self._c.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
