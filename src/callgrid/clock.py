@@ -7,6 +7,7 @@ Every timer in callgrid (ring timeouts, retry schedules, TTLs) reads `now()` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime
 from typing import Protocol
@@ -35,10 +36,8 @@ class SystemClock:
         if wake is None:
             await asyncio.sleep(delay)
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=delay)
-        except TimeoutError:
-            pass
 
 
 class VirtualClock:

@@ -47,7 +47,12 @@ class _ResourceEventSink:
         self, tx: StoreTx, *, event_type: str, subject: str, data: dict[str, Any], data_version: str = "1.0"
     ) -> str:
         return await self._publisher.publish_system_event(
-            tx, topic=self._topic, event_type=event_type, subject=subject, data=data, data_version=data_version
+            tx,
+            topic=self._topic,
+            event_type=event_type,
+            subject=subject,
+            data=data,
+            data_version=data_version,
         )
 
     async def send_callback(self, tx: StoreTx, *, url: str, event: dict[str, Any]) -> None:
@@ -136,7 +141,11 @@ class Node:
         )
         if run_loops:
             await self.delivery.recover()
-            for loop in (self.timers.run_forever(), self.delivery.run_forever(), self.validator.run_forever()):
+            for loop in (
+                self.timers.run_forever(),
+                self.delivery.run_forever(),
+                self.validator.run_forever(),
+            ):
                 self._tasks.append(asyncio.create_task(loop))
 
     async def stop(self) -> None:

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 
-from callgrid.api import arm, calling, callgrid_v1, identity, phone_numbers
+from callgrid.api import arm, callgrid_v1, calling, identity, phone_numbers
 from callgrid.api.errors import EXCEPTION_HANDLERS
 from callgrid.node import Node
 

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
-import sys
+import random
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-# The package may not be installed in the venv (src layout); make it importable for this file alone.
-if importlib.util.find_spec("callgrid") is None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-
-from callgrid.eventgrid.filters import (  # noqa: E402
+from callgrid.eventgrid.filters import (
     MISSING,
     OPERATOR_TYPES,
     CompiledFilter,
@@ -78,11 +72,17 @@ def match(spec: dict[str, Any] | None, event: dict[str, Any], options: FilterOpt
 
 VECTORS: list[Any] = [
     pytest.param(
-        "E1", adv_filter(adv("StringBeginsWith", "data.to.PhoneNumber.Value", ["+18005551212"])), True, id="v01"
+        "E1",
+        adv_filter(adv("StringBeginsWith", "data.to.PhoneNumber.Value", ["+18005551212"])),
+        True,
+        id="v01",
     ),
     pytest.param("E1", adv_filter(adv("StringIn", "data.to.kind", ["PHONENUMBER"])), True, id="v02"),
     pytest.param(
-        "E1", adv_filter(adv("StringIn", "eventType", ["microsoft.communication.incomingcall"])), True, id="v03"
+        "E1",
+        adv_filter(adv("StringIn", "eventType", ["microsoft.communication.incomingcall"])),
+        True,
+        id="v03",
     ),
     pytest.param("E1", adv_filter(adv("StringContains", "subject", ["recipient/4:+1800"])), True, id="v04"),
     pytest.param("E1", adv_filter(adv("StringBeginsWith", "data.to.rawId", ["8:acs:"])), False, id="v05"),
@@ -99,9 +99,7 @@ VECTORS: list[Any] = [
     ),
     pytest.param("E1", adv_filter(adv("IsNotNull", "data.customContext")), True, id="v09"),
     pytest.param("E1", adv_filter(adv("IsNullOrUndefined", "data.onBehalfOfCallee")), True, id="v10"),
-    pytest.param(
-        "E1", adv_filter(adv("StringIn", "data.customContext.sipHeaders.X-MS-CLIENT", ["A"])), True, id="v11"
-    ),
+    pytest.param("E1", adv_filter(adv("StringIn", "data.customContext.sipHeaders.X-MS-CLIENT", ["A"])), True, id="v11"),
     pytest.param(
         "E1",
         adv_filter(adv("StringBeginsWith", "topic", ["/subscriptions/s1/resourceGroups/RG1"])),
@@ -118,9 +116,7 @@ VECTORS: list[Any] = [
     pytest.param("E2", adv_filter(adv("NumberNotIn", "data.count", [4, 5])), True, id="v20"),
     pytest.param("E2", adv_filter(adv("NumberNotIn", "data.count", [3])), False, id="v21"),
     pytest.param("E2", adv_filter(adv("NumberInRange", "data.amount", [[100, 150.5]])), True, id="v22"),
-    pytest.param(
-        "E2", adv_filter(adv("NumberInRange", "data.amount", [[0, 100], [200, 300]])), False, id="v23"
-    ),
+    pytest.param("E2", adv_filter(adv("NumberInRange", "data.amount", [[0, 100], [200, 300]])), False, id="v23"),
     pytest.param("E2", adv_filter(adv("NumberNotInRange", "data.amount", [[0, 100]])), True, id="v24"),
     pytest.param("E2", adv_filter(adv("NumberNotInRange", "data.amount", [[150.5, 151]])), False, id="v25"),
     pytest.param("E2", adv_filter(adv("BoolEquals", "data.isVip", True)), True, id="v26"),
@@ -354,7 +350,7 @@ def test_missing_data_object() -> None:
     assert match(adv_filter(adv("StringIn", "data.a", ["x"])), event) is False
 
 
-# --------------------------------------------------------------------------- null and type mismatch (§3.5, O2, O3)
+# ----------------------------------------------------------------- null and type mismatch (§3.5, O2, O3)
 
 
 @pytest.mark.parametrize("op", VALUE_OPS)
@@ -515,8 +511,14 @@ def test_keys_are_case_insensitive(key: str) -> None:
 
 @pytest.mark.parametrize(
     ("key", "expected"),
-    [("ID", "e2"), ("Topic", E2["topic"]), ("Subject", "/orders/42"), ("EventType", "Contoso.Order.Created")]
-    + [("DataVersion", "2.0"), ("eventtime", "2024-05-01T10:00:00Z")],
+    [
+        ("ID", "e2"),
+        ("Topic", E2["topic"]),
+        ("Subject", "/orders/42"),
+        ("EventType", "Contoso.Order.Created"),
+        ("DataVersion", "2.0"),
+        ("eventtime", "2024-05-01T10:00:00Z"),
+    ],
 )
 def test_envelope_keys(key: str, expected: str) -> None:
     assert match(adv_filter(adv("StringIn", key, [expected.upper()])), E2) is True
@@ -553,7 +555,13 @@ def test_lookup() -> None:
 
 def test_lookup_on_a_cloud_event_shape() -> None:
     # The matcher addresses whatever mapping it is given; CE extension attributes are plain keys.
-    e3 = {"specversion": "1.0", "id": "e3", "type": "T", "comexampleothervalue": 5, "data": {"to": {"rawId": "u"}}}
+    e3 = {
+        "specversion": "1.0",
+        "id": "e3",
+        "type": "T",
+        "comexampleothervalue": 5,
+        "data": {"to": {"rawId": "u"}},
+    }
     assert match(adv_filter(adv("NumberIn", "ComExampleOtherValue", [5])), e3) is True
 
 
@@ -653,7 +661,12 @@ def test_event_without_event_type() -> None:
         ("NumberIn", [9007199254740993], 9007199254740993, True),
         ("NumberGreaterThan", 9007199254740992, 9007199254740993, True),
         ("NumberLessThan", 10**30 + 1, 10**30, True),
-        ("NumberIn", [Decimal("12345678901234567890.123456789")], Decimal("12345678901234567890.123456789"), True),
+        (
+            "NumberIn",
+            [Decimal("12345678901234567890.123456789")],
+            Decimal("12345678901234567890.123456789"),
+            True,
+        ),
         ("NumberIn", [-0.0], 0, True),
     ],
 )
@@ -662,7 +675,9 @@ def test_exact_decimals(op: str, payload: Any, value: Any, expected: bool) -> No
 
 
 def test_exact_decimals_from_json_text() -> None:
-    spec = json.loads('{"advancedFilters":[{"operatorType":"NumberIn","key":"data.v","values":[0.3, 123456789012345678901]}]}')
+    spec = json.loads(
+        '{"advancedFilters":[{"operatorType":"NumberIn","key":"data.v","values":[0.3, 123456789012345678901]}]}'
+    )
     assert match(spec, json.loads('{"data":{"v":0.3}}')) is True
     assert match(spec, json.loads('{"data":{"v":123456789012345678901}}')) is True
     assert match(spec, json.loads('{"data":{"v":123456789012345678900}}')) is False
@@ -690,7 +705,9 @@ def error_for(spec: Any, options: FilterOptions | None = None) -> str:
         pytest.param({"subjectEndsWith": ["x"]}, "subjectEndsWith", id="subject-ends-not-string"),
         pytest.param({"isSubjectCaseSensitive": "true"}, "isSubjectCaseSensitive", id="case-flag-not-bool"),
         pytest.param(
-            {"enableAdvancedFilteringOnArrays": 1}, "enableAdvancedFilteringOnArrays", id="arrays-flag-not-bool"
+            {"enableAdvancedFilteringOnArrays": 1},
+            "enableAdvancedFilteringOnArrays",
+            id="arrays-flag-not-bool",
         ),
         pytest.param({"advancedFilters": {}}, "advancedFilters", id="advanced-not-array"),
         pytest.param({"advancedFilters": ["x"]}, "advancedFilters[0]", id="advanced-item-not-object"),
@@ -698,7 +715,11 @@ def error_for(spec: Any, options: FilterOptions | None = None) -> str:
         pytest.param(adv_filter(adv("StringLike", "data.a", ["x"])), "StringLike", id="unknown-operator"),
         pytest.param(adv_filter({"operatorType": 5, "key": "data.a"}), "operatorType", id="operator-not-string"),
         pytest.param(adv_filter({"operatorType": "StringIn", "values": ["x"]}), "no 'key'", id="missing-key"),
-        pytest.param(adv_filter(adv("StringIn", 5, ["x"])), "'key' must be a string", id="key-not-string"),
+        pytest.param(
+            adv_filter({"operatorType": "StringIn", "key": 5, "values": ["x"]}),
+            "'key' must be a string",
+            id="key-not-string",
+        ),
         pytest.param(adv_filter(adv("StringIn", "", ["x"])), "empty", id="key-empty"),
         pytest.param(adv_filter(adv("StringIn", "data..a", ["x"])), "empty step", id="key-double-dot"),
         pytest.param(adv_filter(adv("StringIn", "data.a.", ["x"])), "empty step", id="key-trailing-dot"),
@@ -728,16 +749,23 @@ def error_for(spec: Any, options: FilterOptions | None = None) -> str:
             id="duplicate-property",
         ),
         pytest.param(
-            adv_filter(*[adv("IsNotNull", f"data.k{i}") for i in range(26)]), "26 advanced filters", id="26-filters"
+            adv_filter(*[adv("IsNotNull", f"data.k{i}") for i in range(26)]),
+            "26 advanced filters",
+            id="26-filters",
         ),
         pytest.param(adv_filter(adv("StringIn", "data.a", [str(i) for i in range(26)])), "26 values", id="26-in-one"),
         pytest.param(
-            adv_filter(*[adv("NumberLessThan", f"data.k{i}", i) for i in range(13)], adv("NumberIn", "data.z", [1] * 13)),
+            adv_filter(
+                *[adv("NumberLessThan", f"data.k{i}", i) for i in range(13)],
+                adv("NumberIn", "data.z", [1] * 13),
+            ),
             "26 values",
             id="single-values-count",
         ),
         pytest.param(
-            adv_filter(adv("NumberInRange", "data.a", [[i, i + 1] for i in range(26)])), "26 values", id="ranges-count"
+            adv_filter(adv("NumberInRange", "data.a", [[i, i + 1] for i in range(26)])),
+            "26 values",
+            id="ranges-count",
         ),
         pytest.param(adv_filter(adv("StringBeginsWith", "data.a", ["ok", "y" * 513])), "513 characters", id="513"),
     ],
@@ -875,3 +903,46 @@ def test_compile_once_match_many() -> None:
     other["data"]["to"]["rawId"] = "4:+10000000000"
     results = [compiled.matches(e) for e in (E1, other, E1, E2)]
     assert results == [True, False, True, False]
+
+
+@pytest.mark.parametrize(
+    ("op", "payload", "value", "expected"),
+    [
+        # Filter values with more digits than a float holds: float(D) == 0.3, yet 0.3 != D.
+        ("NumberIn", [Decimal("0.30000000000000001")], 0.3, False),
+        ("NumberLessThan", Decimal("0.30000000000000001"), 0.3, True),
+        ("NumberGreaterThanOrEquals", Decimal("0.30000000000000001"), 0.3, False),
+        ("NumberInRange", [[Decimal("0.30000000000000001"), 1]], 0.3, False),
+        ("NumberInRange", [[0, Decimal("0.29999999999999999")]], 0.3, False),
+        ("NumberNotInRange", [[Decimal("0.30000000000000001"), 1]], 0.3, True),
+    ],
+)
+def test_float_event_values_against_precise_filter_values(op: str, payload: Any, value: Any, expected: bool) -> None:
+    assert match(adv_filter(adv(op, "data.v", payload)), event_with(value)) is expected
+
+
+def test_float_fast_path_agrees_with_decimal_reference() -> None:
+    # Event floats mean their shortest decimal text; check the float shortcut against that reading.
+    rng = random.Random(20240501)
+    bounds = [
+        Decimal("0.3"),
+        Decimal("0.30000000000000001"),
+        Decimal("150.5"),
+        Decimal(2**53 + 1),
+        Decimal("-1e-7"),
+    ]
+    floats = [0.3, 0.1 + 0.2, 150.5, float(2**53), 2.0**53 + 2, -1e-7, -1.0000000000000002e-7, 0.0]
+    floats += [rng.uniform(-200, 200) for _ in range(200)]
+    for bound in bounds:
+        compiled = {
+            op: compile_filter(adv_filter(adv(op, "data.v", bound))) for op in ("NumberLessThan", "NumberGreaterThan")
+        }
+        in_set = compile_filter(adv_filter(adv("NumberIn", "data.v", [bound])))
+        in_range = compile_filter(adv_filter(adv("NumberInRange", "data.v", [[bound, bound + 1]])))
+        for f in floats:
+            d = Decimal(repr(f))
+            event = event_with(f)
+            assert compiled["NumberLessThan"].matches(event) is (d < bound), (f, bound)
+            assert compiled["NumberGreaterThan"].matches(event) is (d > bound), (f, bound)
+            assert in_set.matches(event) is (d == bound), (f, bound)
+            assert in_range.matches(event) is (bound <= d <= bound + 1), (f, bound)

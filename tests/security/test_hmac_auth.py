@@ -270,9 +270,7 @@ def _check(
     )
 
 
-def _signed(
-    key: str, target: str = "/calling/callConnections:answer?api-version=2026-03-12"
-) -> dict[str, str]:
+def _signed(key: str, target: str = "/calling/callConnections:answer?api-version=2026-03-12") -> dict[str, str]:
     return sign_request("POST", target, HOST, b"{}", key, NOW)
 
 

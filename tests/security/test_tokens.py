@@ -150,9 +150,7 @@ def test_callback_token_verifies_with_jwks(key: rsa.RSAPrivateKey) -> None:
     header = jwt.get_unverified_header(token)
     assert header["alg"] == "RS256" and header["kid"] == key_id(key)
     entry = next(e for e in jwks([key.public_key()])["keys"] if e["kid"] == header["kid"])
-    claims = jwt.decode(
-        token, key=jwt.PyJWK(entry).key, algorithms=["RS256"], issuer=ISSUER, audience=RESOURCE
-    )
+    claims = jwt.decode(token, key=jwt.PyJWK(entry).key, algorithms=["RS256"], issuer=ISSUER, audience=RESOURCE)
     assert claims["exp"] - claims["iat"] == 300
     assert claims["nbf"] == claims["iat"] == int(now.timestamp())
     uuid.UUID(claims["jti"])

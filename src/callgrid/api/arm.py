@@ -60,8 +60,7 @@ async def dispatch(request: Request) -> Response:
         return error_response(
             404,
             "ResourceNotFound",
-            f"The Resource '{scope}' was not found. This server's Communication resource is "
-            f"'{node.resource.arm_id}'.",
+            f"The Resource '{scope}' was not found. This server's Communication resource is '{node.resource.arm_id}'.",
         )
     name = match["name"]
     if name is None:
@@ -81,7 +80,12 @@ async def dispatch(request: Request) -> Response:
         body = await read_json(request)
         async with node.store.transaction() as tx:
             doc, created = await node.subscriptions.put(
-                tx, arm_id=arm_id, name=name, topic=node.resource.arm_id, resource_type=EXTENSION_TYPE, body=body
+                tx,
+                arm_id=arm_id,
+                name=name,
+                topic=node.resource.arm_id,
+                resource_type=EXTENSION_TYPE,
+                body=body,
             )
         node.subscriptions_changed()
         return JSONResponse(

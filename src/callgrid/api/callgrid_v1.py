@@ -27,7 +27,12 @@ def call_view(call: Call) -> dict[str, Any]:
         "endedAt": call.ended_at,
         "endReason": call.end_reason,
         "participants": [
-            {"rawId": p.raw_id, "role": p.role, "joinedAt": p.joined_at, "callConnectionId": p.call_connection_id}
+            {
+                "rawId": p.raw_id,
+                "role": p.role,
+                "joinedAt": p.joined_at,
+                "callConnectionId": p.call_connection_id,
+            }
             for p in call.participants
         ],
         "offers": [
@@ -119,9 +124,7 @@ async def put_endpoint(request: Request) -> Response:
     try:
         behaviour = DeviceBehaviour(behaviour_raw)
     except ValueError:
-        raise InvalidRequest(
-            f"onIncomingCall must be one of {', '.join(b.value for b in DeviceBehaviour)}."
-        ) from None
+        raise InvalidRequest(f"onIncomingCall must be one of {', '.join(b.value for b in DeviceBehaviour)}.") from None
     delay = field(body, "answerDelayMs", int, required=False) or 0
     async with node.store.transaction() as tx:
         doc = await node.calls.set_device(tx, target, behaviour, delay)
@@ -167,7 +170,9 @@ async def advance_clock(request: Request) -> Response:
     node = node_of(request)
     if node.virtual_clock is None:
         return error_response(
-            409, "ClockNotVirtual", "The clock is the system clock; start callgrid with --clock virtual to move it."
+            409,
+            "ClockNotVirtual",
+            "The clock is the system clock; start callgrid with --clock virtual to move it.",
         )
     body = await read_object(request)
     seconds = field(body, "seconds", (int, float))

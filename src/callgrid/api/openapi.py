@@ -14,7 +14,10 @@ def _op(summary: str, status: str, body: dict[str, Any] | None = None, **extra: 
         "responses": {
             status: {"description": "Success"},
             "400": {"description": "Bad request", "content": {"application/json": {"schema": _ERROR}}},
-            "401": {"description": "Unsigned or badly signed", "content": {"application/json": {"schema": _ERROR}}},
+            "401": {
+                "description": "Unsigned or badly signed",
+                "content": {"application/json": {"schema": _ERROR}},
+            },
         },
     }
     if body is not None:

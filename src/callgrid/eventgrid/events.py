@@ -9,7 +9,14 @@ from callgrid.clock import iso7
 
 
 def event_grid_event(
-    *, topic: str, event_type: str, subject: str, data: Any, data_version: str, now: float, event_id: str | None = None
+    *,
+    topic: str,
+    event_type: str,
+    subject: str,
+    data: Any,
+    data_version: str,
+    now: float,
+    event_id: str | None = None,
 ) -> dict[str, Any]:
     return {
         "id": event_id or str(uuid.uuid4()),

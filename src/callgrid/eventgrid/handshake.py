@@ -9,6 +9,7 @@ found in the store, so a restart resumes them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -70,10 +71,8 @@ class SubscriptionValidator:
                 await self.start_pending()
             except Exception:
                 log.exception("validation loop error")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 1.0)
-            except TimeoutError:
-                pass
 
     async def start_pending(self) -> None:
         async with self._store.transaction() as tx:
@@ -84,22 +83,32 @@ class SubscriptionValidator:
             key = doc["id"].lower()
             if state in PENDING_VALIDATION:
                 code = doc["callgrid"]["validationCode"]
-                running = self._running.get(key + code)
-                if running is None:
+                if key + code not in self._running:
                     task = asyncio.create_task(self._validate(doc))
                     self._running[key + code] = task
-                    task.add_done_callback(lambda _t, k=key + code: self._running.pop(k, None))
-            elif state == AWAITING:
-                if now - doc["callgrid"]["validationRequestedAt"] > MANUAL_VALIDATION_WINDOW_SECONDS:
-                    await self._complete(key, doc["callgrid"]["validationCode"],
-                                         "The validation URL was not visited within 5 minutes.")
+                    task.add_done_callback(self._forget)
+            elif state == AWAITING and (
+                now - doc["callgrid"]["validationRequestedAt"] > MANUAL_VALIDATION_WINDOW_SECONDS
+            ):
+                await self._complete(
+                    key,
+                    doc["callgrid"]["validationCode"],
+                    "The validation URL was not visited within 5 minutes.",
+                )
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        for key, running in list(self._running.items()):
+            if running is task:
+                del self._running[key]
 
     async def _validate(self, doc: dict[str, Any]) -> None:
         props = doc["properties"]
         url = props["destination"]["properties"]["endpointUrl"]
         code = doc["callgrid"]["validationCode"]
         event = validation_event(
-            topic=props["topic"], validation_code=code, validation_url=self.validation_url(doc),
+            topic=props["topic"],
+            validation_code=code,
+            validation_url=self.validation_url(doc),
             now=self._clock.now(),
         )
         headers = {

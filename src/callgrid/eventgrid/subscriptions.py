@@ -75,9 +75,7 @@ def validate_properties(body: Any, *, topic_is_system: bool) -> dict[str, Any]:
         raise _invalid("properties.destination is required.")
     endpoint_type = destination.get("endpointType")
     if endpoint_type != "WebHook":
-        raise _invalid(
-            f"Destination endpointType '{endpoint_type}' is not supported by callgrid yet; use 'WebHook'."
-        )
+        raise _invalid(f"Destination endpointType '{endpoint_type}' is not supported by callgrid yet; use 'WebHook'.")
     dest_props = destination.get("properties")
     if not isinstance(dest_props, dict):
         raise _invalid("properties.destination.properties is required.")
@@ -128,7 +126,11 @@ def validate_properties(body: Any, *, topic_is_system: bool) -> dict[str, Any]:
     for passthrough in ("expirationTimeUtc", "deadLetterDestination"):
         if props.get(passthrough) is not None:
             normalised[passthrough] = props[passthrough]
-    for key in ("deliveryAttributeMappings", "azureActiveDirectoryTenantId", "azureActiveDirectoryApplicationIdOrUri"):
+    for key in (
+        "deliveryAttributeMappings",
+        "azureActiveDirectoryTenantId",
+        "azureActiveDirectoryApplicationIdOrUri",
+    ):
         if dest_props.get(key) is not None:
             normalised["destination"]["properties"][key] = dest_props[key]
     return normalised
@@ -155,9 +157,7 @@ def public_view(doc: dict[str, Any]) -> dict[str, Any]:
 
 def check_name(name: str) -> None:
     if not _NAME.match(name):
-        raise _invalid(
-            f"Event subscription name '{name}' is invalid: use 3 to 64 letters, digits or hyphens."
-        )
+        raise _invalid(f"Event subscription name '{name}' is invalid: use 3 to 64 letters, digits or hyphens.")
 
 
 def active_subscription(doc: dict[str, Any]) -> ActiveSubscription | None:
@@ -239,8 +239,9 @@ class SubscriptionService:
                 return doc
         return None
 
-    async def complete_validation(self, tx: StoreTx, sub_id: str, *, code: str | None, error: str | None,
-                                  awaiting_manual: bool = False) -> dict[str, Any] | None:
+    async def complete_validation(
+        self, tx: StoreTx, sub_id: str, *, code: str | None, error: str | None, awaiting_manual: bool = False
+    ) -> dict[str, Any] | None:
         """Record a handshake's outcome; `code` must still be the current one (an update starts anew)."""
         doc = await tx.get_subscription(sub_id)
         if doc is None or (code is not None and doc["callgrid"]["validationCode"] != code):

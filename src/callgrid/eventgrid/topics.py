@@ -80,7 +80,11 @@ class EventPublisher:
         data_version: str = "1.0",
     ) -> str:
         event = event_grid_event(
-            topic=topic, event_type=event_type, subject=subject, data=data, data_version=data_version,
+            topic=topic,
+            event_type=event_type,
+            subject=subject,
+            data=data,
+            data_version=data_version,
             now=self._clock.now(),
         )
         await self.publish(tx, topic, event)

@@ -59,9 +59,7 @@ class IdentityService:
             )
         minutes = DEFAULT_TOKEN_MINUTES if expires_in_minutes is None else expires_in_minutes
         if not 60 <= minutes <= 1440:
-            raise InvalidRequest(
-                "expiresInMinutes must be between 60 and 1440 minutes.", code="ValidationError"
-            )
+            raise InvalidRequest("expiresInMinutes must be between 60 and 1440 minutes.", code="ValidationError")
         now = self._clock.now()
         # Whole seconds, so the expiry the SDK reads from the token equals the one in the body.
         now = float(int(now))

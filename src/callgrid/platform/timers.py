@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -75,8 +76,6 @@ class TimerService:
             if next_due is not None and next_due <= now:
                 continue
             deadline = now + 3600 if next_due is None else next_due
-            try:
-                # Also look again every second of real time: another node may have added work.
+            # Also look again every second of real time: another node may have added work.
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._clock.sleep_until(deadline, self._wake), _IDLE_POLL_SECONDS)
-            except TimeoutError:
-                pass

@@ -48,9 +48,7 @@ def _b64url_decode(text: str) -> bytes:
 
 
 def _canonical(claims: Mapping[str, Any]) -> bytes:
-    return json.dumps(
-        claims, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode("ascii")
+    return json.dumps(claims, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
 
 
 def _mac(secret: bytes, claims: Mapping[str, Any]) -> str:

@@ -31,9 +31,7 @@ SIGNED_HEADERS = "x-ms-date;host;x-ms-content-sha256"
 
 # Segments whose *next* path segment is an identifier (a raw id, phone number, ...) that the SDK
 # percent-encodes before signing but that aiohttp/yarl may decode on the wire.
-_ID_PARENT_SEGMENTS = frozenset(
-    {"participants", "identities", "phonenumbers", "recordings", "callconnections"}
-)
+_ID_PARENT_SEGMENTS = frozenset({"participants", "identities", "phonenumbers", "recordings", "callconnections"})
 
 # strftime's %a/%b follow the process locale; the SDK (normally) produces English names.
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -96,9 +94,7 @@ def _parse_authorization(value: str) -> tuple[list[str], str]:
     if not scheme:
         raise HmacAuthError("the Authorization header is empty")
     if scheme.lower() == "bearer":
-        raise HmacAuthError(
-            "bearer tokens are not accepted here; sign the request with the access key (HMAC-SHA256)"
-        )
+        raise HmacAuthError("bearer tokens are not accepted here; sign the request with the access key (HMAC-SHA256)")
     if scheme.upper() != SCHEME:
         raise HmacAuthError(f"unsupported authorization scheme {scheme!r}; expected {SCHEME}")
     fields: dict[str, str] = {}
@@ -197,9 +193,7 @@ def verify_request(
     if current - sent_at > max_skew:
         raise HmacAuthError(f"request is older than {_describe(max_skew)} (check the clock)")
     if sent_at - current > max_skew:
-        raise HmacAuthError(
-            f"request date is more than {_describe(max_skew)} in the future (check the clock)"
-        )
+        raise HmacAuthError(f"request date is more than {_describe(max_skew)} in the future (check the clock)")
 
     body_hash = lowered.get("x-ms-content-sha256")
     if body_hash is None:

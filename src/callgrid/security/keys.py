@@ -37,9 +37,7 @@ def load_or_create_rsa_key(path: Path) -> rsa.RSAPrivateKey:
             raise ValueError(f"{path} does not hold an RSA private key")
         return key
     key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_SIZE)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     write_atomic(path, pem, mode=0o600)
     return key
 
@@ -50,9 +48,7 @@ def _public(key: rsa.RSAPublicKey | rsa.RSAPrivateKey) -> rsa.RSAPublicKey:
 
 def key_id(public_key: rsa.RSAPublicKey | rsa.RSAPrivateKey) -> str:
     """A stable ``kid``: base64url of the first 16 bytes of SHA-256 over the DER SubjectPublicKeyInfo."""
-    der = _public(public_key).public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    der = _public(public_key).public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return _b64url(hashlib.sha256(der).digest()[:16])
 
 

@@ -144,9 +144,7 @@ class _SqliteTx:
         return _doc(self._one("SELECT doc FROM phone_numbers WHERE number = ?", number))
 
     async def list_phone_numbers(self, skip: int, top: int) -> list[dict[str, Any]]:
-        rows = self._c.execute(
-            "SELECT doc FROM phone_numbers ORDER BY number LIMIT ? OFFSET ?", (top, skip)
-        ).fetchall()
+        rows = self._c.execute("SELECT doc FROM phone_numbers ORDER BY number LIMIT ? OFFSET ?", (top, skip)).fetchall()
         return [json.loads(r[0]) for r in rows]
 
     async def count_phone_numbers(self) -> int:
@@ -189,9 +187,7 @@ class _SqliteTx:
         )
 
     async def get_call_id_for_connection(self, call_connection_id: str) -> str | None:
-        row = self._one(
-            "SELECT server_call_id FROM call_connections WHERE call_connection_id = ?", call_connection_id
-        )
+        row = self._one("SELECT server_call_id FROM call_connections WHERE call_connection_id = ?", call_connection_id)
         return None if row is None else str(row[0])
 
     # timers
@@ -254,9 +250,7 @@ class _SqliteTx:
 
     async def add_delivery(self, row: DeliveryRow) -> None:
         placeholders = ", ".join("?" for _ in _DELIVERY_COLUMNS)
-        self._insert(
-            f"INSERT INTO deliveries ({', '.join(_DELIVERY_COLUMNS)}) VALUES ({placeholders})", *astuple(row)
-        )
+        self._insert(f"INSERT INTO deliveries ({', '.join(_DELIVERY_COLUMNS)}) VALUES ({placeholders})", *astuple(row))
 
     async def claim_deliveries(self, now: float, limit: int, lease_until: float) -> list[tuple[DeliveryRow, str]]:
         cols = ", ".join("d." + c for c in _DELIVERY_COLUMNS)
@@ -314,4 +308,4 @@ class _SqliteTx:
             "phone_numbers",
             "identities",
         ):
-            self._c.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+            self._c.execute(f"DELETE FROM {table}")

@@ -7,6 +7,7 @@ lease runs out (at-least-once). Outcomes are written back in batches, one transa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -87,10 +88,8 @@ class DeliveryEngine:
                 if next_due is not None and next_due <= now and not self._in_flight:
                     continue
                 deadline = now + 3600 if next_due is None else max(next_due, now)
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._clock.sleep_until(deadline, self._wake), _IDLE_POLL_SECONDS)
-                except TimeoutError:
-                    pass
         finally:
             finisher.cancel()
             for task in list(self._in_flight):
@@ -148,7 +147,10 @@ class DeliveryEngine:
     async def _send(self, request: _Request) -> None:
         try:
             result = await self._sender.send(
-                "POST", request.row.url, body=request.body, headers=request.headers,
+                "POST",
+                request.row.url,
+                body=request.body,
+                headers=request.headers,
                 timeout=self.settings.timeout_seconds,
             )
         except Exception as exc:  # a sender bug must not lose the row: record it as a failed attempt

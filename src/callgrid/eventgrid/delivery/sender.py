@@ -65,9 +65,7 @@ class AiohttpSender:
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
         return self._session
 
-    async def send(
-        self, method: str, url: str, *, body: bytes, headers: dict[str, str], timeout: float
-    ) -> SendResult:
+    async def send(self, method: str, url: str, *, body: bytes, headers: dict[str, str], timeout: float) -> SendResult:
         try:
             async with self._client().request(
                 method,

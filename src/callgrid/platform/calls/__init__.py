@@ -3,4 +3,12 @@
 from callgrid.platform.calls.models import Call, CallConnection, CallState, Participant, RingOffer
 from callgrid.platform.calls.service import CallService, DeviceBehaviour
 
-__all__ = ["Call", "CallConnection", "CallService", "CallState", "DeviceBehaviour", "Participant", "RingOffer"]
+__all__ = [
+    "Call",
+    "CallConnection",
+    "CallService",
+    "CallState",
+    "DeviceBehaviour",
+    "Participant",
+    "RingOffer",
+]

@@ -97,8 +97,7 @@ class CallService:
         if target.is_communication_user:
             if not target.raw_id.startswith(f"8:acs:{self.resource.immutable_id}_"):
                 raise Forbidden(
-                    f"'{target.raw_id}' belongs to another Communication resource; "
-                    "cross-resource calls are blocked.",
+                    f"'{target.raw_id}' belongs to another Communication resource; cross-resource calls are blocked.",
                     code="7507",
                 )
             if not await self._identities.exists(tx, target.raw_id):
@@ -228,9 +227,7 @@ class CallService:
         reason = reason or "none"
         result = {"none": DECLINED, "busy": BUSY, "forbidden": FORBIDDEN}.get(reason)
         if result is None:
-            raise InvalidRequest(
-                f"callRejectReason '{reason}' is not one of none, busy, forbidden.", code="8523"
-            )
+            raise InvalidRequest(f"callRejectReason '{reason}' is not one of none, busy, forbidden.", code="8523")
         call, offer = await self._ringing_offer(tx, incoming_call_context)
         now = self._clock.now()
         self._offer_ended(call, offer, now, OfferState.REJECTED, f"rejected ({reason})")
@@ -313,10 +310,17 @@ class CallService:
         if kind is not TargetKind.EXTERNAL_NUMBER:
             offer.incoming_call_event_id = await self._publish_incoming_call(tx, call, offer, target, source)
         call.record(
-            now, "ringing", target=target.raw_id, scenario=scenario.value, incomingCall=kind is not TargetKind.EXTERNAL_NUMBER
+            now,
+            "ringing",
+            target=target.raw_id,
+            scenario=scenario.value,
+            incomingCall=kind is not TargetKind.EXTERNAL_NUMBER,
         )
         await self._timers.schedule(
-            tx, "offer.expire", offer.expires_at, {"serverCallId": call.server_call_id, "offerId": offer.offer_id}
+            tx,
+            "offer.expire",
+            offer.expires_at,
+            {"serverCallId": call.server_call_id, "offerId": offer.offer_id},
         )
         device = await self.get_device(tx, target.raw_id)
         behaviour = DeviceBehaviour(device["onIncomingCall"])
@@ -385,9 +389,7 @@ class CallService:
                 code="8522",
             )
         if self._clock.now() >= offer.expires_at:
-            raise NotFound(
-                "The incomingCallContext has expired: the call was not answered within time.", code="8587"
-            )
+            raise NotFound("The incomingCallContext has expired: the call was not answered within time.", code="8587")
         return call, offer
 
     def _offer_ended(self, call: Call, offer: RingOffer, now: float, state: OfferState, outcome: str) -> None:
@@ -550,4 +552,11 @@ def parse_identifier(raw: Any, field: str) -> CommunicationIdentifier:
         raise InvalidRequest(f"'{field}': {exc}") from None
 
 
-__all__ = ["CallService", "CallServiceSettings", "CallgridError", "DeviceBehaviour", "TargetKind", "parse_identifier"]
+__all__ = [
+    "CallService",
+    "CallServiceSettings",
+    "CallgridError",
+    "DeviceBehaviour",
+    "TargetKind",
+    "parse_identifier",
+]

@@ -1,0 +1,30 @@
+# Two commands on a fresh machine (Python 3.11 + make): `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PORT ?= 8710
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## Start callgrid on https://localhost:$(PORT) with state in ./.callgrid
+run: $(STAMP)
+	$(BIN)/callgrid serve --port $(PORT)
+
+## The whole test suite (a real server, the official SDKs)
+test: $(STAMP)
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .callgrid .pytest_cache .mypy_cache .ruff_cache

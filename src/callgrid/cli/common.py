@@ -1,0 +1,115 @@
+"""What every command shares: settings, the local resource, a signed client, and output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from callgrid.client import CallgridClient, CallgridHttpError
+from callgrid.config import Settings
+from callgrid.platform.resource import CommunicationResource, load_or_create_resource
+from callgrid.security import TlsMaterial, ensure_tls_material, issue_arm_token, load_or_create_rsa_key
+from callgrid.store import open_store
+
+console = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[Path, typer.Option("--data-dir", "-d", help="Where state lives.", envvar="CALLGRID_DATA_DIR")]
+PortOption = Annotated[int | None, typer.Option("--port", "-p", help="The server's port (default: as last served).")]
+
+
+@dataclass
+class LocalState:
+    settings: Settings
+    resource: CommunicationResource
+    tls: TlsMaterial | None
+
+    @property
+    def endpoint(self) -> str:
+        return self.settings.endpoint
+
+    @property
+    def connection_string(self) -> str:
+        return self.resource.connection_string(self.endpoint)
+
+    def arm_token(self) -> str:
+        key = load_or_create_rsa_key(self.settings.data_dir / "keys" / "token-signing.pem")
+        return issue_arm_token(key, issuer=self.endpoint, now=datetime.now(UTC))
+
+    def env(self) -> dict[str, str]:
+        values = {
+            "CALLGRID_ENDPOINT": self.endpoint,
+            "CALLGRID_CONNECTION_STRING": self.connection_string,
+            "CALLGRID_ACCESS_KEY": self.resource.access_key,
+            "CALLGRID_RESOURCE_ID": self.resource.arm_id,
+            "CALLGRID_IMMUTABLE_RESOURCE_ID": self.resource.immutable_id,
+            "CALLGRID_ARM_TOKEN": self.arm_token(),
+        }
+        if self.tls is not None:
+            bundle = str(self.tls.ca_bundle.resolve())
+            # Sync SDK clients (requests) read REQUESTS_CA_BUNDLE; async ones (aiohttp) read SSL_CERT_FILE.
+            values["REQUESTS_CA_BUNDLE"] = bundle
+            values["SSL_CERT_FILE"] = bundle
+        return values
+
+    def client(self) -> CallgridClient:
+        return CallgridClient(self.endpoint, self.resource.access_key, self.tls.ca_bundle if self.tls else None)
+
+
+def settings_for(data_dir: Path, port: int | None, insecure: bool | None = None, **extra: Any) -> Settings:
+    saved = saved_server(data_dir)
+    overrides: dict[str, Any] = {"data_dir": data_dir, **extra}
+    overrides["port"] = port if port is not None else saved.get("port")
+    if insecure is not None:
+        overrides["tls"] = not insecure if insecure else saved.get("tls", True)
+    elif "tls" in saved:
+        overrides["tls"] = saved["tls"]
+    return Settings.from_env(**overrides)
+
+
+def saved_server(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / "server.json"
+    try:
+        loaded: dict[str, Any] = json.loads(path.read_text())
+        return loaded
+    except (OSError, ValueError):
+        return {}
+
+
+def local_state(settings: Settings) -> LocalState:
+    async def load() -> CommunicationResource:
+        store = await open_store(settings.resolved_store_url)
+        try:
+            async with store.transaction() as tx:
+                return await load_or_create_resource(
+                    tx,
+                    name=settings.resource_name,
+                    subscription_id=settings.subscription_id,
+                    resource_group=settings.resource_group,
+                )
+        finally:
+            await store.close()
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    resource = asyncio.run(load())
+    tls = ensure_tls_material(settings.data_dir / "tls") if settings.tls else None
+    return LocalState(settings, resource, tls)
+
+
+def client_for(data_dir: Path, port: int | None) -> CallgridClient:
+    return local_state(settings_for(data_dir, port)).client()
+
+
+def fail(exc: Exception) -> NoReturn:
+    if isinstance(exc, CallgridHttpError):
+        err.print(f"[red]error[/red] {exc.code or exc.status}: {exc.message}")
+    else:
+        err.print(f"[red]error[/red] cannot reach callgrid: {exc}. Is `callgrid serve` running?")
+    raise typer.Exit(1)

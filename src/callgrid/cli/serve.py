@@ -1,0 +1,75 @@
+"""`callgrid serve` and `callgrid env`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from callgrid.cli.common import DataDir, LocalState, PortOption, console, local_state, settings_for
+from callgrid.config import DEFAULT_PORT
+
+Port = Annotated[int, typer.Option("--port", "-p", help="Port on 127.0.0.1.", envvar="CALLGRID_PORT")]
+Insecure = Annotated[bool, typer.Option("--insecure-http", help="Plain HTTP instead of TLS.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
+    app.command()(env)
+
+
+def serve(
+    data_dir: DataDir = Path(".callgrid"),
+    port: Port = DEFAULT_PORT,
+    insecure_http: Insecure = False,
+    clock: Annotated[
+        str, typer.Option(help="'system', or 'virtual' (tests move it via /callgrid/v1/clock).")
+    ] = "system",
+    ring_timeout: Annotated[float | None, typer.Option(help="Seconds an offer rings before it times out.")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Start callgrid: the ACS resource, its Event Grid system topic, and callgrid's own API."""
+    import uvicorn
+
+    from callgrid.node import Node
+    from callgrid.server import build_app
+
+    settings = settings_for(data_dir, port, insecure_http, clock=clock, ring_timeout_seconds=ring_timeout)
+    state = local_state(settings)
+    (settings.data_dir / "server.json").write_text(
+        json.dumps({"port": settings.port, "tls": settings.tls, "endpoint": settings.endpoint})
+    )
+    _banner(state)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    node = Node(settings)
+    ssl_args: dict[str, Any] = {}
+    if state.tls is not None:
+        ssl_args = {"ssl_certfile": str(state.tls.server_cert), "ssl_keyfile": str(state.tls.server_key)}
+    uvicorn.run(build_app(node), host=settings.host, port=settings.port, log_level=log_level, **ssl_args)
+
+
+def _banner(state: LocalState) -> None:
+    s = state.settings
+    console.rule("[bold]callgrid[/bold]")
+    console.print(f"[bold]endpoint[/bold]           {state.endpoint}")
+    console.print(f"[bold]connection string[/bold]  {state.connection_string}")
+    console.print(f"[bold]resource id[/bold]        {state.resource.arm_id}")
+    console.print(f"[bold]state[/bold]              {s.resolved_store_url} (data dir {s.data_dir.resolve()})")
+    console.print(f"[bold]clock[/bold]              {s.clock}")
+    if state.tls is not None:
+        console.print("\nTrust callgrid's CA in the shell that runs your app (the bundle keeps the system roots):")
+        bundle = shlex.quote(str(state.tls.ca_bundle.resolve()))
+        console.print(f"  export REQUESTS_CA_BUNDLE={bundle}", highlight=False, soft_wrap=True)
+        console.print(f"  export SSL_CERT_FILE={bundle}", highlight=False, soft_wrap=True)
+    console.print(f"\nAll variables: [bold]callgrid env --data-dir {shlex.quote(str(s.data_dir))}[/bold]\n")
+
+
+def env(data_dir: DataDir = Path(".callgrid"), port: PortOption = None) -> None:
+    """Print `export NAME=value` lines: connection string, resource id, ARM token, CA trust."""
+    state = local_state(settings_for(data_dir, port))
+    for name, value in state.env().items():
+        print(f"export {name}={shlex.quote(value)}")

@@ -1,0 +1,110 @@
+"""A real HTTP endpoint on loopback that records what it receives: an app's webhook, a callback URI."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    raw: bytes
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
+
+
+Responder = Callable[[Received], tuple[int, Any]]
+
+
+@dataclass
+class WebhookReceiver:
+    """Answers Event Grid's validation handshake like a well-behaved app unless told otherwise."""
+
+    validate: bool = True
+    responder: Responder | None = None
+    received: list[Received] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw.decode(errors="replace")
+                item = Received(self.command, self.path, dict(self.headers.items()), body, raw)
+                with receiver._lock:
+                    receiver.received.append(item)
+                status, payload = receiver._respond(item)
+                out = b"" if payload is None else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            do_POST = do_GET = do_OPTIONS = do_PUT = _handle
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def _respond(self, item: Received) -> tuple[int, Any]:
+        if item.header("aeg-event-type") == "SubscriptionValidation" and self.validate:
+            return 200, {"validationResponse": item.body[0]["data"]["validationCode"]}
+        if self.responder is not None:
+            return self.responder(item)
+        return 200, None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def notifications(self) -> list[Received]:
+        with self._lock:
+            return [r for r in self.received if r.header("aeg-event-type") == "Notification"]
+
+    def events(self, event_type: str | None = None) -> list[dict[str, Any]]:
+        """Every Event Grid event received in notifications, in arrival order."""
+        out = []
+        for r in self.notifications():
+            for event in r.body:
+                if event_type is None or event["eventType"] == event_type:
+                    out.append(event)
+        return out
+
+    def callbacks(self) -> list[dict[str, Any]]:
+        """Every CloudEvent POSTed as a Call Automation callback (JSON arrays without aeg headers)."""
+        with self._lock:
+            items = [r for r in self.received if r.method == "POST" and r.header("aeg-event-type") is None]
+        return [event for r in items for event in r.body]
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = predicate()
+            if result:
+                return result
+            time.sleep(0.02)
+        raise AssertionError(f"timed out after {timeout}s; received: {[(r.method, r.path) for r in self.received]}")
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
