@@ -13,9 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## Start callgrid on https://localhost:$(PORT) with state in ./.callgrid
+## Start callgrid (https://localhost:$(PORT)) and the router with a demo number; state in ./.callgrid
 run: $(STAMP)
-	$(BIN)/callgrid serve --port $(PORT)
+	$(BIN)/callgrid demo --port $(PORT)
 
 ## The whole test suite (a real server, the official SDKs)
 test: $(STAMP)

@@ -1,20 +1,24 @@
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from callgrid.security import ensure_tls_material
-from tests.support.server import CallgridProcess, sdk_env
+from tests.support.server import CallgridProcess, sdk_env, trust_session_ca
 from tests.support.webhook import WebhookReceiver
+
+# One CA for every test server, trusted before test modules import aiohttp (which reads SSL_CERT_FILE once).
+_SESSION_TLS = Path(tempfile.mkdtemp(prefix="callgrid-test-tls-"))
+ensure_tls_material(_SESSION_TLS)
+trust_session_ca(_SESSION_TLS)
 
 
 @pytest.fixture(scope="session")
-def shared_tls(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("tls")
-    ensure_tls_material(directory)
-    return directory
+def shared_tls() -> Path:
+    return _SESSION_TLS
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from callgrid.security import sign_request
 
@@ -78,5 +78,13 @@ class CallgridClient:
             {"onIncomingCall": on_incoming_call, "answerDelayMs": answer_delay_ms},
         )
 
-    def deliveries(self, limit: int = 50) -> Any:
-        return self.request("GET", f"/callgrid/v1/deliveries?limit={limit}")
+    def deliveries(self, limit: int = 50, *, subscription_id: str | None = None, status: str | None = None) -> Any:
+        query = {"limit": str(limit), "subscriptionId": subscription_id, "status": status}
+        return self.request("GET", "/callgrid/v1/deliveries?" + urlencode({k: v for k, v in query.items() if v}))
+
+    def dead_letters(self, limit: int = 50, *, subscription_id: str | None = None) -> Any:
+        query = {"limit": str(limit), "subscriptionId": subscription_id}
+        return self.request("GET", "/callgrid/v1/deadLetters?" + urlencode({k: v for k, v in query.items() if v}))
+
+    def replay_dead_letter(self, dead_letter_id: str) -> Any:
+        return self.request("POST", f"/callgrid/v1/deadLetters/{quote(dead_letter_id, safe='')}:replay")

@@ -37,6 +37,20 @@ class Settings:
     delivery_timeout_seconds: float = 30.0
     # Event Grid upper-cases subscription names in aeg-subscription-name (eventgrid.md O6).
     uppercase_subscription_name_header: bool = True
+    # Dead letters: Azure writes them ~5 min after the last attempt; 0 writes at once, easier to watch.
+    dead_letter_delay_seconds: float = 0.0
+    # Azure Storage connection string (Azurite works) for deadLetterDestination; empty: folders under
+    # <data_dir>/deadletters/<storage account>/<container>/.
+    dead_letter_connection_string: str = ""
+    # deadLetterReason of an expired event: undocumented (eventgrid.md O9).
+    ttl_dead_letter_reason: str = "TimeToLiveExceeded"
+    # Consecutive failures of an endpoint before its deliveries are delayed (probation, eventgrid.md 4.5).
+    probation_failure_threshold: int = 10
+    # Event Grid -> CloudEvents: dataschema = "#" + dataVersion (eventgrid.md O8); false omits it.
+    cloud_event_dataschema: bool = True
+    # AzureFunction destinations are delivered to {this}/runtime/webhooks/EventGrid?functionName=<function>,
+    # the local Functions host's Event Grid webhook; "{app}" in it is replaced by the function app's name.
+    azure_functions_url: str = "http://127.0.0.1:7071"
     # Callback JWT issuer: the real service's by default, so apps validate unchanged.
     callback_issuer: str = "https://acscallautomation.communication.azure.com"
     extra: dict[str, Any] = field(default_factory=dict)

@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from callgrid.clock import Clock, SystemClock, VirtualClock, to_datetime
 from callgrid.config import Settings
+from callgrid.eventgrid.custom_topics import TopicService
+from callgrid.eventgrid.delivery.deadletter import DeadLetterWriter, writer_for
 from callgrid.eventgrid.delivery.engine import DeliveryEngine, DeliverySettings
 from callgrid.eventgrid.delivery.sender import AiohttpSender, Sender
 from callgrid.eventgrid.handshake import SubscriptionValidator
@@ -70,6 +72,9 @@ class Node:
     def __init__(self, settings: Settings, *, clock: Clock | None = None, sender: Sender | None = None) -> None:
         self.settings = settings
         self.clock: Clock = clock or (VirtualClock() if settings.clock == "virtual" else SystemClock())
+        # Request signatures and bearer tokens are stamped by clients with real time, whatever the
+        # simulation's clock says; they are checked against this one.
+        self.wall_clock: Clock = SystemClock()
         self.sender: Sender = sender or AiohttpSender()
         self.store: Store
         self.resource: CommunicationResource
@@ -105,6 +110,9 @@ class Node:
 
         self.timers = TimerService(self.store, self.clock)
         self.subscription_table = SubscriptionTable()
+        self.dead_letters = DeadLetterWriter(
+            self.store, self.clock, writer_for(s.dead_letter_connection_string, s.data_dir.resolve())
+        )
         self.delivery = DeliveryEngine(
             store=self.store,
             clock=self.clock,
@@ -113,10 +121,16 @@ class Node:
             settings=DeliverySettings(
                 timeout_seconds=s.delivery_timeout_seconds,
                 uppercase_subscription_name=s.uppercase_subscription_name_header,
+                ttl_reason=s.ttl_dead_letter_reason,
+                dead_letter_delay_seconds=s.dead_letter_delay_seconds,
+                probation_failure_threshold=s.probation_failure_threshold,
+                cloud_event_dataschema=s.cloud_event_dataschema,
             ),
+            on_dead_letter=self.dead_letters.wake,
         )
         self.publisher = EventPublisher(self.clock, self.subscription_table, on_enqueued=self.delivery.wake)
-        self.identities = IdentityService(self.resource, self.keys.token_key, self.clock)
+        # Tokens are checked by clients against real time, so they are stamped with it.
+        self.identities = IdentityService(self.resource, self.keys.token_key, self.wall_clock)
         self.numbers = PhoneNumberService(self.clock)
         self.calls = CallService(
             resource=self.resource,
@@ -128,7 +142,8 @@ class Node:
             context_secret=self.keys.context_secret,
             settings=CallServiceSettings(ring_timeout_seconds=s.ring_timeout_seconds),
         )
-        self.subscriptions = SubscriptionService(self.clock)
+        self.subscriptions = SubscriptionService(self.clock, azure_functions_url=s.azure_functions_url)
+        self.topics = TopicService(self.clock, public_endpoint=s.endpoint, wall_clock=self.wall_clock)
         self.validator = SubscriptionValidator(
             store=self.store,
             clock=self.clock,
@@ -144,6 +159,7 @@ class Node:
             for loop in (
                 self.timers.run_forever(),
                 self.delivery.run_forever(),
+                self.dead_letters.run_forever(),
                 self.validator.run_forever(),
             ):
                 self._tasks.append(asyncio.create_task(loop))
@@ -167,12 +183,14 @@ class Node:
             self.keys.callback_key,
             issuer=self.settings.callback_issuer,
             audience=self.resource.immutable_id,
-            now=to_datetime(self.clock.now()),
+            now=to_datetime(self.wall_clock.now()),
         )
         return "Bearer " + token
 
     def arm_token(self) -> str:
-        return issue_arm_token(self.keys.token_key, issuer=self.settings.endpoint, now=to_datetime(self.clock.now()))
+        return issue_arm_token(
+            self.keys.token_key, issuer=self.settings.endpoint, now=to_datetime(self.wall_clock.now())
+        )
 
     async def advance_clock(self, seconds: float) -> float:
         clock = self.virtual_clock

@@ -7,7 +7,18 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 
-from callgrid.api import arm, callgrid_v1, calling, identity, phone_numbers
+from callgrid.api import (
+    arm,
+    callgrid_v1,
+    calling,
+    deliveries,
+    eventgrid_publish,
+    identity,
+    metrics,
+    phone_numbers,
+    recordings,
+    simulator,
+)
 from callgrid.api.errors import EXCEPTION_HANDLERS
 from callgrid.node import Node
 
@@ -24,7 +35,18 @@ def build_app(node: Node, *, start_node: bool = True) -> Starlette:
                 await node.stop()
 
     app = Starlette(
-        routes=[*identity.routes, *phone_numbers.routes, *calling.routes, *callgrid_v1.routes, *arm.routes],
+        routes=[
+            *identity.routes,
+            *phone_numbers.routes,
+            *calling.routes,
+            *recordings.routes,
+            *simulator.routes,
+            *callgrid_v1.routes,
+            *arm.routes,
+            *eventgrid_publish.routes,
+            *deliveries.routes,
+            *metrics.routes,
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

@@ -33,16 +33,19 @@ class CallgridProcess:
         clock: str = "virtual",
         ring_timeout: float | None = None,
         extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         self.clock = clock
         self.ring_timeout = ring_timeout
         self.extra_args = extra_args or []
+        self.server_env = env or {}  # extra CALLGRID_* settings for the server process
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "serve.log"
         self.env: dict[str, str] = {}
         data_dir.mkdir(parents=True, exist_ok=True)
+        tls_dir = tls_dir or SESSION_TLS_DIR
         if tls_dir is not None and not (data_dir / "tls").exists():
             # Share one CA across test servers, so REQUESTS_CA_BUNDLE is set once per session.
             shutil.copytree(tls_dir, data_dir / "tls")
@@ -66,7 +69,13 @@ class CallgridProcess:
         if self.ring_timeout is not None:
             args += ["--ring-timeout", str(self.ring_timeout)]
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.server_env},
+        )
         self._load_env()
         self._wait_ready()
         return self
@@ -162,7 +171,20 @@ class CallgridProcess:
         return self.start()
 
 
+# Set by tests/conftest.py before any test module (or aiohttp) is imported: aiohttp builds its default
+# SSL context once, at import, from SSL_CERT_FILE, so the CA must be trusted before that.
+SESSION_TLS_DIR: Path | None = None
+
+
+def trust_session_ca(directory: Path) -> None:
+    """Make the official SDKs trust the session's CA, as callgrid's banner tells users to."""
+    global SESSION_TLS_DIR
+    SESSION_TLS_DIR = directory
+    bundle = str(directory / "ca-bundle.pem")
+    os.environ["REQUESTS_CA_BUNDLE"] = bundle
+    os.environ["SSL_CERT_FILE"] = bundle
+
+
 def sdk_env(server: CallgridProcess) -> None:
-    """Make the official SDKs trust callgrid's CA, as the banner tells users to."""
-    os.environ["REQUESTS_CA_BUNDLE"] = server.ca_bundle
-    os.environ["SSL_CERT_FILE"] = server.ca_bundle
+    """Every test server shares the session CA, so there is nothing to switch; kept for readability."""
+    assert server.ca_bundle.endswith("ca-bundle.pem")

@@ -23,7 +23,14 @@ class Received:
         return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
 
 
-Responder = Callable[[Received], tuple[int, Any]]
+class _Server(ThreadingHTTPServer):
+    # The default backlog (5) drops connections when a delivery engine opens hundreds at once.
+    request_queue_size = 1024
+    daemon_threads = True
+
+
+# (status, JSON payload) or (status, JSON payload, extra response headers)
+Responder = Callable[[Received], tuple[int, Any] | tuple[int, Any, dict[str, str]]]
 
 
 @dataclass
@@ -48,9 +55,12 @@ class WebhookReceiver:
                 item = Received(self.command, self.path, dict(self.headers.items()), body, raw)
                 with receiver._lock:
                     receiver.received.append(item)
-                status, payload = receiver._respond(item)
+                answer = receiver._respond(item)
+                status, payload = answer[0], answer[1]
                 out = b"" if payload is None else json.dumps(payload).encode()
                 self.send_response(status)
+                for name, value in (answer[2] if len(answer) > 2 else {}).items():  # type: ignore[misc]
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(out)))
                 self.end_headers()
@@ -62,13 +72,16 @@ class WebhookReceiver:
                 pass
 
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
-    def _respond(self, item: Received) -> tuple[int, Any]:
+    def _respond(self, item: Received) -> tuple[int, Any] | tuple[int, Any, dict[str, str]]:
         if item.header("aeg-event-type") == "SubscriptionValidation" and self.validate:
             return 200, {"validationResponse": item.body[0]["data"]["validationCode"]}
+        if item.method == "OPTIONS" and item.header("WebHook-Request-Origin") and self.validate:
+            # CloudEvents abuse protection (eventgrid.md 4.2): consent in the answer.
+            return 200, None, {"WebHook-Allowed-Origin": item.header("WebHook-Request-Origin") or "*"}
         if self.responder is not None:
             return self.responder(item)
         return 200, None

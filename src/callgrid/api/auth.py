@@ -44,7 +44,7 @@ def hmac_signed(handler: Handler) -> Handler:
                 headers=dict(request.headers),
                 body=body,
                 access_key=node.resource.access_key,
-                now=to_datetime(node.clock.now()),
+                now=to_datetime(node.wall_clock.now()),
                 max_skew=timedelta(seconds=node.settings.max_clock_skew_seconds),
             )
         except HmacAuthError as exc:
@@ -69,7 +69,7 @@ def arm_bearer(handler: Handler) -> Handler:
                 "'Authorization: Bearer <token>' with the token `callgrid env` prints as CALLGRID_ARM_TOKEN.",
             )
         try:
-            verify_arm_token(node.keys.token_key.public_key(), token.strip(), now=to_datetime(node.clock.now()))
+            verify_arm_token(node.keys.token_key.public_key(), token.strip(), now=to_datetime(node.wall_clock.now()))
         except TokenError as exc:
             return error_response(401, "InvalidAuthenticationToken", f"The access token is invalid: {exc}")
         return await handler(request)

@@ -12,7 +12,6 @@ from callgrid.api.auth import hmac_signed, node_of
 from callgrid.api.errors import error_response, field, read_object
 from callgrid.api.openapi import OPENAPI
 from callgrid.errors import InvalidRequest
-from callgrid.eventgrid.delivery.engine import describe
 from callgrid.platform.calls import Call, DeviceBehaviour
 from callgrid.platform.calls.service import parse_identifier
 
@@ -141,19 +140,6 @@ async def get_endpoint(request: Request) -> Response:
 
 
 @hmac_signed
-async def list_deliveries(request: Request) -> Response:
-    node = node_of(request)
-    try:
-        limit = int(request.query_params.get("limit", "100"))
-    except ValueError:
-        raise InvalidRequest("limit must be an integer.") from None
-    subscription = request.query_params.get("subscriptionId")
-    async with node.store.transaction() as tx:
-        rows = await tx.list_deliveries(max(1, min(limit, 1000)), subscription.lower() if subscription else None)
-    return JSONResponse({"value": [describe(r) for r in rows]})
-
-
-@hmac_signed
 async def reset(request: Request) -> Response:
     await node_of(request).reset()
     return Response(status_code=204)
@@ -196,7 +182,6 @@ routes = [
     Route("/callgrid/v1/calls/{serverCallId}", get_call, methods=["GET"]),
     Route("/callgrid/v1/endpoints/{rawId}", put_endpoint, methods=["PUT"]),
     Route("/callgrid/v1/endpoints/{rawId}", get_endpoint, methods=["GET"]),
-    Route("/callgrid/v1/deliveries", list_deliveries, methods=["GET"]),
     Route("/callgrid/v1/reset", reset, methods=["POST"]),
     Route("/callgrid/v1/clock", get_clock, methods=["GET"]),
     Route("/callgrid/v1/clock:advance", advance_clock, methods=["POST"]),

@@ -1,8 +1,13 @@
-"""Call Automation routes (what `CallAutomationClient` and `CallConnectionClient` call)."""
+"""Call Automation routes (what `CallAutomationClient` and `CallConnectionClient` call).
+
+Status codes are the ones the SDK checks exactly (acs-wire.md 2.1); bodies are what its models read.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -10,30 +15,99 @@ from starlette.routing import Route
 
 from callgrid.api.auth import hmac_signed, node_of
 from callgrid.api.errors import error_response, field, read_object
+from callgrid.api.repeatability import repeatable
 from callgrid.errors import InvalidRequest
-from callgrid.identifiers import CommunicationIdentifier, InvalidIdentifier, from_wire
+from callgrid.identifiers import CommunicationIdentifier, InvalidIdentifier, from_wire, phone_number
+from callgrid.node import Node
+from callgrid.platform.audio import Probe
+from callgrid.platform.audio_fetch import probe_file
+from callgrid.platform.calls.service import check_operation_context
+from callgrid.platform.media import (
+    INITIAL_SILENCE_SECONDS,
+    INTER_TONE_SECONDS,
+    MAX_TONES,
+    RecognizeOptions,
+    unavailable_source,
+)
 from callgrid.security import jwks
 
-MAX_OPERATION_CONTEXT = 5000
 
-
-def _identifier(body: dict[str, Any], name: str) -> CommunicationIdentifier:
+def _identifier(body: dict[str, Any], name: str, *, required: bool = True) -> CommunicationIdentifier | None:
     if body.get(name) is None:
-        raise InvalidRequest(f"'{name}' is required.", code="8523")
+        if required:
+            raise InvalidRequest(f"'{name}' is required.", code="8523")
+        return None
     try:
         return from_wire(body[name], name)
     except InvalidIdentifier as exc:
         raise InvalidRequest(str(exc), code="8523") from None
 
 
+def _required_identifier(body: dict[str, Any], name: str) -> CommunicationIdentifier:
+    identifier = _identifier(body, name)
+    assert identifier is not None
+    return identifier
+
+
+def _caller_id(body: dict[str, Any]) -> CommunicationIdentifier | None:
+    """sourceCallerIdNumber is a PhoneNumberIdentifierModel: `{"value": "+1..."}`."""
+    value = field(body, "sourceCallerIdNumber", dict, required=False)
+    if value is None:
+        return None
+    try:
+        return phone_number(str(value.get("value", "")))
+    except InvalidIdentifier as exc:
+        raise InvalidRequest(f"sourceCallerIdNumber: {exc}", code="8523") from None
+
+
 def _operation_context(body: dict[str, Any]) -> str | None:
-    value = field(body, "operationContext", str, required=False)
-    if value is not None and len(value) > MAX_OPERATION_CONTEXT:
-        raise InvalidRequest(f"operationContext is longer than {MAX_OPERATION_CONTEXT} characters.", code="8523")
-    return value  # type: ignore[no-any-return]
+    value: str | None = field(body, "operationContext", str, required=False)
+    check_operation_context(value)
+    return value
+
+
+def _custom_context(body: dict[str, Any]) -> dict[str, Any] | None:
+    value: dict[str, Any] | None = field(body, "customCallingContext", dict, required=False)
+    return value
 
 
 @hmac_signed
+@repeatable
+async def create_call(request: Request) -> Response:
+    node = node_of(request)
+    body = await read_object(request)
+    raw_targets = field(body, "targets", list)
+    targets = []
+    for i, raw in enumerate(raw_targets):
+        try:
+            targets.append(from_wire(raw, f"targets[{i}]"))
+        except InvalidIdentifier as exc:
+            raise InvalidRequest(str(exc), code="8523") from None
+    source = None
+    raw_source = field(body, "source", dict, required=False)
+    if raw_source is not None:
+        try:
+            source = from_wire({"communicationUser": raw_source}, "source")
+        except InvalidIdentifier as exc:
+            raise InvalidRequest(str(exc), code="8523") from None
+    callback_uri = field(body, "callbackUri", str)
+    operation_context = _operation_context(body)
+    async with node.store.transaction() as tx:
+        call, connection = await node.calls.create_call(
+            tx,
+            targets=targets,
+            callback_uri=callback_uri,
+            source=source,
+            source_caller_id=_caller_id(body),
+            source_display_name=field(body, "sourceDisplayName", str, required=False),
+            operation_context=operation_context,
+            custom_context=_custom_context(body),
+        )
+    return JSONResponse(node.calls.connection_properties(call, connection), status_code=201)
+
+
+@hmac_signed
+@repeatable
 async def answer_call(request: Request) -> Response:
     node = node_of(request)
     body = await read_object(request)
@@ -49,17 +123,41 @@ async def answer_call(request: Request) -> Response:
 
 
 @hmac_signed
+@repeatable
+async def connect_call(request: Request) -> Response:
+    node = node_of(request)
+    body = await read_object(request)
+    locator = field(body, "callLocator", dict)
+    server_call_id = locator.get("serverCallId")
+    if not isinstance(server_call_id, str) or not server_call_id:
+        raise InvalidRequest(
+            "callgrid connects by serverCallId only: callLocator.serverCallId is required "
+            "(group calls and rooms are not simulated).",
+            code="8523",
+        )
+    callback_uri = field(body, "callbackUri", str)
+    operation_context = _operation_context(body)
+    async with node.store.transaction() as tx:
+        call, connection = await node.calls.connect_call(
+            tx, server_call_id=server_call_id, callback_uri=callback_uri, operation_context=operation_context
+        )
+    return JSONResponse(node.calls.connection_properties(call, connection))
+
+
+@hmac_signed
+@repeatable
 async def redirect_call(request: Request) -> Response:
     node = node_of(request)
     body = await read_object(request)
     context = field(body, "incomingCallContext", str)
-    target = _identifier(body, "target")
+    target = _required_identifier(body, "target")
     async with node.store.transaction() as tx:
         await node.calls.redirect(tx, incoming_call_context=context, target=target)
     return Response(status_code=204)
 
 
 @hmac_signed
+@repeatable
 async def reject_call(request: Request) -> Response:
     node = node_of(request)
     body = await read_object(request)
@@ -86,21 +184,293 @@ async def hang_up(request: Request) -> Response:
     return Response(status_code=204)
 
 
-@hmac_signed
-async def terminate(request: Request) -> Response:
-    node = node_of(request)
+# ---- actions on a connection: POST /calling/callConnections/{ccid}:{action} ------------------------
+
+
+async def _terminate(node: Node, ccid: str, body: dict[str, Any]) -> Response:
     async with node.store.transaction() as tx:
-        await node.calls.hang_up(tx, request.path_params["ccid"], for_everyone=True)
+        await node.calls.hang_up(tx, ccid, for_everyone=True)
     return Response(status_code=204)
 
 
-@hmac_signed
-async def not_yet_served(request: Request) -> Response:
-    return error_response(
-        501,
-        "NotImplemented",
-        f"callgrid does not serve {request.method} {request.url.path} yet (Call Automation, complete).",
+async def _transfer(node: Node, ccid: str, body: dict[str, Any]) -> Response:
+    target = _required_identifier(body, "targetParticipant")
+    operation_context = _operation_context(body)
+    async with node.store.transaction() as tx:
+        await node.calls.participants.transfer(
+            tx,
+            ccid,
+            target=target,
+            transferee=_identifier(body, "transferee", required=False),
+            source_caller_id=_caller_id(body),
+            operation_context=operation_context,
+            operation_callback_uri=field(body, "operationCallbackUri", str, required=False),
+            custom_context=_custom_context(body),
+        )
+    return JSONResponse(_context_body(operation_context), status_code=202)
+
+
+async def _probe_sources(node: Node, ccid: str, raw_sources: Any, name: str) -> list[Probe]:
+    """Fetch and measure play sources, outside any transaction (after checking the call can play)."""
+    if not isinstance(raw_sources, list):
+        raise InvalidRequest(f"'{name}' must be an array of play sources.", code="8523")
+    async with node.store.transaction() as tx:
+        await node.calls.active_connection(tx, ccid)
+    probes = []
+    for i, source in enumerate(raw_sources):
+        kind = str(source.get("kind", "")).lower() if isinstance(source, dict) else ""
+        if kind == "file":
+            uri = (source.get("file") or {}).get("uri")
+            if not isinstance(uri, str) or not uri:
+                raise InvalidRequest(f"{name}[{i}].file.uri is required.", code="8523")
+            probes.append(await probe_file(uri))
+        elif kind in ("text", "ssml"):
+            probes.append(unavailable_source(kind))
+        else:
+            raise InvalidRequest(f"{name}[{i}].kind must be file, text or ssml.", code="8523")
+    return probes
+
+
+async def _play(node: Node, ccid: str, body: dict[str, Any]) -> Response:
+    operation_context = _operation_context(body)
+    callback = field(body, "operationCallbackUri", str, required=False)
+    play_to = [_wire_identifier(t, "playTo") for t in field(body, "playTo", list, required=False) or []]
+    options = field(body, "playOptions", dict, required=False) or {}
+    sources = await _probe_sources(node, ccid, body.get("playSources"), "playSources")
+    async with node.store.transaction() as tx:
+        await node.calls.media.play(
+            tx,
+            ccid,
+            sources=sources,
+            play_to=play_to,
+            loop=bool(options.get("loop", False)),
+            interrupt=bool(body.get("interruptCallMediaOperation", False)),
+            operation_context=operation_context,
+            callback_uri=callback,
+        )
+    return Response(status_code=202)
+
+
+async def _recognize(node: Node, ccid: str, body: dict[str, Any]) -> Response:
+    operation_context = _operation_context(body)
+    callback = field(body, "operationCallbackUri", str, required=False)
+    input_type = field(body, "recognizeInputType", str)
+    if input_type not in ("dtmf", "speech", "speechOrDtmf", "choices"):
+        raise InvalidRequest("recognizeInputType must be dtmf, speech, speechOrDtmf or choices.", code="8523")
+    options = field(body, "recognizeOptions", dict)
+    target = _required_identifier(options, "targetParticipant")
+    dtmf = options.get("dtmfOptions") or {}
+    if not isinstance(dtmf, dict):
+        raise InvalidRequest("recognizeOptions.dtmfOptions must be an object.", code="8523")
+    prompts: list[Any] = []
+    if body.get("playPrompt") is not None:
+        prompts.append(body["playPrompt"])
+    prompts.extend(body.get("playPrompts") or [])
+    probes = await _probe_sources(node, ccid, prompts, "playPrompts") if prompts else []
+    recognize = RecognizeOptions(
+        input_type=input_type,
+        target=target,
+        prompts=probes,
+        interrupt_prompt=bool(options.get("interruptPrompt", False)),
+        initial_silence_seconds=_seconds(options, "initialSilenceTimeoutInSeconds", INITIAL_SILENCE_SECONDS, 300),
+        inter_tone_seconds=_seconds(dtmf, "interToneTimeoutInSeconds", INTER_TONE_SECONDS, 60),
+        max_tones=int(_seconds(dtmf, "maxTonesToCollect", MAX_TONES, 128)),
+        stop_tones=[str(t) for t in dtmf.get("stopTones") or []],
     )
+    async with node.store.transaction() as tx:
+        await node.calls.media.recognize(
+            tx,
+            ccid,
+            recognize,
+            interrupt=bool(body.get("interruptCallMediaOperation", False)),
+            operation_context=operation_context,
+            callback_uri=callback,
+        )
+    return Response(status_code=202)
+
+
+def _seconds(body: dict[str, Any], name: str, default: float, maximum: float) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= maximum:
+        raise InvalidRequest(f"{name} must be a number greater than 0 and at most {maximum:g}.", code="8523")
+    return float(value)
+
+
+async def _cancel_media(node: Node, ccid: str, body: dict[str, Any]) -> Response:
+    async with node.store.transaction() as tx:
+        await node.calls.media.cancel_all(tx, ccid)
+    return Response(status_code=202)
+
+
+async def _continuous_dtmf(node: Node, ccid: str, body: dict[str, Any], start: bool) -> Response:
+    target = _required_identifier(body, "targetParticipant")
+    operation_context = _operation_context(body)
+    callback = field(body, "operationCallbackUri", str, required=False)
+    media = node.calls.media
+    async with node.store.transaction() as tx:
+        action = media.start_continuous_dtmf if start else media.stop_continuous_dtmf
+        await action(tx, ccid, target, operation_context=operation_context, callback_uri=callback)
+    return Response(status_code=200)
+
+
+async def _start_dtmf(node: Node, ccid: str, body: dict[str, Any]) -> Response:
+    return await _continuous_dtmf(node, ccid, body, True)
+
+
+async def _stop_dtmf(node: Node, ccid: str, body: dict[str, Any]) -> Response:
+    return await _continuous_dtmf(node, ccid, body, False)
+
+
+async def _send_dtmf(node: Node, ccid: str, body: dict[str, Any]) -> Response:
+    target = _required_identifier(body, "targetParticipant")
+    tones = [str(t) for t in field(body, "tones", list)]
+    operation_context = _operation_context(body)
+    async with node.store.transaction() as tx:
+        await node.calls.media.send_dtmf_tones(
+            tx,
+            ccid,
+            tones,
+            target,
+            operation_context=operation_context,
+            callback_uri=field(body, "operationCallbackUri", str, required=False),
+        )
+    return JSONResponse(_context_body(operation_context), status_code=202)
+
+
+def _wire_identifier(value: Any, name: str) -> CommunicationIdentifier:
+    try:
+        return from_wire(value, name)
+    except InvalidIdentifier as exc:
+        raise InvalidRequest(str(exc), code="8523") from None
+
+
+_CONNECTION_ACTIONS: dict[str, Callable[[Node, str, dict[str, Any]], Awaitable[Response]]] = {
+    "terminate": _terminate,
+    "transferToParticipant": _transfer,
+    "play": _play,
+    "recognize": _recognize,
+    "cancelAllMediaOperations": _cancel_media,
+    "startContinuousDtmfRecognition": _start_dtmf,
+    "stopContinuousDtmfRecognition": _stop_dtmf,
+    "sendDtmfTones": _send_dtmf,
+}
+# Sent with Repeatability headers by the SDK (acs-wire.md 1.6); the others are not.
+_REPEATABLE_ACTIONS = {"terminate", "transferToParticipant", "sendDtmfTones"}
+
+
+@hmac_signed
+@repeatable
+async def repeatable_connection_action(request: Request) -> Response:
+    return await _connection_action(request)
+
+
+@hmac_signed
+async def connection_action(request: Request) -> Response:
+    return await _connection_action(request)
+
+
+async def _connection_action(request: Request) -> Response:
+    action = request.path_params["action"]
+    handler = _CONNECTION_ACTIONS.get(action)
+    if handler is None:
+        return error_response(
+            501, "NotImplemented", f"callgrid does not serve the call connection action ':{action}' yet."
+        )
+    body = await read_object(request, allow_empty=True)
+    return await handler(node_of(request), request.path_params["ccid"], body)
+
+
+async def connection_action_router(request: Request) -> Response:
+    if request.path_params["action"] in _REPEATABLE_ACTIONS:
+        return await repeatable_connection_action(request)
+    return await connection_action(request)
+
+
+# ---- participants ---------------------------------------------------------------------------------
+
+
+@hmac_signed
+async def list_participants(request: Request) -> Response:
+    node = node_of(request)
+    async with node.store.transaction() as tx:
+        participants = await node.calls.participants.list_all(tx, request.path_params["ccid"])
+    return JSONResponse({"value": participants})
+
+
+@hmac_signed
+async def get_participant(request: Request) -> Response:
+    node = node_of(request)
+    # The async SDK signs the encoded id but may send it decoded; either way this is the raw id.
+    raw_id = unquote(request.path_params["rawId"])
+    async with node.store.transaction() as tx:
+        participant = await node.calls.participants.get(tx, request.path_params["ccid"], raw_id)
+    return JSONResponse(participant)
+
+
+@hmac_signed
+@repeatable
+async def participants_action(request: Request) -> Response:
+    node = node_of(request)
+    ccid = request.path_params["ccid"]
+    action = request.path_params["action"]
+    body = await read_object(request)
+    operation_context = _operation_context(body)
+    callback = field(body, "operationCallbackUri", str, required=False)
+    actions = node.calls.participants
+    if action == "add":
+        target = _required_identifier(body, "participantToAdd")
+        timeout = field(body, "invitationTimeoutInSeconds", int, required=False)
+        async with node.store.transaction() as tx:
+            offer, _ = await actions.add(
+                tx,
+                ccid,
+                target=target,
+                source_caller_id=_caller_id(body),
+                invitation_timeout=timeout,
+                operation_context=operation_context,
+                operation_callback_uri=callback,
+                custom_context=_custom_context(body),
+            )
+        result = {
+            "participant": {"identifier": target.to_wire(), "isMuted": False, "isOnHold": False},
+            "invitationId": offer.invitation_id,
+            **_context_body(operation_context),
+        }
+        return JSONResponse(result, status_code=202)
+    if action == "remove":
+        target = _required_identifier(body, "participantToRemove")
+        async with node.store.transaction() as tx:
+            await actions.remove(
+                tx, ccid, target=target, operation_context=operation_context, operation_callback_uri=callback
+            )
+        return JSONResponse(_context_body(operation_context), status_code=202)
+    if action == "mute":
+        raw_targets = field(body, "targetParticipants", list)
+        try:
+            targets = [from_wire(t, "targetParticipants") for t in raw_targets]
+        except InvalidIdentifier as exc:
+            raise InvalidRequest(str(exc), code="8523") from None
+        async with node.store.transaction() as tx:
+            await actions.mute(tx, ccid, targets)
+        return JSONResponse(_context_body(operation_context), status_code=200)
+    if action == "cancelAddParticipant":
+        invitation_id = field(body, "invitationId", str)
+        async with node.store.transaction() as tx:
+            await actions.cancel_add(
+                tx,
+                ccid,
+                invitation_id=invitation_id,
+                operation_context=operation_context,
+                operation_callback_uri=callback,
+            )
+        return JSONResponse({"invitationId": invitation_id, **_context_body(operation_context)}, status_code=202)
+    return error_response(501, "NotImplemented", f"callgrid does not serve 'participants:{action}' yet.")
+
+
+def _context_body(operation_context: str | None) -> dict[str, Any]:
+    return {} if operation_context is None else {"operationContext": operation_context}
 
 
 async def openid_configuration(request: Request) -> Response:
@@ -125,13 +495,13 @@ routes = [
     Route("/calling/callConnections:answer", answer_call, methods=["POST"]),
     Route("/calling/callConnections:redirect", redirect_call, methods=["POST"]),
     Route("/calling/callConnections:reject", reject_call, methods=["POST"]),
-    Route("/calling/callConnections:connect", not_yet_served, methods=["POST"]),
-    Route("/calling/callConnections", not_yet_served, methods=["POST"]),
-    # Action routes before the plain one: "{ccid}" would otherwise swallow ":terminate".
-    Route("/calling/callConnections/{ccid}:terminate", terminate, methods=["POST"]),
-    Route("/calling/callConnections/{ccid}:{action}", not_yet_served, methods=["POST"]),
-    Route("/calling/callConnections/{ccid}/participants{rest:path}", not_yet_served, methods=["GET", "POST"]),
+    Route("/calling/callConnections:connect", connect_call, methods=["POST"]),
+    Route("/calling/callConnections", create_call, methods=["POST"]),
+    # Action routes before the plain ones: "{ccid}" would otherwise swallow ":terminate".
+    Route("/calling/callConnections/{ccid}/participants:{action}", participants_action, methods=["POST"]),
+    Route("/calling/callConnections/{ccid}/participants", list_participants, methods=["GET"]),
+    Route("/calling/callConnections/{ccid}/participants/{rawId}", get_participant, methods=["GET"]),
+    Route("/calling/callConnections/{ccid}:{action}", connection_action_router, methods=["POST"]),
     Route("/calling/callConnections/{ccid}", get_call_connection, methods=["GET"]),
     Route("/calling/callConnections/{ccid}", hang_up, methods=["DELETE"]),
-    Route("/calling/recordings{rest:path}", not_yet_served, methods=["GET", "POST", "DELETE"]),
 ]

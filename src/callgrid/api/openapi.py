@@ -104,6 +104,49 @@ OPENAPI: dict[str, Any] = {
         "/callgrid/v1/calls/{serverCallId}": {
             "get": _op("A call with participants and timeline", "200", parameters=[_path_param("serverCallId")]),
         },
+        "/callgrid/v1/calls/{serverCallId}:hangUp": {
+            "post": _op(
+                "A simulated party hangs up (the caller by default: a ringing call is abandoned)",
+                "200",
+                {"type": "object", "properties": {"participant": {"type": "string", "description": "rawId"}}},
+                parameters=[_path_param("serverCallId")],
+            )
+        },
+        "/callgrid/v1/calls/{serverCallId}/participants/{rawId}:hangUp": {
+            "post": _op(
+                "A simulated participant leaves the call",
+                "200",
+                parameters=[_path_param("serverCallId"), _path_param("rawId")],
+            )
+        },
+        "/callgrid/v1/calls/{serverCallId}/participants/{rawId}:sendDtmf": {
+            "post": _op(
+                "A simulated participant presses keys (heard by recognize and continuous DTMF)",
+                "200",
+                {
+                    "type": "object",
+                    "required": ["tones"],
+                    "properties": {
+                        "tones": {
+                            "oneOf": [
+                                {"type": "string", "example": "1234#"},
+                                {"type": "array", "items": {"type": "string", "example": "pound"}},
+                            ]
+                        }
+                    },
+                },
+                parameters=[_path_param("serverCallId"), _path_param("rawId")],
+            )
+        },
+        "/callgrid/v1/recordings/{recordingId}/content": {
+            "get": _op("A stopped recording's audio (audio/wav)", "200", parameters=[_path_param("recordingId")]),
+        },
+        "/callgrid/v1/recordings/{recordingId}/metadata": {
+            "get": _op("A stopped recording's metadata JSON", "200", parameters=[_path_param("recordingId")]),
+        },
+        "/callgrid/v1/recordings/{recordingId}": {
+            "delete": _op("Delete a stopped recording's files", "204", parameters=[_path_param("recordingId")]),
+        },
         "/callgrid/v1/endpoints/{rawId}": {
             "put": _op(
                 "Script the simulated device of an identity or number",
@@ -113,7 +156,38 @@ OPENAPI: dict[str, Any] = {
             ),
             "get": _op("Read a simulated device's script", "200", parameters=[_path_param("rawId")]),
         },
-        "/callgrid/v1/deliveries": {"get": _op("Recent deliveries and their attempts", "200")},
+        "/callgrid/v1/deliveries": {
+            "get": _op(
+                "Recent deliveries, newest first, each with its attempt history",
+                "200",
+                parameters=[
+                    {"name": "subscriptionId", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "schema": {"enum": ["pending", "delivered", "dropped", "deadLettered"]},
+                    },
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                ],
+            )
+        },
+        "/callgrid/v1/deadLetters": {
+            "get": _op(
+                "Dead-lettered events, newest first, with where they were written",
+                "200",
+                parameters=[
+                    {"name": "subscriptionId", "in": "query", "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                ],
+            )
+        },
+        "/callgrid/v1/deadLetters/{id}:replay": {
+            "post": _op(
+                "Queue a dead-lettered event again to its subscription, as a new delivery",
+                "202",
+                parameters=[_path_param("id")],
+            )
+        },
         "/callgrid/v1/reset": {"post": _op("Forget all state but the resource itself", "204")},
         "/callgrid/v1/clock": {"get": _op("The server's clock", "200")},
         "/callgrid/v1/clock:advance": {

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import typer
 
-from callgrid.cli import calls, serve
+from callgrid.cli import calls, demo, events, serve
 from callgrid.cli.identities import identities_app
 from callgrid.cli.numbers import numbers_app
+from callgrid.cli.router import router_app
 
 app = typer.Typer(
     help="callgrid: Azure Communication Services incoming calls and Event Grid, on one machine.",
@@ -16,8 +17,11 @@ app = typer.Typer(
 )
 serve.register(app)
 calls.register(app)
+events.register(app)
 app.add_typer(numbers_app, name="numbers")
 app.add_typer(identities_app, name="identities")
+app.add_typer(router_app, name="router")
+demo.register(app)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""`callgrid call` and `callgrid deliveries`: drive the simulator and watch what happens."""
+"""`callgrid call`: drive the simulator and watch what happens."""
 
 from __future__ import annotations
 
@@ -7,14 +7,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from callgrid.cli.common import DataDir, PortOption, client_for, console, fail
 
 
 def register(app: typer.Typer) -> None:
     app.command()(call)
-    app.command()(deliveries)
 
 
 def call(
@@ -53,20 +51,3 @@ def _timeline_line(entry: dict[str, Any], started: float) -> str:
     offset = entry["time"] - started
     detail = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("time", "event"))
     return f"  [dim]+{offset * 1000:7.1f} ms[/dim]  [bold]{entry['event']}[/bold]  {detail}"
-
-
-def deliveries(
-    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
-    data_dir: DataDir = Path(".callgrid"),
-    port: PortOption = None,
-) -> None:
-    """Recent deliveries (Event Grid and callbacks) and their attempts."""
-    try:
-        rows = client_for(data_dir, port).deliveries(limit)["value"]
-    except Exception as exc:
-        fail(exc)
-    table = Table("kind", "status", "attempts", "last", "url", "event")
-    for r in rows:
-        last = f"{r['lastStatus'] or ''} {r['lastOutcome'] or ''}".strip()
-        table.add_row(r["kind"], r["status"], str(r["attempts"]), last, r["url"], r["eventId"])
-    console.print(table)

@@ -55,13 +55,17 @@ def serve(
 def _banner(state: LocalState) -> None:
     s = state.settings
     console.rule("[bold]callgrid[/bold]")
-    console.print(f"[bold]endpoint[/bold]           {state.endpoint}")
-    console.print(f"[bold]connection string[/bold]  {state.connection_string}")
-    console.print(f"[bold]resource id[/bold]        {state.resource.arm_id}")
-    console.print(f"[bold]state[/bold]              {s.resolved_store_url} (data dir {s.data_dir.resolve()})")
-    console.print(f"[bold]clock[/bold]              {s.clock}")
+    console.print(f"[bold]endpoint[/bold]           {state.endpoint}", soft_wrap=True)
+    console.print(f"[bold]connection string[/bold]  {state.connection_string}", soft_wrap=True)
+    console.print(f"[bold]resource id[/bold]        {state.resource.arm_id}", soft_wrap=True)
+    console.print(
+        f"[bold]state[/bold]              {s.resolved_store_url} (data dir {s.data_dir.resolve()})", soft_wrap=True
+    )
+    console.print(f"[bold]clock[/bold]              {s.clock}", soft_wrap=True)
     if state.tls is not None:
-        console.print("\nTrust callgrid's CA in the shell that runs your app (the bundle keeps the system roots):")
+        console.print(
+            "\nTrust callgrid's CA in the shell that runs your app (the bundle keeps the system roots):", soft_wrap=True
+        )
         bundle = shlex.quote(str(state.tls.ca_bundle.resolve()))
         console.print(f"  export REQUESTS_CA_BUNDLE={bundle}", highlight=False, soft_wrap=True)
         console.print(f"  export SSL_CERT_FILE={bundle}", highlight=False, soft_wrap=True)

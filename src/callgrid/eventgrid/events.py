@@ -1,11 +1,38 @@
-"""Event envelopes, serialised in one place: Event Grid schema, and CloudEvents 1.0 derived from it."""
+"""Event envelopes, serialised in one place: Event Grid schema, CloudEvents 1.0, and the maps between them."""
 
 from __future__ import annotations
 
+import re
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from callgrid.clock import iso7
+
+# RFC 3339 as Event Grid writes it; .NET writes 7 fractional digits, Python takes at most 6.
+_RFC3339 = re.compile(
+    r"^(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d+))?"
+    r"(?P<tz>[Zz]|[+-]\d{2}:\d{2})?$"
+)
+
+
+def parse_time(text: Any) -> float | None:
+    """Seconds since the epoch for an RFC 3339 / ISO-8601 timestamp (no zone = UTC); None if unparseable."""
+    if not isinstance(text, str):
+        return None
+    match = _RFC3339.match(text.strip())
+    if match is None:
+        return None
+    frac = (match["frac"] or "")[:6].ljust(6, "0")
+    tz = match["tz"] or "Z"
+    tz = "+00:00" if tz in ("Z", "z") else tz
+    try:
+        parsed = datetime.fromisoformat(f"{match['date']}T{match['time']}.{frac}{tz}")
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
 
 
 def event_grid_event(
@@ -44,6 +71,25 @@ def to_cloud_event(event: dict[str, Any], *, include_dataschema: bool = True) ->
     if include_dataschema and event.get("dataVersion"):
         ce["dataschema"] = "#" + event["dataVersion"]
     return ce
+
+
+def is_cloud_event(event: dict[str, Any]) -> bool:
+    """Stored events keep their topic's input schema; a CloudEvent is the one with `specversion`."""
+    return "specversion" in event
+
+
+def filter_view(event: dict[str, Any]) -> dict[str, Any]:
+    """The shape subscription filters read (eventgrid.md 3.3).
+
+    Event Grid events are used as they are. A CloudEvent keeps its own attribute names (`type`,
+    `source`, extensions are filter keys) and gains `eventType` (= `type`), which the event-type
+    filter reads; `subject` is shared by both schemas.
+    """
+    if not is_cloud_event(event):
+        return event
+    view = dict(event)
+    view.setdefault("eventType", event.get("type"))
+    return view
 
 
 def validation_event(*, topic: str, validation_code: str, validation_url: str, now: float) -> dict[str, Any]:

@@ -1,9 +1,17 @@
-"""Webhook validation (eventgrid.md 4.1): no event reaches an endpoint that did not consent.
+"""Webhook validation (eventgrid.md 4.1, 4.2): no event reaches an endpoint that did not consent.
 
-A subscription that is created or updated stays `Creating`/`Updating` until its endpoint echoes
-the validation code (-> `Succeeded`), answers 200 without it (-> `AwaitingManualAction`, until a
-GET on the validationUrl within 5 minutes), or refuses (-> `Failed`). Pending validations are
-found in the store, so a restart resumes them.
+A subscription that is created or updated stays `Creating`/`Updating` until its endpoint consents
+(-> `Succeeded`), answers 200 without consenting (-> `AwaitingManualAction`, until a GET on the
+validation/callback URL within 5 minutes), or refuses (-> `Failed`). Pending validations are found
+in the store, so a restart resumes them.
+
+Event Grid schema (and CustomInputSchema) subscriptions get the SubscriptionValidationEvent POST:
+consent is `{"validationResponse": code}`. CloudEvents subscriptions get the CloudEvents
+abuse-protection OPTIONS request instead: consent is 200 with `WebHook-Allowed-Origin:
+eventgrid.azure.net` (or `*`), or a later GET/POST on the `WebHook-Request-Callback` URL, which is
+the same URL callgrid serves for manual validation. 405 (OPTIONS not implemented) is no consent.
+
+This loop also removes subscriptions whose expirationTimeUtc has passed.
 """
 
 from __future__ import annotations
@@ -20,12 +28,20 @@ from callgrid.clock import Clock, iso7
 from callgrid.errors import InvalidRequest, NotFound
 from callgrid.eventgrid.delivery.sender import Sender, SendResult
 from callgrid.eventgrid.events import validation_event
-from callgrid.eventgrid.subscriptions import AWAITING, PENDING_VALIDATION, SubscriptionService
+from callgrid.eventgrid.subscriptions import (
+    AWAITING,
+    CLOUD_EVENT_SCHEMA,
+    PENDING_VALIDATION,
+    SubscriptionService,
+    needs_handshake,
+)
 from callgrid.store import Store
 
 log = logging.getLogger(__name__)
 
 MANUAL_VALIDATION_WINDOW_SECONDS = 300.0
+# The origin Event Grid (public cloud) names in the CloudEvents handshake.
+WEBHOOK_ORIGIN = "eventgrid.azure.net"
 _ATTEMPTS = 2
 _RETRY_AFTER_SECONDS = 5.0
 
@@ -78,10 +94,21 @@ class SubscriptionValidator:
         async with self._store.transaction() as tx:
             docs = await tx.list_subscriptions()
         now = self._clock.now()
+        expired = [doc for doc in docs if self._subscriptions.expired(doc)]
+        expired_ids = {doc["id"] for doc in expired}
+        if expired:
+            async with self._store.transaction() as tx:
+                for doc in expired:
+                    await self._subscriptions.delete(tx, doc["id"])
+            self._on_change()
         for doc in docs:
             state = doc["properties"]["provisioningState"]
             key = doc["id"].lower()
-            if state in PENDING_VALIDATION:
+            if doc["id"] in expired_ids:
+                continue
+            if state in PENDING_VALIDATION and not needs_handshake(doc):
+                await self._complete(key, doc["callgrid"]["validationCode"], None)
+            elif state in PENDING_VALIDATION:
                 code = doc["callgrid"]["validationCode"]
                 if key + code not in self._running:
                     task = asyncio.create_task(self._validate(doc))
@@ -102,6 +129,49 @@ class SubscriptionValidator:
                 del self._running[key]
 
     async def _validate(self, doc: dict[str, Any]) -> None:
+        if doc["properties"].get("eventDeliverySchema") == CLOUD_EVENT_SCHEMA:
+            await self._validate_cloud_events(doc)
+        else:
+            await self._validate_event_grid(doc)
+
+    async def _send_with_retry(self, method: str, url: str, *, body: bytes, headers: dict[str, str]) -> SendResult:
+        result: SendResult | None = None
+        for attempt in range(_ATTEMPTS):
+            result = await self._sender.send(method, url, body=body, headers=headers, timeout=self._timeout)
+            if result.status is not None:
+                break
+            if attempt + 1 < _ATTEMPTS:
+                await asyncio.sleep(_RETRY_AFTER_SECONDS if self._timeout >= 5 else 0.1)
+        assert result is not None
+        return result
+
+    async def _validate_cloud_events(self, doc: dict[str, Any]) -> None:
+        """The CloudEvents webhook abuse-protection handshake (eventgrid.md 4.2)."""
+        url = doc["properties"]["destination"]["properties"]["endpointUrl"]
+        code = doc["callgrid"]["validationCode"]
+        headers = {
+            "WebHook-Request-Origin": WEBHOOK_ORIGIN,
+            "WebHook-Request-Callback": self.validation_url(doc),
+        }
+        result = await self._send_with_retry("OPTIONS", url, body=b"", headers=headers)
+        key = doc["id"].lower()
+        if result.status == 200:
+            allowed = {k.lower(): v for k, v in (result.headers or {}).items()}.get("webhook-allowed-origin", "")
+            origins = {o.strip().lower() for o in allowed.split(",")}
+            if WEBHOOK_ORIGIN in origins or "*" in origins:
+                await self._complete(key, code, None)
+            else:
+                # No consent in the answer: the endpoint may still consent through the callback URL.
+                await self._complete(key, code, None, awaiting_manual=True)
+            return
+        reason = (
+            f"no response ({result.outcome}: {result.error})"
+            if result.status is None
+            else f"response code {result.status}"
+        )
+        await self._complete(key, code, _failure(url, reason, method="OPTIONS"))
+
+    async def _validate_event_grid(self, doc: dict[str, Any]) -> None:
         props = doc["properties"]
         url = props["destination"]["properties"]["endpointUrl"]
         code = doc["callgrid"]["validationCode"]
@@ -120,14 +190,7 @@ class SubscriptionValidator:
             "aeg-metadata-version": "1",
         }
         body = json.dumps([event]).encode()
-        result: SendResult | None = None
-        for attempt in range(_ATTEMPTS):
-            result = await self._sender.send("POST", url, body=body, headers=headers, timeout=self._timeout)
-            if result.status is not None:
-                break
-            if attempt + 1 < _ATTEMPTS:
-                await asyncio.sleep(_RETRY_AFTER_SECONDS if self._timeout >= 5 else 0.1)
-        assert result is not None
+        result = await self._send_with_retry("POST", url, body=body, headers=headers)
         key = doc["id"].lower()
         if result.status == 200:
             echoed = _validation_response(result.body)
@@ -153,7 +216,7 @@ class SubscriptionValidator:
         self._on_change()
 
     async def validate_manually(self, sub_id: str, token: str) -> str:
-        """The GET on a validationUrl: the endpoint's owner consents out of band."""
+        """A GET on a validationUrl, or a GET/POST on a CloudEvents WebHook-Request-Callback: consent out of band."""
         async with self._store.transaction() as tx:
             doc = await tx.get_subscription(sub_id.lower())
             if doc is None:
@@ -182,10 +245,19 @@ def _validation_response(body: bytes) -> str | None:
     return None
 
 
-def _failure(url: str, reason: str) -> str:
+def _failure(url: str, reason: str, *, method: str = "POST") -> str:
     base = url.split("?", 1)[0]
+    if method == "OPTIONS":
+        expected = (
+            "The endpoint must answer the CloudEvents OPTIONS request with 200 and "
+            f"'WebHook-Allowed-Origin: {WEBHOOK_ORIGIN}', or call the WebHook-Request-Callback URL."
+        )
+    else:
+        expected = (
+            "The endpoint must answer the SubscriptionValidationEvent with 200 and "
+            '{"validationResponse": "<validationCode>"}.'
+        )
     return (
-        f"Webhook validation handshake failed for {base}. Http POST request failed with {reason}. "
-        "The endpoint must answer the SubscriptionValidationEvent with 200 and "
-        '{"validationResponse": "<validationCode>"}. See https://aka.ms/esvalidation.'
+        f"Webhook validation handshake failed for {base}. Http {method} request failed with {reason}. "
+        f"{expected} See https://aka.ms/esvalidation."
     )

@@ -1,7 +1,8 @@
 """Topics: where events enter Event Grid. Publishing matches subscriptions and queues deliveries.
 
-The matching table is built from the store and kept in memory; any change to subscriptions marks
-it stale and it is rebuilt on the next publish.
+The matching index (index.py) is built from the store and kept in memory; any change to
+subscriptions marks it stale and it is rebuilt on the next publish. Rebuilding reuses every
+compiled filter whose subscription did not change, so a change costs a scan, not 100,000 compiles.
 """
 
 from __future__ import annotations
@@ -11,31 +12,48 @@ import uuid
 from typing import Any
 
 from callgrid.clock import Clock
-from callgrid.eventgrid.events import event_grid_event
+from callgrid.eventgrid.events import event_grid_event, filter_view
+from callgrid.eventgrid.index import SubscriptionIndex
 from callgrid.eventgrid.subscriptions import ActiveSubscription, active_subscription
 from callgrid.store import DeliveryRow, StoreTx
 
 
+def _version(doc: dict[str, Any]) -> tuple[Any, ...]:
+    # Every PUT/PATCH makes a new operation id; validation moves provisioningState.
+    return (doc["callgrid"].get("operationId"), doc["properties"].get("provisioningState"))
+
+
 class SubscriptionTable:
     def __init__(self) -> None:
-        self._subs: list[ActiveSubscription] | None = None
+        self._index: SubscriptionIndex | None = None
+        self._compiled: dict[str, tuple[tuple[Any, ...], ActiveSubscription | None]] = {}
 
     def invalidate(self) -> None:
-        self._subs = None
+        self._index = None
+
+    async def index(self, tx: StoreTx) -> SubscriptionIndex:
+        if self._index is None:
+            compiled: dict[str, tuple[tuple[Any, ...], ActiveSubscription | None]] = {}
+            for doc in await tx.list_subscriptions():
+                key = doc["id"].lower()
+                version = _version(doc)
+                cached = self._compiled.get(key)
+                compiled[key] = (
+                    cached if cached is not None and cached[0] == version else (version, active_subscription(doc))
+                )
+            self._compiled = compiled
+            self._index = SubscriptionIndex(sub for _, sub in compiled.values() if sub is not None)
+        return self._index
 
     async def active(self, tx: StoreTx) -> list[ActiveSubscription]:
-        if self._subs is None:
-            subs = []
-            for doc in await tx.list_subscriptions():
-                active = active_subscription(doc)
-                if active is not None:
-                    subs.append(active)
-            self._subs = subs
-        return self._subs
+        await self.index(tx)
+        return [sub for _, sub in self._compiled.values() if sub is not None]
 
-    async def matching(self, tx: StoreTx, topic: str, event: dict[str, Any]) -> list[ActiveSubscription]:
-        topic = topic.lower()
-        return [s for s in await self.active(tx) if s.topic.lower() == topic and s.filter.matches(event)]
+    async def matching(
+        self, tx: StoreTx, topic: str, event: dict[str, Any], now: float | None = None
+    ) -> list[ActiveSubscription]:
+        """Subscriptions listening to `topic` (an event source id) whose filters pass `event` (EG shape)."""
+        return (await self.index(tx)).match(topic.lower(), event, now)
 
 
 class EventPublisher:
@@ -46,17 +64,25 @@ class EventPublisher:
         self._table = table
         self._on_enqueued = on_enqueued
 
-    async def publish(self, tx: StoreTx, topic_source: str, event: dict[str, Any]) -> list[str]:
-        """Queue one Event Grid-schema event for every matching subscription of `topic_source`."""
+    async def publish(
+        self, tx: StoreTx, topic_source: str, event: dict[str, Any], *, storage_id: str | None = None
+    ) -> list[str]:
+        """Queue one event for every matching subscription of `topic_source`.
+
+        `event` is kept as published (Event Grid schema, or a CloudEvent from a CloudEvents topic);
+        the delivery engine converts it to each subscription's schema at send time. `storage_id` is
+        the outbox key when the event's own id need not be unique (publishers choose custom topic ids).
+        """
         now = self._clock.now()
-        subs = await self._table.matching(tx, topic_source, event)
-        await tx.add_event(event["id"], topic_source, json.dumps(event, separators=(",", ":")), now)
+        subs = await self._table.matching(tx, topic_source, filter_view(event), now)
+        key = storage_id or event["id"]
+        await tx.add_event(key, topic_source, json.dumps(event, separators=(",", ":")), now)
         for sub in subs:
             await tx.add_delivery(
                 DeliveryRow(
                     id=str(uuid.uuid4()),
                     kind="eventgrid",
-                    event_id=event["id"],
+                    event_id=key,
                     url=sub.endpoint_url,
                     subscription_id=sub.id,
                     created_at=now,

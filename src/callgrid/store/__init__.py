@@ -1,5 +1,23 @@
 """Persistence behind one interface: SQLite by default; chosen by one URL."""
 
-from callgrid.store.base import DeliveryRow, DuplicateKey, Store, StoreTx, TimerRow, open_store
+from callgrid.store.base import (
+    AttemptRow,
+    DeadLetterRow,
+    DeliveryRow,
+    DuplicateKey,
+    Store,
+    StoreTx,
+    TimerRow,
+    open_store,
+)
 
-__all__ = ["DeliveryRow", "DuplicateKey", "Store", "StoreTx", "TimerRow", "open_store"]
+__all__ = [
+    "AttemptRow",
+    "DeadLetterRow",
+    "DeliveryRow",
+    "DuplicateKey",
+    "Store",
+    "StoreTx",
+    "TimerRow",
+    "open_store",
+]

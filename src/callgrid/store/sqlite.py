@@ -16,9 +16,20 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from callgrid.store.base import DeliveryRow, DuplicateKey, StoreTx, TimerRow
+from callgrid.store.base import AttemptRow, DeadLetterRow, DeliveryRow, DuplicateKey, StoreTx, TimerRow
 
 _DELIVERY_COLUMNS = [f.name for f in fields(DeliveryRow)]
+_DEAD_LETTER_COLUMNS = [f.name for f in fields(DeadLetterRow)]
+_DEAD_LETTER_JSON = ("item", "destination")
+
+
+def _dead_letter_values(row: DeadLetterRow) -> tuple[Any, ...]:
+    return tuple(_dumps(getattr(row, c)) if c in _DEAD_LETTER_JSON else getattr(row, c) for c in _DEAD_LETTER_COLUMNS)
+
+
+def _dead_letter(values: tuple[Any, ...]) -> DeadLetterRow:
+    loaded = [json.loads(v) if c in _DEAD_LETTER_JSON else v for c, v in zip(_DEAD_LETTER_COLUMNS, values, strict=True)]
+    return DeadLetterRow(*loaded)
 
 
 def _migrations() -> list[tuple[int, str]]:
@@ -190,6 +201,47 @@ class _SqliteTx:
         row = self._one("SELECT server_call_id FROM call_connections WHERE call_connection_id = ?", call_connection_id)
         return None if row is None else str(row[0])
 
+    # repeatable requests
+    async def get_repeatable(self, request_id: str, now: float) -> dict[str, Any] | None:
+        # Expired entries are forgotten as they are met, and swept with them.
+        self._c.execute("DELETE FROM repeatable_requests WHERE expires_at <= ?", (now,))
+        row = self._one(
+            "SELECT fingerprint, status, response FROM repeatable_requests WHERE request_id = ?", request_id
+        )
+        if row is None:
+            return None
+        return {"fingerprint": row[0], "status": row[1], "response": None if row[2] is None else json.loads(row[2])}
+
+    async def put_repeatable(self, request_id: str, doc: dict[str, Any], now: float, expires_at: float) -> None:
+        response = doc.get("response")
+        self._c.execute(
+            "INSERT INTO repeatable_requests (request_id, fingerprint, status, response, created_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (request_id) DO UPDATE SET status = excluded.status, "
+            "response = excluded.response",
+            (
+                request_id,
+                doc["fingerprint"],
+                doc.get("status"),
+                None if response is None else _dumps(response),
+                now,
+                expires_at,
+            ),
+        )
+
+    async def delete_repeatable(self, request_id: str) -> None:
+        self._c.execute("DELETE FROM repeatable_requests WHERE request_id = ?", (request_id,))
+
+    # recordings
+    async def put_recording(self, recording_id: str, server_call_id: str, doc: dict[str, Any]) -> None:
+        self._c.execute(
+            "INSERT INTO recordings (id, server_call_id, doc) VALUES (?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+            (recording_id, server_call_id, _dumps(doc)),
+        )
+
+    async def get_recording(self, recording_id: str) -> dict[str, Any] | None:
+        return _doc(self._one("SELECT doc FROM recordings WHERE id = ?", recording_id))
+
     # timers
     async def add_timer(self, timer: TimerRow) -> None:
         self._insert(
@@ -232,11 +284,33 @@ class _SqliteTx:
         deleted = self._c.execute("DELETE FROM event_subscriptions WHERE id = ?", (sub_id,)).rowcount > 0
         # Pending deliveries die with their subscription, as in Azure.
         self._c.execute(
-            "UPDATE deliveries SET status = 'dropped', last_outcome = 'SubscriptionDeleted' "
+            "UPDATE deliveries SET status = 'dropped', last_outcome = 'SubscriptionDeleted', "
+            "reason = 'SubscriptionDeleted', lease_until = NULL "
             "WHERE subscription_id = ? AND status = 'pending'",
             (sub_id,),
         )
         return deleted
+
+    # Event Grid topics
+    async def put_topic(self, topic_id: str, kind: str, name: str, doc: dict[str, Any]) -> None:
+        self._c.execute(
+            "INSERT INTO eventgrid_topics (id, kind, name, doc) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+            (topic_id, kind, name.lower(), _dumps(doc)),
+        )
+
+    async def get_topic(self, topic_id: str) -> dict[str, Any] | None:
+        return _doc(self._one("SELECT doc FROM eventgrid_topics WHERE id = ?", topic_id))
+
+    async def find_topic_by_name(self, kind: str, name: str) -> dict[str, Any] | None:
+        return _doc(self._one("SELECT doc FROM eventgrid_topics WHERE kind = ? AND name = ?", kind, name.lower()))
+
+    async def list_topics(self, kind: str) -> list[dict[str, Any]]:
+        rows = self._c.execute("SELECT doc FROM eventgrid_topics WHERE kind = ? ORDER BY id", (kind,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    async def delete_topic(self, topic_id: str) -> bool:
+        return self._c.execute("DELETE FROM eventgrid_topics WHERE id = ?", (topic_id,)).rowcount > 0
 
     # outbox
     async def add_event(self, event_id: str, topic: str, body: str, created_at: float) -> None:
@@ -264,8 +338,13 @@ class _SqliteTx:
         for r in rows:
             row = DeliveryRow(*r[:-1])
             row.lease_until = lease_until
-            self._c.execute("UPDATE deliveries SET lease_until = ? WHERE id = ?", (lease_until, row.id))
             claimed.append((row, str(r[-1])))
+        # Leased rows move out of the due range (next_attempt_at = lease end), so claim scans skip
+        # what is in flight; release_leases() makes them due again after a crash.
+        self._c.executemany(
+            "UPDATE deliveries SET lease_until = ?, next_attempt_at = ? WHERE id = ?",
+            [(lease_until, lease_until, row.id) for row, _ in claimed],
+        )
         return claimed
 
     async def finish_attempt(self, row: DeliveryRow) -> None:
@@ -294,14 +373,138 @@ class _SqliteTx:
         return [DeliveryRow(*r) for r in rows]
 
     async def release_leases(self) -> None:
-        self._c.execute("UPDATE deliveries SET lease_until = NULL WHERE status = 'pending'")
+        self._c.execute(
+            "UPDATE deliveries SET lease_until = NULL, next_attempt_at = COALESCE(last_attempt_at, created_at) "
+            "WHERE status = 'pending' AND lease_until IS NOT NULL"
+        )
+
+    # delivery engine (bulk)
+    async def finish_attempts(self, rows: list[DeliveryRow], attempts: list[AttemptRow]) -> None:
+        assignments = ", ".join(f"{c} = ?" for c in _DELIVERY_COLUMNS if c != "id")
+        self._c.executemany(
+            f"UPDATE deliveries SET {assignments} WHERE id = ?",
+            [(*(getattr(r, c) for c in _DELIVERY_COLUMNS if c != "id"), r.id) for r in rows],
+        )
+        self._c.executemany(
+            "INSERT OR REPLACE INTO delivery_attempts (delivery_id, attempt, started_at, status, outcome, error, "
+            "duration_ms, batch_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [astuple(a) for a in attempts],
+        )
+
+    async def list_attempts(self, delivery_ids: list[str]) -> dict[str, list[AttemptRow]]:
+        found: dict[str, list[AttemptRow]] = {i: [] for i in delivery_ids}
+        for start in range(0, len(delivery_ids), 500):
+            chunk = delivery_ids[start : start + 500]
+            marks = ", ".join("?" for _ in chunk)
+            rows = self._c.execute(
+                f"SELECT delivery_id, attempt, started_at, status, outcome, error, duration_ms, batch_size "
+                f"FROM delivery_attempts WHERE delivery_id IN ({marks}) ORDER BY delivery_id, attempt",
+                chunk,
+            ).fetchall()
+            for r in rows:
+                found[r[0]].append(AttemptRow(*r))
+        return found
+
+    async def list_deliveries_by(
+        self, limit: int, *, subscription_id: str | None = None, status: str | None = None
+    ) -> list[DeliveryRow]:
+        where, args = [], []
+        if subscription_id is not None:
+            where.append("subscription_id = ?")
+            args.append(subscription_id)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        rows = self._c.execute(
+            f"SELECT {', '.join(_DELIVERY_COLUMNS)} FROM deliveries {clause}ORDER BY created_at DESC, id LIMIT ?",
+            (*args, limit),
+        ).fetchall()
+        return [DeliveryRow(*r) for r in rows]
+
+    async def add_dead_letters(self, rows: list[DeadLetterRow]) -> None:
+        self._c.executemany(
+            f"INSERT INTO dead_letters ({', '.join(_DEAD_LETTER_COLUMNS)}) "
+            f"VALUES ({', '.join('?' for _ in _DEAD_LETTER_COLUMNS)})",
+            [_dead_letter_values(r) for r in rows],
+        )
+
+    async def get_dead_letter(self, dead_letter_id: str) -> DeadLetterRow | None:
+        row = self._one(f"SELECT {', '.join(_DEAD_LETTER_COLUMNS)} FROM dead_letters WHERE id = ?", dead_letter_id)
+        return None if row is None else _dead_letter(row)
+
+    async def list_dead_letters(self, limit: int, subscription_id: str | None = None) -> list[DeadLetterRow]:
+        cols = ", ".join(_DEAD_LETTER_COLUMNS)
+        if subscription_id is None:
+            rows = self._c.execute(
+                f"SELECT {cols} FROM dead_letters ORDER BY created_at DESC, id LIMIT ?", (limit,)
+            ).fetchall()
+        else:
+            rows = self._c.execute(
+                f"SELECT {cols} FROM dead_letters WHERE subscription_id = ? ORDER BY created_at DESC, id LIMIT ?",
+                (subscription_id, limit),
+            ).fetchall()
+        return [_dead_letter(r) for r in rows]
+
+    async def due_dead_letter_writes(self, now: float, limit: int) -> list[DeadLetterRow]:
+        rows = self._c.execute(
+            f"SELECT {', '.join(_DEAD_LETTER_COLUMNS)} FROM dead_letters "
+            "WHERE write_status = 'pending' AND write_due_at <= ? ORDER BY write_due_at LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [_dead_letter(r) for r in rows]
+
+    async def next_dead_letter_write_due(self) -> float | None:
+        row = self._one("SELECT MIN(write_due_at) FROM dead_letters WHERE write_status = 'pending'")
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def update_dead_letters(self, rows: list[DeadLetterRow]) -> None:
+        assignments = ", ".join(f"{c} = ?" for c in _DEAD_LETTER_COLUMNS[1:])
+        self._c.executemany(
+            f"UPDATE dead_letters SET {assignments} WHERE id = ?",
+            [(*_dead_letter_values(r)[1:], r.id) for r in rows],
+        )
+
+    async def delivery_metrics(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Counts behind Event Grid's metrics, derived from durable rows (so they survive restarts)."""
+        q = self._c.execute
+        return {
+            # Callback events share the table; Event Grid topics are the ones with ARM ids.
+            "published": q(
+                "SELECT topic, COUNT(*) FROM events WHERE topic LIKE '/subscriptions/%' GROUP BY topic"
+            ).fetchall(),
+            "unmatched": q(
+                "SELECT e.topic, COUNT(*) FROM events e WHERE e.topic LIKE '/subscriptions/%' AND NOT EXISTS "
+                "(SELECT 1 FROM deliveries d WHERE d.event_id = e.id) GROUP BY e.topic"
+            ).fetchall(),
+            # (topic, subscription, status, reason, count, latency sum, latency buckets...)
+            "deliveries": q(
+                "SELECT e.topic, d.subscription_id, d.status, d.reason, COUNT(*) FROM deliveries d "
+                "JOIN events e ON e.id = d.event_id WHERE d.kind = 'eventgrid' "
+                "GROUP BY e.topic, d.subscription_id, d.status, d.reason"
+            ).fetchall(),
+            "delivered_latency": q(
+                "SELECT e.topic, d.subscription_id, d.last_attempt_at - d.created_at FROM deliveries d "
+                "JOIN events e ON e.id = d.event_id WHERE d.kind = 'eventgrid' AND d.status = 'delivered'"
+            ).fetchall(),
+            "attempts": q(
+                "SELECT e.topic, d.subscription_id, a.outcome, a.status, a.duration_ms FROM delivery_attempts a "
+                "JOIN deliveries d ON d.id = a.delivery_id JOIN events e ON e.id = d.event_id "
+                "WHERE d.kind = 'eventgrid'"
+            ).fetchall(),
+        }
 
     async def reset(self) -> None:
         for table in (
+            "delivery_attempts",
+            "dead_letters",
             "deliveries",
             "events",
             "event_subscriptions",
+            "eventgrid_topics",
             "timers",
+            "repeatable_requests",
+            "recordings",
             "call_connections",
             "calls",
             "endpoints",

@@ -1,7 +1,9 @@
 """The delivery engine: claims due outbox rows, sends them, and records each outcome durably.
 
-Rows are leased while in flight, so a crash mid-send only means the row is sent again after the
-lease runs out (at-least-once). Outcomes are written back in batches, one transaction each.
+Rows are leased while in flight, so a crash mid-send only means the row is sent again after a
+restart (at-least-once). A claim groups a subscription's due rows into output batches; outcomes
+are written back in bulk, many POSTs per transaction. Every wait (retry delays, the response time
+limit, probation) is on the injected clock.
 """
 
 from __future__ import annotations
@@ -10,34 +12,63 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 from callgrid.clock import Clock
+from callgrid.eventgrid.delivery.batching import plan_batches
+from callgrid.eventgrid.delivery.deadletter import (
+    MAX_DELIVERY_ATTEMPTS_EXCEEDED,
+    dead_letter_item,
+    undeliverable_reason,
+)
+from callgrid.eventgrid.delivery.payload import Target, delivered_text, request_for
+from callgrid.eventgrid.delivery.probation import Probation
 from callgrid.eventgrid.delivery.retry import RetryPolicy
 from callgrid.eventgrid.delivery.sender import Sender, SendResult
-from callgrid.eventgrid.subscriptions import SUCCEEDED
-from callgrid.store import DeliveryRow, Store, StoreTx
+from callgrid.eventgrid.subscriptions import PENDING_VALIDATION, SUCCEEDED
+from callgrid.store import AttemptRow, DeadLetterRow, DeliveryRow, Store, StoreTx
 
 log = logging.getLogger(__name__)
 
 _IDLE_POLL_SECONDS = 1.0
+# A subscription being re-validated (an update) keeps its events; they are looked at again after this.
+_REVALIDATION_WAIT_SECONDS = 10.0
+# Outcome recorded for an event that expired or was dropped without any attempt.
+_NO_ATTEMPT_OUTCOME = "Canceled"
 
 
 @dataclass
 class DeliverySettings:
     timeout_seconds: float = 30.0
     uppercase_subscription_name: bool = True
-    claim_batch: int = 256
+    claim_batch: int = 2048
     max_in_flight: int = 256
+    ttl_reason: str = "TimeToLiveExceeded"
+    dead_letter_delay_seconds: float = 0.0
+    probation_failure_threshold: int = 10
+    cloud_event_dataschema: bool = True
 
 
 @dataclass
 class _Request:
-    row: DeliveryRow
+    rows: list[DeliveryRow]
+    texts: list[str]  # each event as delivered (kept for dead-letter items)
+    target: Target | None  # None for Call Automation callbacks
+    url: str
     body: bytes
     headers: dict[str, str]
+    started_at: float = 0.0
+    duration_ms: float = 0.0
+
+
+@dataclass
+class _Claim:
+    requests: list[_Request] = field(default_factory=list)
+    settled: list[DeliveryRow] = field(default_factory=list)  # ended or rescheduled without an attempt
+    dead: list[DeadLetterRow] = field(default_factory=list)
 
 
 class DeliveryEngine:
@@ -50,6 +81,7 @@ class DeliveryEngine:
         callback_authorization: Callable[[], str],
         settings: DeliverySettings,
         retry: RetryPolicy | None = None,
+        on_dead_letter: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -57,10 +89,17 @@ class DeliveryEngine:
         self._callback_authorization = callback_authorization
         self.settings = settings
         self.retry = retry or RetryPolicy()
+        self.probation = Probation(settings.probation_failure_threshold)
+        self._on_dead_letter = on_dead_letter
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.max_in_flight)
-        self._done: asyncio.Queue[tuple[DeliveryRow, SendResult]] = asyncio.Queue()
+        self._done: asyncio.Queue[tuple[_Request, SendResult]] = asyncio.Queue()
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight_ids: set[str] = set()
+        # Response time limits, watched on the clock (a virtual clock times requests out when moved).
+        self._deadlines: dict[asyncio.Task[None], float] = {}
+        self._timed_out: set[asyncio.Task[None]] = set()
+        self._watch_wake = asyncio.Event()
 
     def wake(self) -> None:
         self._wake.set()
@@ -71,7 +110,7 @@ class DeliveryEngine:
             await tx.release_leases()
 
     async def run_forever(self) -> None:
-        finisher = asyncio.create_task(self._finish_forever())
+        helpers = [asyncio.create_task(self._finish_forever()), asyncio.create_task(self._watch_timeouts())]
         try:
             while True:
                 self._wake.clear()
@@ -91,141 +130,258 @@ class DeliveryEngine:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._clock.sleep_until(deadline, self._wake), _IDLE_POLL_SECONDS)
         finally:
-            finisher.cancel()
-            for task in list(self._in_flight):
+            for task in (*helpers, *self._in_flight):
                 task.cancel()
+
+    # ------------------------------------------------------------------ claiming
 
     async def dispatch_due(self) -> int:
         """Claim what is due and start sending it; returns how many rows were claimed."""
         now = self._clock.now()
         lease = now + self.settings.timeout_seconds + 30.0
-        requests: list[_Request] = []
         async with self._store.transaction() as tx:
-            claimed = await tx.claim_deliveries(now, self.settings.claim_batch, lease)
-            for row, body in claimed:
-                request = await self._prepare(tx, row, body, now)
-                if request is not None:
-                    requests.append(request)
-        for request in requests:
+            rows = await tx.claim_deliveries(now, self.settings.claim_batch, lease)
+            claim = await self._plan(tx, rows, now)
+            if claim.settled:
+                await tx.finish_attempts(claim.settled, [])
+            if claim.dead:
+                await tx.add_dead_letters(claim.dead)
+        if claim.dead and self._on_dead_letter is not None:
+            self._on_dead_letter()
+        for request in claim.requests:
+            self._in_flight_ids.update(r.id for r in request.rows)
+        for request in claim.requests:
             await self._slots.acquire()
             task = asyncio.create_task(self._send(request))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
-        return len(claimed)
+        return len(rows)
 
-    async def _prepare(self, tx: StoreTx, row: DeliveryRow, body: str, now: float) -> _Request | None:
-        if row.expires_at is not None and now > row.expires_at:
-            # TTL is only looked at when an attempt falls due (eventgrid.md 4.5).
-            self._finalise(row, "dropped", "TimeToLiveExceeded")
-            await tx.finish_attempt(row)
-            return None
-        event = json.loads(body)
-        if row.kind == "callback":
-            headers = {
-                "Content-Type": "application/json",
-                "Authorization": self._callback_authorization(),
-            }
-            return _Request(row, json.dumps([event]).encode(), headers)
-        sub = await tx.get_subscription(row.subscription_id or "")
-        if sub is None or sub["properties"].get("provisioningState") != SUCCEEDED:
-            self._finalise(row, "dropped", "SubscriptionDeleted" if sub is None else "SubscriptionNotActive")
-            await tx.finish_attempt(row)
-            return None
-        name = sub["name"].upper() if self.settings.uppercase_subscription_name else sub["name"]
-        row.url = sub["properties"]["destination"]["properties"]["endpointUrl"]
-        headers = {
-            "Content-Type": "application/json; charset=utf-8",
-            "aeg-event-type": "Notification",
-            "aeg-subscription-name": name,
-            "aeg-delivery-count": str(row.attempts),
-            "aeg-data-version": str(event.get("dataVersion", "")),
-            "aeg-metadata-version": "1",
-            "aeg-output-event-id": row.id,
-        }
-        return _Request(row, json.dumps([event]).encode(), headers)
+    async def _plan(self, tx: StoreTx, claimed: list[tuple[DeliveryRow, str]], now: float) -> _Claim:
+        claim = _Claim()
+        targets: dict[str, Target | None] = {}
+        groups: dict[tuple[str, int], list[tuple[DeliveryRow, str]]] = {}
+        for row, stored in claimed:
+            if row.id in self._in_flight_ids:
+                continue  # still being sent by this process; its outcome will be recorded
+            if row.kind == "callback":
+                if row.expires_at is not None and now > row.expires_at:
+                    self._end(row, "dropped", self.settings.ttl_reason)
+                    claim.settled.append(row)
+                else:
+                    claim.requests.append(self._callback_request(row, stored))
+                continue
+            sid = row.subscription_id or ""
+            if sid not in targets:
+                doc = await tx.get_subscription(sid)
+                targets[sid] = None if doc is None else Target.from_doc(doc, uppercase_name=self._uppercase)
+            target = targets[sid]
+            if target is None or (target.state != SUCCEEDED and target.state not in PENDING_VALIDATION):
+                self._end(row, "dropped", "SubscriptionDeleted" if target is None else "SubscriptionNotActive")
+                claim.settled.append(row)
+                continue
+            if target.state in PENDING_VALIDATION:
+                self._postpone(row, now + _REVALIDATION_WAIT_SECONDS)
+                claim.settled.append(row)
+                continue
+            row.url = target.url
+            if row.expires_at is not None and now > row.expires_at:
+                # TTL is only looked at when an attempt falls due (eventgrid.md 4.5).
+                text = delivered_text(stored, target.schema, dataschema=self.settings.cloud_event_dataschema)
+                dead = self._conclude(row, target, text, self.settings.ttl_reason, now)
+                claim.settled.append(row)
+                if dead is not None:
+                    claim.dead.append(dead)
+                continue
+            until = self.probation.until(target.endpoint, now)
+            if until is not None:
+                self._postpone(row, until)
+                claim.settled.append(row)
+                continue
+            # Members of one POST share aeg-delivery-count, so a batch is built of equal attempt counts.
+            groups.setdefault((sid, row.attempts), []).append((row, stored))
+        for (sid, attempts), members in groups.items():
+            target = targets[sid]
+            assert target is not None
+            claim.requests.extend(self._batches(target, attempts, members))
+        return claim
+
+    def _batches(self, target: Target, attempts: int, members: list[tuple[DeliveryRow, str]]) -> list[_Request]:
+        dataschema = self.settings.cloud_event_dataschema
+        texts = [(row, delivered_text(stored, target.schema, dataschema=dataschema)) for row, stored in members]
+        if target.batched:
+            batches = plan_batches([(m, len(m[1].encode())) for m in texts], target.max_events, target.max_bytes)
+        else:
+            batches = [[m] for m in texts]
+        requests = []
+        for batch in batches:
+            rows = [r for r, _ in batch]
+            bodies = [t for _, t in batch]
+            body, headers = request_for(target, bodies, attempts, rows[0].id if len(rows) == 1 else None)
+            requests.append(_Request(rows, bodies, target, target.url, body, headers))
+        return requests
+
+    def _callback_request(self, row: DeliveryRow, stored: str) -> _Request:
+        headers = {"Content-Type": "application/json", "Authorization": self._callback_authorization()}
+        return _Request([row], [stored], None, row.url, ("[" + stored + "]").encode(), headers)
+
+    @property
+    def _uppercase(self) -> bool:
+        return self.settings.uppercase_subscription_name
+
+    # ------------------------------------------------------------------ sending
 
     async def _send(self, request: _Request) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        timeout = self.settings.timeout_seconds
+        request.started_at = self._clock.now()
+        if not self._deadlines:
+            self._watch_wake.set()
+        self._deadlines[task] = request.started_at + timeout
+        began = time.perf_counter()
         try:
             result = await self._sender.send(
-                "POST",
-                request.row.url,
-                body=request.body,
-                headers=request.headers,
-                timeout=self.settings.timeout_seconds,
+                "POST", request.url, body=request.body, headers=request.headers, timeout=timeout
             )
-        except Exception as exc:  # a sender bug must not lose the row: record it as a failed attempt
+        except asyncio.CancelledError:
+            if task not in self._timed_out:
+                raise
+            task.uncancel()
+            result = SendResult(None, "TimedOut", error=f"no response within {timeout:g} s")
+        except Exception as exc:  # a sender bug must not lose the rows: record it as a failed attempt
             log.exception("sender failed")
             result = SendResult(None, "GenericError", error=str(exc))
         finally:
+            self._deadlines.pop(task, None)
+            self._timed_out.discard(task)
             self._slots.release()
-        await self._done.put((request.row, result))
+        request.duration_ms = (time.perf_counter() - began) * 1000.0
+        if request.target is not None:
+            self.probation.record(request.target.endpoint, result.ok, result.outcome, self._clock.now())
+        self._done.put_nowait((request, result))
+
+    async def _watch_timeouts(self) -> None:
+        while True:
+            self._watch_wake.clear()
+            waiting = [d for t, d in self._deadlines.items() if t not in self._timed_out]
+            if not waiting:
+                await self._watch_wake.wait()
+                continue
+            await self._clock.sleep_until(min(waiting), self._watch_wake)
+            now = self._clock.now()
+            for task, deadline in list(self._deadlines.items()):
+                if deadline <= now and task not in self._timed_out:
+                    self._timed_out.add(task)
+                    task.cancel()
+            await asyncio.sleep(0)
+
+    # ------------------------------------------------------------------ recording
 
     async def _finish_forever(self) -> None:
         while True:
-            first = await self._done.get()
-            batch = [first]
-            while not self._done.empty() and len(batch) < 512:
+            batch = [await self._done.get()]
+            while not self._done.empty() and len(batch) < 1024:
                 batch.append(self._done.get_nowait())
+            now = self._clock.now()
+            rows: list[DeliveryRow] = []
+            attempts: list[AttemptRow] = []
+            dead: list[DeadLetterRow] = []
+            for request, result in batch:
+                # One delay per POST: a batch is retried as a unit (all-or-none, eventgrid.md 4.4).
+                delay = self._retry_delay(request, result)
+                for row, text in zip(request.rows, request.texts, strict=True):
+                    attempts.append(
+                        AttemptRow(
+                            delivery_id=row.id,
+                            attempt=row.attempts + 1,
+                            started_at=request.started_at,
+                            status=result.status,
+                            outcome=result.outcome,
+                            error=result.error,
+                            duration_ms=round(request.duration_ms, 3),
+                            batch_size=len(request.rows),
+                        )
+                    )
+                    letter = self._record(row, result, request, text, now, delay)
+                    rows.append(row)
+                    if letter is not None:
+                        dead.append(letter)
             try:
                 async with self._store.transaction() as tx:
-                    for row, result in batch:
-                        self._record(row, result)
-                        await tx.finish_attempt(row)
+                    await tx.finish_attempts(rows, attempts)
+                    if dead:
+                        await tx.add_dead_letters(dead)
             except Exception:
-                # Not recorded: the lease runs out and the rows are sent again (at-least-once).
-                log.exception("could not record %d delivery outcomes", len(batch))
+                # Not recorded: the leases stay, and the rows are sent again (at-least-once).
+                log.exception("could not record %d delivery outcomes", len(rows))
+            finally:
+                self._in_flight_ids.difference_update(r.id for r in rows)
+            if dead and self._on_dead_letter is not None:
+                self._on_dead_letter()
             self._wake.set()
 
-    def _record(self, row: DeliveryRow, result: SendResult) -> None:
-        now = self._clock.now()
+    def _retry_delay(self, request: _Request, result: SendResult) -> float:
+        attempts = request.rows[0].attempts + 1
+        azure_resource = request.target is not None and request.target.azure_resource
+        return self.retry.delay(attempts, result.status, azure_resource=azure_resource)
+
+    def _record(
+        self, row: DeliveryRow, result: SendResult, request: _Request, text: str, now: float, delay: float
+    ) -> DeadLetterRow | None:
         row.attempts += 1
-        row.last_attempt_at = now
+        row.last_attempt_at = request.started_at
         row.last_status = result.status
         row.last_outcome = result.outcome
         row.last_error = result.error
         row.lease_until = None
         if result.ok:
             row.status = "delivered"
-            return
-        if row.kind == "eventgrid" and not self.retry.should_retry(result.status):
-            self._finalise(row, "dropped", _undeliverable_reason(result))
-            return
+            return None
+        target = request.target
+        if target is not None and not self.retry.should_retry(result.status, azure_resource=target.azure_resource):
+            return self._conclude(row, target, text, undeliverable_reason(result.outcome), now)
         if row.attempts >= row.max_attempts:
-            self._finalise(row, "dropped", "MaxDeliveryAttemptsExceeded")
-            return
-        row.next_attempt_at = now + self.retry.delay(row.attempts, result.status)
+            return self._conclude(row, target, text, MAX_DELIVERY_ATTEMPTS_EXCEEDED, now)
+        # The TTL is looked at when this next attempt falls due, not now (eventgrid.md 4.5).
+        row.next_attempt_at = now + delay
+        return None
+
+    def _conclude(
+        self, row: DeliveryRow, target: Target | None, text: str, reason: str, now: float
+    ) -> DeadLetterRow | None:
+        """End an undeliverable row: dead-lettered if the subscription says where, else dropped."""
+        if target is None or not target.dead_letter:
+            self._end(row, "dropped", reason)
+            return None
+        self._end(row, "deadLettered", reason)
+        return DeadLetterRow(
+            id=str(uuid.uuid4()),
+            delivery_id=row.id,
+            event_id=row.event_id,
+            subscription_id=target.subscription_id,
+            subscription_name=target.name,
+            reason=reason,
+            item=dead_letter_item(json.loads(text), target.schema, row, reason, _NO_ATTEMPT_OUTCOME),
+            destination=target.dead_letter,
+            created_at=now,
+            write_due_at=now + self.settings.dead_letter_delay_seconds,
+        )
 
     @staticmethod
-    def _finalise(row: DeliveryRow, status: str, reason: str) -> None:
+    def _end(row: DeliveryRow, status: str, reason: str) -> None:
         row.status = status
+        row.reason = reason
         row.lease_until = None
-        row.last_error = reason if row.last_error is None else f"{reason}: {row.last_error}"
+
+    @staticmethod
+    def _postpone(row: DeliveryRow, until: float) -> None:
+        row.next_attempt_at = until
+        row.lease_until = None
 
     async def drain(self) -> None:
         """Wait for what is in flight now to be recorded (used on shutdown and by tests)."""
         while self._in_flight:
             await asyncio.gather(*list(self._in_flight), return_exceptions=True)
-        while not self._done.empty():
+        while not self._done.empty() or self._in_flight_ids:
             await asyncio.sleep(0.01)
-
-
-def _undeliverable_reason(result: SendResult) -> str:
-    return "UndeliverableDueToHttp" + (result.outcome if result.status else "Error")
-
-
-def describe(row: DeliveryRow) -> dict[str, Any]:
-    """A delivery as callgrid's own API shows it."""
-    return {
-        "id": row.id,
-        "kind": row.kind,
-        "eventId": row.event_id,
-        "subscriptionId": row.subscription_id,
-        "url": row.url.split("?", 1)[0],
-        "status": row.status,
-        "attempts": row.attempts,
-        "maxAttempts": row.max_attempts,
-        "nextAttemptAt": row.next_attempt_at,
-        "lastStatus": row.last_status,
-        "lastOutcome": row.last_outcome,
-        "lastError": row.last_error,
-    }

@@ -13,6 +13,14 @@ class CallState(StrEnum):
     DISCONNECTED = "disconnected"
 
 
+class ConnectionState(StrEnum):
+    """callConnectionState as ACS reports it for an app's leg."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+
+
 class OfferState(StrEnum):
     RINGING = "ringing"
     ANSWERED = "answered"
@@ -55,6 +63,18 @@ class RingOffer:
     custom_context: dict[str, Any] = field(default_factory=dict)
     ended_at: float | None = None
     outcome: str | None = None
+    # An exclusive offer is one of several places a not-yet-connected call rings: the first
+    # answer cancels the others. Invitations (add participant, transfer, group create) are not.
+    exclusive: bool = True
+    # Mid-call invitations: who asked, for what, and where the outcome is reported.
+    requested_by: str | None = None  # callConnectionId
+    invitation_id: str | None = None
+    operation_context: str | None = None
+    operation_callback_uri: str | None = None
+    transferee: str | None = None  # raw id of who is transferred (Scenario.TRANSFER)
+    # A transfer out of a group call moves the transferee to a new call with the target; in a 1:1
+    # call the target takes the app's place instead.
+    group_transfer: bool = False
 
 
 @dataclass
@@ -64,9 +84,11 @@ class CallConnection:
     call_connection_id: str
     callback_uri: str
     answered_for: str  # raw id the app answered as
-    state: str  # "connecting" | "connected" | "disconnected"
+    state: str  # ConnectionState
     created_at: float
     operation_context: str | None = None
+    # "answered" (answer_call), "created" (create_call) or "connected" (connect_call).
+    origin: str = "answered"
 
 
 @dataclass
@@ -91,6 +113,11 @@ class Call:
     timeline: list[TimelineEntry] = field(default_factory=list)
     ended_at: float | None = None
     end_reason: dict[str, Any] | None = None
+    connected_at: float | None = None
+    # Events raised in one instant get strictly increasing times, so their order survives delivery.
+    last_event_time: float = 0.0
+    participants_sequence: int = 0
+    media: dict[str, Any] = field(default_factory=dict)  # owned by platform/media.py
 
     def offer(self, offer_id: str) -> RingOffer | None:
         return next((o for o in self.offers if o.offer_id == offer_id), None)
@@ -102,7 +129,18 @@ class Call:
         return [o for o in self.offers if o.state == OfferState.RINGING]
 
     def active_connections(self) -> list[CallConnection]:
-        return [c for c in self.connections if c.state != "disconnected"]
+        return [c for c in self.connections if c.state != ConnectionState.DISCONNECTED]
+
+    def participant(self, raw_id: str) -> Participant | None:
+        return next((p for p in self.participants if p.raw_id == raw_id), None)
+
+    def invitation(self, invitation_id: str) -> RingOffer | None:
+        return next((o for o in self.offers if o.invitation_id == invitation_id), None)
+
+    def event_time(self, now: float) -> float:
+        # 10 µs steps: a float near 1.7e9 resolves about 0.25 µs, and event times print to 1 µs.
+        self.last_event_time = max(now, self.last_event_time + 1e-5)
+        return self.last_event_time
 
     def record(self, time: float, event: str, **detail: Any) -> None:
         self.timeline.append(TimelineEntry(time, event, detail))

@@ -1,7 +1,8 @@
-"""The call core: placing calls, ringing offers, and the pre-call and mid-call actions of Call Automation.
+"""The call core: placing calls, ringing offers, joining and leaving, and the pre-call actions.
 
-Every method runs inside the caller's store transaction; events it raises (IncomingCall on the
-system topic, callbacks to apps) are written in that same transaction.
+Every method runs inside the caller's store transaction; events it raises (IncomingCall and the other
+system-topic events, callbacks to apps) are written in that same transaction. Mid-call participant
+actions live in `participants.py`, media in `platform/media.py`; they share this core.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from callgrid.platform.calls.models import (
     Call,
     CallConnection,
     CallState,
+    ConnectionState,
     OfferState,
     Participant,
     RingOffer,
@@ -33,14 +35,23 @@ from callgrid.security import InvalidCallContext, decode_call_context, encode_ca
 from callgrid.store import StoreTx, TimerRow
 
 INCOMING_CALL = "Microsoft.Communication.IncomingCall"
+CALL_STARTED = "Microsoft.Communication.CallStarted"
+CALL_ENDED = "Microsoft.Communication.CallEnded"
+PARTICIPANT_ADDED = "Microsoft.Communication.CallParticipantAdded"
+PARTICIPANT_REMOVED = "Microsoft.Communication.CallParticipantRemoved"
 CALLBACK_API_VERSION = "2026-03-12"
+MAX_OPERATION_CONTEXT = 5000
 
-# ACS result codes used when a call or offer ends (acs-wire.md 5.3).
-ENDED_NORMALLY = (200, 7000, "The conversation has ended.")
-NOT_ANSWERED = (408, 8587, "Incoming call not answered within time.")
-DECLINED = (603, 8538, "The callee declined the call.")
-BUSY = (486, 8539, "The callee is busy.")
-FORBIDDEN = (403, 8540, "The call was rejected as forbidden.")
+Result = tuple[int, int, str]
+
+# ACS result codes used when a call, an offer or an operation ends (acs-wire.md 5.3).
+SUCCESS: Result = (200, 0, "Action completed successfully.")
+ENDED_NORMALLY: Result = (200, 7000, "The conversation has ended.")
+NOT_ANSWERED: Result = (408, 8587, "Incoming call not answered within time.")
+DECLINED: Result = (603, 8538, "The callee declined the call.")
+BUSY: Result = (486, 8539, "The callee is busy.")
+FORBIDDEN: Result = (403, 8540, "The call was rejected as forbidden.")
+CANCELED: Result = (487, 8542, "The call was canceled by the caller.")
 
 
 class DeviceBehaviour(StrEnum):
@@ -61,6 +72,20 @@ class TargetKind(StrEnum):
 @dataclass
 class CallServiceSettings:
     ring_timeout_seconds: float = 30.0
+
+
+@dataclass
+class Invitation:
+    """What a mid-call action asks for when it rings someone (add participant, transfer)."""
+
+    requested_by: str
+    scenario: Scenario
+    timeout_seconds: float | None = None
+    invitation_id: str | None = None
+    operation_context: str | None = None
+    operation_callback_uri: str | None = None
+    transferee: str | None = None
+    group_transfer: bool = False
 
 
 def _ident(raw_id: str) -> dict[str, Any]:
@@ -90,6 +115,31 @@ class CallService:
         self.settings = settings
         timers.register("offer.expire", self._on_offer_expire)
         timers.register("device.act", self._on_device_act)
+        # Late import: participants.py builds on this module.
+        from callgrid.platform.calls.participants import ParticipantActions
+        from callgrid.platform.media import MediaService
+        from callgrid.platform.recording import RecordingService
+
+        self.participants = ParticipantActions(self)
+        self.media = MediaService(self)
+        self.recordings = RecordingService(self)
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
+    def timers(self) -> TimerService:
+        return self._timers
+
+    @property
+    def sink(self) -> EventSink:
+        return self._sink
+
+    @property
+    def application_id(self) -> str:
+        """The identity an app's legs speak as when it gives none (answeredBy, create_call's caller)."""
+        return f"8:acs:{self.resource.immutable_id}_app"
 
     # ---- who is who -------------------------------------------------------------------------------
 
@@ -111,6 +161,23 @@ class CallService:
             f"callgrid cannot ring '{target.raw_id}': only Communication users and phone numbers.",
             code="8523",
         )
+
+    async def check_caller_id(self, tx: StoreTx, caller_id: CommunicationIdentifier | None, target: str) -> None:
+        """Reaching the public network needs a caller id, and it must be a number this resource owns.
+
+        A number the resource owns is reached without leaving it, so no caller id is needed for it.
+        """
+        if caller_id is None:
+            callee = from_raw_id(target)
+            if callee.is_phone_number and not await self._numbers.is_owned(tx, callee.phone_number):
+                raise InvalidRequest(
+                    f"Calling the phone number {target[2:]} requires sourceCallerIdNumber, a number this "
+                    "resource owns.",
+                    code="8523",
+                )
+            return
+        if not caller_id.is_phone_number or not await self._numbers.is_owned(tx, caller_id.phone_number):
+            raise Forbidden(f"sourceCallerIdNumber {caller_id.raw_id} is not a number this resource owns.", code="7507")
 
     # ---- the simulator: callers and devices -----------------------------------------------------------
 
@@ -136,20 +203,46 @@ class CallService:
                 "only through a number it owns (add it with POST /callgrid/v1/phoneNumbers).",
                 code="PhoneNumberNotOwned",
             )
+        call = self._new_call(source.raw_id, caller_display_name, custom_context)
+        call.record(call.created_at, "callPlaced", **{"from": source.raw_id, "to": target.raw_id})
+        await self._ring(tx, call, target, source, Scenario.CALL, call.custom_context)
+        await self.save(tx, call)
+        return call
+
+    def _new_call(self, source: str, display_name: str, custom_context: dict[str, Any] | None) -> Call:
         now = self._clock.now()
         call = Call(
             server_call_id=_new_server_call_id(),
             correlation_id=str(uuid.uuid4()),
             state=CallState.RINGING,
             created_at=now,
-            source=source.raw_id,
-            caller_display_name=caller_display_name,
-            custom_context=_custom_context(custom_context),
+            source=source,
+            caller_display_name=display_name,
+            custom_context=custom_context_of(custom_context),
         )
-        call.participants.append(Participant(raw_id=source.raw_id, role="caller", joined_at=now))
-        call.record(now, "callPlaced", **{"from": source.raw_id, "to": target.raw_id})
-        await self._ring(tx, call, target, source, Scenario.CALL, call.custom_context)
-        await self._save(tx, call)
+        call.participants.append(Participant(raw_id=source, role="caller", joined_at=now))
+        return call
+
+    async def hang_up_participant(self, tx: StoreTx, server_call_id: str, raw_id: str | None) -> Call:
+        """A simulated party hangs up: the caller of a ringing call abandons it, or someone leaves."""
+        call = await self.get_call(tx, server_call_id)
+        if call.state == CallState.DISCONNECTED:
+            raise InvalidRequest("The call has already ended.", code="8528")
+        now = self._clock.now()
+        who = raw_id or call.source
+        participant = call.participant(who)
+        if participant is None:
+            raise NotFound(f"'{who}' is not a participant of this call.", code="8522")
+        if participant.call_connection_id is not None:
+            raise InvalidRequest(
+                f"'{who}' is an application's leg: hang it up with the Call Automation API.", code="8523"
+            )
+        if call.state == CallState.RINGING:
+            call.record(now, "callerHungUp", participant=who)
+            await self.end_call(tx, call, CANCELED)
+        else:
+            await self.remove_from_call(tx, call, participant, ENDED_NORMALLY, reason="hungUp")
+        await self.save(tx, call)
         return call
 
     async def get_call(self, tx: StoreTx, server_call_id: str) -> Call:
@@ -178,6 +271,80 @@ class CallService:
         doc = await tx.get_endpoint(raw_id)
         return doc or {"rawId": raw_id, "onIncomingCall": DeviceBehaviour.RING.value, "answerDelayMs": 0}
 
+    # ---- an app places or joins a call ------------------------------------------------------------
+
+    async def create_call(
+        self,
+        tx: StoreTx,
+        *,
+        targets: list[CommunicationIdentifier],
+        callback_uri: str,
+        source: CommunicationIdentifier | None = None,
+        source_caller_id: CommunicationIdentifier | None = None,
+        source_display_name: str | None = None,
+        operation_context: str | None = None,
+        custom_context: dict[str, Any] | None = None,
+    ) -> tuple[Call, CallConnection]:
+        check_callback_uri(callback_uri)
+        if not targets:
+            raise InvalidRequest("'targets' must name at least one participant.", code="8523")
+        if len({t.raw_id for t in targets}) != len(targets):
+            raise InvalidRequest("'targets' names the same participant twice.", code="8523")
+        if source is not None:
+            await self.classify_target(tx, source)
+        for target in targets:
+            await self.check_caller_id(tx, source_caller_id, target.raw_id)
+            await self.classify_target(tx, target)
+        app_id = source.raw_id if source is not None else self.application_id
+        call = self._new_call(app_id, source_display_name or "", custom_context)
+        now = call.created_at
+        connection = CallConnection(
+            call_connection_id=str(uuid.uuid4()),
+            callback_uri=callback_uri,
+            answered_for=app_id,
+            state=ConnectionState.CONNECTING,
+            created_at=now,
+            operation_context=operation_context,
+            origin="created",
+        )
+        call.connections.append(connection)
+        call.participants[0].call_connection_id = connection.call_connection_id
+        await tx.add_call_connection(connection.call_connection_id, call.server_call_id)
+        call.record(now, "callCreated", by="app", targets=[t.raw_id for t in targets])
+        for target in targets:
+            # Who the callee sees: phones see the caller id when there is one, users the app's identity.
+            shown = source_caller_id if target.is_phone_number and source_caller_id else from_raw_id(app_id)
+            offer = await self._ring(tx, call, target, shown, Scenario.CALL, call.custom_context)
+            offer.exclusive = len(targets) == 1
+        await self.save(tx, call)
+        return call, connection
+
+    async def connect_call(
+        self, tx: StoreTx, *, server_call_id: str, callback_uri: str, operation_context: str | None = None
+    ) -> tuple[Call, CallConnection]:
+        check_callback_uri(callback_uri)
+        call = await self.get_call(tx, server_call_id)
+        if call.state == CallState.DISCONNECTED:
+            raise InvalidRequest("The call has already ended.", code="8528")
+        if call.state != CallState.CONNECTED:
+            raise InvalidRequest("The call is not established yet; connect once it is connected.", code="8501")
+        connection = CallConnection(
+            call_connection_id=str(uuid.uuid4()),
+            callback_uri=callback_uri,
+            answered_for=self.application_id,
+            state=ConnectionState.CONNECTED,
+            created_at=self._clock.now(),
+            operation_context=operation_context,
+            origin="connected",
+        )
+        call.connections.append(connection)
+        await tx.add_call_connection(connection.call_connection_id, call.server_call_id)
+        call.record(self._clock.now(), "connected", callConnectionId=connection.call_connection_id)
+        await self.callback(tx, call, connection, "CallConnected", operation_context=operation_context)
+        await self.participants_updated(tx, call, only=connection)
+        await self.save(tx, call)
+        return call, connection
+
     # ---- pre-call actions (incomingCallContext) ---------------------------------------------------
 
     async def answer(
@@ -188,25 +355,26 @@ class CallService:
         callback_uri: str,
         operation_context: str | None = None,
     ) -> tuple[Call, CallConnection]:
-        _check_callback_uri(callback_uri)
+        check_callback_uri(callback_uri)
         call, offer = await self._ringing_offer(tx, incoming_call_context)
         now = self._clock.now()
+        # Answering a transfer out of a group call joins the new call the transferee moves to.
+        joined = self._onward_call(call, offer) if offer.group_transfer else call
         connection = CallConnection(
             call_connection_id=str(uuid.uuid4()),
             callback_uri=callback_uri,
             answered_for=offer.target,
-            state="connected",
+            state=ConnectionState.CONNECTED,
             created_at=now,
             operation_context=operation_context,
         )
-        call.connections.append(connection)
-        await tx.add_call_connection(connection.call_connection_id, call.server_call_id)
-        self._offer_answered(call, offer, now, by="app", call_connection_id=connection.call_connection_id)
+        joined.connections.append(connection)
+        await tx.add_call_connection(connection.call_connection_id, joined.server_call_id)
         call.record(now, "answered", by="app", callConnectionId=connection.call_connection_id)
-        await self._callback(tx, call, connection, "CallConnected", operation_context=operation_context)
-        await self._participants_updated(tx, call)
-        await self._save(tx, call)
-        return call, connection
+        await self.callback(tx, joined, connection, "CallConnected", operation_context=operation_context)
+        await self._join(tx, call, offer, connection.call_connection_id, onward=joined)
+        await self.save(tx, call)
+        return joined, connection
 
     async def redirect(self, tx: StoreTx, *, incoming_call_context: str, target: CommunicationIdentifier) -> Call:
         call, offer = await self._ringing_offer(tx, incoming_call_context)
@@ -215,12 +383,17 @@ class CallService:
         if target.raw_id == call.source:
             raise InvalidRequest("A call cannot be redirected to its own caller.", code="8523")
         now = self._clock.now()
-        offer.state = OfferState.REDIRECTED
-        offer.ended_at = now
-        offer.outcome = f"redirected to {target.raw_id}"
+        self._offer_ended(offer, now, OfferState.REDIRECTED, f"redirected to {target.raw_id}")
         call.record(now, "redirected", **{"from": offer.target, "to": target.raw_id})
-        await self._ring(tx, call, target, from_raw_id(offer.source), Scenario.REDIRECT, offer.custom_context)
-        await self._save(tx, call)
+        new = await self._ring(tx, call, target, from_raw_id(offer.source), Scenario.REDIRECT, offer.custom_context)
+        # The new offer stands in for the old one: the same inviter hears how it ends.
+        new.exclusive = offer.exclusive
+        new.requested_by, new.invitation_id = offer.requested_by, offer.invitation_id
+        new.operation_context, new.operation_callback_uri = offer.operation_context, offer.operation_callback_uri
+        new.transferee, new.group_transfer = offer.transferee, offer.group_transfer
+        if offer.requested_by is not None:
+            new.scenario = offer.scenario
+        await self.save(tx, call)
         return call
 
     async def reject(self, tx: StoreTx, *, incoming_call_context: str, reason: str | None) -> Call:
@@ -230,10 +403,10 @@ class CallService:
             raise InvalidRequest(f"callRejectReason '{reason}' is not one of none, busy, forbidden.", code="8523")
         call, offer = await self._ringing_offer(tx, incoming_call_context)
         now = self._clock.now()
-        self._offer_ended(call, offer, now, OfferState.REJECTED, f"rejected ({reason})")
+        self._offer_ended(offer, now, OfferState.REJECTED, f"rejected ({reason})")
         call.record(now, "rejected", by="app", reason=reason, target=offer.target)
-        await self._after_offer_ended(tx, call, result)
-        await self._save(tx, call)
+        await self._offer_failed(tx, call, offer, result)
+        await self.save(tx, call)
         return call
 
     # ---- mid-call ---------------------------------------------------------------------------------
@@ -248,26 +421,65 @@ class CallService:
             raise NotFound(f"Call connection '{call_connection_id}' was not found.", code="8522")
         return call, connection
 
+    async def active_connection(self, tx: StoreTx, call_connection_id: str) -> tuple[Call, CallConnection]:
+        """A leg that can act now: connected, in a call that has not ended."""
+        call, connection = await self.connection(tx, call_connection_id)
+        if connection.state == ConnectionState.DISCONNECTED or call.state == CallState.DISCONNECTED:
+            raise InvalidRequest("The call has ended; no further actions are possible.", code="8528")
+        if connection.state != ConnectionState.CONNECTED:
+            raise InvalidRequest("Action not supported: the call is not established yet.", code="8501")
+        return call, connection
+
     async def hang_up(self, tx: StoreTx, call_connection_id: str, *, for_everyone: bool) -> Call:
         call, connection = await self.connection(tx, call_connection_id)
-        if connection.state == "disconnected" or call.state == CallState.DISCONNECTED:
+        if connection.state == ConnectionState.DISCONNECTED or call.state == CallState.DISCONNECTED:
             raise InvalidRequest("The call has already ended.", code="8528")
         now = self._clock.now()
-        connected = [p for p in call.participants]
-        if for_everyone or len(connected) <= 2:
+        in_call = [p for p in call.participants if p.call_connection_id != call_connection_id]
+        leaves_alone = connection.origin == "connected" or len(in_call) >= 2
+        if for_everyone or not leaves_alone:
             call.record(now, "hungUp", callConnectionId=call_connection_id, forEveryone=for_everyone)
-            await self._end_call(tx, call, ENDED_NORMALLY)
+            await self.end_call(tx, call, ENDED_NORMALLY if call.state == CallState.CONNECTED else CANCELED)
         else:
-            call.participants = [p for p in call.participants if p.call_connection_id != call_connection_id]
-            connection.state = "disconnected"
-            call.record(now, "left", callConnectionId=call_connection_id)
-            await self._callback(tx, call, connection, "CallDisconnected", result=ENDED_NORMALLY)
-            await self._participants_updated(tx, call)
-        await self._save(tx, call)
+            await self.leave(tx, call, connection, ENDED_NORMALLY)
+        await self.save(tx, call)
         return call
+
+    async def leave(self, tx: StoreTx, call: Call, connection: CallConnection, result: Result) -> None:
+        """One app leg leaves a call that goes on without it."""
+        now = self._clock.now()
+        connection.state = ConnectionState.DISCONNECTED
+        call.record(now, "left", callConnectionId=connection.call_connection_id)
+        await self.callback(tx, call, connection, "CallDisconnected", result=result)
+        gone = [p for p in call.participants if p.call_connection_id == connection.call_connection_id]
+        call.participants = [p for p in call.participants if p not in gone]
+        for p in gone:
+            await self._participant_event(tx, call, PARTICIPANT_REMOVED, p.raw_id)
+        if gone:
+            await self.participants_updated(tx, call)
+
+    async def remove_from_call(
+        self, tx: StoreTx, call: Call, participant: Participant, result: Result, *, reason: str
+    ) -> None:
+        """Someone leaves or is removed; a call left with fewer than two parties ends."""
+        now = self._clock.now()
+        call.participants = [p for p in call.participants if p.raw_id != participant.raw_id]
+        call.record(now, "participantLeft", participant=participant.raw_id, reason=reason)
+        await self._participant_event(tx, call, PARTICIPANT_REMOVED, participant.raw_id)
+        if participant.call_connection_id is not None:
+            leg = call.connection(participant.call_connection_id)
+            if leg is not None and leg.state != ConnectionState.DISCONNECTED:
+                leg.state = ConnectionState.DISCONNECTED
+                await self.callback(tx, call, leg, "CallDisconnected", result=result)
+        if len(call.participants) < 2:
+            await self.end_call(tx, call, ENDED_NORMALLY)
+        else:
+            await self.participants_updated(tx, call)
 
     def connection_properties(self, call: Call, connection: CallConnection, state: str | None = None) -> dict[str, Any]:
         others = [p.raw_id for p in call.participants if p.raw_id != connection.answered_for]
+        if connection.origin == "created" and call.state == CallState.RINGING:
+            others = [o.target for o in call.offers if o.state == OfferState.RINGING]
         props: dict[str, Any] = {
             "callConnectionId": connection.call_connection_id,
             "serverCallId": call.server_call_id,
@@ -276,14 +488,38 @@ class CallService:
             "callbackUri": connection.callback_uri,
             "source": _ident(connection.answered_for),
             "correlationId": call.correlation_id,
-            "answeredBy": {"id": f"8:acs:{self.resource.immutable_id}_app"},
+            "answeredBy": {"id": self.application_id},
         }
+        if call.caller_display_name and connection.origin == "created":
+            props["sourceDisplayName"] = call.caller_display_name
         answered_for = from_raw_id(connection.answered_for)
         if answered_for.is_phone_number:
             props["answeredFor"] = {"value": answered_for.phone_number}
         return props
 
-    # ---- internals ---------------------------------------------------------------------------------
+    # ---- ringing -------------------------------------------------------------------------------------
+
+    async def ring(
+        self,
+        tx: StoreTx,
+        call: Call,
+        target: CommunicationIdentifier,
+        source: CommunicationIdentifier,
+        custom_context: dict[str, Any],
+        invitation: Invitation,
+    ) -> RingOffer:
+        """Ring someone on behalf of a mid-call action; the outcome is reported to `requested_by`."""
+        offer = await self._ring(
+            tx, call, target, source, invitation.scenario, custom_context, timeout=invitation.timeout_seconds
+        )
+        offer.exclusive = False
+        offer.requested_by = invitation.requested_by
+        offer.invitation_id = invitation.invitation_id
+        offer.operation_context = invitation.operation_context
+        offer.operation_callback_uri = invitation.operation_callback_uri
+        offer.transferee = invitation.transferee
+        offer.group_transfer = invitation.group_transfer
+        return offer
 
     async def _ring(
         self,
@@ -293,6 +529,8 @@ class CallService:
         source: CommunicationIdentifier,
         scenario: Scenario,
         custom_context: dict[str, Any],
+        *,
+        timeout: float | None = None,
     ) -> RingOffer:
         kind = await self.classify_target(tx, target)
         now = self._clock.now()
@@ -303,7 +541,7 @@ class CallService:
             scenario=scenario.value,
             state=OfferState.RINGING,
             created_at=now,
-            expires_at=now + self.settings.ring_timeout_seconds,
+            expires_at=now + (timeout if timeout is not None else self.settings.ring_timeout_seconds),
             custom_context=custom_context,
         )
         call.offers.append(offer)
@@ -392,38 +630,155 @@ class CallService:
             raise NotFound("The incomingCallContext has expired: the call was not answered within time.", code="8587")
         return call, offer
 
-    def _offer_ended(self, call: Call, offer: RingOffer, now: float, state: OfferState, outcome: str) -> None:
+    # ---- joining, failing, ending ------------------------------------------------------------------
+
+    def _offer_ended(self, offer: RingOffer, now: float, state: OfferState, outcome: str) -> None:
         offer.state = state
         offer.ended_at = now
         offer.outcome = outcome
 
-    def _offer_answered(
-        self, call: Call, offer: RingOffer, now: float, *, by: str, call_connection_id: str | None = None
+    async def _join(
+        self,
+        tx: StoreTx,
+        call: Call,
+        offer: RingOffer,
+        call_connection_id: str | None,
+        *,
+        onward: Call | None = None,
     ) -> None:
-        self._offer_ended(call, offer, now, OfferState.ANSWERED, f"answered by {by}")
-        for other in call.ringing_offers():
-            self._offer_ended(call, other, now, OfferState.CANCELED, "answered elsewhere")
+        """A ringing offer was answered (by an app or a simulated device): its target joins the call."""
+        now = self._clock.now()
+        by = "app" if call_connection_id else "device"
+        self._offer_ended(offer, now, OfferState.ANSWERED, f"answered by {by}")
+        if offer.exclusive:
+            for other in call.ringing_offers():
+                if other.exclusive:
+                    self._offer_ended(other, now, OfferState.CANCELED, "answered elsewhere")
+        if offer.group_transfer:
+            await self._transfer_out(tx, call, offer, call_connection_id, onward)
+            return
         call.participants.append(
             Participant(raw_id=offer.target, role="callee", joined_at=now, call_connection_id=call_connection_id)
         )
-        call.state = CallState.CONNECTED
+        if call.state == CallState.RINGING:
+            call.state = CallState.CONNECTED
+            call.connected_at = now
+            await self._call_event(tx, call, CALL_STARTED, f"call/{call.server_call_id}/startedBy/{call.source}")
+            await self._participant_event(tx, call, PARTICIPANT_ADDED, call.source)
+        await self._participant_event(tx, call, PARTICIPANT_ADDED, offer.target)
+        for leg in call.connections:
+            if leg.state == ConnectionState.CONNECTING:
+                leg.state = ConnectionState.CONNECTED
+                await self.callback(tx, call, leg, "CallConnected", operation_context=leg.operation_context)
+        requester = call.connection(offer.requested_by) if offer.requested_by else None
+        if requester is not None and requester.state == ConnectionState.CONNECTED:
+            if offer.scenario == Scenario.ADD_PARTICIPANT:
+                await self.operation_callback(
+                    tx, call, requester, offer, "AddParticipantSucceeded", SUCCESS, participant=offer.target
+                )
+            elif offer.scenario == Scenario.TRANSFER:
+                await self.operation_callback(
+                    tx,
+                    call,
+                    requester,
+                    offer,
+                    "CallTransferAccepted",
+                    (202, 0, "The transfer was accepted."),
+                    extra={"transferTarget": _ident(offer.target), "transferee": _ident(offer.transferee or "")},
+                )
+                await self.leave(tx, call, requester, (200, 7015, "The call was transferred."))
+                return
+        await self.participants_updated(tx, call)
 
-    async def _after_offer_ended(self, tx: StoreTx, call: Call, result: tuple[int, int, str]) -> None:
-        if call.state == CallState.RINGING and not call.ringing_offers():
-            await self._end_call(tx, call, result)
+    def _onward_call(self, call: Call, offer: RingOffer) -> Call:
+        onward = self._new_call(offer.transferee or call.source, call.caller_display_name, call.custom_context)
+        onward.state = CallState.CONNECTED
+        onward.connected_at = onward.created_at
+        onward.record(onward.created_at, "transferredFrom", serverCallId=call.server_call_id)
+        return onward
 
-    async def _end_call(self, tx: StoreTx, call: Call, result: tuple[int, int, str]) -> None:
+    async def _transfer_out(
+        self, tx: StoreTx, call: Call, offer: RingOffer, call_connection_id: str | None, onward: Call | None
+    ) -> None:
+        """A group call's transferee leaves it for a new call with the target; the app stays."""
         now = self._clock.now()
+        requester = call.connection(offer.requested_by) if offer.requested_by else None
+        if requester is not None and requester.state == ConnectionState.CONNECTED:
+            await self.operation_callback(
+                tx,
+                call,
+                requester,
+                offer,
+                "CallTransferAccepted",
+                (202, 0, "The transfer was accepted."),
+                extra={"transferTarget": _ident(offer.target), "transferee": _ident(offer.transferee or "")},
+            )
+        onward = onward if onward is not None and onward is not call else self._onward_call(call, offer)
+        onward.participants.append(
+            Participant(raw_id=offer.target, role="callee", joined_at=now, call_connection_id=call_connection_id)
+        )
+        if call_connection_id is not None:
+            leg = onward.connection(call_connection_id)
+            if leg is not None:
+                await self.participants_updated(tx, onward, only=leg)
+        await self.save(tx, onward)
+        moved = call.participant(offer.transferee or "")
+        call.record(now, "transferredOut", participant=offer.transferee, serverCallId=onward.server_call_id)
+        if moved is not None:
+            result = (200, 7015, "The participant was transferred.")
+            await self.remove_from_call(tx, call, moved, result, reason="transferred")
+
+    async def _offer_failed(self, tx: StoreTx, call: Call, offer: RingOffer, result: Result) -> None:
+        """An offer ended unanswered: tell whoever asked, and end a call that no longer rings anywhere."""
+        requester = call.connection(offer.requested_by) if offer.requested_by else None
+        if requester is not None and requester.state == ConnectionState.CONNECTED:
+            if offer.scenario == Scenario.ADD_PARTICIPANT:
+                await self.operation_callback(
+                    tx, call, requester, offer, "AddParticipantFailed", result, participant=offer.target
+                )
+            elif offer.scenario == Scenario.TRANSFER:
+                await self.operation_callback(tx, call, requester, offer, "CallTransferFailed", result)
+        if call.state == CallState.RINGING and not call.ringing_offers():
+            await self.end_call(tx, call, result)
+
+    async def end_call(self, tx: StoreTx, call: Call, result: Result) -> None:
+        now = self._clock.now()
+        await self.recordings.call_ended(tx, call)
         for offer in call.ringing_offers():
-            self._offer_ended(call, offer, now, OfferState.CANCELED, "call ended")
+            self._offer_ended(offer, now, OfferState.CANCELED, "call ended")
         for connection in call.active_connections():
-            connection.state = "disconnected"
-            await self._callback(tx, call, connection, "CallDisconnected", result=result)
+            was_connecting = connection.state == ConnectionState.CONNECTING
+            connection.state = ConnectionState.DISCONNECTED
+            # An app whose own create_call never connected hears why it failed, not a disconnect.
+            if was_connecting and result[0] >= 400:
+                await self.callback(
+                    tx,
+                    call,
+                    connection,
+                    "CreateCallFailed",
+                    result=result,
+                    operation_context=connection.operation_context,
+                )
+            else:
+                await self.callback(tx, call, connection, "CallDisconnected", result=result)
+        was_connected = call.state == CallState.CONNECTED
         call.state = CallState.DISCONNECTED
         call.ended_at = now
         code, sub_code, message = result
         call.end_reason = {"code": code, "subCode": sub_code, "message": message}
         call.record(now, "disconnected", code=code, subCode=sub_code, message=message)
+        if was_connected:
+            for p in call.participants:
+                await self._participant_event(tx, call, PARTICIPANT_REMOVED, p.raw_id)
+            await self._call_event(
+                tx,
+                call,
+                CALL_ENDED,
+                f"call/{call.server_call_id}",
+                durationOfCall=round(now - (call.connected_at or now), 3),
+                endedBy=None,
+                reason={"code": code, "subCode": sub_code, "phrase": message},
+            )
 
     async def _on_offer_expire(self, tx: StoreTx, timer: TimerRow) -> None:
         doc = await tx.get_call(timer.payload["serverCallId"])
@@ -434,10 +789,10 @@ class CallService:
         if offer is None or offer.state != OfferState.RINGING:
             return
         now = self._clock.now()
-        self._offer_ended(call, offer, now, OfferState.EXPIRED, "not answered within time")
+        self._offer_ended(offer, now, OfferState.EXPIRED, "not answered within time")
         call.record(now, "ringTimeout", target=offer.target)
-        await self._after_offer_ended(tx, call, NOT_ANSWERED)
-        await self._save(tx, call)
+        await self._offer_failed(tx, call, offer, NOT_ANSWERED)
+        await self.save(tx, call)
 
     async def _on_device_act(self, tx: StoreTx, timer: TimerRow) -> None:
         doc = await tx.get_call(timer.payload["serverCallId"])
@@ -450,18 +805,18 @@ class CallService:
         now = self._clock.now()
         action = DeviceBehaviour(timer.payload["action"])
         if action is DeviceBehaviour.ANSWER:
-            self._offer_answered(call, offer, now, by="device")
             call.record(now, "answered", by="device", target=offer.target)
-            for connection in call.active_connections():
-                await self._participants_updated(tx, call, only=connection)
+            await self._join(tx, call, offer, None)
         else:
             result = DECLINED if action is DeviceBehaviour.DECLINE else BUSY
-            self._offer_ended(call, offer, now, OfferState.REJECTED, f"{action.value} by device")
+            self._offer_ended(offer, now, OfferState.REJECTED, f"{action.value} by device")
             call.record(now, "rejected", by="device", reason=action.value, target=offer.target)
-            await self._after_offer_ended(tx, call, result)
-        await self._save(tx, call)
+            await self._offer_failed(tx, call, offer, result)
+        await self.save(tx, call)
 
-    async def _callback(
+    # ---- events ----------------------------------------------------------------------------------
+
+    async def callback(
         self,
         tx: StoreTx,
         call: Call,
@@ -469,8 +824,10 @@ class CallService:
         name: str,
         *,
         operation_context: str | None = None,
-        result: tuple[int, int, str] = (200, 0, ""),
+        result: Result = (200, 0, ""),
         extra: dict[str, Any] | None = None,
+        url: str | None = None,
+        source: str | None = None,
     ) -> None:
         event_type = "Microsoft.Communication." + name
         code, sub_code, message = result
@@ -486,27 +843,59 @@ class CallService:
             data["operationContext"] = operation_context
         if extra:
             data.update(extra)
-        source = f"calling/callConnections/{connection.call_connection_id}"
+        source = source or f"calling/callConnections/{connection.call_connection_id}"
         event = {
             "id": str(uuid.uuid4()),
             "source": source,
             "type": event_type,
             "data": data,
-            "time": iso7(self._clock.now()).replace("Z", "+00:00"),
+            "time": iso7(call.event_time(self._clock.now())).replace("Z", "+00:00"),
             "specversion": "1.0",
             "datacontenttype": "application/json",
             "subject": source,
         }
-        await self._sink.send_callback(tx, url=connection.callback_uri, event=event)
+        await self._sink.send_callback(tx, url=url or connection.callback_uri, event=event)
 
-    async def _participants_updated(self, tx: StoreTx, call: Call, only: CallConnection | None = None) -> None:
-        sequence = sum(1 for t in call.timeline if t.event == "participantsUpdated") + 1
+    async def operation_callback(
+        self,
+        tx: StoreTx,
+        call: Call,
+        connection: CallConnection,
+        offer: RingOffer,
+        name: str,
+        result: Result,
+        *,
+        participant: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        data = dict(extra or {})
+        if participant is not None:
+            data["participant"] = _ident(participant)
+        if offer.invitation_id is not None and offer.scenario == Scenario.ADD_PARTICIPANT:
+            data["invitationId"] = offer.invitation_id
+        await self.callback(
+            tx,
+            call,
+            connection,
+            name,
+            operation_context=offer.operation_context,
+            result=result,
+            extra=data,
+            url=offer.operation_callback_uri,
+        )
+
+    async def participants_updated(self, tx: StoreTx, call: Call, only: CallConnection | None = None) -> None:
+        legs = [c for c in ([only] if only else call.active_connections()) if c.state == ConnectionState.CONNECTED]
+        if not legs:
+            return
+        call.participants_sequence += 1
+        sequence = call.participants_sequence
         participants = [
             {"identifier": _ident(p.raw_id), "isMuted": p.is_muted, "isOnHold": False} for p in call.participants
         ]
         call.record(self._clock.now(), "participantsUpdated", sequenceNumber=sequence)
-        for connection in [only] if only else call.active_connections():
-            await self._callback(
+        for connection in legs:
+            await self.callback(
                 tx,
                 call,
                 connection,
@@ -514,7 +903,43 @@ class CallService:
                 extra={"sequenceNumber": sequence, "participants": participants},
             )
 
-    async def _save(self, tx: StoreTx, call: Call) -> None:
+    async def _call_event(self, tx: StoreTx, call: Call, event_type: str, subject: str, **extra: Any) -> None:
+        starter = from_raw_id(call.source)
+        data: dict[str, Any] = {
+            "startedBy": {"communicationIdentifier": starter.to_wire(), "role": "None"},
+            "serverCallId": call.server_call_id,
+            "group": None,
+            "room": None,
+            "isTwoParty": len(call.participants) <= 2,
+            "correlationId": call.correlation_id,
+            "isRoomsCall": False,
+            **extra,
+        }
+        await self._sink.publish_system_event(tx, event_type=event_type, subject=subject, data=data)
+
+    async def _participant_event(self, tx: StoreTx, call: Call, event_type: str, raw_id: str) -> None:
+        # ACS reports only its own users (not phones, Teams users or the app's bot) this way (acs-wire.md 4.3).
+        who = from_raw_id(raw_id)
+        if not who.is_communication_user or raw_id == self.application_id:
+            return
+        starter = from_raw_id(call.source)
+        data = {
+            "user": {"communicationIdentifier": who.to_wire(), "role": "None"},
+            "displayName": "",
+            "participantId": str(uuid.uuid5(uuid.NAMESPACE_URL, call.server_call_id + raw_id)),
+            "endpointType": "VoIP",
+            "startedBy": {"communicationIdentifier": starter.to_wire(), "role": "None"},
+            "serverCallId": call.server_call_id,
+            "group": None,
+            "room": None,
+            "isTwoParty": len(call.participants) <= 2,
+            "correlationId": call.correlation_id,
+            "isRoomsCall": False,
+        }
+        subject = f"call/{call.server_call_id}/participant/{raw_id}"
+        await self._sink.publish_system_event(tx, event_type=event_type, subject=subject, data=data)
+
+    async def save(self, tx: StoreTx, call: Call) -> None:
         await tx.put_call(call.server_call_id, call.to_doc(), self._clock.now())
 
 
@@ -524,22 +949,28 @@ def _new_server_call_id() -> str:
     return base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
 
 
-def _custom_context(value: dict[str, Any] | None) -> dict[str, Any]:
+def custom_context_of(value: dict[str, Any] | None) -> dict[str, Any]:
+    """The IncomingCall's customContext from a caller's custom headers (always both maps)."""
     value = value or {}
     sip = value.get("sipHeaders") or {}
     voip = value.get("voipHeaders") or {}
     if not isinstance(sip, dict) or not isinstance(voip, dict):
-        raise InvalidRequest("customContext.sipHeaders and customContext.voipHeaders must be objects.")
+        raise InvalidRequest("customContext.sipHeaders and customContext.voipHeaders must be objects.", code="8523")
     for headers in (sip, voip):
         for k, v in headers.items():
             if not isinstance(k, str) or not isinstance(v, str):
-                raise InvalidRequest("customContext headers must map strings to strings.")
+                raise InvalidRequest("customContext headers must map strings to strings.", code="8523")
     return {"sipHeaders": dict(sip), "voipHeaders": dict(voip)}
 
 
-def _check_callback_uri(uri: str) -> None:
+def check_callback_uri(uri: str) -> None:
     if not isinstance(uri, str) or not uri.lower().startswith(("http://", "https://")):
         raise InvalidRequest("callbackUri must be an absolute http(s) URI.", code="8523")
+
+
+def check_operation_context(value: str | None) -> None:
+    if value is not None and len(value) > MAX_OPERATION_CONTEXT:
+        raise InvalidRequest(f"operationContext is longer than {MAX_OPERATION_CONTEXT} characters.", code="8523")
 
 
 def parse_identifier(raw: Any, field: str) -> CommunicationIdentifier:
@@ -557,6 +988,7 @@ __all__ = [
     "CallServiceSettings",
     "CallgridError",
     "DeviceBehaviour",
+    "Invitation",
     "TargetKind",
     "parse_identifier",
 ]

@@ -1,0 +1,314 @@
+"""Route latency through the router (issue 5): PSTN call placed -> the identity's IncomingCall delivered.
+
+Three real processes, as deployed: `callgrid serve` (system clock, SQLite), `callgrid router serve` (its own
+SQLite), and this script, which places calls (signed POST /callgrid/v1/calls) at a steady rate and runs the
+webhook subscribed to identities' calls. Measured in the same run, at the same rate:
+
+  routed   PSTN -> owned number -> IncomingCall to the router -> redirect_call -> IncomingCall to the identity
+  direct   PSTN -> identity: the same placement and one Event Grid hop, no router (the floor)
+  hops     bare HTTP round trips: a signed callgrid request, and the router's /healthz
+
+Prints JSON: p50/p99/max in ms for each, and the router's cost (routed - direct) at p50 and p99.
+Usage: python benchmarks/route_latency.py [--rate 200] [--seconds 10] [--numbers 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from callgrid.security import sign_request
+
+CALLER = "+12065550100"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "callgrid", *args], check=True, capture_output=True, text=True, env=env
+    ).stdout
+
+
+def _wait(url: str, ca: str | None, timeout: float = 30) -> None:
+    context = ssl.create_default_context(cafile=ca) if url.startswith("https") else None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, context=context, timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))], 2) if ordered else float("nan")
+
+
+def _summary(values: list[float], sent: int) -> dict[str, Any]:
+    return {
+        "n": len(values),
+        "lost": sent - len(values),
+        "p50_ms": _pct(values, 50),
+        "p99_ms": _pct(values, 99),
+        "max_ms": round(max(values), 2) if values else None,
+    }
+
+
+class Bench:
+    def __init__(self, env: dict[str, str], router_url: str) -> None:
+        self.env = env
+        self.endpoint = env["CALLGRID_ENDPOINT"]
+        self.key = env["CALLGRID_ACCESS_KEY"]
+        self.router_url = router_url
+        self.ssl = ssl.create_default_context(cafile=env["REQUESTS_CA_BUNDLE"])
+        self.arrivals: dict[str, float] = {}
+        self.waiters: dict[str, asyncio.Future[float]] = {}
+
+    def _signed(self, method: str, path: str, body: bytes) -> dict[str, str]:
+        headers = sign_request(method, path, urlsplit(self.endpoint).netloc, body, self.key, datetime.now(UTC))
+        headers["Content-Type"] = "application/json"
+        return headers
+
+    async def receive(self, request: web.Request) -> web.Response:
+        now = time.perf_counter()
+        body = await request.json()
+        if request.headers.get("aeg-event-type") == "SubscriptionValidation":
+            return web.json_response({"validationResponse": body[0]["data"]["validationCode"]})
+        for event in body:
+            call = event["data"]["serverCallId"]
+            waiter = self.waiters.pop(call, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(now)
+        return web.Response(status=200)
+
+    async def place(self, session: aiohttp.ClientSession, target: str) -> float | None:
+        body = json.dumps({"from": CALLER, "to": target}).encode()
+        started = time.perf_counter()
+        async with session.post(
+            self.endpoint + "/callgrid/v1/calls", data=body, headers=self._signed("POST", "/callgrid/v1/calls", body)
+        ) as response:
+            placed = await response.json()
+        waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self.waiters[placed["serverCallId"]] = waiter
+        try:
+            arrived = await asyncio.wait_for(waiter, 10)
+        except TimeoutError:
+            self.waiters.pop(placed["serverCallId"], None)
+            return None
+        return (arrived - started) * 1000
+
+    async def hop(self, session: aiohttp.ClientSession, which: str) -> float:
+        started = time.perf_counter()
+        if which == "callgrid":
+            path = "/callgrid/v1/clock"
+            async with session.get(self.endpoint + path, headers=self._signed("GET", path, b"")) as r:
+                await r.read()
+        else:
+            async with session.get(self.router_url + "/healthz") as r:
+                await r.read()
+        return (time.perf_counter() - started) * 1000
+
+    async def steady(self, rate: float, seconds: float, make: Any) -> tuple[list[float], int]:
+        """Open loop: start one operation every 1/rate s regardless of how long earlier ones take."""
+        tasks = []
+        start = time.perf_counter()
+        total = int(rate * seconds)
+        for i in range(total):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(make(i)))
+        results = await asyncio.gather(*tasks)
+        return [r for r in results if r is not None], total
+
+
+async def _measure(bench: Bench, numbers: list[str], users: list[str], rate: float, seconds: float) -> dict[str, Any]:
+    connector = aiohttp.TCPConnector(ssl=bench.ssl, limit=200)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        # Warm up connections, the router's SDK client and both stores.
+        for i in range(20):
+            await bench.place(session, numbers[i % len(numbers)])
+            await bench.place(session, users[i % len(users)])
+        direct, direct_n = await bench.steady(rate, seconds, lambda i: bench.place(session, users[i % len(users)]))
+        routed, routed_n = await bench.steady(rate, seconds, lambda i: bench.place(session, numbers[i % len(numbers)]))
+        cg, cg_n = await bench.steady(rate, min(seconds, 5), lambda i: bench.hop(session, "callgrid"))
+        rt, rt_n = await bench.steady(rate, min(seconds, 5), lambda i: bench.hop(session, "router"))
+    out = {
+        "routed": _summary(routed, routed_n),
+        "direct": _summary(direct, direct_n),
+        "hops": {"callgrid_signed_request": _summary(cg, cg_n), "router_http_request": _summary(rt, rt_n)},
+    }
+    out["router_cost_ms"] = {
+        "p50": round(out["routed"]["p50_ms"] - out["direct"]["p50_ms"], 2),
+        "p99": round(out["routed"]["p99_ms"] - out["direct"]["p99_ms"], 2),
+    }
+    out["ratio_routed_vs_direct_p50"] = round(out["routed"]["p50_ms"] / out["direct"]["p50_ms"], 2)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=200.0, help="calls per second")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each phase")
+    parser.add_argument("--numbers", type=int, default=50, help="assigned numbers (one identity each)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="route-latency-"))
+    port, router_port, hook_port = _free_port(), _free_port(), _free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        log = (work / "callgrid.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "callgrid",
+                    "serve",
+                    "--data-dir",
+                    str(work / "cg"),
+                    "--port",
+                    str(port),
+                    "--ring-timeout",
+                    "600",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        env_lines = _run("env", "--data-dir", str(work / "cg"), "--port", str(port))
+        env = {**os.environ}
+        for line in env_lines.splitlines():
+            name, _, value = line.removeprefix("export ").partition("=")
+            env[name] = shlex.split(value)[0]
+        _wait(env["CALLGRID_ENDPOINT"] + "/calling/keys", env["REQUESTS_CA_BUNDLE"])
+        os.environ.update({k: env[k] for k in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")})
+
+        from azure.communication.identity import CommunicationIdentityClient
+
+        identity = CommunicationIdentityClient.from_connection_string(env["CALLGRID_CONNECTION_STRING"])
+        users = [str(identity.create_user().properties["id"]) for _ in range(args.numbers)]
+        numbers = [f"+1425555{i:04d}" for i in range(args.numbers)]
+        bench = Bench(env, f"http://127.0.0.1:{router_port}")
+        from callgrid.client import CallgridClient
+
+        client = CallgridClient(env["CALLGRID_ENDPOINT"], env["CALLGRID_ACCESS_KEY"], Path(env["REQUESTS_CA_BUNDLE"]))
+        db = work / "router.db"
+        csv = work / "numbers.csv"
+        csv.write_text("".join(f"{n},{u}\n" for n, u in zip(numbers, users, strict=True)))
+        for n in numbers:
+            client.own_number(n)
+        _run("router", "import", str(csv), "--db", str(db), env=env)
+        router_log = (work / "router.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "callgrid",
+                    "router",
+                    "serve",
+                    "--db",
+                    str(db),
+                    "--port",
+                    str(router_port),
+                    "--public-url",
+                    bench.router_url,
+                    "--log-level",
+                    "warning",
+                ],
+                env=env,
+                stdout=router_log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        _wait(bench.router_url + "/healthz", None)
+        _run("router", "subscribe", "--db", str(db), env=env)
+
+        async def run() -> dict[str, Any]:
+            app = web.Application()
+            app.router.add_post("/identities", bench.receive)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+            try:
+                await asyncio.to_thread(_identity_subscription, env, f"http://127.0.0.1:{hook_port}/identities")
+                return await _measure(bench, numbers, users, args.rate, args.seconds)
+            finally:
+                await runner.cleanup()
+
+        result = asyncio.run(run())
+        result = {
+            "benchmark": "route_latency",
+            "rate_per_s": args.rate,
+            "seconds_per_phase": args.seconds,
+            "assigned_numbers": args.numbers,
+            "store": "sqlite (callgrid and router)",
+            **result,
+            "target": {"routed_p99_ms": 25, "met": result["routed"]["p99_ms"] <= 25 and result["routed"]["lost"] == 0},
+        }
+        print(json.dumps(result, indent=2))
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _identity_subscription(env: dict[str, str], url: str) -> None:
+    """Every identity's IncomingCall to the bench's webhook (ARM PUT, then wait for Succeeded)."""
+    import requests
+
+    arm = (
+        f"{env['CALLGRID_ENDPOINT']}{env['CALLGRID_RESOURCE_ID']}"
+        "/providers/Microsoft.EventGrid/eventSubscriptions/identities?api-version=2025-02-15"
+    )
+    headers = {"Authorization": f"Bearer {env['CALLGRID_ARM_TOKEN']}"}
+    body = {
+        "properties": {
+            "destination": {"endpointType": "WebHook", "properties": {"endpointUrl": url}},
+            "filter": {
+                "includedEventTypes": ["Microsoft.Communication.IncomingCall"],
+                "advancedFilters": [{"operatorType": "StringBeginsWith", "key": "data.to.rawId", "values": ["8:acs:"]}],
+            },
+        }
+    }
+    requests.put(arm, json=body, headers=headers, timeout=10).raise_for_status()
+    deadline = time.monotonic() + 15
+    while requests.get(arm, headers=headers, timeout=10).json()["properties"]["provisioningState"] != "Succeeded":
+        if time.monotonic() > deadline:
+            raise RuntimeError("the identities subscription did not provision")
+        time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    main()

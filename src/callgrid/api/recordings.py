@@ -1,0 +1,123 @@
+"""Recording routes: ACS's `/calling/recordings` (what `CallAutomationClient.start_recording` and friends
+call) and callgrid's own download routes for the finished files.
+
+The SDK's `download_recording` accepts only Azure storage hosts, so files are fetched from callgrid's
+`contentLocation` directly: `GET /callgrid/v1/recordings/{id}/content` (audio/wav) and `.../metadata`,
+signed with the access key like every `/callgrid/v1` route.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from callgrid.api.auth import hmac_signed, node_of
+from callgrid.api.errors import field, read_object
+from callgrid.api.repeatability import repeatable
+from callgrid.errors import InvalidRequest, NotFound
+
+
+@hmac_signed
+@repeatable
+async def start_recording(request: Request) -> Response:
+    node = node_of(request)
+    body = await read_object(request)
+    locator = field(body, "callLocator", dict, required=False) or {}
+    server_call_id = locator.get("serverCallId")
+    connection_id = field(body, "callConnectionId", str, required=False)
+    if not isinstance(server_call_id, str) and connection_id is None:
+        raise InvalidRequest(
+            "callgrid records calls by callLocator.serverCallId or callConnectionId "
+            "(group calls and rooms are not simulated).",
+            code="8523",
+        )
+    async with node.store.transaction() as tx:
+        if not isinstance(server_call_id, str):
+            call, _ = await node.calls.connection(tx, str(connection_id))
+            server_call_id = call.server_call_id
+        doc = await node.calls.recordings.start(
+            tx,
+            server_call_id=server_call_id,
+            download_base=node.settings.endpoint,
+            state_callback_uri=field(body, "recordingStateCallbackUri", str, required=False),
+            content_type=field(body, "recordingContentType", str, required=False) or "audio",
+            channel_type=field(body, "recordingChannelType", str, required=False) or "mixed",
+            format_type=field(body, "recordingFormatType", str, required=False) or "wav",
+            pause_on_start=bool(body.get("pauseOnStart", False)),
+        )
+    return JSONResponse(node.calls.recordings.describe(doc), status_code=200)
+
+
+@hmac_signed
+async def get_recording(request: Request) -> Response:
+    node = node_of(request)
+    async with node.store.transaction() as tx:
+        doc = await node.calls.recordings.get(tx, request.path_params["recordingId"])
+    return JSONResponse(node.calls.recordings.describe(doc))
+
+
+@hmac_signed
+async def stop_recording(request: Request) -> Response:
+    node = node_of(request)
+    async with node.store.transaction() as tx:
+        await node.calls.recordings.stop(tx, request.path_params["recordingId"])
+    return Response(status_code=204)
+
+
+@hmac_signed
+async def recording_action(request: Request) -> Response:
+    node = node_of(request)
+    action = request.path_params["action"]
+    recordings = node.calls.recordings
+    if action not in ("pause", "resume"):
+        raise NotFound(f"Recordings have no ':{action}' action.", code="8522")
+    async with node.store.transaction() as tx:
+        if action == "pause":
+            await recordings.pause(tx, request.path_params["recordingId"])
+        else:
+            await recordings.resume(tx, request.path_params["recordingId"])
+    return Response(status_code=202)
+
+
+async def _stored(request: Request) -> dict[str, object]:
+    node = node_of(request)
+    recording_id = request.path_params["recordingId"]
+    async with node.store.transaction() as tx:
+        doc = await tx.get_recording(recording_id)
+    if doc is None:
+        raise NotFound(f"Recording '{recording_id}' was not found.", code="8522")
+    return doc
+
+
+@hmac_signed
+async def download_content(request: Request) -> Response:
+    doc = await _stored(request)
+    audio = node_of(request).calls.recordings.audio(doc)
+    return Response(audio, media_type="audio/wav")
+
+
+@hmac_signed
+async def download_metadata(request: Request) -> Response:
+    doc = await _stored(request)
+    return JSONResponse(node_of(request).calls.recordings.metadata(doc))
+
+
+@hmac_signed
+async def delete_recording_files(request: Request) -> Response:
+    """The chunk's deleteLocation: the files are gone afterwards (404)."""
+    node = node_of(request)
+    async with node.store.transaction() as tx:
+        await node.calls.recordings.delete_files(tx, request.path_params["recordingId"])
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/calling/recordings", start_recording, methods=["POST"]),
+    Route("/calling/recordings/{recordingId}:{action}", recording_action, methods=["POST"]),
+    Route("/calling/recordings/{recordingId}", get_recording, methods=["GET"]),
+    Route("/calling/recordings/{recordingId}", stop_recording, methods=["DELETE"]),
+    Route("/callgrid/v1/recordings/{recordingId}/content", download_content, methods=["GET"]),
+    Route("/callgrid/v1/recordings/{recordingId}/metadata", download_metadata, methods=["GET"]),
+    Route("/callgrid/v1/recordings/{recordingId}", delete_recording_files, methods=["DELETE"]),
+]

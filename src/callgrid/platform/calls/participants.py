@@ -1,0 +1,227 @@
+"""Mid-call participant actions of Call Automation: add (and cancel), remove, mute, transfer, list.
+
+Each runs in the caller's transaction on top of the call core (`service.py`): invitations ring like
+any call (IncomingCall for identities and owned numbers, a simulated phone otherwise) and their
+outcome is reported to the inviting leg's operation callback.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from callgrid.errors import InvalidRequest, NotFound
+from callgrid.identifiers import CommunicationIdentifier, from_raw_id
+from callgrid.platform.calls.models import Call, CallConnection, OfferState, Participant, RingOffer, Scenario
+from callgrid.platform.calls.service import SUCCESS, Invitation, custom_context_of
+from callgrid.store import StoreTx
+
+if TYPE_CHECKING:
+    from callgrid.platform.calls.service import CallService
+
+MAX_INVITATION_TIMEOUT_SECONDS = 180
+CANCELED_BY_APP = (487, 8508, "The invitation was canceled.")
+REMOVED = (200, 5001, "The participant was removed from the call.")
+
+
+class ParticipantActions:
+    def __init__(self, core: CallService) -> None:
+        self._core = core
+
+    def participant_view(self, p: Participant) -> dict[str, Any]:
+        return {"identifier": from_raw_id(p.raw_id).to_wire(), "isMuted": p.is_muted, "isOnHold": False}
+
+    async def list_all(self, tx: StoreTx, call_connection_id: str) -> list[dict[str, Any]]:
+        call, _ = await self._core.connection(tx, call_connection_id)
+        return [self.participant_view(p) for p in call.participants]
+
+    async def get(self, tx: StoreTx, call_connection_id: str, raw_id: str) -> dict[str, Any]:
+        call, _ = await self._core.connection(tx, call_connection_id)
+        return self.participant_view(self._in_call(call, raw_id))
+
+    async def add(
+        self,
+        tx: StoreTx,
+        call_connection_id: str,
+        *,
+        target: CommunicationIdentifier,
+        source_caller_id: CommunicationIdentifier | None = None,
+        invitation_timeout: int | None = None,
+        operation_context: str | None = None,
+        operation_callback_uri: str | None = None,
+        custom_context: dict[str, Any] | None = None,
+    ) -> tuple[RingOffer, Call]:
+        core = self._core
+        call, connection = await core.active_connection(tx, call_connection_id)
+        if invitation_timeout is not None and not 1 <= invitation_timeout <= MAX_INVITATION_TIMEOUT_SECONDS:
+            raise InvalidRequest(
+                f"invitationTimeoutInSeconds must be between 1 and {MAX_INVITATION_TIMEOUT_SECONDS}.", code="8523"
+            )
+        if call.participant(target.raw_id) is not None:
+            raise InvalidRequest(f"'{target.raw_id}' is already in the call.", code="8523")
+        if any(o.target == target.raw_id for o in call.ringing_offers()):
+            raise InvalidRequest(f"'{target.raw_id}' is already being invited to the call.", code="8523")
+        await core.check_caller_id(tx, source_caller_id, target.raw_id)
+        _check_callback(operation_callback_uri)
+        offer = await core.ring(
+            tx,
+            call,
+            target,
+            source_caller_id or from_raw_id(self._caller_of(call, connection)),
+            custom_context_of(custom_context),
+            Invitation(
+                requested_by=call_connection_id,
+                scenario=Scenario.ADD_PARTICIPANT,
+                timeout_seconds=float(invitation_timeout) if invitation_timeout is not None else None,
+                invitation_id=str(uuid.uuid4()),
+                operation_context=operation_context,
+                operation_callback_uri=operation_callback_uri,
+            ),
+        )
+        call.record(core.clock.now(), "addParticipant", target=target.raw_id, invitationId=offer.invitation_id)
+        await core.save(tx, call)
+        return offer, call
+
+    async def cancel_add(
+        self,
+        tx: StoreTx,
+        call_connection_id: str,
+        *,
+        invitation_id: str,
+        operation_context: str | None = None,
+        operation_callback_uri: str | None = None,
+    ) -> None:
+        core = self._core
+        call, connection = await core.active_connection(tx, call_connection_id)
+        _check_callback(operation_callback_uri)
+        offer = call.invitation(invitation_id)
+        if offer is None:
+            raise NotFound(f"No add-participant invitation '{invitation_id}' in this call.", code="8522")
+        report = RingOffer(**{**offer.__dict__})
+        report.operation_context = operation_context
+        report.operation_callback_uri = operation_callback_uri
+        now = core.clock.now()
+        if offer.state == OfferState.RINGING:
+            offer.state, offer.ended_at, offer.outcome = OfferState.CANCELED, now, "canceled by the app"
+            call.record(now, "addParticipantCanceled", invitationId=invitation_id, target=offer.target)
+            await core.operation_callback(tx, call, connection, report, "CancelAddParticipantSucceeded", SUCCESS)
+        else:
+            await core.operation_callback(
+                tx,
+                call,
+                connection,
+                report,
+                "CancelAddParticipantFailed",
+                (400, 8583, f"The invitation can no longer be canceled: it was {offer.outcome}."),
+            )
+        await core.save(tx, call)
+
+    async def remove(
+        self,
+        tx: StoreTx,
+        call_connection_id: str,
+        *,
+        target: CommunicationIdentifier,
+        operation_context: str | None = None,
+        operation_callback_uri: str | None = None,
+    ) -> None:
+        core = self._core
+        call, connection = await core.active_connection(tx, call_connection_id)
+        _check_callback(operation_callback_uri)
+        participant = self._in_call(call, target.raw_id)
+        if participant.call_connection_id == call_connection_id:
+            raise InvalidRequest("An application cannot remove its own leg; use hang_up.", code="8523")
+        report = RingOffer(
+            offer_id="",
+            target=target.raw_id,
+            source="",
+            scenario="removeParticipant",
+            state="",
+            created_at=0.0,
+            expires_at=0.0,
+            operation_context=operation_context,
+            operation_callback_uri=operation_callback_uri,
+        )
+        await core.operation_callback(
+            tx, call, connection, report, "RemoveParticipantSucceeded", SUCCESS, participant=target.raw_id
+        )
+        await core.remove_from_call(tx, call, participant, REMOVED, reason="removed")
+        await core.save(tx, call)
+
+    async def mute(self, tx: StoreTx, call_connection_id: str, targets: list[CommunicationIdentifier]) -> None:
+        core = self._core
+        call, _ = await core.active_connection(tx, call_connection_id)
+        if len(targets) != 1:
+            raise InvalidRequest("targetParticipants must name exactly one participant.", code="8523")
+        participant = self._in_call(call, targets[0].raw_id)
+        if not participant.is_muted:
+            participant.is_muted = True
+            call.record(core.clock.now(), "muted", participant=participant.raw_id)
+            await core.participants_updated(tx, call)
+        await core.save(tx, call)
+
+    async def transfer(
+        self,
+        tx: StoreTx,
+        call_connection_id: str,
+        *,
+        target: CommunicationIdentifier,
+        transferee: CommunicationIdentifier | None = None,
+        source_caller_id: CommunicationIdentifier | None = None,
+        operation_context: str | None = None,
+        operation_callback_uri: str | None = None,
+        custom_context: dict[str, Any] | None = None,
+    ) -> None:
+        core = self._core
+        call, _ = await core.active_connection(tx, call_connection_id)
+        _check_callback(operation_callback_uri)
+        others = [p for p in call.participants if p.call_connection_id != call_connection_id]
+        if transferee is not None:
+            moved = self._in_call(call, transferee.raw_id)
+        elif len(others) == 1:
+            moved = others[0]
+        else:
+            raise InvalidRequest("In a group call, transferee names who is transferred.", code="8523")
+        if moved.call_connection_id == call_connection_id:
+            raise InvalidRequest("An application cannot transfer its own leg.", code="8523")
+        if call.participant(target.raw_id) is not None:
+            raise InvalidRequest(f"'{target.raw_id}' is already in the call.", code="8523")
+        if source_caller_id is not None:
+            await core.check_caller_id(tx, source_caller_id, target.raw_id)
+        elif not from_raw_id(moved.raw_id).is_phone_number:
+            # A phone transferee's own number is forwarded as the caller id; anyone else may need one.
+            await core.check_caller_id(tx, None, target.raw_id)
+        await core.ring(
+            tx,
+            call,
+            target,
+            source_caller_id or from_raw_id(moved.raw_id),
+            custom_context_of(custom_context),
+            Invitation(
+                requested_by=call_connection_id,
+                scenario=Scenario.TRANSFER,
+                operation_context=operation_context,
+                operation_callback_uri=operation_callback_uri,
+                transferee=moved.raw_id,
+                group_transfer=len(others) > 1,
+            ),
+        )
+        call.record(core.clock.now(), "transfer", target=target.raw_id, transferee=moved.raw_id)
+        await core.save(tx, call)
+
+    def _in_call(self, call: Call, raw_id: str) -> Participant:
+        participant = call.participant(raw_id)
+        if participant is None:
+            raise NotFound(f"Participant '{raw_id}' is not in the call.", code="8522")
+        return participant
+
+    def _caller_of(self, call: Call, connection: CallConnection) -> str:
+        """Who an invited party sees calling: the call's caller, unless the app is the caller."""
+        if call.source != connection.answered_for and call.participant(call.source) is not None:
+            return call.source
+        return connection.answered_for
+
+
+def _check_callback(uri: str | None) -> None:
+    if uri is not None and not uri.lower().startswith(("http://", "https://")):
+        raise InvalidRequest("operationCallbackUri must be an absolute http(s) URI.", code="8523")

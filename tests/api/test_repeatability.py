@@ -1,0 +1,110 @@
+"""Repeatability-Request-ID: a retried request gets the first response and acts once (acs-wire.md 1.6)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from azure.communication.callautomation import CommunicationUserIdentifier
+
+from callgrid.security import format_http_date, sign_request
+from tests.platform.calling_support import World, make_world
+from tests.support.server import CallgridProcess
+from tests.support.webhook import WebhookReceiver
+
+PATH = "/calling/callConnections?api-version=2026-03-12"
+
+
+@pytest.fixture
+def world(fresh: CallgridProcess, webhook: WebhookReceiver) -> World:
+    return make_world(fresh, webhook)
+
+
+def send(server: CallgridProcess, path: str, body: dict[str, Any], request_id: str | None) -> requests.Response:
+    """One signed request, freshly dated each time, as azure-core's retry policy re-sends it."""
+    raw = json.dumps(body).encode()
+    now = datetime.now(UTC)
+    headers = sign_request("POST", path, urlsplit(server.endpoint).netloc, raw, server.access_key, now)
+    headers["Content-Type"] = "application/json"
+    if request_id is not None:
+        headers["Repeatability-Request-ID"] = request_id
+        headers["Repeatability-First-Sent"] = format_http_date(now)
+    return requests.post(server.endpoint + path, data=raw, headers=headers, verify=server.ca_bundle)
+
+
+def create_body(world: World, user: str) -> dict[str, Any]:
+    return {
+        "targets": [{"rawId": user, "communicationUser": {"id": user}}],
+        "callbackUri": world.callback_url,
+        "operationContext": "once",
+    }
+
+
+def test_a_replayed_create_call_returns_the_first_response_and_rings_once(world: World) -> None:
+    body = create_body(world, world.user())
+    request_id = str(uuid.uuid4())
+    first = send(world.server, PATH, body, request_id)
+    second = send(world.server, PATH, body, request_id)
+    assert first.status_code == second.status_code == 201
+    assert first.json() == second.json()
+    assert len(world.client.request("GET", "/callgrid/v1/calls")["value"]) == 1
+    world.incoming(0)
+    world.server.advance(0.001)  # let anything else that was queued arrive
+    assert world.incoming_count() == 1
+    third = send(world.server, PATH, body, str(uuid.uuid4()))
+    assert third.json()["callConnectionId"] != first.json()["callConnectionId"]
+
+
+def test_a_failure_is_replayed_too_and_changes_nothing(world: World) -> None:
+    body = {"incomingCallContext": "not-a-context", "callbackUri": world.callback_url}
+    request_id = str(uuid.uuid4())
+    path = "/calling/callConnections:answer?api-version=2026-03-12"
+    first = send(world.server, path, body, request_id)
+    second = send(world.server, path, body, request_id)
+    assert first.status_code == second.status_code == 400
+    assert first.json() == second.json()
+    assert first.json()["error"]["code"] == "8523"
+
+
+def test_the_same_id_for_a_different_request_is_a_conflict(world: World) -> None:
+    user = world.user()
+    request_id = str(uuid.uuid4())
+    assert send(world.server, PATH, create_body(world, user), request_id).status_code == 201
+    other = send(world.server, PATH, {**create_body(world, user), "operationContext": "other"}, request_id)
+    assert other.status_code == 409
+    assert len(world.client.request("GET", "/callgrid/v1/calls")["value"]) == 1
+
+
+def test_a_malformed_id_is_rejected(world: World) -> None:
+    response = send(world.server, PATH, create_body(world, world.user()), "not-a-uuid")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "8523"
+    assert world.client.request("GET", "/callgrid/v1/calls")["value"] == []
+
+
+def test_the_cache_is_bounded_in_time(world: World) -> None:
+    body = create_body(world, world.user())
+    request_id = str(uuid.uuid4())
+    first = send(world.server, PATH, body, request_id).json()
+    world.server.advance(601)
+    again = send(world.server, PATH, body, request_id).json()
+    assert again["callConnectionId"] != first["callConnectionId"]
+
+
+def test_the_sdk_retry_with_its_own_id_acts_once(world: World) -> None:
+    user = CommunicationUserIdentifier(world.user())
+    request_id = str(uuid.uuid4())
+    first = world.automation.create_call(user, world.callback_url, headers={"Repeatability-Request-ID": request_id})
+    again = world.automation.create_call(user, world.callback_url, headers={"Repeatability-Request-ID": request_id})
+    assert again.call_connection_id == first.call_connection_id
+    connection = world.automation.get_call_connection(first.call_connection_id)
+    terminate_id = str(uuid.uuid4())
+    connection.hang_up(True, headers={"Repeatability-Request-ID": terminate_id})
+    # A second terminate of an ended call would fail; the replay answers as the first did.
+    connection.hang_up(True, headers={"Repeatability-Request-ID": terminate_id})
+    assert len(world.client.request("GET", "/callgrid/v1/calls")["value"]) == 1

@@ -1,0 +1,64 @@
+"""The callgrid command as a user runs it, against a real server."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from azure.communication.identity import CommunicationIdentityClient
+
+from tests.support.server import CallgridProcess
+
+
+def _run(server: CallgridProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    where = ["--data-dir", str(server.data_dir), "--port", str(server.port)]
+    return subprocess.run([sys.executable, "-m", "callgrid", *args, *where], capture_output=True, text=True)
+
+
+def test_env_prints_export_lines_for_scripts(callgrid: CallgridProcess) -> None:
+    result = _run(callgrid, "env")
+    assert result.returncode == 0, result.stderr
+    exported = {}
+    for line in result.stdout.splitlines():
+        assert line.startswith("export ")
+        name, _, value = line.removeprefix("export ").partition("=")
+        exported[name] = shlex.split(value)[0]
+    assert exported["CALLGRID_CONNECTION_STRING"] == (
+        f"endpoint=https://localhost:{callgrid.port};accesskey={callgrid.access_key}"
+    )
+    assert not exported["CALLGRID_CONNECTION_STRING"].split(";")[0].endswith("/")
+    assert exported["CALLGRID_RESOURCE_ID"].endswith(
+        "/providers/Microsoft.Communication/communicationServices/callgrid"
+    )
+    assert exported["REQUESTS_CA_BUNDLE"] == exported["SSL_CERT_FILE"]
+    bundle = Path(exported["REQUESTS_CA_BUNDLE"]).read_text()
+    assert bundle.count("BEGIN CERTIFICATE") > 10  # callgrid's CA plus the public roots
+    assert exported["CALLGRID_ARM_TOKEN"].count(".") == 2
+
+
+def test_call_shows_the_timeline(fresh: CallgridProcess) -> None:
+    user = CommunicationIdentityClient.from_connection_string(fresh.connection_string).create_user().properties["id"]
+    fresh.client().set_endpoint(user, "answer", answer_delay_ms=0)
+    result = _run(fresh, "call", "--from", "+12065550100", "--to", user, "--watch", "10")
+    assert result.returncode == 0, result.stderr
+    assert "callPlaced" in result.stdout and "ringing" in result.stdout and "answered" in result.stdout
+    assert "state: connected" in result.stdout
+
+
+def test_call_to_an_unowned_number_explains_why(fresh: CallgridProcess) -> None:
+    result = _run(fresh, "call", "--from", "+12065550100", "--to", "+14255550000")
+    assert result.returncode == 1
+    assert "not owned" in result.stderr
+
+
+def test_identities_create_prints_a_raw_id(fresh: CallgridProcess) -> None:
+    result = _run(fresh, "identities", "create", "--answer")
+    assert result.returncode == 0, result.stderr
+    raw_id = result.stdout.strip()
+    assert raw_id.startswith("8:acs:" + fresh.env["CALLGRID_IMMUTABLE_RESOURCE_ID"])
+    assert (
+        fresh.client().request("GET", "/callgrid/v1/endpoints/" + raw_id.replace(":", "%3A"))["onIncomingCall"]
+        == "answer"
+    )

@@ -1,0 +1,227 @@
+"""Media through the SDK: play files for their real length on the virtual clock, DTMF recognition of keys
+the simulated caller presses, continuous DTMF, sending tones, and honest failures for what is not simulated."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from azure.communication.callautomation import (
+    DtmfTone,
+    FileSource,
+    PhoneNumberIdentifier,
+    RecognizeInputType,
+    TextSource,
+)
+
+from callgrid.platform.audio import wav_bytes
+from tests.platform.calling_support import ENTRY_NUMBER, PSTN_CALLER, World, make_world, phone
+from tests.support.server import CallgridProcess
+from tests.support.webhook import WebhookReceiver
+
+MP3_FRAME = b"\xff\xfb\x90\xc0" + bytes(413)  # MPEG-1 Layer III, 128 kbit/s, 44.1 kHz, mono, silent
+FILES = {
+    "/prompt.wav": wav_bytes(2.5),
+    "/music.mp3": MP3_FRAME * 115,  # 115 frames of 417 bytes at 128 kbit/s: 2.997 s
+    "/noise.wav": b"RIFF....WAVEjunk",
+}
+
+
+class FileServer:
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = FILES.get(self.path)
+                self.send_response(200 if body is not None else 404)
+                self.send_header("Content-Length", str(len(body or b"")))
+                self.end_headers()
+                self.wfile.write(body or b"")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self._server.server_port}{path}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def files() -> Iterator[FileServer]:
+    server = FileServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def world(fresh: CallgridProcess, webhook: WebhookReceiver) -> World:
+    return make_world(fresh, webhook)
+
+
+def answered(world: World) -> tuple[str, str]:
+    placed = world.place_call(PSTN_CALLER, ENTRY_NUMBER)
+    context = world.incoming(0).data["incomingCallContext"]
+    ccid = world.automation.answer_call(context, world.callback_url).call_connection_id
+    assert ccid is not None
+    world.callbacks(ccid, 2)
+    return placed["serverCallId"], ccid
+
+
+def types_after(world: World, ccid: str, count: int) -> list[str]:
+    return [e.type.rsplit(".", 1)[1] for e in world.callbacks(ccid, 2 + count)[2:]]
+
+
+def press(world: World, server_call_id: str, tones: str) -> None:
+    raw = phone(PSTN_CALLER).replace("+", "%2B")
+    world.client.request("POST", f"/callgrid/v1/calls/{server_call_id}/participants/{raw}:sendDtmf", {"tones": tones})
+
+
+def test_play_completes_after_the_files_real_durations(world: World, files: FileServer) -> None:
+    _, ccid = answered(world)
+    connection = world.automation.get_call_connection(ccid)
+    connection.play_media_to_all(
+        [FileSource(files.url("/prompt.wav")), FileSource(files.url("/music.mp3"))], operation_context="hello"
+    )
+    started = world.callbacks(ccid, 3)[2]
+    assert started.type == "Microsoft.Communication.PlayStarted"
+    assert started.data["operationContext"] == "hello"
+    world.server.advance(5.4)  # 2.5 s of WAV and 2.997 s of MP3
+    assert len(world.webhook.callbacks()) == 3
+    world.server.advance(0.2)
+    completed = world.callbacks(ccid, 4)[3]
+    assert completed.type == "Microsoft.Communication.PlayCompleted"
+    assert completed.data["resultInformation"]["code"] == 200
+
+
+def test_play_failures_name_the_source(world: World, files: FileServer) -> None:
+    _, ccid = answered(world)
+    connection = world.automation.get_call_connection(ccid)
+    connection.play_media_to_all([FileSource(files.url("/prompt.wav")), FileSource(files.url("/missing.wav"))])
+    failed = world.callbacks(ccid, 3)[2]
+    assert failed.type == "Microsoft.Communication.PlayFailed"
+    assert failed.data["failedPlaySourceIndex"] == 1
+    assert failed.data["resultInformation"]["subCode"] == 8536
+    connection.play_media_to_all([FileSource(files.url("/noise.wav"))])
+    invalid = world.callbacks(ccid, 4)[3]
+    assert invalid.data["resultInformation"]["subCode"] == 8535
+    connection.play_media_to_all([TextSource(text="Hello", voice_name="en-US-NancyNeural")])
+    tts = world.callbacks(ccid, 5)[4]
+    assert tts.type == "Microsoft.Communication.PlayFailed"
+    assert "text-to-speech" in tts.data["resultInformation"]["message"]
+
+
+def test_loop_plays_until_an_interrupting_play_cancels_it(world: World, files: FileServer) -> None:
+    _, ccid = answered(world)
+    connection = world.automation.get_call_connection(ccid)
+    connection.play_media_to_all([FileSource(files.url("/prompt.wav"))], loop=True, operation_context="hold music")
+    world.server.advance(60)
+    assert types_after(world, ccid, 1) == ["PlayStarted"]
+    # A play to some participants queues (the SDK never lets it interrupt); one to all may barge in.
+    connection.play_media(
+        [FileSource(files.url("/prompt.wav"))], play_to=[PhoneNumberIdentifier(PSTN_CALLER)], operation_context="queued"
+    )
+    connection.play_media_to_all(
+        [FileSource(files.url("/prompt.wav"))], interrupt_call_media_operation=True, operation_context="urgent"
+    )
+    events = world.callbacks(ccid, 5)
+    assert [e.type.rsplit(".", 1)[1] for e in events[2:]] == ["PlayStarted", "PlayCanceled", "PlayStarted"]
+    assert [e.data["operationContext"] for e in events[2:]] == ["hold music", "hold music", "urgent"]
+    world.server.advance(2.5)
+    events = world.callbacks(ccid, 7)
+    assert [e.type.rsplit(".", 1)[1] for e in events[5:]] == ["PlayCompleted", "PlayStarted"]
+    assert [e.data["operationContext"] for e in events[5:]] == ["urgent", "queued"]
+
+
+def test_recognize_dtmf_until_the_stop_tone(world: World, files: FileServer) -> None:
+    server_call_id, ccid = answered(world)
+    connection = world.automation.get_call_connection(ccid)
+    connection.start_recognizing_media(
+        RecognizeInputType.DTMF,
+        PhoneNumberIdentifier(PSTN_CALLER),
+        play_prompt=FileSource(files.url("/prompt.wav")),
+        dtmf_max_tones_to_collect=6,
+        dtmf_stop_tones=[DtmfTone.POUND],
+        initial_silence_timeout=10,
+        operation_context="pin",
+    )
+    world.server.advance(2.5)  # the prompt plays out
+    press(world, server_call_id, "42#")
+    completed = world.callbacks(ccid, 3)[2]
+    assert completed.type == "Microsoft.Communication.RecognizeCompleted"
+    assert completed.data["recognitionType"] == "dtmf"
+    assert completed.data["dtmfResult"]["tones"] == ["four", "two"]
+    assert completed.data["resultInformation"]["subCode"] == 8514
+    assert completed.data["operationContext"] == "pin"
+
+
+def test_recognize_dtmf_timeouts(world: World) -> None:
+    server_call_id, ccid = answered(world)
+    connection = world.automation.get_call_connection(ccid)
+    caller = PhoneNumberIdentifier(PSTN_CALLER)
+    connection.start_recognizing_media(RecognizeInputType.DTMF, caller, initial_silence_timeout=10)
+    world.server.advance(9.9)
+    assert len(world.webhook.callbacks()) == 2
+    world.server.advance(0.1)
+    failed = world.callbacks(ccid, 3)[2]
+    assert failed.type == "Microsoft.Communication.RecognizeFailed"
+    assert failed.data["resultInformation"]["subCode"] == 8510
+
+    connection.start_recognizing_media(
+        RecognizeInputType.DTMF, caller, dtmf_max_tones_to_collect=4, dtmf_inter_tone_timeout=3
+    )
+    press(world, server_call_id, "7")
+    world.server.advance(3)
+    partial = world.callbacks(ccid, 4)[3]
+    assert partial.type == "Microsoft.Communication.RecognizeCompleted"
+    assert partial.data["dtmfResult"]["tones"] == ["seven"]
+    assert partial.data["resultInformation"]["subCode"] == 8532
+
+    connection.start_recognizing_media(RecognizeInputType.DTMF, caller, dtmf_max_tones_to_collect=2)
+    press(world, server_call_id, "123")
+    full = world.callbacks(ccid, 5)[4]
+    assert full.data["dtmfResult"]["tones"] == ["one", "two"]
+    assert full.data["resultInformation"]["subCode"] == 8531
+
+
+def test_speech_recognition_fails_clearly_and_cancel_all(world: World) -> None:
+    _, ccid = answered(world)
+    connection = world.automation.get_call_connection(ccid)
+    connection.start_recognizing_media(RecognizeInputType.SPEECH, PhoneNumberIdentifier(PSTN_CALLER))
+    failed = world.callbacks(ccid, 3)[2]
+    assert failed.type == "Microsoft.Communication.RecognizeFailed"
+    assert "does not recognize speech" in failed.data["resultInformation"]["message"]
+    connection.start_recognizing_media(
+        RecognizeInputType.DTMF, PhoneNumberIdentifier(PSTN_CALLER), operation_context="menu"
+    )
+    connection.cancel_all_media_operations()
+    canceled = world.callbacks(ccid, 4)[3]
+    assert canceled.type == "Microsoft.Communication.RecognizeCanceled"
+    assert canceled.data["operationContext"] == "menu"
+    world.server.advance(30)
+    assert len(world.webhook.callbacks()) == 4
+
+
+def test_continuous_dtmf_and_send_tones(world: World) -> None:
+    server_call_id, ccid = answered(world)
+    connection = world.automation.get_call_connection(ccid)
+    caller = PhoneNumberIdentifier(PSTN_CALLER)
+    connection.start_continuous_dtmf_recognition(caller, operation_context="keys")
+    press(world, server_call_id, "9*")
+    received = world.callbacks(ccid, 4)[2:]
+    assert [(e.data["sequenceId"], e.data["tone"]) for e in received] == [(1, "nine"), (2, "asterisk")]
+    connection.stop_continuous_dtmf_recognition(caller)
+    assert world.callbacks(ccid, 5)[4].type == "Microsoft.Communication.ContinuousDtmfRecognitionStopped"
+    result = connection.send_dtmf_tones([DtmfTone.ONE, DtmfTone.TWO], caller, operation_context="send")
+    assert result.operation_context == "send"
+    world.server.advance(0.4)
+    sent = world.callbacks(ccid, 6)[5]
+    assert sent.type == "Microsoft.Communication.SendDtmfTonesCompleted"
+    assert sent.data["operationContext"] == "send"

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from azure.communication.identity import CommunicationIdentityClient
+
+from tests.router.support import RouterServer
+from tests.support.server import CallgridProcess
+
+
+@pytest.fixture
+def router(fresh: CallgridProcess, tmp_path: Path) -> Iterator[RouterServer]:
+    server = RouterServer(fresh, tmp_path / "router.db").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def new_user(fresh: CallgridProcess):  # type: ignore[no-untyped-def]
+    identity = CommunicationIdentityClient.from_connection_string(fresh.connection_string)
+
+    def create() -> str:
+        return str(identity.create_user().properties["id"])
+
+    return create
