@@ -331,7 +331,8 @@ class _SqliteTx:
         rows = self._c.execute(
             f"SELECT {cols}, e.body FROM deliveries d JOIN events e ON e.id = d.event_id "
             "WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND (d.lease_until IS NULL OR d.lease_until < ?) "
-            "ORDER BY d.next_attempt_at LIMIT ?",
+            # rowid breaks ties in insertion order: callbacks raised together go out in the order raised.
+            "ORDER BY d.next_attempt_at, d.rowid LIMIT ?",
             (now, now, limit),
         ).fetchall()
         claimed = []

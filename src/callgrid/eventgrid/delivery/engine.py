@@ -14,6 +14,7 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -96,6 +97,8 @@ class DeliveryEngine:
         self._done: asyncio.Queue[tuple[_Request, SendResult]] = asyncio.Queue()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._in_flight_ids: set[str] = set()
+        self._callback_queues: dict[str, deque[_Request]] = {}
+        self._callback_chains: dict[str, asyncio.Task[None]] = {}
         # Response time limits, watched on the clock (a virtual clock times requests out when moved).
         self._deadlines: dict[asyncio.Task[None], float] = {}
         self._timed_out: set[asyncio.Task[None]] = set()
@@ -151,11 +154,34 @@ class DeliveryEngine:
         for request in claim.requests:
             self._in_flight_ids.update(r.id for r in request.rows)
         for request in claim.requests:
+            if request.target is None:
+                self._queue_callback(request)
+                continue
             await self._slots.acquire()
             task = asyncio.create_task(self._send(request))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
         return len(rows)
+
+    def _queue_callback(self, request: _Request) -> None:
+        """Callbacks to one URL go out one after another, in the order raised (CallConnected before
+        ParticipantsUpdated, ...), as an app written for ACS expects; retries may come later."""
+        queue = self._callback_queues.setdefault(request.url, deque())
+        queue.append(request)
+        if request.url not in self._callback_chains:
+            task = asyncio.create_task(self._send_callbacks(request.url, queue))
+            self._callback_chains[request.url] = task
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _send_callbacks(self, url: str, queue: deque[_Request]) -> None:
+        try:
+            while queue:
+                await self._slots.acquire()
+                await self._send(queue.popleft())
+        finally:
+            del self._callback_chains[url]
+            self._callback_queues.pop(url, None)
 
     async def _plan(self, tx: StoreTx, claimed: list[tuple[DeliveryRow, str]], now: float) -> _Claim:
         claim = _Claim()
