@@ -9,7 +9,9 @@ from pathlib import Path
 
 from azure.communication.identity import CommunicationIdentityClient
 
+from tests.support.arm import put_subscription
 from tests.support.server import CallgridProcess
+from tests.support.webhook import WebhookReceiver
 
 
 def _run(server: CallgridProcess, *args: str) -> subprocess.CompletedProcess[str]:
@@ -62,3 +64,13 @@ def test_identities_create_prints_a_raw_id(fresh: CallgridProcess) -> None:
         fresh.client().request("GET", "/callgrid/v1/endpoints/" + raw_id.replace(":", "%3A"))["onIncomingCall"]
         == "answer"
     )
+
+
+def test_call_timeline_shows_who_got_the_incoming_call(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+    put_subscription(fresh, "timeline-app", webhook.url + "/incoming")
+    fresh.client().own_number("+14255551212")
+    fresh.client().set_endpoint("4:+14255551212", "answer", answer_delay_ms=0)
+    result = _run(fresh, "call", "--from", "+12065550100", "--to", "+14255551212", "--watch", "10")
+    assert result.returncode == 0, result.stderr
+    assert "IncomingCall delivered" in result.stdout
+    assert "TIMELINE-APP" in result.stdout and "answer=200" in result.stdout
