@@ -31,14 +31,22 @@ class CallgridClient:
     timeout: float = 30.0
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
+        """An HMAC-signed request to an ACS or callgrid route."""
         data = b"" if body is None else json.dumps(body).encode()
-        parts = urlsplit(self.endpoint)
-        headers = sign_request(method, path, parts.netloc, data, self.access_key, datetime.now(UTC))
-        if body is not None:
+        headers = sign_request(method, path, urlsplit(self.endpoint).netloc, data, self.access_key, datetime.now(UTC))
+        return self._send(method, path, data, headers, json_body=body is not None)
+
+    def arm(self, method: str, path: str, body: Any = None, *, token: str) -> Any:
+        """A request to an Azure Resource Manager route, with callgrid's bearer token."""
+        data = b"" if body is None else json.dumps(body).encode()
+        return self._send(method, path, data, {"Authorization": f"Bearer {token}"}, json_body=body is not None)
+
+    def _send(self, method: str, path: str, data: bytes, headers: dict[str, str], *, json_body: bool) -> Any:
+        if json_body:
             headers["Content-Type"] = "application/json"
         req = urllib.request.Request(self.endpoint + path, data=data or None, method=method, headers=headers)
         context = None
-        if parts.scheme == "https":
+        if urlsplit(self.endpoint).scheme == "https":
             context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout, context=context) as response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -16,7 +17,8 @@ from tests.support.webhook import WebhookReceiver
 
 def _run(server: CallgridProcess, *args: str) -> subprocess.CompletedProcess[str]:
     where = ["--data-dir", str(server.data_dir), "--port", str(server.port)]
-    return subprocess.run([sys.executable, "-m", "callgrid", *args, *where], capture_output=True, text=True)
+    env = {**os.environ, "COLUMNS": "250"}  # rich tables would truncate cells on an 80-column pipe
+    return subprocess.run([sys.executable, "-m", "callgrid", *args, *where], capture_output=True, text=True, env=env)
 
 
 def test_env_prints_export_lines_for_scripts(callgrid: CallgridProcess) -> None:
@@ -74,3 +76,30 @@ def test_call_timeline_shows_who_got_the_incoming_call(fresh: CallgridProcess, w
     assert result.returncode == 0, result.stderr
     assert "IncomingCall delivered" in result.stdout
     assert "TIMELINE-APP" in result.stdout and "answer=200" in result.stdout
+
+
+def test_subscriptions_commands(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+    created = _run(
+        fresh,
+        "subscriptions",
+        "create",
+        "cli-app",
+        "--endpoint",
+        webhook.url + "/in?k=1",
+        "--to-number",
+        "+14255551212",
+    )
+    assert created.returncode == 0, created.stderr
+    assert "Succeeded" in created.stdout
+    listed = _run(fresh, "subscriptions", "list")
+    assert "cli-app" in listed.stdout and webhook.url + "/in" in listed.stdout
+    shown = _run(fresh, "subscriptions", "show", "cli-app")
+    assert '"StringIn"' in shown.stdout and "+14255551212" in shown.stdout
+    refusing = WebhookReceiver(validate=False, responder=lambda item: (500, None))
+    try:
+        failed = _run(fresh, "subscriptions", "create", "cli-bad", "--endpoint", refusing.url)
+        assert failed.returncode == 1 and "Failed" in failed.stdout
+    finally:
+        refusing.close()
+    assert _run(fresh, "subscriptions", "delete", "cli-app").returncode == 0
+    assert "cli-app" not in _run(fresh, "subscriptions", "list").stdout

@@ -8,6 +8,7 @@ from callgrid.cli import calls, demo, events, serve
 from callgrid.cli.identities import identities_app
 from callgrid.cli.numbers import numbers_app
 from callgrid.cli.router import router_app
+from callgrid.cli.subscriptions import subscriptions_app
 
 app = typer.Typer(
     help="callgrid: Azure Communication Services incoming calls and Event Grid, on one machine.",
@@ -21,6 +22,7 @@ events.register(app)
 app.add_typer(numbers_app, name="numbers")
 app.add_typer(identities_app, name="identities")
 app.add_typer(router_app, name="router")
+app.add_typer(subscriptions_app, name="subscriptions")
 demo.register(app)
 
 
