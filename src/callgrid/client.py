@@ -41,7 +41,15 @@ class CallgridClient:
         data = b"" if body is None else json.dumps(body).encode()
         return self._send(method, path, data, {"Authorization": f"Bearer {token}"}, json_body=body is not None)
 
-    def _send(self, method: str, path: str, data: bytes, headers: dict[str, str], *, json_body: bool) -> Any:
+    def download(self, path: str) -> bytes:
+        """A signed GET whose answer is a file (a recording's audio), returned as bytes."""
+        headers = sign_request("GET", path, urlsplit(self.endpoint).netloc, b"", self.access_key, datetime.now(UTC))
+        content: bytes = self._send("GET", path, b"", headers, json_body=False, as_bytes=True)
+        return content
+
+    def _send(
+        self, method: str, path: str, data: bytes, headers: dict[str, str], *, json_body: bool, as_bytes: bool = False
+    ) -> Any:
         if json_body:
             headers["Content-Type"] = "application/json"
         req = urllib.request.Request(self.endpoint + path, data=data or None, method=method, headers=headers)
@@ -58,6 +66,8 @@ class CallgridClient:
                 raise CallgridHttpError(exc.code, error.get("code", ""), error.get("message", "")) from None
             except (ValueError, KeyError, TypeError):
                 raise CallgridHttpError(exc.code, "", raw.decode(errors="replace")) from None
+        if as_bytes:
+            return raw
         return json.loads(raw) if raw else None
 
     # callgrid/v1

@@ -46,6 +46,9 @@ class Settings:
     ttl_dead_letter_reason: str = "TimeToLiveExceeded"
     # Consecutive failures of an endpoint before its deliveries are delayed (probation, eventgrid.md 4.5).
     probation_failure_threshold: int = 10
+    # Delivered and dropped deliveries (and their events) are purged this long after their last
+    # attempt; dead-lettered ones are kept for replay. 0 keeps everything.
+    delivery_retention_hours: float = 24.0
     # Event Grid -> CloudEvents: dataschema = "#" + dataVersion (eventgrid.md O8); false omits it.
     cloud_event_dataschema: bool = True
     # AzureFunction destinations are delivered to {this}/runtime/webhooks/EventGrid?functionName=<function>,

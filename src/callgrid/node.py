@@ -18,6 +18,7 @@ from callgrid.config import Settings
 from callgrid.eventgrid.custom_topics import TopicService
 from callgrid.eventgrid.delivery.deadletter import DeadLetterWriter, writer_for
 from callgrid.eventgrid.delivery.engine import DeliveryEngine, DeliverySettings
+from callgrid.eventgrid.delivery.retention import Retention
 from callgrid.eventgrid.delivery.sender import AiohttpSender, Sender
 from callgrid.eventgrid.handshake import SubscriptionValidator
 from callgrid.eventgrid.subscriptions import SubscriptionService
@@ -128,6 +129,7 @@ class Node:
             ),
             on_dead_letter=self.dead_letters.wake,
         )
+        self.retention = Retention(self.store, self.clock, s.delivery_retention_hours * 3600.0)
         self.publisher = EventPublisher(self.clock, self.subscription_table, on_enqueued=self.delivery.wake)
         # Tokens are checked by clients against real time, so they are stamped with it.
         self.identities = IdentityService(self.resource, self.keys.token_key, self.wall_clock)
@@ -161,6 +163,7 @@ class Node:
                 self.delivery.run_forever(),
                 self.dead_letters.run_forever(),
                 self.validator.run_forever(),
+                self.retention.run_forever(),
             ):
                 self._tasks.append(asyncio.create_task(loop))
 

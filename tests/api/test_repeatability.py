@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -107,4 +110,59 @@ def test_the_sdk_retry_with_its_own_id_acts_once(world: World) -> None:
     connection.hang_up(True, headers={"Repeatability-Request-ID": terminate_id})
     # A second terminate of an ended call would fail; the replay answers as the first did.
     connection.hang_up(True, headers={"Repeatability-Request-ID": terminate_id})
+    assert len(world.client.request("GET", "/callgrid/v1/calls")["value"]) == 1
+
+
+@pytest.fixture
+def crashable(
+    tmp_path_factory: pytest.TempPathFactory, shared_tls: Path, callgrid: CallgridProcess
+) -> Iterator[CallgridProcess]:
+    server = CallgridProcess(tmp_path_factory.mktemp("repeatable-crash"), tls_dir=shared_tls).start()
+    yield server
+    server.stop()
+
+
+def test_a_retry_after_a_crash_returns_the_first_response_and_acts_once(
+    crashable: CallgridProcess, webhook: WebhookReceiver
+) -> None:
+    world = make_world(crashable, webhook)
+    body = create_body(world, world.user())
+    request_id = str(uuid.uuid4())
+    first = send(crashable, PATH, body, request_id)
+    assert first.status_code == 201
+    crashable.restart(hard=True)  # SIGKILL: the operation and its cached answer were committed together
+    again = send(crashable, PATH, body, request_id)
+    assert again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["Repeatability-Result"] == "accepted"
+    calls = world.client.request("GET", "/callgrid/v1/calls")["value"]
+    assert [c["serverCallId"] for c in calls] == [first.json()["serverCallId"]]
+    # A mid-call action too: the retried add-participant names the same invitation and rings once.
+    context = world.incoming(0).data["incomingCallContext"]
+    ccid = first.json()["callConnectionId"]
+    answer_id = str(uuid.uuid4())
+    answer = {"incomingCallContext": context, "callbackUri": world.callback_url}
+    assert send(crashable, "/calling/callConnections:answer?api-version=2026-03-12", answer, answer_id).ok
+    world.callbacks(ccid, 2)
+    add_path = f"/calling/callConnections/{ccid}/participants:add?api-version=2026-03-12"
+    invitee = world.user()
+    add = {"participantToAdd": {"rawId": invitee, "communicationUser": {"id": invitee}}}
+    add_id = str(uuid.uuid4())
+    invited = send(crashable, add_path, add, add_id)
+    assert invited.status_code == 202
+    crashable.restart(hard=True)
+    reinvited = send(crashable, add_path, add, add_id)
+    assert reinvited.json()["invitationId"] == invited.json()["invitationId"]
+    world.incoming(1)
+    crashable.advance(0.001)
+    assert world.incoming_count() == 2
+
+
+def test_copies_of_one_request_racing_each_other_act_once(world: World) -> None:
+    body = create_body(world, world.user())
+    request_id = str(uuid.uuid4())
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(lambda _: send(world.server, PATH, body, request_id), range(8)))
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.json()["callConnectionId"] for r in responses}) == 1
     assert len(world.client.request("GET", "/callgrid/v1/calls")["value"]) == 1

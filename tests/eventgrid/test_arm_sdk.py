@@ -205,3 +205,46 @@ def test_failed_handshake_fails_the_operation(fresh: CallgridProcess) -> None:
         assert ops.get(fresh.resource_id, "refused").provisioning_state == "Failed"
     finally:
         refusing.close()
+
+
+def test_extension_subscription_on_a_custom_topic(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+    from azure.core.credentials import AzureKeyCredential
+    from azure.eventgrid import EventGridEvent, EventGridPublisherClient
+
+    from tests.eventgrid.mgmt import topic_key
+
+    topic = create_topic(fresh, "scoped-orders")
+    ops = mgmt(fresh, SUBSCRIPTION).event_subscriptions
+    created: Any = ops.begin_create_or_update(
+        topic.id,
+        "topic-ext",
+        webhook_subscription(webhook.url, filter=EventSubscriptionFilter(subject_begins_with="/orders")),
+    ).result()
+    assert created.provisioning_state == "Succeeded"
+    assert created.type == "Microsoft.EventGrid/eventSubscriptions"
+    assert created.topic.lower() == topic.id.lower()
+    assert created.id.lower() == f"{topic.id}/providers/Microsoft.EventGrid/eventSubscriptions/topic-ext".lower()
+    listed = list(ops.list_by_resource(GROUP, "Microsoft.EventGrid", "topics", "scoped-orders"))
+    assert [s.name for s in listed] == ["topic-ext"]
+
+    EventGridPublisherClient(topic.endpoint, AzureKeyCredential(topic_key(fresh, "scoped-orders"))).send(
+        [
+            EventGridEvent(subject=s, event_type="Contoso.Order", data={"n": i}, data_version="1")
+            for i, s in enumerate(("/orders/1", "/invoices/1"))
+        ]
+    )
+    [event] = webhook.wait_for(lambda: webhook.events("Contoso.Order"))
+    assert event["subject"] == "/orders/1" and event["topic"] == topic.id
+
+    # Deleting the topic takes its extension subscriptions along.
+    mgmt(fresh, SUBSCRIPTION).topics.begin_delete(GROUP, "scoped-orders").result()
+    create_topic(fresh, "scoped-orders")  # a new topic of the same name starts with none
+    with pytest.raises(ResourceNotFoundError):
+        ops.get(topic.id, "topic-ext")
+
+
+def test_extension_subscription_on_a_missing_custom_topic_is_not_found(fresh: CallgridProcess) -> None:
+    ops = mgmt(fresh, SUBSCRIPTION).event_subscriptions
+    missing = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}/providers/Microsoft.EventGrid/topics/nothing-here"
+    with pytest.raises(ResourceNotFoundError):
+        ops.begin_create_or_update(missing, "x-sub", webhook_subscription("http://127.0.0.1:9/")).result()

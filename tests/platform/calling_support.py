@@ -56,11 +56,11 @@ class World:
         self.users.append(raw_id)
         return raw_id
 
-    def device(self, raw_id: str, behaviour: str, delay_ms: int = 0) -> None:
+    def device(self, raw_id: str, behaviour: str, delay_ms: int = 0, connect_delay_ms: int = 0) -> None:
         self.client.request(
             "PUT",
             "/callgrid/v1/endpoints/" + _quote(raw_id),
-            {"onIncomingCall": behaviour, "answerDelayMs": delay_ms},
+            {"onIncomingCall": behaviour, "answerDelayMs": delay_ms, "connectDelayMs": connect_delay_ms},
         )
 
     def place_call(self, source: str, target: str, **extra: Any) -> dict[str, Any]:

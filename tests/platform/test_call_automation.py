@@ -6,12 +6,14 @@ from __future__ import annotations
 import pytest
 from azure.communication.callautomation import CommunicationUserIdentifier, PhoneNumberIdentifier
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.eventgrid import EventGridEvent
 
 from tests.platform.calling_support import ENTRY_NUMBER, PSTN_CALLER, TARGET_NUMBER, World, make_world, phone
 from tests.support.server import CallgridProcess
 from tests.support.webhook import WebhookReceiver
 
 EXTERNAL = "+13125550142"
+PARTICIPANT_ADDED = "Microsoft.Communication.CallParticipantAdded"
 
 
 @pytest.fixture
@@ -279,6 +281,24 @@ def test_transfer_out_of_a_group_call_moves_the_transferee(world: World) -> None
     onward = next(c for c in calls if c["serverCallId"] != server_call_id)
     assert [p["rawId"] for p in onward["participants"]] == [user, phone(TARGET_NUMBER)]
     assert onward["state"] == "connected"
+    assert_onward_call_started(world, onward["serverCallId"], user, [user])
+
+
+def assert_onward_call_started(world: World, server_call_id: str, started_by: str, added: list[str]) -> None:
+    """The new call of a group transfer raises CallStarted and CallParticipantAdded like any call."""
+
+    def of_onward(event_type: str) -> list[EventGridEvent]:
+        return [e for e in world.system_events(event_type) if e.data["serverCallId"] == server_call_id]
+
+    started = world.webhook.wait_for(lambda: of_onward("Microsoft.Communication.CallStarted"))
+    assert len(started) == 1
+    assert started[0].subject == f"call/{server_call_id}/startedBy/{started_by}"
+    assert started[0].data["startedBy"]["communicationIdentifier"]["rawId"] == started_by
+    joined = world.webhook.wait_for(
+        lambda: len(of_onward(PARTICIPANT_ADDED)) >= len(added) and of_onward(PARTICIPANT_ADDED)
+    )
+    # Event Grid deliveries are separate requests: their order is not guaranteed.
+    assert sorted(e.data["user"]["communicationIdentifier"]["rawId"] for e in joined) == sorted(added)
 
 
 def test_an_app_answering_a_group_transfer_joins_the_new_call(world: World) -> None:
@@ -301,3 +321,4 @@ def test_an_app_answering_a_group_transfer_joins_the_new_call(world: World) -> N
     props = world.automation.get_call_connection(leg.call_connection_id).get_call_properties()
     assert props.server_call_id == leg.server_call_id
     assert world.callbacks(ccid, 6)[4].type == "Microsoft.Communication.CallTransferAccepted"
+    assert_onward_call_started(world, leg.server_call_id, user, [user, agent])

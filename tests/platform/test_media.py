@@ -13,9 +13,12 @@ from azure.communication.callautomation import (
     DtmfTone,
     FileSource,
     PhoneNumberIdentifier,
+    RecognitionChoice,
     RecognizeInputType,
     TextSource,
 )
+from azure.communication.callautomation._generated.models import RecognizeCompleted
+from azure.core.exceptions import HttpResponseError
 
 from callgrid.platform.audio import wav_bytes
 from tests.platform.calling_support import ENTRY_NUMBER, PSTN_CALLER, World, make_world, phone
@@ -225,3 +228,87 @@ def test_continuous_dtmf_and_send_tones(world: World) -> None:
     sent = world.callbacks(ccid, 6)[5]
     assert sent.type == "Microsoft.Communication.SendDtmfTonesCompleted"
     assert sent.data["operationContext"] == "send"
+
+
+MENU = [
+    RecognitionChoice(label="Sales", phrases=["sales", "buy"], tone=DtmfTone.ONE),
+    RecognitionChoice(label="Support", phrases=["support", "help"], tone=DtmfTone.TWO),
+    RecognitionChoice(label="Operator", phrases=["operator"]),
+]
+
+
+def test_choices_match_the_tone_pressed(world: World, files: FileServer) -> None:
+    server_call_id, ccid = answered(world)
+    connection = world.automation.get_call_connection(ccid)
+    caller = PhoneNumberIdentifier(PSTN_CALLER)
+    connection.start_recognizing_media(
+        RecognizeInputType.CHOICES,
+        caller,
+        choices=MENU,
+        play_prompt=FileSource(files.url("/prompt.wav")),
+        interrupt_prompt=True,
+        operation_context="menu",
+    )
+    press(world, server_call_id, "2")  # during the prompt, which may be interrupted
+    completed = world.callbacks(ccid, 3)[2]
+    assert completed.type == "Microsoft.Communication.RecognizeCompleted"
+    model = RecognizeCompleted.deserialize(completed.data)
+    assert model.recognition_type == "choices"
+    assert model.choice_result is not None and model.choice_result.label == "Support"
+    assert model.choice_result.recognized_phrase is None  # a phrase is reported for speech only
+    assert model.result_information is not None and model.result_information.sub_code == 8533
+    assert model.operation_context == "menu"
+
+    connection.start_recognizing_media(RecognizeInputType.CHOICES, caller, choices=MENU, operation_context="again")
+    press(world, server_call_id, "9")
+    failed = world.callbacks(ccid, 4)[3]
+    assert failed.type == "Microsoft.Communication.RecognizeFailed"
+    assert failed.data["resultInformation"]["subCode"] == 8534
+    assert failed.data["operationContext"] == "again"
+
+    connection.start_recognizing_media(RecognizeInputType.CHOICES, caller, choices=MENU, initial_silence_timeout=5)
+    world.server.advance(5)
+    silent = world.callbacks(ccid, 5)[4]
+    assert silent.data["resultInformation"]["subCode"] == 8510
+
+
+def test_choices_without_tones_or_with_bad_ones(world: World) -> None:
+    _, ccid = answered(world)
+    connection = world.automation.get_call_connection(ccid)
+    caller = PhoneNumberIdentifier(PSTN_CALLER)
+    spoken_only = [RecognitionChoice(label="Yes", phrases=["yes"]), RecognitionChoice(label="No", phrases=["no"])]
+    connection.start_recognizing_media(RecognizeInputType.CHOICES, caller, choices=spoken_only)
+    failed = world.callbacks(ccid, 3)[2]
+    assert failed.type == "Microsoft.Communication.RecognizeFailed"
+    assert failed.data["resultInformation"]["subCode"] == 8565
+    assert "does not recognize speech" in failed.data["resultInformation"]["message"]
+    twice = [
+        RecognitionChoice(label="A", phrases=["a"], tone="one"),
+        RecognitionChoice(label="B", phrases=["b"], tone="one"),
+    ]
+    with pytest.raises(HttpResponseError) as error:
+        connection.start_recognizing_media(RecognizeInputType.CHOICES, caller, choices=twice)
+    assert error.value.status_code == 400
+    assert "used twice" in str(error.value)
+    with pytest.raises(HttpResponseError) as error:
+        connection.start_recognizing_media(RecognizeInputType.CHOICES, caller, choices=[])
+    assert error.value.status_code == 400
+    world.server.advance(30)
+    assert len(world.webhook.callbacks()) == 3
+
+
+def test_speech_or_dtmf_accepts_its_dtmf_half(world: World) -> None:
+    server_call_id, ccid = answered(world)
+    connection = world.automation.get_call_connection(ccid)
+    connection.start_recognizing_media(
+        RecognizeInputType.SPEECH_OR_DTMF,
+        PhoneNumberIdentifier(PSTN_CALLER),
+        dtmf_max_tones_to_collect=3,
+        operation_context="account",
+    )
+    press(world, server_call_id, "507")
+    completed = world.callbacks(ccid, 3)[2]
+    assert completed.type == "Microsoft.Communication.RecognizeCompleted"
+    assert completed.data["recognitionType"] == "dtmf"
+    assert completed.data["dtmfResult"]["tones"] == ["five", "zero", "seven"]
+    assert completed.data["resultInformation"]["subCode"] == 8531

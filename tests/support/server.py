@@ -68,6 +68,9 @@ class CallgridProcess:
         ]
         if self.ring_timeout is not None:
             args += ["--ring-timeout", str(self.ring_timeout)]
+        # `env` first: it creates the data directory's keys and store, which `serve` then loads; run side
+        # by side, both could create them (two signing keys, or a migration applied twice).
+        self._load_env()
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             args,
@@ -76,7 +79,6 @@ class CallgridProcess:
             stdin=subprocess.DEVNULL,
             env={**os.environ, **self.server_env},
         )
-        self._load_env()
         self._wait_ready()
         return self
 

@@ -4,7 +4,7 @@ topics, with ARM's paths, bodies, status codes and LRO headers as azure-mgmt-eve
 them (PUT/PATCH of a subscription: 201 + Azure-AsyncOperation, polled until the handshake ends).
 
 ARM ids are case-insensitive. Subscription and resource-group segments are free-form for topics,
-as in Azure; an extension subscription's scope must be this server's Communication resource.
+as in Azure; an extension subscription's scope is this server's Communication resource or a custom topic.
 """
 
 from __future__ import annotations
@@ -126,11 +126,24 @@ async def dispatch(request: Request) -> Response:
 async def _extension(request: Request, match: re.Match[str]) -> Response:
     node = node_of(request)
     scope = match["scope"]
+    if _TOPIC.match(scope) and "/providers/microsoft.eventgrid/topics/" in scope.lower():
+        # An extension subscription on a custom topic: the same subscription as a child one, at another path.
+        async with node.store.transaction() as tx:
+            topic = await node.topics.get(tx, scope, CUSTOM)
+        parent = _Parent(
+            topic=topic["id"],
+            source=topic["id"],
+            input_schema=topic["properties"]["inputSchema"],
+            resource_type=EXTENSION_TYPE,
+            collection=f"{topic['id']}/providers/Microsoft.EventGrid/eventSubscriptions/",
+        )
+        return await _subscription(request, parent, match["name"], match["action"])
     if scope.lower() != node.resource.arm_id.lower():
         return error_response(
             404,
             "ResourceNotFound",
-            f"The Resource '{scope}' was not found. This server's Communication resource is '{node.resource.arm_id}'.",
+            f"The Resource '{scope}' was not found. Extension event subscriptions are served on this server's "
+            f"Communication resource ('{node.resource.arm_id}') and on custom topics.",
         )
     parent = _Parent(
         topic=node.resource.arm_id,
@@ -206,7 +219,8 @@ async def _topic(request: Request, match: re.Match[str]) -> Response:
             existing = await tx.get_topic(topic_id.lower())
             deleted = existing is not None and await node.topics.delete(tx, topic_id)
             if deleted:
-                await node.subscriptions.delete_under(tx, f"{topic_id}/eventSubscriptions/")
+                # Its child subscriptions and its extension subscriptions (".../providers/...") alike.
+                await node.subscriptions.delete_under(tx, f"{topic_id}/")
         node.subscriptions_changed()
         # The topics SDK takes 202 or 204 here (not 200).
         return Response(status_code=202, headers=_done(request)) if deleted else Response(status_code=204)

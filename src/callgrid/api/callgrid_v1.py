@@ -125,8 +125,9 @@ async def put_endpoint(request: Request) -> Response:
     except ValueError:
         raise InvalidRequest(f"onIncomingCall must be one of {', '.join(b.value for b in DeviceBehaviour)}.") from None
     delay = field(body, "answerDelayMs", int, required=False) or 0
+    connect_delay = field(body, "connectDelayMs", int, required=False) or 0
     async with node.store.transaction() as tx:
-        doc = await node.calls.set_device(tx, target, behaviour, delay)
+        doc = await node.calls.set_device(tx, target, behaviour, delay, connect_delay)
     return JSONResponse(doc)
 
 

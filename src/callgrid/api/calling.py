@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from callgrid.api.auth import hmac_signed, node_of
 from callgrid.api.errors import error_response, field, read_object
-from callgrid.api.repeatability import repeatable
+from callgrid.api.repeatability import operation, repeatable
 from callgrid.errors import InvalidRequest
 from callgrid.identifiers import CommunicationIdentifier, InvalidIdentifier, from_wire, phone_number
 from callgrid.node import Node
@@ -92,18 +92,21 @@ async def create_call(request: Request) -> Response:
             raise InvalidRequest(str(exc), code="8523") from None
     callback_uri = field(body, "callbackUri", str)
     operation_context = _operation_context(body)
-    async with node.store.transaction() as tx:
+    caller_id = _caller_id(body)
+    display_name = field(body, "sourceDisplayName", str, required=False)
+    custom_context = _custom_context(body)
+    async with operation(node) as op:
         call, connection = await node.calls.create_call(
-            tx,
+            op.tx,
             targets=targets,
             callback_uri=callback_uri,
             source=source,
-            source_caller_id=_caller_id(body),
-            source_display_name=field(body, "sourceDisplayName", str, required=False),
+            source_caller_id=caller_id,
+            source_display_name=display_name,
             operation_context=operation_context,
-            custom_context=_custom_context(body),
+            custom_context=custom_context,
         )
-    return JSONResponse(node.calls.connection_properties(call, connection), status_code=201)
+        return await op.respond(JSONResponse(node.calls.connection_properties(call, connection), status_code=201))
 
 
 @hmac_signed
@@ -114,12 +117,12 @@ async def answer_call(request: Request) -> Response:
     context = field(body, "incomingCallContext", str)
     callback_uri = field(body, "callbackUri", str)
     operation_context = _operation_context(body)
-    async with node.store.transaction() as tx:
+    async with operation(node) as op:
         call, connection = await node.calls.answer(
-            tx, incoming_call_context=context, callback_uri=callback_uri, operation_context=operation_context
+            op.tx, incoming_call_context=context, callback_uri=callback_uri, operation_context=operation_context
         )
-    # The answer reports the leg as it is at that moment; CallConnected follows on the callback URI.
-    return JSONResponse(node.calls.connection_properties(call, connection, state="connecting"))
+        # The answer reports the leg as it is at that moment; CallConnected follows on the callback URI.
+        return await op.respond(JSONResponse(node.calls.connection_properties(call, connection, state="connecting")))
 
 
 @hmac_signed
@@ -137,11 +140,11 @@ async def connect_call(request: Request) -> Response:
         )
     callback_uri = field(body, "callbackUri", str)
     operation_context = _operation_context(body)
-    async with node.store.transaction() as tx:
+    async with operation(node) as op:
         call, connection = await node.calls.connect_call(
-            tx, server_call_id=server_call_id, callback_uri=callback_uri, operation_context=operation_context
+            op.tx, server_call_id=server_call_id, callback_uri=callback_uri, operation_context=operation_context
         )
-    return JSONResponse(node.calls.connection_properties(call, connection))
+        return await op.respond(JSONResponse(node.calls.connection_properties(call, connection)))
 
 
 @hmac_signed
@@ -151,9 +154,9 @@ async def redirect_call(request: Request) -> Response:
     body = await read_object(request)
     context = field(body, "incomingCallContext", str)
     target = _required_identifier(body, "target")
-    async with node.store.transaction() as tx:
-        await node.calls.redirect(tx, incoming_call_context=context, target=target)
-    return Response(status_code=204)
+    async with operation(node) as op:
+        await node.calls.redirect(op.tx, incoming_call_context=context, target=target)
+        return await op.respond(Response(status_code=204))
 
 
 @hmac_signed
@@ -163,9 +166,9 @@ async def reject_call(request: Request) -> Response:
     body = await read_object(request)
     context = field(body, "incomingCallContext", str)
     reason = field(body, "callRejectReason", str, required=False)
-    async with node.store.transaction() as tx:
-        await node.calls.reject(tx, incoming_call_context=context, reason=reason)
-    return Response(status_code=204)
+    async with operation(node) as op:
+        await node.calls.reject(op.tx, incoming_call_context=context, reason=reason)
+        return await op.respond(Response(status_code=204))
 
 
 @hmac_signed
@@ -188,26 +191,30 @@ async def hang_up(request: Request) -> Response:
 
 
 async def _terminate(node: Node, ccid: str, body: dict[str, Any]) -> Response:
-    async with node.store.transaction() as tx:
-        await node.calls.hang_up(tx, ccid, for_everyone=True)
-    return Response(status_code=204)
+    async with operation(node) as op:
+        await node.calls.hang_up(op.tx, ccid, for_everyone=True)
+        return await op.respond(Response(status_code=204))
 
 
 async def _transfer(node: Node, ccid: str, body: dict[str, Any]) -> Response:
     target = _required_identifier(body, "targetParticipant")
     operation_context = _operation_context(body)
-    async with node.store.transaction() as tx:
+    transferee = _identifier(body, "transferee", required=False)
+    caller_id = _caller_id(body)
+    callback = field(body, "operationCallbackUri", str, required=False)
+    custom_context = _custom_context(body)
+    async with operation(node) as op:
         await node.calls.participants.transfer(
-            tx,
+            op.tx,
             ccid,
             target=target,
-            transferee=_identifier(body, "transferee", required=False),
-            source_caller_id=_caller_id(body),
+            transferee=transferee,
+            source_caller_id=caller_id,
             operation_context=operation_context,
-            operation_callback_uri=field(body, "operationCallbackUri", str, required=False),
-            custom_context=_custom_context(body),
+            operation_callback_uri=callback,
+            custom_context=custom_context,
         )
-    return JSONResponse(_context_body(operation_context), status_code=202)
+        return await op.respond(JSONResponse(_context_body(operation_context), status_code=202))
 
 
 async def _probe_sources(node: Node, ccid: str, raw_sources: Any, name: str) -> list[Probe]:
@@ -276,6 +283,7 @@ async def _recognize(node: Node, ccid: str, body: dict[str, Any]) -> Response:
         inter_tone_seconds=_seconds(dtmf, "interToneTimeoutInSeconds", INTER_TONE_SECONDS, 60),
         max_tones=int(_seconds(dtmf, "maxTonesToCollect", MAX_TONES, 128)),
         stop_tones=[str(t) for t in dtmf.get("stopTones") or []],
+        choices=_choices(options.get("choices")),
     )
     async with node.store.transaction() as tx:
         await node.calls.media.recognize(
@@ -287,6 +295,20 @@ async def _recognize(node: Node, ccid: str, body: dict[str, Any]) -> Response:
             callback_uri=callback,
         )
     return Response(status_code=202)
+
+
+def _choices(value: Any) -> list[dict[str, str | None]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(c, dict) for c in value):
+        raise InvalidRequest("recognizeOptions.choices must be an array of choices.", code="8523")
+    choices: list[dict[str, str | None]] = []
+    for i, choice in enumerate(value):
+        label, tone = choice.get("label"), choice.get("tone")
+        if not isinstance(label, str) or (tone is not None and not isinstance(tone, str)):
+            raise InvalidRequest(f"recognizeOptions.choices[{i}] needs a string label and tone.", code="8523")
+        choices.append({"label": label, "tone": tone})
+    return choices
 
 
 def _seconds(body: dict[str, Any], name: str, default: float, maximum: float) -> float:
@@ -327,16 +349,12 @@ async def _send_dtmf(node: Node, ccid: str, body: dict[str, Any]) -> Response:
     target = _required_identifier(body, "targetParticipant")
     tones = [str(t) for t in field(body, "tones", list)]
     operation_context = _operation_context(body)
-    async with node.store.transaction() as tx:
+    callback = field(body, "operationCallbackUri", str, required=False)
+    async with operation(node) as op:
         await node.calls.media.send_dtmf_tones(
-            tx,
-            ccid,
-            tones,
-            target,
-            operation_context=operation_context,
-            callback_uri=field(body, "operationCallbackUri", str, required=False),
+            op.tx, ccid, tones, target, operation_context=operation_context, callback_uri=callback
         )
-    return JSONResponse(_context_body(operation_context), status_code=202)
+        return await op.respond(JSONResponse(_context_body(operation_context), status_code=202))
 
 
 def _wire_identifier(value: Any, name: str) -> CommunicationIdentifier:
@@ -344,6 +362,27 @@ def _wire_identifier(value: Any, name: str) -> CommunicationIdentifier:
         return from_wire(value, name)
     except InvalidIdentifier as exc:
         raise InvalidRequest(str(exc), code="8523") from None
+
+
+async def _hold(node: Node, ccid: str, body: dict[str, Any]) -> Response:
+    target = _required_identifier(body, "targetParticipant")
+    operation_context = _operation_context(body)
+    callback = field(body, "operationCallbackUri", str, required=False)
+    music_source = field(body, "playSourceInfo", dict, required=False)
+    music = (await _probe_sources(node, ccid, [music_source], "playSourceInfo"))[0] if music_source else None
+    async with node.store.transaction() as tx:
+        await node.calls.participants.hold(
+            tx, ccid, target, music=music, operation_context=operation_context, operation_callback_uri=callback
+        )
+    return Response(status_code=200)
+
+
+async def _unhold(node: Node, ccid: str, body: dict[str, Any]) -> Response:
+    target = _required_identifier(body, "targetParticipant")
+    _operation_context(body)
+    async with node.store.transaction() as tx:
+        await node.calls.participants.unhold(tx, ccid, target)
+    return Response(status_code=200)
 
 
 _CONNECTION_ACTIONS: dict[str, Callable[[Node, str, dict[str, Any]], Awaitable[Response]]] = {
@@ -355,6 +394,8 @@ _CONNECTION_ACTIONS: dict[str, Callable[[Node, str, dict[str, Any]], Awaitable[R
     "startContinuousDtmfRecognition": _start_dtmf,
     "stopContinuousDtmfRecognition": _stop_dtmf,
     "sendDtmfTones": _send_dtmf,
+    "hold": _hold,
+    "unhold": _unhold,
 }
 # Sent with Repeatability headers by the SDK (acs-wire.md 1.6); the others are not.
 _REPEATABLE_ACTIONS = {"terminate", "transferToParticipant", "sendDtmfTones"}
@@ -422,50 +463,53 @@ async def participants_action(request: Request) -> Response:
     if action == "add":
         target = _required_identifier(body, "participantToAdd")
         timeout = field(body, "invitationTimeoutInSeconds", int, required=False)
-        async with node.store.transaction() as tx:
+        caller_id = _caller_id(body)
+        custom_context = _custom_context(body)
+        async with operation(node) as op:
             offer, _ = await actions.add(
-                tx,
+                op.tx,
                 ccid,
                 target=target,
-                source_caller_id=_caller_id(body),
+                source_caller_id=caller_id,
                 invitation_timeout=timeout,
                 operation_context=operation_context,
                 operation_callback_uri=callback,
-                custom_context=_custom_context(body),
+                custom_context=custom_context,
             )
-        result = {
-            "participant": {"identifier": target.to_wire(), "isMuted": False, "isOnHold": False},
-            "invitationId": offer.invitation_id,
-            **_context_body(operation_context),
-        }
-        return JSONResponse(result, status_code=202)
+            result = {
+                "participant": {"identifier": target.to_wire(), "isMuted": False, "isOnHold": False},
+                "invitationId": offer.invitation_id,
+                **_context_body(operation_context),
+            }
+            return await op.respond(JSONResponse(result, status_code=202))
     if action == "remove":
         target = _required_identifier(body, "participantToRemove")
-        async with node.store.transaction() as tx:
+        async with operation(node) as op:
             await actions.remove(
-                tx, ccid, target=target, operation_context=operation_context, operation_callback_uri=callback
+                op.tx, ccid, target=target, operation_context=operation_context, operation_callback_uri=callback
             )
-        return JSONResponse(_context_body(operation_context), status_code=202)
+            return await op.respond(JSONResponse(_context_body(operation_context), status_code=202))
     if action == "mute":
         raw_targets = field(body, "targetParticipants", list)
         try:
             targets = [from_wire(t, "targetParticipants") for t in raw_targets]
         except InvalidIdentifier as exc:
             raise InvalidRequest(str(exc), code="8523") from None
-        async with node.store.transaction() as tx:
-            await actions.mute(tx, ccid, targets)
-        return JSONResponse(_context_body(operation_context), status_code=200)
+        async with operation(node) as op:
+            await actions.mute(op.tx, ccid, targets)
+            return await op.respond(JSONResponse(_context_body(operation_context), status_code=200))
     if action == "cancelAddParticipant":
         invitation_id = field(body, "invitationId", str)
-        async with node.store.transaction() as tx:
+        async with operation(node) as op:
             await actions.cancel_add(
-                tx,
+                op.tx,
                 ccid,
                 invitation_id=invitation_id,
                 operation_context=operation_context,
                 operation_callback_uri=callback,
             )
-        return JSONResponse({"invitationId": invitation_id, **_context_body(operation_context)}, status_code=202)
+            canceled = {"invitationId": invitation_id, **_context_body(operation_context)}
+            return await op.respond(JSONResponse(canceled, status_code=202))
     return error_response(501, "NotImplemented", f"callgrid does not serve 'participants:{action}' yet.")
 
 

@@ -2,10 +2,15 @@
 
 Authentication, size and schema checks come first (eventgrid.md 1.1); then every event and its
 deliveries are written in one transaction before the 200: an acknowledged event is never lost.
+The publish metrics (PublishSuccessCount, Matched/UnmatchedEventCount, PublishSuccessLatencyInMs)
+are written in that same transaction; a refused request is counted (PublishFailCount, by error
+code) in a transaction of its own, since the publishing one is rolled back.
 """
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 
 from starlette.requests import Request
@@ -13,20 +18,44 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from callgrid.api.auth import node_of
+from callgrid.errors import CallgridError
+from callgrid.eventgrid.delivery.metrics import MetricCounts
+
+
+def _event_count(body: bytes) -> int:
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return 1
+    return len(parsed) if isinstance(parsed, list) and parsed else 1
 
 
 async def publish(request: Request) -> Response:
+    began = time.perf_counter()
     node = node_of(request)
     name = request.path_params["name"]
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
-    async with node.store.transaction() as tx:
-        topic = await node.topics.find_for_publish(tx, name)
-        node.topics.authenticate(topic, headers)
-        events = node.topics.parse_events(topic, body, headers.get("content-type", ""))
-        for event in events:
-            # Publishers choose event ids; the outbox key must be unique whatever they chose.
-            await node.publisher.publish(tx, topic["id"], event, storage_id=str(uuid.uuid4()))
+    topic_id: str | None = None
+    try:
+        async with node.store.transaction() as tx:
+            topic = await node.topics.find_for_publish(tx, name)
+            topic_id = topic["id"]
+            node.topics.authenticate(topic, headers)
+            events = node.topics.parse_events(topic, body, headers.get("content-type", ""))
+            counts = MetricCounts()
+            for event in events:
+                # Publishers choose event ids; the outbox key must be unique whatever they chose.
+                await node.publisher.publish(tx, topic["id"], event, storage_id=str(uuid.uuid4()), counts=counts)
+            counts.publish_latency(topic["id"], (time.perf_counter() - began) * 1000.0)
+            await tx.add_metric_counts(counts.rows())
+    except CallgridError as exc:
+        if topic_id is not None:
+            failed = MetricCounts()
+            failed.publish_failed(topic_id, exc.code, _event_count(body))
+            async with node.store.transaction() as tx:
+                await tx.add_metric_counts(failed.rows())
+        raise
     return Response(status_code=200)
 
 

@@ -85,6 +85,7 @@ OPENAPI: dict[str, Any] = {
                 "properties": {
                     "onIncomingCall": {"enum": ["ring", "answer", "decline", "busy"]},
                     "answerDelayMs": {"type": "integer", "minimum": 0},
+                    "connectDelayMs": {"type": "integer", "minimum": 0, "maximum": 600000},
                 },
             },
         },

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from callgrid.api.auth import hmac_signed, node_of
 from callgrid.api.errors import field, read_object
-from callgrid.api.repeatability import repeatable
+from callgrid.api.repeatability import operation, repeatable
 from callgrid.errors import InvalidRequest, NotFound
 
 
@@ -32,21 +32,25 @@ async def start_recording(request: Request) -> Response:
             "(group calls and rooms are not simulated).",
             code="8523",
         )
-    async with node.store.transaction() as tx:
+    state_callback_uri = field(body, "recordingStateCallbackUri", str, required=False)
+    content_type = field(body, "recordingContentType", str, required=False) or "audio"
+    channel_type = field(body, "recordingChannelType", str, required=False) or "mixed"
+    format_type = field(body, "recordingFormatType", str, required=False) or "wav"
+    async with operation(node) as op:
         if not isinstance(server_call_id, str):
-            call, _ = await node.calls.connection(tx, str(connection_id))
+            call, _ = await node.calls.connection(op.tx, str(connection_id))
             server_call_id = call.server_call_id
         doc = await node.calls.recordings.start(
-            tx,
+            op.tx,
             server_call_id=server_call_id,
             download_base=node.settings.endpoint,
-            state_callback_uri=field(body, "recordingStateCallbackUri", str, required=False),
-            content_type=field(body, "recordingContentType", str, required=False) or "audio",
-            channel_type=field(body, "recordingChannelType", str, required=False) or "mixed",
-            format_type=field(body, "recordingFormatType", str, required=False) or "wav",
+            state_callback_uri=state_callback_uri,
+            content_type=content_type,
+            channel_type=channel_type,
+            format_type=format_type,
             pause_on_start=bool(body.get("pauseOnStart", False)),
         )
-    return JSONResponse(node.calls.recordings.describe(doc), status_code=200)
+        return await op.respond(JSONResponse(node.calls.recordings.describe(doc), status_code=200))
 
 
 @hmac_signed

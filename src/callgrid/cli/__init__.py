@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from callgrid.cli import calls, demo, events, serve
+from callgrid.cli import calls, calls_sim, demo, events, serve
 from callgrid.cli.identities import identities_app
 from callgrid.cli.numbers import numbers_app
 from callgrid.cli.router import router_app
@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 serve.register(app)
 calls.register(app)
+calls_sim.register(app)
 events.register(app)
 app.add_typer(numbers_app, name="numbers")
 app.add_typer(identities_app, name="identities")

@@ -3,8 +3,9 @@
 Custom topics (`Microsoft.EventGrid/topics`) take events from any publisher: `endpoint` is where
 `EventGridPublisherClient` posts (`{callgrid endpoint}/eventgrid/topics/{name}/api/events`), with an
 `aeg-sas-key` (key1 or key2) or an `aeg-sas-token` made by `generate_sas`. Their name is unique per
-server, as Azure's are per region (they are DNS names). Input schemas: EventGridSchema and
-CloudEventSchemaV1_0 (CustomEventSchema is refused: not implemented).
+server, as Azure's are per region (they are DNS names). Input schemas: EventGridSchema,
+CloudEventSchemaV1_0, and CustomEventSchema with a JSON `inputSchemaMapping` (mapping.py): any JSON
+object is accepted and mapped to an Event Grid envelope whose `data` is the whole original event.
 
 System topics (`Microsoft.EventGrid/systemTopics`) name the Communication resource as `source`;
 their event subscriptions receive its system events, like extension subscriptions on the resource.
@@ -29,6 +30,7 @@ from urllib.parse import unquote
 from callgrid.clock import Clock, iso7
 from callgrid.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, Unauthorized
 from callgrid.eventgrid.events import parse_time
+from callgrid.eventgrid.mapping import map_custom_event, validate_input_schema_mapping
 from callgrid.eventgrid.subscriptions import CLOUD_EVENT_SCHEMA, CUSTOM_EVENT_SCHEMA, EVENT_GRID_SCHEMA
 from callgrid.store import StoreTx
 
@@ -119,13 +121,9 @@ class TopicService:
             raise _invalid("'properties' must be a JSON object.")
         location = _location(body)
         schema = props.get("inputSchema") or EVENT_GRID_SCHEMA
-        if schema == CUSTOM_EVENT_SCHEMA:
-            raise _invalid(
-                "inputSchema 'CustomEventSchema' is not supported by callgrid; "
-                "use EventGridSchema or CloudEventSchemaV1_0."
-            )
-        if schema not in (EVENT_GRID_SCHEMA, CLOUD_EVENT_SCHEMA):
-            raise _invalid("inputSchema must be 'EventGridSchema' or 'CloudEventSchemaV1_0'.")
+        if schema not in (EVENT_GRID_SCHEMA, CLOUD_EVENT_SCHEMA, CUSTOM_EVENT_SCHEMA):
+            raise _invalid("inputSchema must be 'EventGridSchema', 'CloudEventSchemaV1_0' or 'CustomEventSchema'.")
+        mapping = validate_input_schema_mapping(props.get("inputSchemaMapping"), schema)
         existing = await tx.get_topic(arm_id.lower())
         same_name = await tx.find_topic_by_name(CUSTOM, name)
         if same_name is not None and same_name["id"].lower() != arm_id.lower():
@@ -151,6 +149,7 @@ class TopicService:
                 "provisioningState": "Succeeded",
                 "endpoint": self.endpoint_for(name),
                 "inputSchema": schema,
+                **({"inputSchemaMapping": mapping} if mapping is not None else {}),
                 "metricResourceId": existing["properties"]["metricResourceId"] if existing else str(uuid.uuid4()),
                 "publicNetworkAccess": props.get("publicNetworkAccess") or "Enabled",
                 "disableLocalAuth": disable_local_auth,
@@ -304,7 +303,7 @@ class TopicService:
             raise _invalid(f"The request body is not valid JSON: {exc}.", "BadRequest") from None
         schema = doc["properties"]["inputSchema"]
         single_ce = content_type.split(";", 1)[0].strip().lower() == "application/cloudevents+json"
-        if isinstance(parsed, dict) and (single_ce or schema == CLOUD_EVENT_SCHEMA):
+        if isinstance(parsed, dict) and (single_ce or schema in (CLOUD_EVENT_SCHEMA, CUSTOM_EVENT_SCHEMA)):
             parsed = [parsed]
         if not isinstance(parsed, list):
             raise _invalid("The request body must be a JSON array of events.", "BadRequest")
@@ -327,6 +326,9 @@ class TopicService:
                 raise _invalid(f"Event {index} must be a JSON object.", "BadRequest")
             if schema == CLOUD_EVENT_SCHEMA:
                 events.append(_cloud_event(event, index))
+            elif schema == CUSTOM_EVENT_SCHEMA:
+                mapping = doc["properties"]["inputSchemaMapping"]
+                events.append(map_custom_event(event, index, mapping, doc["id"], self._clock.now()))
             else:
                 events.append(_event_grid_event(event, index, doc["id"]))
         return events

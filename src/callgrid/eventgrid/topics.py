@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from callgrid.clock import Clock
+from callgrid.eventgrid.delivery.metrics import MetricCounts
 from callgrid.eventgrid.events import event_grid_event, filter_view
 from callgrid.eventgrid.index import SubscriptionIndex
 from callgrid.eventgrid.subscriptions import ActiveSubscription, active_subscription
@@ -65,16 +66,30 @@ class EventPublisher:
         self._on_enqueued = on_enqueued
 
     async def publish(
-        self, tx: StoreTx, topic_source: str, event: dict[str, Any], *, storage_id: str | None = None
+        self,
+        tx: StoreTx,
+        topic_source: str,
+        event: dict[str, Any],
+        *,
+        storage_id: str | None = None,
+        counts: MetricCounts | None = None,
     ) -> list[str]:
         """Queue one event for every matching subscription of `topic_source`.
 
         `event` is kept as published (Event Grid schema, or a CloudEvent from a CloudEvents topic);
         the delivery engine converts it to each subscription's schema at send time. `storage_id` is
         the outbox key when the event's own id need not be unique (publishers choose custom topic ids).
+        An event no subscription wants is only counted (UnmatchedEventCount): nothing would read it.
+        Metrics go to `counts` when the caller writes many events' counts at once, else straight to `tx`.
         """
         now = self._clock.now()
         subs = await self._table.matching(tx, topic_source, filter_view(event), now)
+        local = counts if counts is not None else MetricCounts()
+        local.published(topic_source, (s.id for s in subs))
+        if counts is None:
+            await tx.add_metric_counts(local.rows())
+        if not subs:
+            return []
         key = storage_id or event["id"]
         await tx.add_event(key, topic_source, json.dumps(event, separators=(",", ":")), now)
         for sub in subs:

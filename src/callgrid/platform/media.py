@@ -32,11 +32,13 @@ STOP_TONE: Result = (200, 8514, "Action completed, stop tone detected.")
 MAX_DIGITS: Result = (200, 8531, "Action completed, max digits received.")
 INTER_TONE_TIMEOUT: Result = (200, 8532, "Action completed, inter-digit silence timeout reached.")
 INITIAL_SILENCE: Result = (400, 8510, "Action failed, initial silence timeout reached.")
+CHOICE_MATCHED: Result = (200, 8533, "Action completed, DTMF option matched.")
+INCORRECT_TONE: Result = (400, 8534, "Action failed, incorrect tone detected.")
 NOT_SIMULATED = 8565
 
 SPEECH_UNAVAILABLE = (
     "Action failed, bad request to Cognitive Services: callgrid does not recognize speech "
-    "(no speech service is simulated); use recognizeInputType 'dtmf'."
+    "(no speech service is simulated); use recognizeInputType 'dtmf', 'speechOrDtmf', or 'choices' with tones."
 )
 TTS_UNAVAILABLE = (
     "Action failed, bad request to Cognitive Services: callgrid does not synthesize speech "
@@ -59,6 +61,8 @@ class RecognizeOptions:
     inter_tone_seconds: float = INTER_TONE_SECONDS
     max_tones: int = MAX_TONES
     stop_tones: list[str] = field(default_factory=list)
+    # recognizeInputType "choices": each {"label", "tone"?}; callgrid matches the tones only.
+    choices: list[dict[str, str | None]] = field(default_factory=list)
 
 
 class MediaService:
@@ -109,6 +113,7 @@ class MediaService:
                 raise InvalidRequest(f"stopTones: '{tone}' is not a DTMF tone name.", code="8523")
         if not 1 <= options.max_tones <= 128:
             raise InvalidRequest("maxTonesToCollect must be between 1 and 128.", code="8523")
+        _check_choices(options)
         op = self._new_op(call, connection, "recognize", operation_context, callback_uri)
         op.update(
             inputType=options.input_type,
@@ -119,6 +124,7 @@ class MediaService:
             interTone=options.inter_tone_seconds,
             maxTones=options.max_tones,
             stopTones=list(options.stop_tones),
+            choices=list(options.choices),
             tones=[],
         )
         await self._enqueue(tx, call, op, interrupt)
@@ -268,7 +274,7 @@ class MediaService:
     async def _start(self, tx: StoreTx, call: Call, op: dict[str, Any]) -> None:
         now = self._core.clock.now()
         failed = next((i for i, s in enumerate(op["sources"]) if s["duration"] is None), None)
-        if op["kind"] == "recognize" and op["inputType"] != "dtmf":
+        if op["kind"] == "recognize" and not _hears_tones(op):
             await self._finish(tx, call, op, "Failed", (400, NOT_SIMULATED, SPEECH_UNAVAILABLE))
             return
         if failed is not None:
@@ -375,6 +381,16 @@ class MediaService:
             op["phase"] = "listening"
         if op["phase"] != "listening":
             return  # keys pressed during a prompt that may not be interrupted are not heard
+        if op["inputType"] == "choices":
+            # The first key decides: the choice with that tone, or an incorrect tone.
+            label = next((c["label"] for c in op.get("choices", []) if c.get("tone") == tone), None)
+            if label is None:
+                await self._finish(tx, call, op, "Failed", INCORRECT_TONE)
+            else:
+                # On DTMF the service names the choice only (recognizedPhrase is for speech).
+                extra = {"recognitionType": "choices", "choiceResult": {"label": label}}
+                await self._finish(tx, call, op, "Completed", CHOICE_MATCHED, extra=extra)
+            return
         if tone in op["stopTones"]:
             await self._recognized(tx, call, op, STOP_TONE)
             return
@@ -423,3 +439,33 @@ class MediaService:
             else:
                 await self._finish(tx, call, op, "Failed", INITIAL_SILENCE)
         await self._core.save(tx, call)
+
+
+def _hears_tones(op: dict[str, Any]) -> bool:
+    """Whether a recognize operation can complete here: speech is not simulated, keys are."""
+    if op["inputType"] in ("dtmf", "speechOrDtmf"):
+        return True
+    return op["inputType"] == "choices" and any(c.get("tone") for c in op.get("choices", []))
+
+
+def _check_choices(options: RecognizeOptions) -> None:
+    if options.input_type != "choices":
+        return
+    if not options.choices:
+        raise InvalidRequest("recognizeOptions.choices must name at least one choice.", code="8523")
+    labels: set[str] = set()
+    tones: set[str] = set()
+    for i, choice in enumerate(options.choices):
+        label, tone = choice.get("label"), choice.get("tone")
+        if not label:
+            raise InvalidRequest(f"recognizeOptions.choices[{i}].label is required.", code="8523")
+        if label in labels:
+            raise InvalidRequest(f"recognizeOptions.choices: the label '{label}' is used twice.", code="8523")
+        labels.add(label)
+        if tone is None:
+            continue
+        if tone not in DTMF_TONES:
+            raise InvalidRequest(f"recognizeOptions.choices[{i}].tone: '{tone}' is not a DTMF tone name.", code="8523")
+        if tone in tones:
+            raise InvalidRequest(f"recognizeOptions.choices: the tone '{tone}' is used twice.", code="8523")
+        tones.add(tone)

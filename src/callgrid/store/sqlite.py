@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import astuple, fields
@@ -18,6 +20,7 @@ from typing import Any
 
 from callgrid.store.base import AttemptRow, DeadLetterRow, DeliveryRow, DuplicateKey, StoreTx, TimerRow
 
+_log = logging.getLogger(__name__)
 _DELIVERY_COLUMNS = [f.name for f in fields(DeliveryRow)]
 _DEAD_LETTER_COLUMNS = [f.name for f in fields(DeadLetterRow)]
 _DEAD_LETTER_JSON = ("item", "destination")
@@ -48,6 +51,7 @@ class SqliteStore:
         self.path = Path(url.removeprefix("sqlite:///"))
         self._synchronous = synchronous
         self._conn: sqlite3.Connection | None = None
+        self._checkpointer: _Checkpointer | None = None
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
@@ -60,6 +64,11 @@ class SqliteStore:
         conn.execute("PRAGMA busy_timeout=5000")
         self._conn = conn
         self._migrate(conn)
+        # Checkpoints copy the WAL into the database file and fsync it: milliseconds that an automatic
+        # checkpoint would spend inside some commit on the event loop. A thread does them instead (its
+        # own connection; sqlite releases the GIL), which changes nothing about what a commit makes durable.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer = _Checkpointer(self.path)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
@@ -69,6 +78,11 @@ class SqliteStore:
                 continue
             conn.execute("BEGIN IMMEDIATE")
             try:
+                # Another process opening the same file (a CLI command beside `serve`) may have applied
+                # it while this one waited for the write lock.
+                if conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).fetchone():
+                    conn.execute("COMMIT")
+                    continue
                 for statement in sql.split(";"):
                     if statement.strip():
                         conn.execute(statement)
@@ -79,6 +93,9 @@ class SqliteStore:
                 raise
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -96,6 +113,33 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+
+class _Checkpointer:
+    """Passive WAL checkpoints off the event loop: they never wait for, nor block, the writer."""
+
+    def __init__(self, path: Path, interval: float = 0.2) -> None:
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._interval = interval
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping.wait(self._interval):
+                try:
+                    self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:
+                    # Nothing is lost meanwhile (the WAL holds every commit); try again next time.
+                    _log.warning("WAL checkpoint failed: %s", exc)
+        finally:
+            self._conn.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
 
 
 def _doc(row: tuple[Any, ...] | None) -> dict[str, Any] | None:
@@ -282,7 +326,15 @@ class _SqliteTx:
 
     async def delete_subscription(self, sub_id: str) -> bool:
         deleted = self._c.execute("DELETE FROM event_subscriptions WHERE id = ?", (sub_id,)).rowcount > 0
-        # Pending deliveries die with their subscription, as in Azure.
+        # Pending deliveries die with their subscription, as in Azure, and are counted as dropped.
+        self._c.execute(
+            "INSERT INTO eventgrid_metrics (topic, subscription_id, metric, label, value) "
+            "SELECT lower(e.topic), d.subscription_id, 'DroppedEventCount', 'SubscriptionDeleted', COUNT(*) "
+            "FROM deliveries d JOIN events e ON e.id = d.event_id "
+            "WHERE d.subscription_id = ? AND d.status = 'pending' GROUP BY lower(e.topic) "
+            "ON CONFLICT (topic, subscription_id, metric, label) DO UPDATE SET value = value + excluded.value",
+            (sub_id,),
+        )
         self._c.execute(
             "UPDATE deliveries SET status = 'dropped', last_outcome = 'SubscriptionDeleted', "
             "reason = 'SubscriptionDeleted', lease_until = NULL "
@@ -466,37 +518,39 @@ class _SqliteTx:
             [(*_dead_letter_values(r)[1:], r.id) for r in rows],
         )
 
-    async def delivery_metrics(self) -> dict[str, list[tuple[Any, ...]]]:
-        """Counts behind Event Grid's metrics, derived from durable rows (so they survive restarts)."""
-        q = self._c.execute
-        return {
-            # Callback events share the table; Event Grid topics are the ones with ARM ids.
-            "published": q(
-                "SELECT topic, COUNT(*) FROM events WHERE topic LIKE '/subscriptions/%' GROUP BY topic"
-            ).fetchall(),
-            "unmatched": q(
-                "SELECT e.topic, COUNT(*) FROM events e WHERE e.topic LIKE '/subscriptions/%' AND NOT EXISTS "
-                "(SELECT 1 FROM deliveries d WHERE d.event_id = e.id) GROUP BY e.topic"
-            ).fetchall(),
-            # (topic, subscription, status, reason, count, latency sum, latency buckets...)
-            "deliveries": q(
-                "SELECT e.topic, d.subscription_id, d.status, d.reason, COUNT(*) FROM deliveries d "
-                "JOIN events e ON e.id = d.event_id WHERE d.kind = 'eventgrid' "
-                "GROUP BY e.topic, d.subscription_id, d.status, d.reason"
-            ).fetchall(),
-            "delivered_latency": q(
-                "SELECT e.topic, d.subscription_id, d.last_attempt_at - d.created_at FROM deliveries d "
-                "JOIN events e ON e.id = d.event_id WHERE d.kind = 'eventgrid' AND d.status = 'delivered'"
-            ).fetchall(),
-            "attempts": q(
-                "SELECT e.topic, d.subscription_id, a.outcome, a.status, a.duration_ms FROM delivery_attempts a "
-                "JOIN deliveries d ON d.id = a.delivery_id JOIN events e ON e.id = d.event_id "
-                "WHERE d.kind = 'eventgrid'"
-            ).fetchall(),
-        }
+    async def add_metric_counts(self, counts: list[tuple[str, str, str, str, float]]) -> None:
+        self._c.executemany(
+            "INSERT INTO eventgrid_metrics (topic, subscription_id, metric, label, value) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (topic, subscription_id, metric, label) DO UPDATE SET value = value + excluded.value",
+            counts,
+        )
+
+    async def metric_counts(self) -> list[tuple[str, str, str, str, float]]:
+        rows = self._c.execute("SELECT topic, subscription_id, metric, label, value FROM eventgrid_metrics").fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), float(r[4])) for r in rows]
+
+    async def purge_ended_deliveries(self, ended_before: float, limit: int) -> int:
+        """Forget up to `limit` delivered or dropped rows (with their attempts, then their events once
+        nothing refers to them) last claimed before `ended_before`. Dead-lettered rows stay: replayable."""
+        rows = self._c.execute(
+            "SELECT id, event_id FROM deliveries WHERE status IN ('delivered', 'dropped') AND next_attempt_at < ? "
+            "LIMIT ?",
+            (ended_before, limit),
+        ).fetchall()
+        if not rows:
+            return 0
+        self._c.executemany("DELETE FROM delivery_attempts WHERE delivery_id = ?", [(r[0],) for r in rows])
+        self._c.executemany("DELETE FROM deliveries WHERE id = ?", [(r[0],) for r in rows])
+        self._c.executemany(
+            "DELETE FROM events WHERE id = ? AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = events.id) "
+            "AND NOT EXISTS (SELECT 1 FROM dead_letters WHERE event_id = events.id)",
+            [(e,) for e in {r[1] for r in rows}],
+        )
+        return len(rows)
 
     async def reset(self) -> None:
         for table in (
+            "eventgrid_metrics",
             "delivery_attempts",
             "dead_letters",
             "deliveries",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.eventgrid.delivery.helpers import DEAD_LETTER, raise_incoming_calls, settled
+from tests.eventgrid.delivery.helpers import DEAD_LETTER, deliveries, raise_incoming_calls, settled, wait_for
 from tests.support.arm import put_subscription
 from tests.support.server import CallgridProcess
 from tests.support.webhook import WebhookReceiver
@@ -97,3 +98,73 @@ def test_metrics_survive_a_restart(
         frozenset({"topic": topic, "event_subscription_name": "KEPT-APP"}.items()),
     )
     assert samples[key] == 2
+
+
+def test_publish_metrics_of_a_custom_topic(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+    from azure.core.credentials import AzureKeyCredential
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.eventgrid import EventGridEvent, EventGridPublisherClient
+
+    from tests.eventgrid.mgmt import create_topic, topic_key
+    from tests.eventgrid.test_custom_topic_publish import subscribe
+
+    topic = create_topic(fresh, "metered")
+    subscribe(fresh, "metered", "red-only", webhook.url, filter={"subjectBeginsWith": "/red"})
+    client = EventGridPublisherClient(topic.endpoint, AzureKeyCredential(topic_key(fresh, "metered")))
+    client.send(
+        [
+            EventGridEvent(subject=subject, event_type="Contoso.Paint", data={}, data_version="1")
+            for subject in ("/red/1", "/red/2", "/blue/1")
+        ]
+    )
+    with pytest.raises(ClientAuthenticationError):
+        EventGridPublisherClient(topic.endpoint, AzureKeyCredential("d3Jvbmc=")).send(
+            [EventGridEvent(subject="/red/3", event_type="Contoso.Paint", data={}, data_version="1")] * 2
+        )
+    webhook.wait_for(lambda: len(webhook.events("Contoso.Paint")) == 2)
+    samples = scrape(fresh)
+    t = topic.id.lower()
+
+    def value(name: str, **labels: str) -> float:
+        return samples.get((name, frozenset({"topic": t, **labels}.items())), 0.0)
+
+    assert value("eventgrid_publish_success_count") == 3
+    assert value("eventgrid_matched_event_count", event_subscription_name="RED-ONLY") == 2
+    assert value("eventgrid_unmatched_event_count") == 1
+    assert value("eventgrid_publish_fail_count", error_type="Unauthorized") == 2
+    assert value("eventgrid_publish_success_latency_in_ms") > 0
+
+
+def test_retention_purges_ended_deliveries_but_keeps_counts_and_dead_letters(
+    fresh: CallgridProcess, webhook: WebhookReceiver
+) -> None:
+    failing = WebhookReceiver(responder=lambda item: (400, None))
+    try:
+        put_subscription(fresh, "kept-app", webhook.url)
+        put_subscription(fresh, "dead-app", failing.url, properties={"deadLetterDestination": DEAD_LETTER})
+        raise_incoming_calls(fresh, 2)
+        rows = settled(fresh)
+    finally:
+        failing.close()
+    assert sorted(r["status"] for r in rows) == ["deadLettered", "deadLettered", "delivered", "delivered"]
+    fresh.advance(23 * 3600)  # within the default 24 h: nothing is purged yet
+    assert len(settled(fresh)) == 4
+    fresh.advance(3600 + 120)
+    remaining = wait_for(lambda: (lambda r: r if len(r) == 2 else None)(deliveries(fresh)))
+    assert {r["status"] for r in remaining} == {"deadLettered"}
+    # A dead letter outlives retention and can still be replayed.
+    dead = fresh.client().request("GET", "/callgrid/v1/deadLetters")["value"]
+    assert len(dead) == 2
+    fresh.client().request("POST", f"/callgrid/v1/deadLetters/{dead[0]['id']}:replay")
+    # The counters are not the rows: what happened is still counted.
+    samples = scrape(fresh)
+    topic = fresh.resource_id.lower()
+    key = (
+        "eventgrid_delivery_success_count",
+        frozenset({"topic": topic, "event_subscription_name": "KEPT-APP"}.items()),
+    )
+    assert samples[key] == 2
+    # The purged events are gone from the store too (read from the file, beside the running server).
+    with sqlite3.connect(f"file:{fresh.data_dir / 'callgrid.db'}?mode=ro", uri=True) as db:
+        (events,) = db.execute("SELECT COUNT(*) FROM events").fetchone()
+    assert events == 2  # the dead-lettered calls' events

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from callgrid.eventgrid.delivery.probation import Probation
 from callgrid.eventgrid.events import parse_time
-from tests.eventgrid.delivery.helpers import raise_incoming_calls, settled
+from tests.eventgrid.delivery.helpers import DEAD_LETTER, raise_incoming_calls, settled, wait_for
 from tests.support.arm import put_subscription
 from tests.support.server import CallgridProcess
 from tests.support.webhook import WebhookReceiver
@@ -42,3 +42,53 @@ def test_a_failing_endpoint_delays_new_deliveries(fresh: CallgridProcess, webhoo
     (newest,) = [r for r in settled(fresh) if r["id"] == newest["id"]]
     assert newest["status"] == "delivered"
     assert newest["attempts"] == 1
+
+
+def test_events_whose_time_to_live_ends_during_probation_are_dead_lettered_without_an_attempt(
+    fresh: CallgridProcess, webhook: WebhookReceiver
+) -> None:
+    put_subscription(
+        fresh,
+        "gone-app",
+        webhook.url,
+        properties={
+            "retryPolicy": {"maxDeliveryAttempts": 30, "eventTimeToLiveInMinutes": 1},
+            "deadLetterDestination": DEAD_LETTER,
+        },
+    )
+    webhook.responder = lambda item: (404, None)  # NotFound: 5 minutes of probation, longer than the TTL
+    raise_incoming_calls(fresh, 10)
+    failed = settled(fresh)
+    assert all(r["attempts"] == 1 and r["status"] == "pending" for r in failed)
+    assert len(webhook.notifications()) == 10
+
+    webhook.responder = None
+    raise_incoming_calls(fresh)
+    newest = wait_for(lambda: [r for r in settled(fresh) if r["status"] == "deadLettered"])
+    assert [r["attempts"] for r in newest] == [0]
+    assert newest[0]["reason"] == "UndeliverableDueToProbationCausedByClientError"
+    assert newest[0]["lastOutcome"] == "Probation"
+    # The ten that failed meet the same end when their retry falls due (10 s + jitter), still on probation.
+    fresh.advance(11.5)
+    rows = wait_for(lambda: (lambda r: r if all(x["status"] == "deadLettered" for x in r) else None)(settled(fresh)))
+    assert len(rows) == 11
+    assert len(webhook.notifications()) == 10  # nothing more was attempted
+    letters = fresh.client().request("GET", "/callgrid/v1/deadLetters")["value"]
+    items = [d["event"] for d in letters]
+    assert {i["deadLetterReason"] for i in items} == {"UndeliverableDueToProbationCausedByClientError"}
+    assert {i["lastDeliveryOutcome"] for i in items} == {"Probation"}
+    assert sorted(i["deliveryAttempts"] for i in items) == [0] + [1] * 10
+
+
+def test_events_that_outlive_the_probation_wait_for_it(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+    put_subscription(fresh, "patient-app", webhook.url, properties={"retryPolicy": {"eventTimeToLiveInMinutes": 10}})
+    webhook.responder = lambda item: (404, None)
+    raise_incoming_calls(fresh, 10)
+    failed = {r["id"] for r in settled(fresh)}
+    webhook.responder = None
+    raise_incoming_calls(fresh)
+    (newest,) = [r for r in settled(fresh) if r["id"] not in failed]
+    assert newest["status"] == "pending" and newest["attempts"] == 0
+    fresh.advance(300.5)
+    (newest,) = [r for r in settled(fresh) if r["id"] == newest["id"]]
+    assert newest["status"] == "delivered"

@@ -33,6 +33,10 @@ from callgrid.store import DeadLetterRow, DeliveryRow, Store, StoreTx
 log = logging.getLogger(__name__)
 
 MAX_DELIVERY_ATTEMPTS_EXCEEDED = "MaxDeliveryAttemptsExceeded"
+# An event given up during its endpoint's probation, without an attempt (observed reason and outcome,
+# eventgrid.md 4.5, 4.6). Used whatever outcome put the endpoint on probation: no other reason was seen.
+PROBATION_REASON = "UndeliverableDueToProbationCausedByClientError"
+PROBATION_OUTCOME = "Probation"
 # A dead-letter store unreachable this long drops the event (eventgrid.md 4.6).
 GIVE_UP_AFTER_SECONDS = 4 * 3600.0
 RETRY_WRITE_SECONDS = 60.0

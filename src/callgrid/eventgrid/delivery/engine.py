@@ -22,10 +22,13 @@ from callgrid.clock import Clock
 from callgrid.eventgrid.delivery.batching import plan_batches
 from callgrid.eventgrid.delivery.deadletter import (
     MAX_DELIVERY_ATTEMPTS_EXCEEDED,
+    PROBATION_OUTCOME,
+    PROBATION_REASON,
     dead_letter_item,
     undeliverable_reason,
 )
-from callgrid.eventgrid.delivery.payload import Target, delivered_text, request_for
+from callgrid.eventgrid.delivery.metrics import MetricCounts
+from callgrid.eventgrid.delivery.payload import Target, dead_letter_text, delivered_text, request_for
 from callgrid.eventgrid.delivery.probation import Probation
 from callgrid.eventgrid.delivery.retry import RetryPolicy
 from callgrid.eventgrid.delivery.sender import Sender, SendResult
@@ -56,7 +59,7 @@ class DeliverySettings:
 @dataclass
 class _Request:
     rows: list[DeliveryRow]
-    texts: list[str]  # each event as delivered (kept for dead-letter items)
+    texts: list[str]  # what each event's dead-letter item is built on (payload.dead_letter_text)
     target: Target | None  # None for Call Automation callbacks
     url: str
     body: bytes
@@ -70,6 +73,7 @@ class _Claim:
     requests: list[_Request] = field(default_factory=list)
     settled: list[DeliveryRow] = field(default_factory=list)  # ended or rescheduled without an attempt
     dead: list[DeadLetterRow] = field(default_factory=list)
+    counts: MetricCounts = field(default_factory=MetricCounts)
 
 
 class DeliveryEngine:
@@ -149,6 +153,8 @@ class DeliveryEngine:
                 await tx.finish_attempts(claim.settled, [])
             if claim.dead:
                 await tx.add_dead_letters(claim.dead)
+            if claim.counts:
+                await tx.add_metric_counts(claim.counts.rows())
         if claim.dead and self._on_dead_letter is not None:
             self._on_dead_letter()
         for request in claim.requests:
@@ -205,6 +211,7 @@ class DeliveryEngine:
             if target is None or (target.state != SUCCEEDED and target.state not in PENDING_VALIDATION):
                 self._end(row, "dropped", "SubscriptionDeleted" if target is None else "SubscriptionNotActive")
                 claim.settled.append(row)
+                claim.counts.ended(target.topic if target else "", sid, row.status, row.reason)
                 continue
             if target.state in PENDING_VALIDATION:
                 self._postpone(row, now + _REVALIDATION_WAIT_SECONDS)
@@ -213,16 +220,18 @@ class DeliveryEngine:
             row.url = target.url
             if row.expires_at is not None and now > row.expires_at:
                 # TTL is only looked at when an attempt falls due (eventgrid.md 4.5).
-                text = delivered_text(stored, target.schema, dataschema=self.settings.cloud_event_dataschema)
-                dead = self._conclude(row, target, text, self.settings.ttl_reason, now)
-                claim.settled.append(row)
-                if dead is not None:
-                    claim.dead.append(dead)
+                self._settle(claim, row, target, stored, self.settings.ttl_reason, now)
                 continue
             until = self.probation.until(target.endpoint, now)
             if until is not None:
-                self._postpone(row, until)
-                claim.settled.append(row)
+                if row.expires_at is not None and row.expires_at < until:
+                    # Its time to live ends before the endpoint may be tried again: Event Grid gives up on
+                    # such events during probation without an attempt (eventgrid.md 4.5).
+                    row.last_outcome = PROBATION_OUTCOME
+                    self._settle(claim, row, target, stored, PROBATION_REASON, now)
+                else:
+                    self._postpone(row, until)
+                    claim.settled.append(row)
                 continue
             # Members of one POST share aeg-delivery-count, so a batch is built of equal attempt counts.
             groups.setdefault((sid, row.attempts), []).append((row, stored))
@@ -232,6 +241,15 @@ class DeliveryEngine:
             claim.requests.extend(self._batches(target, attempts, members))
         return claim
 
+    def _settle(self, claim: _Claim, row: DeliveryRow, target: Target, stored: str, reason: str, now: float) -> None:
+        """End a row without an attempt: dead-lettered or dropped, and counted."""
+        text = delivered_text(stored, target.schema, dataschema=self.settings.cloud_event_dataschema)
+        dead = self._conclude(row, target, dead_letter_text(stored, text, target.schema), reason, now)
+        claim.settled.append(row)
+        if dead is not None:
+            claim.dead.append(dead)
+        claim.counts.ended(target.topic, target.subscription_id, row.status, row.reason)
+
     def _batches(self, target: Target, attempts: int, members: list[tuple[DeliveryRow, str]]) -> list[_Request]:
         dataschema = self.settings.cloud_event_dataschema
         texts = [(row, delivered_text(stored, target.schema, dataschema=dataschema)) for row, stored in members]
@@ -240,11 +258,13 @@ class DeliveryEngine:
         else:
             batches = [[m] for m in texts]
         requests = []
+        stored_by_id = {row.id: stored for row, stored in members}
         for batch in batches:
             rows = [r for r, _ in batch]
             bodies = [t for _, t in batch]
             body, headers = request_for(target, bodies, attempts, rows[0].id if len(rows) == 1 else None)
-            requests.append(_Request(rows, bodies, target, target.url, body, headers))
+            letters = [dead_letter_text(stored_by_id[r.id], t, target.schema) for r, t in batch]
+            requests.append(_Request(rows, letters, target, target.url, body, headers))
         return requests
 
     def _callback_request(self, row: DeliveryRow, stored: str) -> _Request:
@@ -313,9 +333,11 @@ class DeliveryEngine:
             rows: list[DeliveryRow] = []
             attempts: list[AttemptRow] = []
             dead: list[DeadLetterRow] = []
+            counts = MetricCounts()
             for request, result in batch:
                 # One delay per POST: a batch is retried as a unit (all-or-none, eventgrid.md 4.4).
                 delay = self._retry_delay(request, result)
+                target = request.target
                 for row, text in zip(request.rows, request.texts, strict=True):
                     attempts.append(
                         AttemptRow(
@@ -333,11 +355,19 @@ class DeliveryEngine:
                     rows.append(row)
                     if letter is not None:
                         dead.append(letter)
+                    if target is not None:
+                        sid = target.subscription_id
+                        counts.attempt(target.topic, sid, result.ok, result.outcome, request.duration_ms)
+                        if row.status != "pending":
+                            latency = (row.last_attempt_at or now) - row.created_at
+                            counts.ended(target.topic, sid, row.status, row.reason, latency)
             try:
                 async with self._store.transaction() as tx:
                     await tx.finish_attempts(rows, attempts)
                     if dead:
                         await tx.add_dead_letters(dead)
+                    if counts:
+                        await tx.add_metric_counts(counts.rows())
             except Exception:
                 # Not recorded: the leases stay, and the rows are sent again (at-least-once).
                 log.exception("could not record %d delivery outcomes", len(rows))

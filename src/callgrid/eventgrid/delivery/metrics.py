@@ -2,23 +2,110 @@
 
 Names are Azure's in snake case under `eventgrid_` (PublishSuccessCount ->
 `eventgrid_publish_success_count`), with Azure's dimensions as labels (`topic`,
-`event_subscription_name`, `dead_letter_reason`, `drop_reason`, `error_type`). They are computed
-from the durable outbox at scrape time, so they survive restarts and cost nothing on the hot path.
+`event_subscription_name`, `dead_letter_reason`, `drop_reason`, `error_type`).
+
+Counts are durable counters (`StoreTx.add_metric_counts`), added to in the very transactions that
+publish events and record delivery outcomes, from a `MetricCounts` the caller fills as it goes. A
+scrape reads one row per topic, subscription, metric and label, however long the history; counts
+survive restarts and the retention purge of old deliveries. Histograms are stored as per-bucket
+counts plus a sum and a count. Topics are lower-cased ARM ids, as Event Grid stamps system events.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
 
 # Seconds from publish to successful delivery (on callgrid's clock).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600, 3600, 21600, 86400)
 # Milliseconds a destination took to answer one attempt (real time).
 DURATION_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000)
 
+PUBLISH_SUCCESS = "PublishSuccessCount"
+PUBLISH_FAIL = "PublishFailCount"
+PUBLISH_LATENCY = "PublishSuccessLatencyInMs"
+UNMATCHED = "UnmatchedEventCount"
+MATCHED = "MatchedEventCount"
+DELIVERED = "DeliverySuccessCount"
+ATTEMPT_FAILED = "DeliveryAttemptFailCount"
+DEAD_LETTERED = "DeadLetteredCount"
+DROPPED = "DroppedEventCount"
+DURATION = "DestinationProcessingDurationInMs"
+LATENCY = "DeliveryLatencySeconds"  # callgrid's own
+
+_HISTOGRAMS = {DURATION: DURATION_BUCKETS_MS, LATENCY: LATENCY_BUCKETS}
+
+# (topic, subscription id or '', metric, label or '') -> value
+CounterRow = tuple[str, str, str, str, float]
 Labels = tuple[tuple[str, str], ...]
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+class MetricCounts:
+    """Increments gathered during one transaction, written with it in one statement batch."""
+
+    def __init__(self) -> None:
+        self._counts: defaultdict[tuple[str, str, str, str], float] = defaultdict(float)
+
+    def __bool__(self) -> bool:
+        return bool(self._counts)
+
+    def add(self, topic: str, subscription_id: str, metric: str, label: str = "", value: float = 1.0) -> None:
+        self._counts[(topic.lower(), subscription_id, metric, label)] += value
+
+    def observe(self, topic: str, subscription_id: str, metric: str, value: float) -> None:
+        bounds = _HISTOGRAMS[metric]
+        index = bisect.bisect_left(bounds, value)
+        bucket = _number(bounds[index]) if index < len(bounds) else "+Inf"
+        self.add(topic, subscription_id, metric, "le=" + bucket)
+        self.add(topic, subscription_id, metric, "sum", value)
+        self.add(topic, subscription_id, metric, "count")
+
+    # -------------------------------------------------------------- publishing
+
+    def published(self, topic: str, matched: Iterable[str]) -> None:
+        self.add(topic, "", PUBLISH_SUCCESS)
+        any_match = False
+        for subscription_id in matched:
+            any_match = True
+            self.add(topic, subscription_id, MATCHED)
+        if not any_match:
+            self.add(topic, "", UNMATCHED)
+
+    def publish_failed(self, topic: str, error_type: str, events: int = 1) -> None:
+        self.add(topic, "", PUBLISH_FAIL, error_type, events)
+
+    def publish_latency(self, topic: str, milliseconds: float) -> None:
+        self.add(topic, "", PUBLISH_LATENCY, "", round(milliseconds, 3))
+
+    # -------------------------------------------------------------- delivery
+
+    def attempt(self, topic: str, subscription_id: str, ok: bool, outcome: str, duration_ms: float) -> None:
+        self.observe(topic, subscription_id, DURATION, duration_ms)
+        if not ok:
+            self.add(topic, subscription_id, ATTEMPT_FAILED, outcome)
+
+    def ended(
+        self, topic: str, subscription_id: str, status: str, reason: str | None, latency_seconds: float = 0.0
+    ) -> None:
+        """A delivery that reached a final status (pending ones are not counted yet)."""
+        if status == "delivered":
+            self.add(topic, subscription_id, DELIVERED)
+            self.observe(topic, subscription_id, LATENCY, max(0.0, latency_seconds))
+        elif status == "deadLettered":
+            self.add(topic, subscription_id, DEAD_LETTERED, reason or "")
+        elif status == "dropped":
+            self.add(topic, subscription_id, DROPPED, reason or "")
+
+    def rows(self) -> list[CounterRow]:
+        return [(*key, value) for key, value in self._counts.items()]
+
+
+# ------------------------------------------------------------------ exposition
 
 
 def _escape(value: str) -> str:
@@ -31,104 +118,65 @@ def _labels(labels: Labels) -> str:
     return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels) + "}"
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
-
-class _Exposition:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(self, name: str, kind: str, help_text: str, samples: Iterable[tuple[Labels, float]]) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
-        for labels, value in sorted(samples):
-            self.lines.append(f"{name}{_labels(labels)} {_number(value)}")
-
-    def histogram(
-        self, name: str, help_text: str, bounds: tuple[float, ...], observations: dict[Labels, list[float]]
-    ) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} histogram")
-        for labels, values in sorted(observations.items()):
-            values.sort()
-            for bound in bounds:
-                count = bisect.bisect_right(values, bound)
-                self.lines.append(f"{name}_bucket{_labels((*labels, ('le', _number(bound))))} {count}")
-            self.lines.append(f"{name}_bucket{_labels((*labels, ('le', '+Inf')))} {len(values)}")
-            self.lines.append(f"{name}_sum{_labels(labels)} {_number(round(sum(values), 6))}")
-            self.lines.append(f"{name}_count{_labels(labels)} {len(values)}")
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
-
-
-def render(snapshot: dict[str, list[tuple[Any, ...]]], names: dict[str, str]) -> str:
-    """Exposition text from `StoreTx.delivery_metrics()`; `names` maps subscription ids to names."""
-
-    def sub(topic: str, subscription_id: str | None) -> Labels:
-        sid = subscription_id or ""
-        name = names.get(sid) or sid.rstrip("/").rsplit("/", 1)[-1]
-        return (("topic", topic), ("event_subscription_name", name.upper()))
-
-    out = _Exposition()
-    out.family(
-        "eventgrid_publish_success_count",
-        "counter",
-        "Events published to the topic (PublishSuccessCount).",
-        [((("topic", t),), n) for t, n in snapshot["published"]],
-    )
-    out.family(
-        "eventgrid_unmatched_event_count",
-        "counter",
-        "Events that matched no subscription (UnmatchedEventCount).",
-        [((("topic", t),), n) for t, n in snapshot["unmatched"]],
-    )
-    matched: Counter[Labels] = Counter()
-    delivered: Counter[Labels] = Counter()
-    dead: Counter[Labels] = Counter()
-    dropped: Counter[Labels] = Counter()
-    for topic, sid, status, reason, n in snapshot["deliveries"]:
-        labels = sub(topic, sid)
-        matched[labels] += n
-        if status == "delivered":
-            delivered[labels] += n
-        elif status == "deadLettered":
-            dead[(*labels, ("dead_letter_reason", reason or ""))] += n
-        elif status == "dropped":
-            dropped[(*labels, ("drop_reason", reason or ""))] += n
-    failed: Counter[Labels] = Counter()
-    durations: dict[Labels, list[float]] = defaultdict(list)
-    for topic, sid, outcome, status, duration_ms in snapshot["attempts"]:
-        labels = sub(topic, sid)
-        durations[labels].append(float(duration_ms))
-        if not (status is not None and 200 <= status <= 204):
-            failed[(*labels, ("error_type", outcome))] += 1
-    latency: dict[Labels, list[float]] = defaultdict(list)
-    for topic, sid, seconds in snapshot["delivered_latency"]:
-        latency[sub(topic, sid)].append(max(0.0, float(seconds or 0.0)))
-    out.family("eventgrid_matched_event_count", "counter", "Events matched (MatchedEventCount).", matched.items())
-    out.family(
-        "eventgrid_delivery_success_count", "counter", "Events delivered (DeliverySuccessCount).", delivered.items()
-    )
-    out.family(
-        "eventgrid_delivery_attempt_fail_count",
-        "counter",
-        "Failed delivery attempts, per event (DeliveryAttemptFailCount).",
-        failed.items(),
-    )
-    out.family("eventgrid_dead_lettered_count", "counter", "Events dead-lettered (DeadLetteredCount).", dead.items())
-    out.family("eventgrid_dropped_event_count", "counter", "Events dropped (DroppedEventCount).", dropped.items())
-    out.histogram(
+# metric -> (Prometheus name, help, extra label name or None, per subscription)
+_COUNTERS = (
+    (PUBLISH_SUCCESS, "eventgrid_publish_success_count", "Events published to the topic.", None, False),
+    (PUBLISH_FAIL, "eventgrid_publish_fail_count", "Events whose publish request was refused.", "error_type", False),
+    (
+        PUBLISH_LATENCY,
+        "eventgrid_publish_success_latency_in_ms",
+        "Milliseconds spent accepting successful publish requests, in total.",
+        None,
+        False,
+    ),
+    (UNMATCHED, "eventgrid_unmatched_event_count", "Events that matched no subscription.", None, False),
+    (MATCHED, "eventgrid_matched_event_count", "Events matched.", None, True),
+    (DELIVERED, "eventgrid_delivery_success_count", "Events delivered.", None, True),
+    (ATTEMPT_FAILED, "eventgrid_delivery_attempt_fail_count", "Failed attempts, per event.", "error_type", True),
+    (DEAD_LETTERED, "eventgrid_dead_lettered_count", "Events dead-lettered.", "dead_letter_reason", True),
+    (DROPPED, "eventgrid_dropped_event_count", "Events dropped.", "drop_reason", True),
+)
+_HISTOGRAM_FAMILIES = (
+    (
+        DURATION,
         "eventgrid_destination_processing_duration_ms",
         "How long the destination took to answer an attempt, in ms (DestinationProcessingDurationInMs).",
-        DURATION_BUCKETS_MS,
-        durations,
-    )
-    out.histogram(
-        "eventgrid_delivery_latency_seconds",
-        "Time from publish to successful delivery, on callgrid's clock.",
-        LATENCY_BUCKETS,
-        latency,
-    )
-    return out.text()
+    ),
+    (LATENCY, "eventgrid_delivery_latency_seconds", "Time from publish to successful delivery, on callgrid's clock."),
+)
+
+
+def render(rows: Iterable[CounterRow], names: dict[str, str]) -> str:
+    """Exposition text from `StoreTx.metric_counts()`; `names` maps subscription ids to names."""
+
+    def base(topic: str, subscription_id: str, per_subscription: bool) -> Labels:
+        if not per_subscription:
+            return (("topic", topic),)
+        name = names.get(subscription_id) or subscription_id.rstrip("/").rsplit("/", 1)[-1]
+        return (("topic", topic), ("event_subscription_name", name.upper()))
+
+    by_metric: dict[str, list[tuple[str, str, str, float]]] = defaultdict(list)
+    for topic, subscription_id, metric, label, value in rows:
+        by_metric[metric].append((topic, subscription_id, label, value))
+    lines: list[str] = []
+    for metric, prom, help_text, extra, per_subscription in _COUNTERS:
+        lines += [f"# HELP {prom} {help_text} ({metric})", f"# TYPE {prom} counter"]
+        samples: defaultdict[Labels, float] = defaultdict(float)
+        for topic, subscription_id, label, value in by_metric.get(metric, ()):
+            labels = base(topic, subscription_id, per_subscription)
+            samples[(*labels, (extra, label)) if extra else labels] += value
+        lines += [f"{prom}{_labels(labels)} {_number(value)}" for labels, value in sorted(samples.items())]
+    for metric, prom, help_text in _HISTOGRAM_FAMILIES:
+        lines += [f"# HELP {prom} {help_text}", f"# TYPE {prom} histogram"]
+        series: dict[Labels, dict[str, float]] = defaultdict(dict)
+        for topic, subscription_id, label, value in by_metric.get(metric, ()):
+            parts = series[base(topic, subscription_id, True)]
+            parts[label] = parts.get(label, 0.0) + value
+        for labels, parts in sorted(series.items()):
+            running = 0.0
+            for bound in (*(_number(b) for b in _HISTOGRAMS[metric]), "+Inf"):
+                running += parts.get("le=" + bound, 0.0)
+                lines.append(f"{prom}_bucket{_labels((*labels, ('le', bound)))} {_number(running)}")
+            lines.append(f"{prom}_sum{_labels(labels)} {_number(round(parts.get('sum', 0.0), 6))}")
+            lines.append(f"{prom}_count{_labels(labels)} {_number(parts.get('count', 0.0))}")
+    return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ from callgrid.eventgrid.events import is_cloud_event, to_cloud_event
 
 EVENT_GRID_SCHEMA = "EventGridSchema"
 CLOUD_EVENT_SCHEMA = "CloudEventSchemaV1_0"
+CUSTOM_INPUT_SCHEMA = "CustomInputSchema"
 EVENT_GRID_CONTENT_TYPE = "application/json; charset=utf-8"
 CLOUD_EVENT_CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 # Batched CloudEvents delivery is undocumented; the batch media type of the CloudEvents spec (O7).
@@ -28,6 +29,7 @@ class Target:
 
     subscription_id: str
     name: str
+    topic: str  # the lower-cased event source it listens to: what metrics are counted under
     endpoint_type: str  # WebHook, or AzureFunction (an Azure resource: slightly different retry rules)
     header_name: str  # aeg-subscription-name (upper-cased by default, eventgrid.md O6)
     state: str
@@ -60,6 +62,7 @@ class Target:
         return cls(
             subscription_id=doc["id"].lower(),
             name=doc["name"],
+            topic=str(doc.get("callgrid", {}).get("source") or props["topic"]).lower(),
             endpoint_type=props["destination"].get("endpointType", "WebHook"),
             header_name=doc["name"].upper() if uppercase_name else doc["name"],
             state=props.get("provisioningState", ""),
@@ -74,12 +77,21 @@ class Target:
 
 def delivered_text(stored: str, schema: str, *, dataschema: bool) -> str:
     """A stored event as the subscription receives it (JSON text)."""
+    if schema == CUSTOM_INPUT_SCHEMA:
+        # Only custom-schema topics allow it; they store the envelope with the original event as `data`.
+        return json.dumps(json.loads(stored)["data"], separators=(",", ":"))
     if schema != CLOUD_EVENT_SCHEMA:
         return stored
     event = json.loads(stored)
     if is_cloud_event(event):
         return stored
     return json.dumps(to_cloud_event(event, include_dataschema=dataschema), separators=(",", ":"))
+
+
+def dead_letter_text(stored: str, delivered: str, schema: str) -> str:
+    """The event a dead-letter item is built on: as delivered, but the Event Grid envelope (raw event
+    in `data`) for CustomInputSchema (eventgrid.md 4.6)."""
+    return stored if schema == CUSTOM_INPUT_SCHEMA else delivered
 
 
 def request_for(

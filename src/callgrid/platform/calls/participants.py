@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from callgrid.errors import InvalidRequest, NotFound
 from callgrid.identifiers import CommunicationIdentifier, from_raw_id
+from callgrid.platform.audio import Probe
 from callgrid.platform.calls.models import Call, CallConnection, OfferState, Participant, RingOffer, Scenario
 from callgrid.platform.calls.service import SUCCESS, Invitation, custom_context_of
 from callgrid.store import StoreTx
@@ -29,7 +30,7 @@ class ParticipantActions:
         self._core = core
 
     def participant_view(self, p: Participant) -> dict[str, Any]:
-        return {"identifier": from_raw_id(p.raw_id).to_wire(), "isMuted": p.is_muted, "isOnHold": False}
+        return {"identifier": from_raw_id(p.raw_id).to_wire(), "isMuted": p.is_muted, "isOnHold": p.is_on_hold}
 
     async def list_all(self, tx: StoreTx, call_connection_id: str) -> list[dict[str, Any]]:
         call, _ = await self._core.connection(tx, call_connection_id)
@@ -159,6 +160,70 @@ class ParticipantActions:
             call.record(core.clock.now(), "muted", participant=participant.raw_id)
             await core.participants_updated(tx, call)
         await core.save(tx, call)
+
+    async def hold(
+        self,
+        tx: StoreTx,
+        call_connection_id: str,
+        target: CommunicationIdentifier,
+        *,
+        music: Probe | None = None,
+        operation_context: str | None = None,
+        operation_callback_uri: str | None = None,
+    ) -> None:
+        """Put someone on hold (optionally with music, played to them alone); ParticipantsUpdated shows it.
+
+        Failures the app hears as HoldFailed: a target not in the call, or music that cannot be played.
+        """
+        core = self._core
+        call, connection = await core.active_connection(tx, call_connection_id)
+        _check_callback(operation_callback_uri)
+        participant = call.participant(target.raw_id)
+        failure: tuple[int, int, str] | None = None
+        if participant is None:
+            failure = (400, 8522, f"Hold failed: '{target.raw_id}' is not in the call.")
+        elif participant.call_connection_id is not None:
+            raise InvalidRequest("An application cannot hold its own leg.", code="8523")
+        elif music is not None and not music.ok:
+            failure = (400, int(music.sub_code or 8536), f"Hold failed: {music.message}")
+        if failure is not None or participant is None:
+            report = self._report(target.raw_id, operation_context, operation_callback_uri)
+            await core.operation_callback(tx, call, connection, report, "HoldFailed", failure or SUCCESS)
+            await core.save(tx, call)
+            return
+        now = core.clock.now()
+        held = call.media.setdefault("hold", {})
+        held[participant.raw_id] = {"music": music.to_doc() if music is not None else None, "since": now}
+        if not participant.is_on_hold:
+            participant.is_on_hold = True
+            call.record(now, "held", participant=participant.raw_id, music=music is not None)
+            await core.participants_updated(tx, call)
+        await core.save(tx, call)
+
+    async def unhold(self, tx: StoreTx, call_connection_id: str, target: CommunicationIdentifier) -> None:
+        core = self._core
+        call, _ = await core.active_connection(tx, call_connection_id)
+        participant = self._in_call(call, target.raw_id)
+        call.media.get("hold", {}).pop(participant.raw_id, None)
+        if participant.is_on_hold:
+            participant.is_on_hold = False
+            call.record(core.clock.now(), "unheld", participant=participant.raw_id)
+            await core.participants_updated(tx, call)
+        await core.save(tx, call)
+
+    def _report(self, raw_id: str, operation_context: str | None, operation_callback_uri: str | None) -> RingOffer:
+        """Where an operation that rings no one reports: its context and callback URI."""
+        return RingOffer(
+            offer_id="",
+            target=raw_id,
+            source="",
+            scenario="",
+            state="",
+            created_at=0.0,
+            expires_at=0.0,
+            operation_context=operation_context,
+            operation_callback_uri=operation_callback_uri,
+        )
 
     async def transfer(
         self,

@@ -115,6 +115,7 @@ class CallService:
         self.settings = settings
         timers.register("offer.expire", self._on_offer_expire)
         timers.register("device.act", self._on_device_act)
+        timers.register("connection.establish", self._on_establish)
         # Late import: participants.py builds on this module.
         from callgrid.platform.calls.participants import ParticipantActions
         from callgrid.platform.media import MediaService
@@ -255,7 +256,12 @@ class CallService:
         return [Call.from_doc(d) for d in await tx.list_calls(limit)]
 
     async def set_device(
-        self, tx: StoreTx, target: CommunicationIdentifier, behaviour: DeviceBehaviour, answer_delay_ms: int
+        self,
+        tx: StoreTx,
+        target: CommunicationIdentifier,
+        behaviour: DeviceBehaviour,
+        answer_delay_ms: int,
+        connect_delay_ms: int = 0,
     ) -> dict[str, Any]:
         if target.is_communication_user:
             await self.classify_target(tx, target)
@@ -263,13 +269,22 @@ class CallService:
             raise InvalidRequest("Simulated devices exist for identities and phone numbers only.")
         if answer_delay_ms < 0 or answer_delay_ms > 3_600_000:
             raise InvalidRequest("answerDelayMs must be between 0 and 3600000.")
-        doc = {"rawId": target.raw_id, "onIncomingCall": behaviour.value, "answerDelayMs": answer_delay_ms}
+        if connect_delay_ms < 0 or connect_delay_ms > 600_000:
+            raise InvalidRequest("connectDelayMs must be between 0 and 600000.")
+        doc = {
+            "rawId": target.raw_id,
+            "onIncomingCall": behaviour.value,
+            "answerDelayMs": answer_delay_ms,
+            "connectDelayMs": connect_delay_ms,
+        }
         await tx.put_endpoint(target.raw_id, doc)
         return doc
 
     async def get_device(self, tx: StoreTx, raw_id: str) -> dict[str, Any]:
         doc = await tx.get_endpoint(raw_id)
-        return doc or {"rawId": raw_id, "onIncomingCall": DeviceBehaviour.RING.value, "answerDelayMs": 0}
+        found = doc or {"rawId": raw_id, "onIncomingCall": DeviceBehaviour.RING.value, "answerDelayMs": 0}
+        found.setdefault("connectDelayMs", 0)
+        return found
 
     # ---- an app places or joins a call ------------------------------------------------------------
 
@@ -332,16 +347,15 @@ class CallService:
             call_connection_id=str(uuid.uuid4()),
             callback_uri=callback_uri,
             answered_for=self.application_id,
-            state=ConnectionState.CONNECTED,
+            state=ConnectionState.CONNECTING,
             created_at=self._clock.now(),
             operation_context=operation_context,
             origin="connected",
         )
         call.connections.append(connection)
         await tx.add_call_connection(connection.call_connection_id, call.server_call_id)
-        call.record(self._clock.now(), "connected", callConnectionId=connection.call_connection_id)
-        await self.callback(tx, call, connection, "CallConnected", operation_context=operation_context)
-        await self.participants_updated(tx, call, only=connection)
+        call.record(self._clock.now(), "connecting", callConnectionId=connection.call_connection_id)
+        await self._establish_later(tx, call, connection, None)
         await self.save(tx, call)
         return call, connection
 
@@ -364,15 +378,24 @@ class CallService:
             call_connection_id=str(uuid.uuid4()),
             callback_uri=callback_uri,
             answered_for=offer.target,
-            state=ConnectionState.CONNECTED,
+            state=ConnectionState.CONNECTING,
             created_at=now,
             operation_context=operation_context,
         )
         joined.connections.append(connection)
         await tx.add_call_connection(connection.call_connection_id, joined.server_call_id)
         call.record(now, "answered", by="app", callConnectionId=connection.call_connection_id)
-        await self.callback(tx, joined, connection, "CallConnected", operation_context=operation_context)
-        await self._join(tx, call, offer, connection.call_connection_id, onward=joined)
+        if offer.group_transfer:
+            # The transferee is already in a call (the onward one): nothing is left to set up.
+            connection.state = ConnectionState.CONNECTED
+            await self.callback(tx, joined, connection, "CallConnected", operation_context=operation_context)
+            await self._join(tx, call, offer, connection.call_connection_id, onward=joined)
+        else:
+            # The answer claims the offer now; the leg connects when the media is set up (a timer on
+            # the clock). A caller who hangs up before that leaves the app an AnswerFailed.
+            self._claim(call, offer, now)
+            offer.answered_by = connection.call_connection_id
+            await self._establish_later(tx, call, connection, offer)
         await self.save(tx, call)
         return joined, connection
 
@@ -437,7 +460,14 @@ class CallService:
         now = self._clock.now()
         in_call = [p for p in call.participants if p.call_connection_id != call_connection_id]
         leaves_alone = connection.origin == "connected" or len(in_call) >= 2
-        if for_everyone or not leaves_alone:
+        answered = next((o for o in call.offers if o.answered_by == call_connection_id), None)
+        if not for_everyone and connection.state == ConnectionState.CONNECTING and answered is not None:
+            # The app gives up on a call it answered before it connected: the answer falls through.
+            connection.state = ConnectionState.DISCONNECTED
+            call.record(now, "left", callConnectionId=call_connection_id)
+            await self.callback(tx, call, connection, "CallDisconnected", result=ENDED_NORMALLY)
+            await self._offer_failed(tx, call, answered, CANCELED)
+        elif for_everyone or not leaves_alone:
             call.record(now, "hungUp", callConnectionId=call_connection_id, forEveryone=for_everyone)
             await self.end_call(tx, call, ENDED_NORMALLY if call.state == CallState.CONNECTED else CANCELED)
         else:
@@ -667,7 +697,8 @@ class CallService:
             await self._participant_event(tx, call, PARTICIPANT_ADDED, call.source)
         await self._participant_event(tx, call, PARTICIPANT_ADDED, offer.target)
         for leg in call.connections:
-            if leg.state == ConnectionState.CONNECTING:
+            # The app's own create_call connects with its first callee (answered legs connect on their timer).
+            if leg.state == ConnectionState.CONNECTING and leg.origin == "created":
                 leg.state = ConnectionState.CONNECTED
                 await self.callback(tx, call, leg, "CallConnected", operation_context=leg.operation_context)
         requester = call.connection(offer.requested_by) if offer.requested_by else None
@@ -717,6 +748,10 @@ class CallService:
         onward.participants.append(
             Participant(raw_id=offer.target, role="callee", joined_at=now, call_connection_id=call_connection_id)
         )
+        # The new call starts as any call does on the system topic: CallStarted, then who joined it.
+        await self._call_event(tx, onward, CALL_STARTED, f"call/{onward.server_call_id}/startedBy/{onward.source}")
+        for p in onward.participants:
+            await self._participant_event(tx, onward, PARTICIPANT_ADDED, p.raw_id)
         if call_connection_id is not None:
             leg = onward.connection(call_connection_id)
             if leg is not None:
@@ -749,14 +784,14 @@ class CallService:
         for connection in call.active_connections():
             was_connecting = connection.state == ConnectionState.CONNECTING
             connection.state = ConnectionState.DISCONNECTED
-            # An app whose own create_call never connected hears why it failed, not a disconnect.
-            if was_connecting and result[0] >= 400:
+            # A leg that never connected hears why its create, answer or connect failed, not a disconnect.
+            if was_connecting:
                 await self.callback(
                     tx,
                     call,
                     connection,
-                    "CreateCallFailed",
-                    result=result,
+                    _FAILED_BEFORE_CONNECTING[connection.origin],
+                    result=result if result[0] >= 400 else CANCELED,
                     operation_context=connection.operation_context,
                 )
             else:
@@ -812,6 +847,44 @@ class CallService:
             self._offer_ended(offer, now, OfferState.REJECTED, f"{action.value} by device")
             call.record(now, "rejected", by="device", reason=action.value, target=offer.target)
             await self._offer_failed(tx, call, offer, result)
+        await self.save(tx, call)
+
+    def _claim(self, call: Call, offer: RingOffer, now: float) -> None:
+        """An app answered: the offer is taken, and the places an exclusive offer shared stop ringing."""
+        self._offer_ended(offer, now, OfferState.ANSWERED, "answered by app")
+        if offer.exclusive:
+            for other in call.ringing_offers():
+                if other.exclusive:
+                    self._offer_ended(other, now, OfferState.CANCELED, "answered elsewhere")
+
+    async def _establish_later(
+        self, tx: StoreTx, call: Call, connection: CallConnection, offer: RingOffer | None
+    ) -> None:
+        # How long the caller's side takes to connect (a simulated endpoint's connectDelayMs, default 0).
+        device = await self.get_device(tx, call.source)
+        due = self._clock.now() + int(device["connectDelayMs"]) / 1000.0
+        payload = {"serverCallId": call.server_call_id, "callConnectionId": connection.call_connection_id}
+        if offer is not None:
+            payload["offerId"] = offer.offer_id
+        await self._timers.schedule(tx, "connection.establish", due, payload)
+
+    async def _on_establish(self, tx: StoreTx, timer: TimerRow) -> None:
+        """An answered or connected leg's media is up: it connects, and an answered offer's target joins."""
+        doc = await tx.get_call(timer.payload["serverCallId"])
+        if doc is None:
+            return
+        call = Call.from_doc(doc)
+        connection = call.connection(timer.payload["callConnectionId"])
+        if connection is None or connection.state != ConnectionState.CONNECTING:
+            return  # the call ended first: the leg already heard AnswerFailed or ConnectFailed
+        offer = call.offer(timer.payload["offerId"]) if "offerId" in timer.payload else None
+        connection.state = ConnectionState.CONNECTED
+        call.record(self._clock.now(), "connected", callConnectionId=connection.call_connection_id)
+        await self.callback(tx, call, connection, "CallConnected", operation_context=connection.operation_context)
+        if offer is None:
+            await self.participants_updated(tx, call, only=connection)
+        else:
+            await self._join(tx, call, offer, connection.call_connection_id)
         await self.save(tx, call)
 
     # ---- events ----------------------------------------------------------------------------------
@@ -891,7 +964,7 @@ class CallService:
         call.participants_sequence += 1
         sequence = call.participants_sequence
         participants = [
-            {"identifier": _ident(p.raw_id), "isMuted": p.is_muted, "isOnHold": False} for p in call.participants
+            {"identifier": _ident(p.raw_id), "isMuted": p.is_muted, "isOnHold": p.is_on_hold} for p in call.participants
         ]
         call.record(self._clock.now(), "participantsUpdated", sequenceNumber=sequence)
         for connection in legs:
@@ -941,6 +1014,10 @@ class CallService:
 
     async def save(self, tx: StoreTx, call: Call) -> None:
         await tx.put_call(call.server_call_id, call.to_doc(), self._clock.now())
+
+
+# What a leg that never connected hears when its call ends, by how the leg began.
+_FAILED_BEFORE_CONNECTING = {"created": "CreateCallFailed", "answered": "AnswerFailed", "connected": "ConnectFailed"}
 
 
 def _new_server_call_id() -> str:
