@@ -64,10 +64,11 @@ class SqliteStore:
         conn.execute("PRAGMA busy_timeout=5000")
         self._conn = conn
         self._migrate(conn)
-        # Checkpoints copy the WAL into the database file and fsync it: milliseconds that an automatic
-        # checkpoint would spend inside some commit on the event loop. A thread does them instead (its
-        # own connection; sqlite releases the GIL), which changes nothing about what a commit makes durable.
-        conn.execute("PRAGMA wal_autocheckpoint=0")
+        # Checkpoints copy the WAL into the database file: milliseconds that the automatic checkpoint
+        # would spend inside some commit on the event loop. A thread copies most of it beforehand (its
+        # own connection; sqlite releases the GIL). The automatic one stays: only a checkpoint that
+        # no commit overtakes lets the WAL start over (without it the WAL grew ~25 MB/s at 200 calls/s).
+        # What a commit makes durable is unchanged.
         self._checkpointer = _Checkpointer(self.path)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
