@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import astuple, fields
+from dataclasses import fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,12 @@ from callgrid.store.base import AttemptRow, DeadLetterRow, DeliveryRow, Duplicat
 
 _log = logging.getLogger(__name__)
 _DELIVERY_COLUMNS = [f.name for f in fields(DeliveryRow)]
+_ATTEMPT_COLUMNS = [f.name for f in fields(AttemptRow)]
+
+
+def _values(row: object, columns: list[str]) -> tuple[Any, ...]:
+    # Not dataclasses.astuple: it deep-copies every field (~50 us a row on the delivery hot path).
+    return tuple(getattr(row, c) for c in columns)
 _DEAD_LETTER_COLUMNS = [f.name for f in fields(DeadLetterRow)]
 _DEAD_LETTER_JSON = ("item", "destination")
 
@@ -377,7 +383,7 @@ class _SqliteTx:
 
     async def add_delivery(self, row: DeliveryRow) -> None:
         placeholders = ", ".join("?" for _ in _DELIVERY_COLUMNS)
-        self._insert(f"INSERT INTO deliveries ({', '.join(_DELIVERY_COLUMNS)}) VALUES ({placeholders})", *astuple(row))
+        self._insert(f"INSERT INTO deliveries ({', '.join(_DELIVERY_COLUMNS)}) VALUES ({placeholders})", *_values(row, _DELIVERY_COLUMNS))
 
     async def claim_deliveries(self, now: float, limit: int, lease_until: float) -> list[tuple[DeliveryRow, str]]:
         cols = ", ".join("d." + c for c in _DELIVERY_COLUMNS)
@@ -442,7 +448,7 @@ class _SqliteTx:
         self._c.executemany(
             "INSERT OR REPLACE INTO delivery_attempts (delivery_id, attempt, started_at, status, outcome, error, "
             "duration_ms, batch_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [astuple(a) for a in attempts],
+            [_values(a, _ATTEMPT_COLUMNS) for a in attempts],
         )
 
     async def list_attempts(self, delivery_ids: list[str]) -> dict[str, list[AttemptRow]]:
