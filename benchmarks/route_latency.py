@@ -66,6 +66,12 @@ def _wait(url: str, ca: str | None, timeout: float = 30) -> None:
             time.sleep(0.1)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads) so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))], 2) if ordered else float("nan")
@@ -82,7 +88,8 @@ def _summary(values: list[float], sent: int) -> dict[str, Any]:
 
 
 class Bench:
-    def __init__(self, env: dict[str, str], router_url: str) -> None:
+    def __init__(self, env: dict[str, str], router_url: str, pids: dict[str, int]) -> None:
+        self.pids = {**pids, "driver": os.getpid()}
         self.env = env
         self.endpoint = env["CALLGRID_ENDPOINT"]
         self.key = env["CALLGRID_ACCESS_KEY"]
@@ -138,6 +145,7 @@ class Bench:
     async def steady(self, rate: float, seconds: float, make: Any) -> tuple[list[float], int]:
         """Open loop: start one operation every 1/rate s regardless of how long earlier ones take."""
         tasks = []
+        cpu_before = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
         start = time.perf_counter()
         total = int(rate * seconds)
         for i in range(total):
@@ -146,6 +154,9 @@ class Bench:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(make(i)))
         results = await asyncio.gather(*tasks)
+        self.last_cpu_ms_per_op = {
+            name: round((_cpu_seconds(pid) - cpu_before[name]) * 1000 / total, 3) for name, pid in self.pids.items()
+        }
         return [r for r in results if r is not None], total
 
 
@@ -157,13 +168,17 @@ async def _measure(bench: Bench, numbers: list[str], users: list[str], rate: flo
             await bench.place(session, numbers[i % len(numbers)])
             await bench.place(session, users[i % len(users)])
         direct, direct_n = await bench.steady(rate, seconds, lambda i: bench.place(session, users[i % len(users)]))
+        direct_cpu = bench.last_cpu_ms_per_op
         routed, routed_n = await bench.steady(rate, seconds, lambda i: bench.place(session, numbers[i % len(numbers)]))
+        routed_cpu = bench.last_cpu_ms_per_op
         cg, cg_n = await bench.steady(rate, min(seconds, 5), lambda i: bench.hop(session, "callgrid"))
         rt, rt_n = await bench.steady(rate, min(seconds, 5), lambda i: bench.hop(session, "router"))
     out = {
         "routed": _summary(routed, routed_n),
         "direct": _summary(direct, direct_n),
         "hops": {"callgrid_signed_request": _summary(cg, cg_n), "router_http_request": _summary(rt, rt_n)},
+        # CPU per call of each process (all threads): steadier than latency on a shared machine.
+        "cpu_ms_per_call": {"routed": routed_cpu, "direct": direct_cpu},
     }
     out["router_cost_ms"] = {
         "p50": round(out["routed"]["p50_ms"] - out["direct"]["p50_ms"], 2),
@@ -216,7 +231,7 @@ def main() -> None:
         identity = CommunicationIdentityClient.from_connection_string(env["CALLGRID_CONNECTION_STRING"])
         users = [str(identity.create_user().properties["id"]) for _ in range(args.numbers)]
         numbers = [f"+1425555{i:04d}" for i in range(args.numbers)]
-        bench = Bench(env, f"http://127.0.0.1:{router_port}")
+        bench = Bench(env, f"http://127.0.0.1:{router_port}", {"callgrid": procs[0].pid})
         from callgrid.client import CallgridClient
 
         client = CallgridClient(env["CALLGRID_ENDPOINT"], env["CALLGRID_ACCESS_KEY"], Path(env["REQUESTS_CA_BUNDLE"]))
@@ -250,6 +265,7 @@ def main() -> None:
             )
         )
         _wait(bench.router_url + "/healthz", None)
+        bench.pids["router"] = procs[1].pid
         _run("router", "subscribe", "--db", str(db), env=env)
 
         async def run() -> dict[str, Any]:

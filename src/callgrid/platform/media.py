@@ -16,17 +16,17 @@ from callgrid.errors import InvalidRequest, NotFound
 from callgrid.identifiers import CommunicationIdentifier
 from callgrid.platform.audio import DTMF_TONES, TONE_SECONDS, Probe
 from callgrid.platform.calls.models import Call, CallConnection, CallState, ConnectionState
+from callgrid.platform.calls.results import SUCCESS, Result
 from callgrid.store import StoreTx, TimerRow
 
 if TYPE_CHECKING:
-    from callgrid.platform.calls.service import CallService, Result
+    from callgrid.platform.calls.service import CallService
 
 # Defaults of the service when the request leaves them out.
 INITIAL_SILENCE_SECONDS = 5
 INTER_TONE_SECONDS = 2
 MAX_TONES = 1
 
-PLAY_COMPLETED: Result = (200, 0, "Action completed successfully.")
 CANCELED: Result = (400, 8508, "Action failed, the operation was canceled.")
 STOP_TONE: Result = (200, 8514, "Action completed, stop tone detected.")
 MAX_DIGITS: Result = (200, 8531, "Action completed, max digits received.")
@@ -176,7 +176,7 @@ class MediaService:
             connection,
             "ContinuousDtmfRecognitionStopped",
             operation_context=operation_context,
-            result=PLAY_COMPLETED,
+            result=SUCCESS,
             url=callback_uri or listener.get("callbackUri"),
         )
         await self._core.save(tx, call)
@@ -286,7 +286,7 @@ class MediaService:
         if op["kind"] == "play":
             op["phase"] = "playing"
             op["dueAt"] = now + total
-            await self._event(tx, call, op, "PlayStarted", PLAY_COMPLETED)
+            await self._event(tx, call, op, "PlayStarted", SUCCESS)
         elif total > 0:
             op["phase"] = "prompt"
             op["dueAt"] = now + total
@@ -366,7 +366,7 @@ class MediaService:
             connection,
             "ContinuousDtmfRecognitionToneReceived",
             operation_context=listener["operationContext"],
-            result=PLAY_COMPLETED,
+            result=SUCCESS,
             extra={"sequenceId": listener["sequence"], "tone": tone},
             url=listener["callbackUri"],
         )
@@ -406,18 +406,15 @@ class MediaService:
         await self._finish(tx, call, op, "Completed", result, extra=extra)
 
     async def _on_step(self, tx: StoreTx, timer: TimerRow) -> None:
-        doc = await tx.get_call(timer.payload["serverCallId"])
-        if doc is None:
-            return
-        call = Call.from_doc(doc)
-        if call.state == CallState.DISCONNECTED:
+        call = await self._core.call_of_timer(tx, timer)
+        if call is None or call.state == CallState.DISCONNECTED:
             return
         op_id, token = timer.payload["opId"], timer.payload["token"]
         sends = call.media.get("sends", [])
         send = next((s for s in sends if s["id"] == op_id), None)
         if send is not None:
             sends.remove(send)
-            await self._event(tx, call, send, "SendDtmfTonesCompleted", PLAY_COMPLETED)
+            await self._event(tx, call, send, "SendDtmfTonesCompleted", SUCCESS)
             await self._core.save(tx, call)
             return
         op = next((o for o in self._ops(call) if o["id"] == op_id), None)
@@ -429,7 +426,7 @@ class MediaService:
                 op["dueAt"] = now + sum(float(s["duration"]) for s in op["sources"])
                 await self._schedule(tx, call, op)
             else:
-                await self._finish(tx, call, op, "Completed", PLAY_COMPLETED)
+                await self._finish(tx, call, op, "Completed", SUCCESS)
         elif op["phase"] == "prompt":
             self._listen(op, now, op["initialSilence"])
             await self._schedule(tx, call, op)

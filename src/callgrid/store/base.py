@@ -150,6 +150,11 @@ class StoreTx(Protocol):
 
     # delivery engine (bulk): outcomes, attempt history, dead letters, metrics
     async def finish_attempts(self, rows: list[DeliveryRow], attempts: list[AttemptRow]) -> None: ...
+    async def settle_late_answer(self, attempts: list[tuple[str, int]], status: int, note: str, now: float) -> set[str]:
+        """A timed-out attempt (delivery id, attempt number) answered 2xx late: rows still waiting for
+        its retry become delivered and the attempt keeps the answer; returns the ids settled."""
+        ...
+
     async def list_attempts(self, delivery_ids: list[str]) -> dict[str, list[AttemptRow]]: ...
     async def list_deliveries_by(
         self, limit: int, *, subscription_id: str | None = None, status: str | None = None

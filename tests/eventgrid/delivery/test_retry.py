@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from tests.eventgrid.delivery.helpers import (
     raise_incoming_calls,
     run_to_end,
     settled,
+    wait_for,
 )
 from tests.support.arm import put_subscription
 from tests.support.server import CallgridProcess
@@ -145,32 +147,89 @@ def test_ttl_is_noticed_when_the_next_attempt_falls_due(fresh: CallgridProcess, 
     assert dead_at > row["history"][-1]["startedAt"]
 
 
-def test_no_answer_within_the_response_timeout_is_a_timed_out_attempt(
-    fresh: CallgridProcess, webhook: WebhookReceiver
-) -> None:
-    put_subscription(fresh, "hanging-app", webhook.url)
-    release = threading.Event()
+def hanging_first(release: threading.Event, status: int = 200) -> Any:
+    """The first request waits for `release` (real time), then answers `status`; later ones get 200 at once."""
+    calls = {"n": 0}
 
-    def hang(item: Received) -> tuple[int, Any]:
-        release.wait(20)
+    def respond(item: Received) -> tuple[int, Any]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            release.wait(20)
+            return status, None
         return 200, None
 
-    webhook.responder = hang
-    try:
-        raise_incoming_calls(fresh)
-        (row,) = deliveries(fresh)
-        assert row["inFlight"]
-        fresh.advance(29)
-        assert deliveries(fresh)[0]["inFlight"]
-        fresh.advance(2)  # past the 30 s response limit, on the virtual clock
-        (row,) = settled(fresh)
-    finally:
-        release.set()
+    return respond
+
+
+def slow_first_answer(
+    server: CallgridProcess, webhook: WebhookReceiver, name: str, status: int = 200
+) -> threading.Event:
+    """A subscription whose webhook holds its first request until the returned event is set."""
+    put_subscription(server, name, webhook.url)
+    release = threading.Event()
+    webhook.responder = hanging_first(release, status)
+    return release
+
+
+def timed_out_first_attempt(server: CallgridProcess) -> dict[str, Any]:
+    raise_incoming_calls(server)
+    (row,) = deliveries(server)
+    assert row["inFlight"]
+    server.advance(29)
+    assert deliveries(server)[0]["inFlight"]
+    server.advance(2)  # past the 30 s response limit, on the virtual clock
+    (row,) = settled(server)
     assert row["status"] == "pending"
     assert row["history"][0]["outcome"] == "TimedOut"
     assert row["history"][0]["status"] is None
-    webhook.responder = None
-    row = run_to_end(fresh, row["id"])
+    return row
+
+
+def test_no_answer_within_the_response_timeout_is_a_timed_out_attempt(
+    fresh: CallgridProcess, webhook: WebhookReceiver
+) -> None:
+    release = slow_first_answer(fresh, webhook, "hanging-app")
+    try:
+        row = timed_out_first_attempt(fresh)
+        row = run_to_end(fresh, row["id"])
+    finally:
+        release.set()  # answers the first request only after its retry succeeded: nothing changes
     assert row["status"] == "delivered"
     assert row["attempts"] == 2
     assert within(attempt_offsets(row), [31 + 10])
+    assert wait_for(lambda: len(webhook.notifications()) == 2)
+    assert deliveries(fresh)[0]["history"][0]["outcome"] == "TimedOut"
+
+
+def test_a_late_success_within_three_minutes_cancels_the_queued_retry(
+    fresh: CallgridProcess, webhook: WebhookReceiver
+) -> None:
+    release = slow_first_answer(fresh, webhook, "slow-app")
+    try:
+        row = timed_out_first_attempt(fresh)
+    finally:
+        release.set()  # the webhook answers 200, 31 s after the request on the virtual clock
+    row = wait_for(lambda: next((r for r in deliveries(fresh) if r["status"] == "delivered"), None))
+    assert row["attempts"] == 1
+    assert row["lastOutcome"] == "Succeeded"
+    assert row["history"][0]["outcome"] == "TimedOut"
+    assert row["history"][0]["status"] == 200
+    assert "retry was cancelled" in row["history"][0]["error"]
+    fresh.advance(600)  # well past when the retry was due
+    (row,) = settled(fresh)
+    assert row["status"] == "delivered"
+    assert len(webhook.notifications()) == 1
+
+
+def test_a_late_failure_leaves_the_retry_in_place(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+    release = slow_first_answer(fresh, webhook, "slow-failing-app", status=500)
+    try:
+        row = timed_out_first_attempt(fresh)
+    finally:
+        release.set()
+    time.sleep(0.5)  # the late 500 reaches the engine in milliseconds; it must not settle anything
+    assert deliveries(fresh)[0]["status"] == "pending"
+    row = run_to_end(fresh, row["id"])
+    assert row["status"] == "delivered"
+    assert row["attempts"] == 2
+    assert [a["outcome"] for a in row["history"]] == ["TimedOut", "Succeeded"]

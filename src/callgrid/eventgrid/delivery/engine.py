@@ -17,6 +17,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from callgrid.clock import Clock
 from callgrid.eventgrid.delivery.batching import plan_batches
@@ -38,6 +39,9 @@ from callgrid.store import AttemptRow, DeadLetterRow, DeliveryRow, Store, StoreT
 log = logging.getLogger(__name__)
 
 _IDLE_POLL_SECONDS = 1.0
+# A webhook that answers a timed-out request within this long after it was sent still gets the event
+# counted delivered, if its retry has not gone out yet: Azure's best-effort cancel (eventgrid.md 4.5).
+LATE_ANSWER_WINDOW_SECONDS = 180.0
 # A subscription being re-validated (an update) keeps its events; they are looked at again after this.
 _REVALIDATION_WAIT_SECONDS = 10.0
 # Outcome recorded for an event that expired or was dropped without any attempt.
@@ -102,10 +106,13 @@ class DeliveryEngine:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._in_flight_ids: set[str] = set()
         self._callback_queues: dict[str, deque[_Request]] = {}
+        self._next_due: float | None = None
         self._callback_chains: dict[str, asyncio.Task[None]] = {}
         # Response time limits, watched on the clock (a virtual clock times requests out when moved).
-        self._deadlines: dict[asyncio.Task[None], float] = {}
-        self._timed_out: set[asyncio.Task[None]] = set()
+        self._deadlines: dict[asyncio.Future[Any], float] = {}
+        self._timed_out: set[asyncio.Future[Any]] = set()
+        # Requests that timed out but may still be answered, and the recording of such late answers.
+        self._late: set[asyncio.Future[Any]] = set()
         self._watch_wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -125,11 +132,10 @@ class DeliveryEngine:
                     claimed = await self.dispatch_due()
                 except Exception:
                     log.exception("delivery loop error")
-                    claimed = 0
-                if claimed:
-                    continue
-                async with self._store.transaction() as tx:
-                    next_due = await tx.next_delivery_due(self._clock.now())
+                    claimed, self._next_due = 0, self._clock.now() + _IDLE_POLL_SECONDS
+                if claimed >= self.settings.claim_batch:
+                    continue  # there may be more due right now
+                next_due = self._next_due  # read in the claim's own transaction
                 now = self._clock.now()
                 if next_due is not None and next_due <= now and not self._in_flight:
                     continue
@@ -137,7 +143,7 @@ class DeliveryEngine:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._clock.sleep_until(deadline, self._wake), _IDLE_POLL_SECONDS)
         finally:
-            for task in (*helpers, *self._in_flight):
+            for task in (*helpers, *self._in_flight, *self._late):
                 task.cancel()
 
     # ------------------------------------------------------------------ claiming
@@ -155,6 +161,7 @@ class DeliveryEngine:
                 await tx.add_dead_letters(claim.dead)
             if claim.counts:
                 await tx.add_metric_counts(claim.counts.rows())
+            self._next_due = await tx.next_delivery_due(now)
         if claim.dead and self._on_dead_letter is not None:
             self._on_dead_letter()
         for request in claim.requests:
@@ -282,19 +289,31 @@ class DeliveryEngine:
         assert task is not None
         timeout = self.settings.timeout_seconds
         request.started_at = self._clock.now()
+        attempts = [(row.id, row.attempts + 1) for row in request.rows]
         if not self._deadlines:
             self._watch_wake.set()
         self._deadlines[task] = request.started_at + timeout
         began = time.perf_counter()
-        try:
-            result = await self._sender.send(
-                "POST", request.url, body=request.body, headers=request.headers, timeout=timeout
+        # The response limit is kept on the engine's clock; the HTTP request itself may live on past it,
+        # for a late answer (Event Grid deliveries only).
+        late_window = LATE_ANSWER_WINDOW_SECONDS if request.target is not None else 0.0
+        http = asyncio.ensure_future(
+            self._sender.send(
+                "POST", request.url, body=request.body, headers=request.headers, timeout=timeout + late_window
             )
+        )
+        try:
+            result = await asyncio.shield(http)
         except asyncio.CancelledError:
             if task not in self._timed_out:
+                http.cancel()
                 raise
             task.uncancel()
             result = SendResult(None, "TimedOut", error=f"no response within {timeout:g} s")
+            if late_window:
+                self._await_late_answer(request, http, attempts, request.started_at + late_window)
+            else:
+                http.cancel()
         except Exception as exc:  # a sender bug must not lose the rows: record it as a failed attempt
             log.exception("sender failed")
             result = SendResult(None, "GenericError", error=str(exc))
@@ -306,6 +325,44 @@ class DeliveryEngine:
         if request.target is not None:
             self.probation.record(request.target.endpoint, result.ok, result.outcome, self._clock.now())
         self._done.put_nowait((request, result))
+
+    def _await_late_answer(
+        self, request: _Request, http: asyncio.Future[SendResult], attempts: list[tuple[str, int]], until: float
+    ) -> None:
+        self._late.add(http)
+        self._deadlines[http] = until  # the watcher cancels it then
+        self._watch_wake.set()
+
+        def answered(done: asyncio.Future[SendResult]) -> None:
+            self._late.discard(done)
+            self._deadlines.pop(done, None)
+            self._timed_out.discard(done)
+            if done.cancelled() or done.exception() is not None or not done.result().ok:
+                return  # the retry stands
+            recording = asyncio.ensure_future(self._record_late_answer(request, done.result(), attempts))
+            self._late.add(recording)
+            recording.add_done_callback(self._late.discard)
+
+        http.add_done_callback(answered)
+
+    async def _record_late_answer(self, request: _Request, result: SendResult, attempts: list[tuple[str, int]]) -> None:
+        now = self._clock.now()
+        note = (
+            f"no response within {self.settings.timeout_seconds:g} s; answered {result.status} "
+            f"{now - request.started_at:.1f} s after it was sent, so its retry was cancelled"
+        )
+        try:
+            async with self._store.transaction() as tx:
+                settled = await tx.settle_late_answer(attempts, result.status or 0, note, now)
+                target = request.target
+                if settled and target is not None:
+                    counts = MetricCounts()
+                    for row in request.rows:
+                        if row.id in settled:
+                            counts.ended(target.topic, target.subscription_id, "delivered", None, now - row.created_at)
+                    await tx.add_metric_counts(counts.rows())
+        except Exception:
+            log.exception("could not record a late answer (its retry stands)")
 
     async def _watch_timeouts(self) -> None:
         while True:

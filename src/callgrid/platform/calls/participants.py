@@ -14,7 +14,8 @@ from callgrid.errors import InvalidRequest, NotFound
 from callgrid.identifiers import CommunicationIdentifier, from_raw_id
 from callgrid.platform.audio import Probe
 from callgrid.platform.calls.models import Call, CallConnection, OfferState, Participant, RingOffer, Scenario
-from callgrid.platform.calls.service import SUCCESS, Invitation, custom_context_of
+from callgrid.platform.calls.results import SUCCESS
+from callgrid.platform.calls.service import Invitation, custom_context_of
 from callgrid.store import StoreTx
 
 if TYPE_CHECKING:

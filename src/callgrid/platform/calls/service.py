@@ -26,6 +26,16 @@ from callgrid.platform.calls.models import (
     RingOffer,
     Scenario,
 )
+from callgrid.platform.calls.results import (
+    BUSY,
+    CANCELED,
+    DECLINED,
+    ENDED_NORMALLY,
+    FORBIDDEN,
+    NOT_ANSWERED,
+    SUCCESS,
+    Result,
+)
 from callgrid.platform.events import EventSink
 from callgrid.platform.identities import IdentityService
 from callgrid.platform.phone_numbers import PhoneNumberService
@@ -41,17 +51,6 @@ PARTICIPANT_ADDED = "Microsoft.Communication.CallParticipantAdded"
 PARTICIPANT_REMOVED = "Microsoft.Communication.CallParticipantRemoved"
 CALLBACK_API_VERSION = "2026-03-12"
 MAX_OPERATION_CONTEXT = 5000
-
-Result = tuple[int, int, str]
-
-# ACS result codes used when a call, an offer or an operation ends (acs-wire.md 5.3).
-SUCCESS: Result = (200, 0, "Action completed successfully.")
-ENDED_NORMALLY: Result = (200, 7000, "The conversation has ended.")
-NOT_ANSWERED: Result = (408, 8587, "Incoming call not answered within time.")
-DECLINED: Result = (603, 8538, "The callee declined the call.")
-BUSY: Result = (486, 8539, "The callee is busy.")
-FORBIDDEN: Result = (403, 8540, "The call was rejected as forbidden.")
-CANCELED: Result = (487, 8542, "The call was canceled by the caller.")
 
 
 class DeviceBehaviour(StrEnum):
@@ -251,6 +250,19 @@ class CallService:
         if doc is None:
             raise NotFound(f"No call with serverCallId '{server_call_id}'.", code="8522")
         return Call.from_doc(doc)
+
+    async def call_of_timer(self, tx: StoreTx, timer: TimerRow) -> Call | None:
+        """The call a timer was set for, or None if it is gone (a timer may outlive its call)."""
+        doc = await tx.get_call(timer.payload["serverCallId"])
+        return None if doc is None else Call.from_doc(doc)
+
+    async def _ringing_offer_of_timer(self, tx: StoreTx, timer: TimerRow) -> tuple[Call, RingOffer] | None:
+        """The call and offer of an offer's timer, if that offer is still ringing."""
+        call = await self.call_of_timer(tx, timer)
+        offer = None if call is None else call.offer(timer.payload["offerId"])
+        if call is None or offer is None or offer.state != OfferState.RINGING:
+            return None
+        return call, offer
 
     async def list_calls(self, tx: StoreTx, limit: int = 100) -> list[Call]:
         return [Call.from_doc(d) for d in await tx.list_calls(limit)]
@@ -708,18 +720,21 @@ class CallService:
                     tx, call, requester, offer, "AddParticipantSucceeded", SUCCESS, participant=offer.target
                 )
             elif offer.scenario == Scenario.TRANSFER:
-                await self.operation_callback(
-                    tx,
-                    call,
-                    requester,
-                    offer,
-                    "CallTransferAccepted",
-                    (202, 0, "The transfer was accepted."),
-                    extra={"transferTarget": _ident(offer.target), "transferee": _ident(offer.transferee or "")},
-                )
+                await self._transfer_accepted(tx, call, requester, offer)
                 await self.leave(tx, call, requester, (200, 7015, "The call was transferred."))
                 return
         await self.participants_updated(tx, call)
+
+    async def _transfer_accepted(self, tx: StoreTx, call: Call, requester: CallConnection, offer: RingOffer) -> None:
+        await self.operation_callback(
+            tx,
+            call,
+            requester,
+            offer,
+            "CallTransferAccepted",
+            (202, 0, "The transfer was accepted."),
+            extra={"transferTarget": _ident(offer.target), "transferee": _ident(offer.transferee or "")},
+        )
 
     def _onward_call(self, call: Call, offer: RingOffer) -> Call:
         onward = self._new_call(offer.transferee or call.source, call.caller_display_name, call.custom_context)
@@ -735,15 +750,7 @@ class CallService:
         now = self._clock.now()
         requester = call.connection(offer.requested_by) if offer.requested_by else None
         if requester is not None and requester.state == ConnectionState.CONNECTED:
-            await self.operation_callback(
-                tx,
-                call,
-                requester,
-                offer,
-                "CallTransferAccepted",
-                (202, 0, "The transfer was accepted."),
-                extra={"transferTarget": _ident(offer.target), "transferee": _ident(offer.transferee or "")},
-            )
+            await self._transfer_accepted(tx, call, requester, offer)
         onward = onward if onward is not None and onward is not call else self._onward_call(call, offer)
         onward.participants.append(
             Participant(raw_id=offer.target, role="callee", joined_at=now, call_connection_id=call_connection_id)
@@ -816,13 +823,10 @@ class CallService:
             )
 
     async def _on_offer_expire(self, tx: StoreTx, timer: TimerRow) -> None:
-        doc = await tx.get_call(timer.payload["serverCallId"])
-        if doc is None:
+        found = await self._ringing_offer_of_timer(tx, timer)
+        if found is None:
             return
-        call = Call.from_doc(doc)
-        offer = call.offer(timer.payload["offerId"])
-        if offer is None or offer.state != OfferState.RINGING:
-            return
+        call, offer = found
         now = self._clock.now()
         self._offer_ended(offer, now, OfferState.EXPIRED, "not answered within time")
         call.record(now, "ringTimeout", target=offer.target)
@@ -830,13 +834,10 @@ class CallService:
         await self.save(tx, call)
 
     async def _on_device_act(self, tx: StoreTx, timer: TimerRow) -> None:
-        doc = await tx.get_call(timer.payload["serverCallId"])
-        if doc is None:
+        found = await self._ringing_offer_of_timer(tx, timer)
+        if found is None:
             return
-        call = Call.from_doc(doc)
-        offer = call.offer(timer.payload["offerId"])
-        if offer is None or offer.state != OfferState.RINGING:
-            return
+        call, offer = found
         now = self._clock.now()
         action = DeviceBehaviour(timer.payload["action"])
         if action is DeviceBehaviour.ANSWER:
@@ -870,10 +871,9 @@ class CallService:
 
     async def _on_establish(self, tx: StoreTx, timer: TimerRow) -> None:
         """An answered or connected leg's media is up: it connects, and an answered offer's target joins."""
-        doc = await tx.get_call(timer.payload["serverCallId"])
-        if doc is None:
+        call = await self.call_of_timer(tx, timer)
+        if call is None:
             return
-        call = Call.from_doc(doc)
         connection = call.connection(timer.payload["callConnectionId"])
         if connection is None or connection.state != ConnectionState.CONNECTING:
             return  # the call ended first: the leg already heard AnswerFailed or ConnectFailed
