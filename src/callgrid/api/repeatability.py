@@ -99,10 +99,8 @@ def repeatable(handler: Handler) -> Handler:
         node = node_of(request)
         body = await request.body()
         fingerprint = hashlib.sha256(f"{request.method} {request.url.path}\n".encode() + body).hexdigest()
-        async with node.store.transaction() as tx:
-            seen = await _answered(tx, request_id, node.clock.now())
-        if seen is not None:
-            return _to_retry(request_id, seen, fingerprint)
+        # No look-up here: the operation's own transaction checks for an earlier answer before acting, and
+        # a route that fails before it checks at the end, so a retry is answered without an extra transaction.
         claim = _Claim(request_id, fingerprint)
         token = _current.set(claim)
         try:
