@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,11 +22,14 @@ _IDLE_POLL_SECONDS = 1.0
 
 
 class TimerService:
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock, *, idle_poll_seconds: float = _IDLE_POLL_SECONDS) -> None:
         self._store = store
         self._clock = clock
+        self._idle_poll = idle_poll_seconds
         self._handlers: dict[str, TimerHandler] = {}
         self._wake = asyncio.Event()
+        # When the loop next looks by itself; -inf while it is looking (it will see what is added).
+        self._deadline = -math.inf
 
     def register(self, kind: str, handler: TimerHandler) -> None:
         self._handlers[kind] = handler
@@ -33,19 +37,21 @@ class TimerService:
     async def schedule(self, tx: StoreTx, kind: str, due_at: float, payload: dict[str, Any]) -> str:
         timer_id = str(uuid.uuid4())
         await tx.add_timer(TimerRow(timer_id, due_at, kind, payload))
-        self._wake.set()
+        # Most timers (ring timeouts) fall due long after the loop's next look: no need to wake it.
+        if due_at < self._deadline:
+            self._wake.set()
         return timer_id
 
-    async def run_due(self) -> int:
-        """Fire every timer that is due now, each in its own transaction with its removal."""
-        fired = 0
+    async def run_due(self) -> float | None:
+        """Fire every timer that is due now, each in its own transaction with its removal; returns when
+        the next one falls due (read in the transaction that found nothing more due)."""
         while True:
             timer: TimerRow | None = None
             try:
                 async with self._store.transaction() as tx:
                     due = await tx.due_timers(self._clock.now(), 1)
                     if not due:
-                        return fired
+                        return await tx.next_timer_due()
                     timer = due[0]
                     await tx.delete_timer(timer.id)
                     handler = self._handlers.get(timer.kind)
@@ -60,15 +66,13 @@ class TimerService:
                 log.exception("timer %s (%s) failed; dropped", timer.id, timer.kind)
                 async with self._store.transaction() as tx:
                     await tx.delete_timer(timer.id)
-            fired += 1
 
     async def run_forever(self) -> None:
         while True:
             self._wake.clear()
+            self._deadline = -math.inf
             try:
-                await self.run_due()
-                async with self._store.transaction() as tx:
-                    next_due = await tx.next_timer_due()
+                next_due = await self.run_due()
             except Exception:
                 log.exception("timer loop error")
                 next_due = None
@@ -76,6 +80,7 @@ class TimerService:
             if next_due is not None and next_due <= now:
                 continue
             deadline = now + 3600 if next_due is None else next_due
+            self._deadline = deadline
             # Also look again every second of real time: another node may have added work.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._clock.sleep_until(deadline, self._wake), _IDLE_POLL_SECONDS)
+                await asyncio.wait_for(self._clock.sleep_until(deadline, self._wake), self._idle_poll)

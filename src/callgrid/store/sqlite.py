@@ -23,6 +23,12 @@ from callgrid.store.base import AttemptRow, DeadLetterRow, DeliveryRow, Duplicat
 
 _log = logging.getLogger(__name__)
 _DELIVERY_COLUMNS = [f.name for f in fields(DeliveryRow)]
+# What an attempt changes. An UPDATE that names a column rewrites every index on it, even to the same
+# value: naming only these keeps the event and subscription indexes out of each outcome's WAL pages.
+_DELIVERY_PROGRESS = [
+    c for c in _DELIVERY_COLUMNS if c not in ("id", "kind", "event_id", "subscription_id", "created_at", "max_attempts")
+]
+_DELIVERY_PROGRESS_SQL = f"UPDATE deliveries SET {', '.join(f'{c} = ?' for c in _DELIVERY_PROGRESS)} WHERE id = ?"
 _ATTEMPT_COLUMNS = [f.name for f in fields(AttemptRow)]
 
 
@@ -436,9 +442,7 @@ class _SqliteTx:
         return claimed
 
     async def finish_attempt(self, row: DeliveryRow) -> None:
-        assignments = ", ".join(f"{c} = ?" for c in _DELIVERY_COLUMNS if c != "id")
-        values = [getattr(row, c) for c in _DELIVERY_COLUMNS if c != "id"]
-        self._c.execute(f"UPDATE deliveries SET {assignments} WHERE id = ?", (*values, row.id))
+        self._c.execute(_DELIVERY_PROGRESS_SQL, (*_values(row, _DELIVERY_PROGRESS), row.id))
 
     async def next_delivery_due(self, now: float) -> float | None:
         # A claim moves next_attempt_at to the lease's end, so the due index answers this alone.
@@ -466,11 +470,7 @@ class _SqliteTx:
 
     # delivery engine (bulk)
     async def finish_attempts(self, rows: list[DeliveryRow], attempts: list[AttemptRow]) -> None:
-        assignments = ", ".join(f"{c} = ?" for c in _DELIVERY_COLUMNS if c != "id")
-        self._c.executemany(
-            f"UPDATE deliveries SET {assignments} WHERE id = ?",
-            [(*(getattr(r, c) for c in _DELIVERY_COLUMNS if c != "id"), r.id) for r in rows],
-        )
+        self._c.executemany(_DELIVERY_PROGRESS_SQL, [(*_values(r, _DELIVERY_PROGRESS), r.id) for r in rows])
         self._c.executemany(
             "INSERT OR REPLACE INTO delivery_attempts (delivery_id, attempt, started_at, status, outcome, error, "
             "duration_ms, batch_size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -432,7 +432,9 @@ class DeliveryEngine:
                 self._in_flight_ids.difference_update(r.id for r in rows)
             if dead and self._on_dead_letter is not None:
                 self._on_dead_letter()
-            self._wake.set()
+            # A retry may now be due before the claim loop's next look; an ended row needs no look.
+            if any(r.status == "pending" for r in rows):
+                self._wake.set()
 
     def _retry_delay(self, request: _Request, result: SendResult) -> float:
         attempts = request.rows[0].attempts + 1
