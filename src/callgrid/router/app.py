@@ -65,14 +65,18 @@ def build_app(state: RouterState) -> Starlette:
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, limit=256))
         transport = AioHttpTransport(session=session, session_owner=False)
         automation = CallAutomationClient.from_connection_string(state.config.connection_string, transport=transport)
-        async with session, automation:
-            state.router = Router(state.store, automation, state.config.sdk_timeout_seconds)
-            resumed = state.router.resume_pending()
-            if resumed:
-                log.warning("resuming %d IncomingCall event(s) accepted before the last stop", resumed)
-            yield
-            await state.router.drain()
-            state.router = None
+        state.store.start_checkpoints()
+        try:
+            async with session, automation:
+                state.router = Router(state.store, automation, state.config.sdk_timeout_seconds)
+                resumed = state.router.resume_pending()
+                if resumed:
+                    log.warning("resuming %d IncomingCall event(s) accepted before the last stop", resumed)
+                yield
+                await state.router.drain()
+                state.router = None
+        finally:
+            state.store.stop_checkpoints()
 
     routes = [
         Route(WEBHOOK_PATH, webhook.post, methods=["POST"]),

@@ -83,6 +83,46 @@ _SCHEMA = [
 ]
 
 
+# The WAL starts over once it holds this many frames (pages); SQLite's own checkpoint only past the larger.
+_RESTART_FRAMES = 500
+_AUTOCHECKPOINT_PAGES = 20_000
+
+
+class _Checkpoints(threading.Thread):
+    """PASSIVE checkpoints beside the writer; when the WAL has grown, one more pass holding the store's
+    lock, so that it completes and the next commit starts the WAL over (commits that keep overtaking a
+    checkpoint never let it restart)."""
+
+    def __init__(self, path: Path, lock: threading.RLock, interval: float) -> None:
+        super().__init__(name="router-checkpoints", daemon=True)
+        self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._lock = lock
+        self._interval = interval
+        self._stopped = threading.Event()
+
+    def _checkpoint(self) -> int:
+        # fetchall: a statement left open would keep a read mark, and the WAL could never restart.
+        ((busy, frames, _copied),) = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        return 0 if busy else int(frames)
+
+    def run(self) -> None:
+        try:
+            while not self._stopped.wait(self._interval):
+                try:
+                    if self._checkpoint() >= _RESTART_FRAMES:
+                        with self._lock:
+                            self._checkpoint()
+                except sqlite3.Error:
+                    continue  # nothing is lost meanwhile: the WAL holds every commit
+        finally:
+            self._conn.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(timeout=10)
+
+
 class RouterStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
@@ -91,6 +131,7 @@ class RouterStore:
         self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
+        self._checkpoints: _Checkpoints | None = None
         self._conn.execute("PRAGMA journal_mode=WAL")
         # WAL + NORMAL survives a process crash (what at-least-once needs here); FULL adds an fsync per commit.
         self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -99,8 +140,23 @@ class RouterStore:
         self._migrate()
 
     def close(self) -> None:
+        self.stop_checkpoints()
         with self._lock:
             self._conn.close()
+
+    def start_checkpoints(self, interval: float = 0.2) -> None:
+        """For a long-running server: WAL checkpoints on a thread of their own. SQLite's automatic one
+        runs inside whichever commit crosses the limit, copying megabytes and syncing the file while the
+        event loop waits for that commit; the automatic one stays as a backstop, far above."""
+        if self._checkpoints is None and str(self.path) != ":memory:":
+            self._conn.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
+            self._checkpoints = _Checkpoints(self.path, self._lock, interval)
+            self._checkpoints.start()
+
+    def stop_checkpoints(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.stop()
+            self._checkpoints = None
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
