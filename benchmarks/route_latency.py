@@ -32,7 +32,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import uvloop
 from aiohttp import web
 
 from callgrid.security import sign_request
@@ -283,7 +282,7 @@ def main() -> None:
 
         # The driver (caller and devices) on the same event loop as the servers use: it shares the two
         # cores with them, and the less of them it takes, the less it perturbs what it measures.
-        result = uvloop.run(run())
+        result = _run_loop(run())
         result = {
             "benchmark": "route_latency",
             "rate_per_s": args.rate,
@@ -301,6 +300,14 @@ def main() -> None:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def _run_loop(main: Any) -> Any:
+    try:
+        import uvloop  # what callgrid's servers run on (uvicorn picks it up)
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def _identity_subscription(env: dict[str, str], url: str) -> None:
