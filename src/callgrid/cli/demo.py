@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import ssl
 import subprocess
 import sys
@@ -39,6 +40,8 @@ def demo(
     number: Annotated[str, typer.Option(help="The owned number to assign.")] = DEMO_NUMBER,
 ) -> None:
     """Start callgrid and the router with a demo resource; print a ready `callgrid call` line."""
+    # A SIGTERM (a supervisor, `timeout`, `kill`) stops both servers too, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     data_dir.mkdir(parents=True, exist_ok=True)
     callgrid_cmd = [sys.executable, "-m", "callgrid"]
     server = subprocess.Popen([*callgrid_cmd, "serve", "--data-dir", str(data_dir), "--port", str(port)])
@@ -94,6 +97,10 @@ def demo(
                     proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _wait(url: str, proc: subprocess.Popen[bytes], ca_file: str | None, timeout: float = 30.0) -> None:
