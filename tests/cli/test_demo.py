@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,10 +13,12 @@ from pathlib import Path
 
 from tests.support.server import free_port
 
+_ENV = {**os.environ, "COLUMNS": "250"}  # rich would fold long lines on an 80-column pipe
+
 
 def test_demo_routes_the_printed_call_and_stops_both_servers_on_sigterm(tmp_path: Path) -> None:
     port, router_port = free_port(), free_port()
-    env = {**os.environ, "COLUMNS": "250"}
+    env = _ENV
     args = ["demo", "--data-dir", str(tmp_path / "cg"), "--port", str(port), "--router-port", str(router_port)]
     demo = subprocess.Popen(
         [sys.executable, "-m", "callgrid", *args],
@@ -57,3 +60,17 @@ def _state(pid: str) -> str:
         return Path(f"/proc/{pid}/status").read_text().lower()
     except OSError:
         return "zombie"
+
+
+def test_demo_refuses_a_port_already_in_use(tmp_path: Path) -> None:
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        args = ["demo", "--data-dir", str(tmp_path / "cg"), "--port", str(port), "--router-port", str(free_port())]
+        result = subprocess.run(
+            [sys.executable, "-m", "callgrid", *args], capture_output=True, text=True, timeout=60, env=_ENV
+        )
+    assert result.returncode == 1
+    assert f"Port {port} (callgrid) is in use" in result.stdout
+    assert not (tmp_path / "cg").exists()  # nothing started, nothing written

@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -42,6 +43,11 @@ def demo(
     """Start callgrid and the router with a demo resource; print a ready `callgrid call` line."""
     # A SIGTERM (a supervisor, `timeout`, `kill`) stops both servers too, as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
+    for what, taken in (("callgrid", port), ("the router", router_port)):
+        if _in_use(taken):
+            # Else the readiness probe would find the other server and call the demo ready.
+            console.print(f"[red]Port {taken} ({what}) is in use[/red]: stop what runs there, or pass another port.")
+            raise typer.Exit(1)
     data_dir.mkdir(parents=True, exist_ok=True)
     callgrid_cmd = [sys.executable, "-m", "callgrid"]
     server = subprocess.Popen([*callgrid_cmd, "serve", "--data-dir", str(data_dir), "--port", str(port)])
@@ -97,6 +103,15 @@ def demo(
                     proc.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+
+def _in_use(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def _interrupt(signum: int, frame: object) -> None:
