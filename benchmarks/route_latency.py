@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import shlex
+import shutil
 import signal
 import ssl
 import subprocess
@@ -198,6 +199,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="route-latency-"))
     port, router_port, hook_port = _free_port(), _free_port(), _free_port()
     procs: list[subprocess.Popen[bytes]] = []
+    finished = False
     try:
         log = (work / "callgrid.log").open("wb")
         procs.append(
@@ -293,6 +295,7 @@ def main() -> None:
             "target": {"routed_p99_ms": 25, "met": result["routed"]["p99_ms"] <= 25 and result["routed"]["lost"] == 0},
         }
         print(json.dumps(result, indent=2))
+        finished = True
     finally:
         for p in reversed(procs):
             p.send_signal(signal.SIGTERM)
@@ -300,6 +303,11 @@ def main() -> None:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
+        # Both stores and both servers' logs: tens of MB a run, worth keeping only to see what went wrong.
+        if finished:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"route_latency: servers' logs and stores kept in {work}", file=sys.stderr)
 
 
 def _run_loop(main: Any) -> Any:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +14,7 @@ from tests.support.webhook import WebhookReceiver
 
 # One CA for every test server, trusted before test modules import aiohttp (which reads SSL_CERT_FILE once).
 _SESSION_TLS = Path(tempfile.mkdtemp(prefix="callgrid-test-tls-"))
+atexit.register(shutil.rmtree, _SESSION_TLS, ignore_errors=True)
 ensure_tls_material(_SESSION_TLS)
 trust_session_ca(_SESSION_TLS)
 
