@@ -9,9 +9,7 @@ recognised as a duplicate and never acted on twice.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import secrets
 import sqlite3
 import threading
@@ -88,7 +86,6 @@ _SCHEMA = [
 # The WAL starts over once it holds this many frames (pages); SQLite's own checkpoint only past the larger.
 _RESTART_FRAMES = 500
 _AUTOCHECKPOINT_PAGES = 20_000
-_fdatasync = getattr(os, "fdatasync", os.fsync)  # macOS has only fsync
 
 
 class _Checkpoints(threading.Thread):
@@ -102,7 +99,6 @@ class _Checkpoints(threading.Thread):
         self._conn.execute("PRAGMA busy_timeout=5000")
         self._lock = lock
         self._interval = interval
-        self._files = (Path(f"{path}-wal"), path)
         self._stopped = threading.Event()
 
     def _checkpoint(self) -> int:
@@ -110,23 +106,11 @@ class _Checkpoints(threading.Thread):
         ((busy, frames, _copied),) = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         return 0 if busy else int(frames)
 
-    def _sync(self) -> None:
-        # A checkpoint syncs the database file only when it reaches the WAL's end, which passes beside the
-        # writer rarely do: synced here, the locked pass flushes only what came since, not all they copied.
-        for path in self._files:
-            with contextlib.suppress(FileNotFoundError):
-                fd = os.open(path, os.O_RDWR)
-                try:
-                    _fdatasync(fd)
-                finally:
-                    os.close(fd)
-
     def run(self) -> None:
         try:
             while not self._stopped.wait(self._interval):
                 try:
                     if self._checkpoint() >= _RESTART_FRAMES:
-                        self._sync()
                         with self._lock:
                             self._checkpoint()
                 except sqlite3.Error:

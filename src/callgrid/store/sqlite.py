@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import sqlite3
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -140,7 +139,6 @@ class _Checkpointer:
     def __init__(self, path: Path, write_lock: asyncio.Lock, interval: float = 0.2) -> None:
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA busy_timeout=5000")
-        self._files = (Path(f"{path}-wal"), path)
         self._write_lock = write_lock
         self._interval = interval
         # One thread of its own: a checkpoint still running when the task is cancelled finishes
@@ -155,21 +153,6 @@ class _Checkpointer:
         ((busy, frames, _copied),) = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         return 0 if busy else int(frames)
 
-    def _sync(self) -> None:
-        """fsync the WAL and the database file, beside the writer.
-
-        A checkpoint syncs the database file only when it reaches the WAL's end, which the passes beside the
-        writer never do under load: the locked pass then flushed every page they had copied (~20 MB at 200
-        calls/s, ~4 ms) with writers held off. Synced here first, it is left only what came since.
-        """
-        for path in self._files:
-            with contextlib.suppress(FileNotFoundError):
-                fd = os.open(path, os.O_RDWR)
-                try:
-                    _fdatasync(fd)
-                finally:
-                    os.close(fd)
-
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
@@ -178,7 +161,6 @@ class _Checkpointer:
                 # to be worth restarting (the hold is one short pass and its fsync, on the thread).
                 if await self._loop.run_in_executor(self._thread, self._checkpoint) < _RESTART_FRAMES:
                     continue
-                await self._loop.run_in_executor(self._thread, self._sync)
                 async with self._write_lock:
                     await self._loop.run_in_executor(self._thread, self._checkpoint)
             except sqlite3.Error as exc:
@@ -198,7 +180,6 @@ class _Checkpointer:
 # threshold made that every 0.2 s, this one about every 0.5 s (routed p99 lower in each of 3 alternating runs).
 _RESTART_FRAMES = 4_000
 _AUTOCHECKPOINT_PAGES = 20_000
-_fdatasync = getattr(os, "fdatasync", os.fsync)  # macOS has only fsync
 
 
 def _doc(row: tuple[Any, ...] | None) -> dict[str, Any] | None:
