@@ -18,14 +18,13 @@ _ENV = {**os.environ, "COLUMNS": "250"}  # rich would fold long lines on an 80-c
 
 def test_demo_routes_the_printed_call_and_stops_both_servers_on_sigterm(tmp_path: Path) -> None:
     port, router_port = free_port(), free_port()
-    env = _ENV
     args = ["demo", "--data-dir", str(tmp_path / "cg"), "--port", str(port), "--router-port", str(router_port)]
     demo = subprocess.Popen(
         [sys.executable, "-m", "callgrid", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=env,
+        env=_ENV,
     )
     assert demo.stdout is not None
     output: list[str] = []
@@ -36,7 +35,7 @@ def test_demo_routes_the_printed_call_and_stops_both_servers_on_sigterm(tmp_path
             assert time.monotonic() < deadline and demo.poll() is None, "".join(output)
             output.append(demo.stdout.readline())
         call_line = next(line.strip() for line in output if " call --from " in line)
-        called = subprocess.run(shlex.split(call_line), capture_output=True, text=True, env=env, timeout=60)
+        called = subprocess.run(shlex.split(call_line), capture_output=True, text=True, env=_ENV, timeout=60)
         assert called.returncode == 0, called.stdout + called.stderr
         story = called.stdout
         # The whole story: the PSTN call, IncomingCall to the router, redirect, the identity's device answering.
