@@ -8,6 +8,10 @@ PORT ?= 8710
 .PHONY: run test lint bench clean
 
 $(STAMP): pyproject.toml
+	@# Text-to-speech is Debian's espeak-ng (no wheel carries it): installed here when we may, else named.
+	@command -v espeak-ng >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; } \
+		|| echo "note: install espeak-ng (apt-get install espeak-ng) for spoken prompts; the tests need it"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

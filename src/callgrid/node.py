@@ -23,8 +23,14 @@ from callgrid.eventgrid.delivery.sender import AiohttpSender, Sender
 from callgrid.eventgrid.handshake import SubscriptionValidator
 from callgrid.eventgrid.subscriptions import SubscriptionService
 from callgrid.eventgrid.topics import EventPublisher, SubscriptionTable
+from callgrid.media.listening import SpeechListener
+from callgrid.media.plane import MediaPlane
+from callgrid.media.prompts import PromptLoader
+from callgrid.media.speech import Recognizer
+from callgrid.media.streaming import open_stream
 from callgrid.platform.calls.service import CallService, CallServiceSettings
 from callgrid.platform.identities import IdentityService
+from callgrid.platform.media_port import MediaEvent
 from callgrid.platform.phone_numbers import PhoneNumberService
 from callgrid.platform.resource import CommunicationResource, load_or_create_resource
 from callgrid.platform.timers import TimerService
@@ -134,6 +140,11 @@ class Node:
         # Tokens are checked by clients against real time, so they are stamped with it.
         self.identities = IdentityService(self.resource, self.keys.token_key, self.wall_clock)
         self.numbers = PhoneNumberService(self.clock)
+        self.media = MediaPlane(s.data_dir)
+        self.prompts = PromptLoader(self.media.prompts)
+        self.recognizer = Recognizer()
+        self.media.listener_factory = SpeechListener.factory(self.recognizer)
+        self.media.stream_factory = open_stream(self.recognizer)
         self.calls = CallService(
             resource=self.resource,
             identities=self.identities,
@@ -143,6 +154,7 @@ class Node:
             clock=self.clock,
             context_secret=self.keys.context_secret,
             settings=CallServiceSettings(ring_timeout_seconds=s.ring_timeout_seconds),
+            media_plane=self.media,
         )
         self.subscriptions = SubscriptionService(self.clock, azure_functions_url=s.azure_functions_url)
         self.topics = TopicService(self.clock, public_endpoint=s.endpoint, wall_clock=self.wall_clock)
@@ -156,6 +168,7 @@ class Node:
             uppercase_name=s.uppercase_subscription_name_header,
             on_change=self.subscriptions_changed,
         )
+        self.media.start(self.apply_media_event)
         if run_loops:
             await self.delivery.recover()
             for loop in (
@@ -174,8 +187,14 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        await self.media.stop()
         await self.sender.close()
         await self.store.close()
+
+    async def apply_media_event(self, event: MediaEvent) -> None:
+        """What the media plane heard or saw, applied to the call in a transaction of its own."""
+        async with self.store.transaction() as tx:
+            await self.calls.on_media_event(tx, event)
 
     def subscriptions_changed(self) -> None:
         self.subscription_table.invalidate()

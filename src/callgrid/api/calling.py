@@ -20,15 +20,15 @@ from callgrid.errors import InvalidRequest
 from callgrid.identifiers import CommunicationIdentifier, InvalidIdentifier, from_wire, phone_number
 from callgrid.node import Node
 from callgrid.platform.audio import Probe
-from callgrid.platform.audio_fetch import probe_file
 from callgrid.platform.calls.service import check_operation_context
 from callgrid.platform.media import (
+    END_SILENCE_SECONDS,
     INITIAL_SILENCE_SECONDS,
     INTER_TONE_SECONDS,
     MAX_TONES,
     RecognizeOptions,
-    unavailable_source,
 )
+from callgrid.platform.streaming import MEDIA_STREAMING, TRANSCRIPTION, parse_options
 from callgrid.security import jwks
 
 
@@ -66,6 +66,13 @@ def _operation_context(body: dict[str, Any]) -> str | None:
     return value
 
 
+def _streams(body: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    return (
+        parse_options(MEDIA_STREAMING, body.get("mediaStreamingOptions")),
+        parse_options(TRANSCRIPTION, body.get("transcriptionOptions")),
+    )
+
+
 def _custom_context(body: dict[str, Any]) -> dict[str, Any] | None:
     value: dict[str, Any] | None = field(body, "customCallingContext", dict, required=False)
     return value
@@ -95,6 +102,7 @@ async def create_call(request: Request) -> Response:
     caller_id = _caller_id(body)
     display_name = field(body, "sourceDisplayName", str, required=False)
     custom_context = _custom_context(body)
+    streams = _streams(body)
     async with operation(node) as op:
         call, connection = await node.calls.create_call(
             op.tx,
@@ -105,6 +113,7 @@ async def create_call(request: Request) -> Response:
             source_display_name=display_name,
             operation_context=operation_context,
             custom_context=custom_context,
+            streams=streams,
         )
         return await op.respond(JSONResponse(node.calls.connection_properties(call, connection), status_code=201))
 
@@ -117,9 +126,14 @@ async def answer_call(request: Request) -> Response:
     context = field(body, "incomingCallContext", str)
     callback_uri = field(body, "callbackUri", str)
     operation_context = _operation_context(body)
+    streams = _streams(body)
     async with operation(node) as op:
         call, connection = await node.calls.answer(
-            op.tx, incoming_call_context=context, callback_uri=callback_uri, operation_context=operation_context
+            op.tx,
+            incoming_call_context=context,
+            callback_uri=callback_uri,
+            operation_context=operation_context,
+            streams=streams,
         )
         # The answer reports the leg as it is at that moment; CallConnected follows on the callback URI.
         return await op.respond(JSONResponse(node.calls.connection_properties(call, connection, state="connecting")))
@@ -140,9 +154,14 @@ async def connect_call(request: Request) -> Response:
         )
     callback_uri = field(body, "callbackUri", str)
     operation_context = _operation_context(body)
+    streams = _streams(body)
     async with operation(node) as op:
         call, connection = await node.calls.connect_call(
-            op.tx, server_call_id=server_call_id, callback_uri=callback_uri, operation_context=operation_context
+            op.tx,
+            server_call_id=server_call_id,
+            callback_uri=callback_uri,
+            operation_context=operation_context,
+            streams=streams,
         )
         return await op.respond(JSONResponse(node.calls.connection_properties(call, connection)))
 
@@ -218,7 +237,8 @@ async def _transfer(node: Node, ccid: str, body: dict[str, Any]) -> Response:
 
 
 async def _probe_sources(node: Node, ccid: str, raw_sources: Any, name: str) -> list[Probe]:
-    """Fetch and measure play sources, outside any transaction (after checking the call can play)."""
+    """Fetch or synthesise and measure play sources, outside any transaction (after checking the call
+    can play)."""
     if not isinstance(raw_sources, list):
         raise InvalidRequest(f"'{name}' must be an array of play sources.", code="8523")
     async with node.store.transaction() as tx:
@@ -226,13 +246,33 @@ async def _probe_sources(node: Node, ccid: str, raw_sources: Any, name: str) -> 
     probes = []
     for i, source in enumerate(raw_sources):
         kind = str(source.get("kind", "")).lower() if isinstance(source, dict) else ""
+        cache_id = source.get("playSourceCacheId") if isinstance(source, dict) else None
         if kind == "file":
             uri = (source.get("file") or {}).get("uri")
             if not isinstance(uri, str) or not uri:
                 raise InvalidRequest(f"{name}[{i}].file.uri is required.", code="8523")
-            probes.append(await probe_file(uri))
-        elif kind in ("text", "ssml"):
-            probes.append(unavailable_source(kind))
+            probes.append(await node.prompts.file(uri, cache_id if isinstance(cache_id, str) else None))
+        elif kind == "text":
+            text = source.get("text")
+            if not isinstance(text, dict) or not isinstance(text.get("text"), str) or not text["text"].strip():
+                raise InvalidRequest(f"{name}[{i}].text.text is required.", code="8523")
+            voice = text.get("voiceName")
+            locale = text.get("sourceLocale")
+            if text.get("voiceKind") is not None and voice is None:
+                voice = f"{locale or 'en-US'}+{text['voiceKind']}"
+            probes.append(
+                await node.prompts.text(
+                    text["text"],
+                    voice=voice if isinstance(voice, str) else None,
+                    language=locale if isinstance(locale, str) else None,
+                    ssml=False,
+                )
+            )
+        elif kind == "ssml":
+            ssml = source.get("ssml")
+            if not isinstance(ssml, dict) or not isinstance(ssml.get("ssmlText"), str) or not ssml["ssmlText"].strip():
+                raise InvalidRequest(f"{name}[{i}].ssml.ssmlText is required.", code="8523")
+            probes.append(await node.prompts.text(ssml["ssmlText"], voice=None, language=None, ssml=True))
         else:
             raise InvalidRequest(f"{name}[{i}].kind must be file, text or ssml.", code="8523")
     return probes
@@ -284,6 +324,8 @@ async def _recognize(node: Node, ccid: str, body: dict[str, Any]) -> Response:
         max_tones=int(_seconds(dtmf, "maxTonesToCollect", MAX_TONES, 128)),
         stop_tones=[str(t) for t in dtmf.get("stopTones") or []],
         choices=_choices(options.get("choices")),
+        end_silence_seconds=_end_silence(options.get("speechOptions")),
+        speech_language=options.get("speechLanguage") if isinstance(options.get("speechLanguage"), str) else None,
     )
     async with node.store.transaction() as tx:
         await node.calls.media.recognize(
@@ -297,18 +339,36 @@ async def _recognize(node: Node, ccid: str, body: dict[str, Any]) -> Response:
     return Response(status_code=202)
 
 
-def _choices(value: Any) -> list[dict[str, str | None]]:
+def _choices(value: Any) -> list[dict[str, Any]]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(c, dict) for c in value):
         raise InvalidRequest("recognizeOptions.choices must be an array of choices.", code="8523")
-    choices: list[dict[str, str | None]] = []
+    choices: list[dict[str, Any]] = []
     for i, choice in enumerate(value):
-        label, tone = choice.get("label"), choice.get("tone")
+        label, tone, phrases = choice.get("label"), choice.get("tone"), choice.get("phrases")
         if not isinstance(label, str) or (tone is not None and not isinstance(tone, str)):
             raise InvalidRequest(f"recognizeOptions.choices[{i}] needs a string label and tone.", code="8523")
-        choices.append({"label": label, "tone": tone})
+        if phrases is not None and (
+            not isinstance(phrases, list) or not all(isinstance(p, str) and p.strip() for p in phrases)
+        ):
+            raise InvalidRequest(f"recognizeOptions.choices[{i}].phrases must be an array of phrases.", code="8523")
+        choices.append({"label": label, "tone": tone, "phrases": list(phrases or [])})
     return choices
+
+
+def _end_silence(value: Any) -> float:
+    """speechOptions.endSilenceTimeoutInMs: how long the caller must be quiet for the utterance to end."""
+    if value is None:
+        return END_SILENCE_SECONDS
+    if not isinstance(value, dict):
+        raise InvalidRequest("recognizeOptions.speechOptions must be an object.", code="8523")
+    ms = value.get("endSilenceTimeoutInMs")
+    if ms is None:
+        return END_SILENCE_SECONDS
+    if isinstance(ms, bool) or not isinstance(ms, int) or not 0 < ms <= 60_000:
+        raise InvalidRequest("speechOptions.endSilenceTimeoutInMs must be between 1 and 60000.", code="8523")
+    return ms / 1000.0
 
 
 def _seconds(body: dict[str, Any], name: str, default: float, maximum: float) -> float:
@@ -385,6 +445,54 @@ async def _unhold(node: Node, ccid: str, body: dict[str, Any]) -> Response:
     return Response(status_code=200)
 
 
+async def _stream_action(node: Node, ccid: str, body: dict[str, Any], kind: str, start: bool) -> Response:
+    operation_context = _operation_context(body)
+    callback = field(body, "operationCallbackUri", str, required=False)
+    locale = field(body, "locale", str, required=False)
+    model = field(body, "speechModelEndpointId", str, required=False)
+    async with node.store.transaction() as tx:
+        if start:
+            await node.calls.streaming.start(
+                tx,
+                ccid,
+                kind,
+                operation_context=operation_context,
+                callback_uri=callback,
+                locale=locale,
+                speech_model_endpoint_id=model,
+            )
+        else:
+            await node.calls.streaming.stop(tx, ccid, kind, operation_context=operation_context, callback_uri=callback)
+    return Response(status_code=202)
+
+
+async def _start_media_streaming(node: Node, ccid: str, body: dict[str, Any]) -> Response:
+    return await _stream_action(node, ccid, body, MEDIA_STREAMING, True)
+
+
+async def _stop_media_streaming(node: Node, ccid: str, body: dict[str, Any]) -> Response:
+    return await _stream_action(node, ccid, body, MEDIA_STREAMING, False)
+
+
+async def _start_transcription(node: Node, ccid: str, body: dict[str, Any]) -> Response:
+    return await _stream_action(node, ccid, body, TRANSCRIPTION, True)
+
+
+async def _stop_transcription(node: Node, ccid: str, body: dict[str, Any]) -> Response:
+    return await _stream_action(node, ccid, body, TRANSCRIPTION, False)
+
+
+async def _update_transcription(node: Node, ccid: str, body: dict[str, Any]) -> Response:
+    locale = field(body, "locale", str)
+    operation_context = _operation_context(body)
+    callback = field(body, "operationCallbackUri", str, required=False)
+    async with node.store.transaction() as tx:
+        await node.calls.streaming.update_transcription(
+            tx, ccid, locale=locale, operation_context=operation_context, callback_uri=callback
+        )
+    return Response(status_code=202)
+
+
 _CONNECTION_ACTIONS: dict[str, Callable[[Node, str, dict[str, Any]], Awaitable[Response]]] = {
     "terminate": _terminate,
     "transferToParticipant": _transfer,
@@ -396,6 +504,11 @@ _CONNECTION_ACTIONS: dict[str, Callable[[Node, str, dict[str, Any]], Awaitable[R
     "sendDtmfTones": _send_dtmf,
     "hold": _hold,
     "unhold": _unhold,
+    "startMediaStreaming": _start_media_streaming,
+    "stopMediaStreaming": _stop_media_streaming,
+    "startTranscription": _start_transcription,
+    "stopTranscription": _stop_transcription,
+    "updateTranscription": _update_transcription,
 }
 # Sent with Repeatability headers by the SDK (acs-wire.md 1.6); the others are not.
 _REPEATABLE_ACTIONS = {"terminate", "transferToParticipant", "sendDtmfTones"}

@@ -98,7 +98,9 @@ async def _stored(request: Request) -> dict[str, object]:
 async def download_content(request: Request) -> Response:
     doc = await _stored(request)
     audio = node_of(request).calls.recordings.audio(doc)
-    return Response(audio, media_type="audio/wav")
+    media_types = {"wav": "audio/wav", "mp3": "audio/mpeg", "mp4": "video/mp4"}
+    media_type = media_types.get(str(doc["formatType"]), "audio/wav")
+    return Response(audio, media_type=media_type)
 
 
 @hmac_signed

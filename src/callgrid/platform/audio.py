@@ -1,5 +1,5 @@
 """Audio, as far as callgrid needs it: how long a WAV or MP3 file plays, and writing a WAV (silence with
-DTMF tones) for recordings. Pure functions; fetching files is `audio_fetch.py`."""
+DTMF tones) for recordings. Pure functions; fetching and decoding prompts is `media/prompts.py`."""
 
 from __future__ import annotations
 
@@ -25,13 +25,14 @@ class Probe:
     duration: float | None = None
     sub_code: int | None = None  # 8535 invalid file format, 8536 download failed, 8565 not simulated
     message: str | None = None
+    key: str | None = None  # where the media plane finds its audio (`media/prompts.py`)
 
     @property
     def ok(self) -> bool:
         return self.duration is not None
 
     def to_doc(self) -> dict[str, object]:
-        return {"duration": self.duration, "subCode": self.sub_code, "message": self.message}
+        return {"duration": self.duration, "subCode": self.sub_code, "message": self.message, "key": self.key}
 
 
 def wav_duration(data: bytes, *, require_play_format: bool = True) -> float:

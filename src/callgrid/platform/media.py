@@ -1,9 +1,10 @@
-"""Media operations of a call: play, DTMF recognition, continuous DTMF, sending tones.
+"""Media operations of a call: play, recognition (keys and speech), continuous DTMF, sending tones.
 
-Media operations queue per call; the head one runs. Play sources are fetched and measured before the
-transaction (`platform/audio.py`); here they complete after their real duration on the clock. Keys
-pressed by simulated callers arrive through `caller_tones`. What callgrid cannot do for real (speech
-recognition, text-to-speech) fails as ACS fails when the feature is unavailable, with a clear message.
+Media operations queue per call; the head one runs. Play sources are fetched (or synthesised) and
+measured before the transaction (`media/prompts.py`); here they complete after their real duration on
+the clock, while the media plane plays their audio. Keys pressed by simulated callers arrive through
+`caller_tones`; what a caller says is heard by the media plane, which reports it back as
+`SpeechStarted` / `SpeechRecognized` (`on_media_event`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from callgrid.identifiers import CommunicationIdentifier
 from callgrid.platform.audio import DTMF_TONES, TONE_SECONDS, Probe
 from callgrid.platform.calls.models import Call, CallConnection, CallState, ConnectionState
 from callgrid.platform.calls.results import SUCCESS, Result
+from callgrid.platform.media_port import MediaEvent, SpeechRecognized, SpeechStarted
 from callgrid.store import StoreTx, TimerRow
 
 if TYPE_CHECKING:
@@ -33,22 +35,16 @@ MAX_DIGITS: Result = (200, 8531, "Action completed, max digits received.")
 INTER_TONE_TIMEOUT: Result = (200, 8532, "Action completed, inter-digit silence timeout reached.")
 INITIAL_SILENCE: Result = (400, 8510, "Action failed, initial silence timeout reached.")
 CHOICE_MATCHED: Result = (200, 8533, "Action completed, DTMF option matched.")
-INCORRECT_TONE: Result = (400, 8534, "Action failed, incorrect tone detected.")
+INCORRECT_TONE: Result = (500, 8534, "Action failed, incorrect tone entered.")  # 500: as ACS documents it
+SPEECH_OPTION_MATCHED: Result = (200, 8545, "Action completed, speech option matched.")
+SPEECH_RECOGNIZED: Result = (200, 8569, "Action completed, speech was recognized.")
+SPEECH_OPTION_NOT_MATCHED: Result = (400, 8547, "Action failed, recognized phrase does not match a valid option.")
+SPEECH_NOT_RECOGNIZED: Result = (400, 8563, "Action failed, speech could not be recognized.")
 NOT_SIMULATED = 8565
-
-SPEECH_UNAVAILABLE = (
-    "Action failed, bad request to Cognitive Services: callgrid does not recognize speech "
-    "(no speech service is simulated); use recognizeInputType 'dtmf', 'speechOrDtmf', or 'choices' with tones."
-)
-TTS_UNAVAILABLE = (
-    "Action failed, bad request to Cognitive Services: callgrid does not synthesize speech "
-    "(no text-to-speech is simulated); play a file source instead."
-)
-
-
-def unavailable_source(kind: str) -> Probe:
-    """A text or SSML source: answered as a call without Cognitive Services would answer it."""
-    return Probe(sub_code=NOT_SIMULATED, message=TTS_UNAVAILABLE + f" (play source kind '{kind}')")
+# What the speech recogniser waits for after the caller stops talking (ACS's default endSilenceTimeout).
+END_SILENCE_SECONDS = 0.5
+# Once the caller is talking, the initial silence timeout no longer applies; this bounds an utterance.
+MAX_SPEECH_SECONDS = 60.0
 
 
 @dataclass
@@ -61,8 +57,10 @@ class RecognizeOptions:
     inter_tone_seconds: float = INTER_TONE_SECONDS
     max_tones: int = MAX_TONES
     stop_tones: list[str] = field(default_factory=list)
-    # recognizeInputType "choices": each {"label", "tone"?}; callgrid matches the tones only.
-    choices: list[dict[str, str | None]] = field(default_factory=list)
+    # recognizeInputType "choices": each {"label", "phrases"?, "tone"?}.
+    choices: list[dict[str, Any]] = field(default_factory=list)
+    end_silence_seconds: float = END_SILENCE_SECONDS
+    speech_language: str | None = None
 
 
 class MediaService:
@@ -125,6 +123,7 @@ class MediaService:
             maxTones=options.max_tones,
             stopTones=list(options.stop_tones),
             choices=list(options.choices),
+            endSilence=options.end_silence_seconds,
             tones=[],
         )
         await self._enqueue(tx, call, op, interrupt)
@@ -230,7 +229,59 @@ class MediaService:
         await core.save(tx, call)
         return call
 
+    # ---- what the media plane heard -------------------------------------------------------------------
+
+    async def on_media_event(self, tx: StoreTx, event: MediaEvent) -> None:
+        """Apply what the media plane observed, if the operation it concerns is still waiting for it."""
+        if not isinstance(event, SpeechStarted | SpeechRecognized):
+            return
+        call = await self._core.get_call(tx, event.server_call_id)
+        if call.state != CallState.CONNECTED:
+            return
+        ops = self._ops(call)
+        op = ops[0] if ops and ops[0]["id"] == event.op_id else None
+        if op is None or op["kind"] != "recognize":
+            return
+        now = self._core.clock.now()
+        if isinstance(event, SpeechStarted):
+            if op["phase"] == "prompt" and op["interruptPrompt"]:
+                self._stop_prompt(tx, call, op)  # barge-in
+                op["phase"] = "listening"
+            if op["phase"] != "listening" or op.get("speaking"):
+                return
+            # The caller is talking: the initial silence no longer runs; the utterance's end decides.
+            op["speaking"] = True
+            op["dueAt"] = now + MAX_SPEECH_SECONDS
+            await self._schedule(tx, call, op)
+            await self._core.save(tx, call)
+            return
+        if op["phase"] == "prompt" and not op["interruptPrompt"]:
+            return  # speech over a prompt that may not be interrupted is not heard
+        text = event.text.strip()
+        if op["inputType"] == "choices":
+            choice = _choice_of(op, event.phrase, text)
+            if choice is None:
+                await self._finish(tx, call, op, "Failed", SPEECH_OPTION_NOT_MATCHED)
+            else:
+                result = {
+                    "label": choice["label"],
+                    "recognizedPhrase": event.phrase or text,
+                    "confidence": round(event.confidence, 4),
+                }
+                extra = {"recognitionType": "choices", "choiceResult": result}
+                await self._finish(tx, call, op, "Completed", SPEECH_OPTION_MATCHED, extra=extra)
+        elif not text:
+            await self._finish(tx, call, op, "Failed", SPEECH_NOT_RECOGNIZED)
+        else:
+            extra = {"recognitionType": "speech", "speechResult": {"speech": text, "confidence": event.confidence}}
+            await self._finish(tx, call, op, "Completed", SPEECH_RECOGNIZED, extra=extra)
+        await self._core.save(tx, call)
+
     # ---- internals ----------------------------------------------------------------------------------
+
+    def _stop_prompt(self, tx: StoreTx, call: Call, op: dict[str, Any]) -> None:
+        plane, server_call_id, op_id = self._core.media_plane, call.server_call_id, op["id"]
+        tx.after_commit(lambda: plane.stop_play(server_call_id, op_id))
 
     def _ops(self, call: Call) -> list[dict[str, Any]]:
         ops: list[dict[str, Any]] = call.media.setdefault("ops", [])
@@ -274,30 +325,59 @@ class MediaService:
     async def _start(self, tx: StoreTx, call: Call, op: dict[str, Any]) -> None:
         now = self._core.clock.now()
         failed = next((i for i, s in enumerate(op["sources"]) if s["duration"] is None), None)
-        if op["kind"] == "recognize" and not _hears_tones(op):
-            await self._finish(tx, call, op, "Failed", (400, NOT_SIMULATED, SPEECH_UNAVAILABLE))
-            return
         if failed is not None:
             source = op["sources"][failed]
             result = (400, int(source["subCode"]), str(source["message"]))
             await self._finish(tx, call, op, "Failed", result, extra={"failedPlaySourceIndex": failed})
             return
         total = sum(float(s["duration"]) for s in op["sources"])
+        keys = [str(s["key"]) for s in op["sources"] if s.get("key")]
+        plane, server_call_id, op_id = self._core.media_plane, call.server_call_id, op["id"]
         if op["kind"] == "play":
             op["phase"] = "playing"
             op["dueAt"] = now + total
+            targets = op["playTo"] or None
+            loop = bool(op["loop"])
+            tx.after_commit(lambda: plane.play(server_call_id, op_id, keys, targets, loop))
             await self._event(tx, call, op, "PlayStarted", SUCCESS)
         elif total > 0:
             op["phase"] = "prompt"
             op["dueAt"] = now + total
+            # A recognize prompt is played to the participant whose answer is awaited.
+            target = [op["target"]]
+            tx.after_commit(lambda: plane.play(server_call_id, op_id, keys, target, False))
+            if op["interruptPrompt"]:
+                self._hear_speech(tx, call, op, report_start=True)
         else:
-            self._listen(op, now, op["initialSilence"])
+            self._listen(tx, call, op, now, op["initialSilence"])
         call.record(now, "mediaStarted", kind=op["kind"], operationId=op["id"])
         await self._schedule(tx, call, op)
 
-    def _listen(self, op: dict[str, Any], now: float, wait: float) -> None:
+    def _listen(self, tx: StoreTx, call: Call, op: dict[str, Any], now: float, wait: float) -> None:
+        first = op["phase"] != "listening"
         op["phase"] = "listening"
         op["dueAt"] = now + wait
+        if first and not op.get("hearing"):
+            self._hear_speech(tx, call, op, report_start=True)
+
+    def _hear_speech(self, tx: StoreTx, call: Call, op: dict[str, Any], *, report_start: bool) -> None:
+        """Ask the media plane to recognise what the target says, for input types that take speech."""
+        phrases = _speech_phrases(op)
+        if op["kind"] != "recognize" or op["inputType"] == "dtmf" or phrases == []:
+            return
+        op["hearing"] = True
+        plane, server_call_id, op_id = self._core.media_plane, call.server_call_id, op["id"]
+        target, end_silence = op["target"], float(op.get("endSilence", END_SILENCE_SECONDS))
+        tx.after_commit(
+            lambda: plane.listen(
+                server_call_id,
+                op_id,
+                target,
+                phrases=phrases,
+                end_silence_seconds=end_silence,
+                report_speech_start=report_start,
+            )
+        )
 
     async def _schedule(self, tx: StoreTx, call: Call, op: dict[str, Any]) -> None:
         op["token"] += 1
@@ -323,6 +403,13 @@ class MediaService:
         was_head = bool(ops) and ops[0] is op
         if op in ops:
             ops.remove(op)
+        plane, server_call_id, op_id = self._core.media_plane, call.server_call_id, op["id"]
+
+        def silence_it() -> None:
+            plane.stop_play(server_call_id, op_id)
+            plane.stop_listen(server_call_id, op_id)
+
+        tx.after_commit(silence_it)
         name = {"play": "Play", "recognize": "Recognize"}[op["kind"]] + outcome
         await self._event(tx, call, op, name, result, extra)
         call.record(self._core.clock.now(), "mediaEnded", kind=op["kind"], outcome=outcome, operationId=op["id"])
@@ -377,18 +464,22 @@ class MediaService:
             return
         op = ops[0]
         now = self._core.clock.now()
+        if op["inputType"] == "speech":
+            return  # a speech-only recognition does not hear keys
         if op["phase"] == "prompt" and op["interruptPrompt"]:
+            self._stop_prompt(tx, call, op)
             op["phase"] = "listening"
         if op["phase"] != "listening":
             return  # keys pressed during a prompt that may not be interrupted are not heard
         if op["inputType"] == "choices":
             # The first key decides: the choice with that tone, or an incorrect tone.
-            label = next((c["label"] for c in op.get("choices", []) if c.get("tone") == tone), None)
-            if label is None:
+            choice = next((c for c in op.get("choices", []) if c.get("tone") == tone), None)
+            if choice is None:
                 await self._finish(tx, call, op, "Failed", INCORRECT_TONE)
             else:
-                # On DTMF the service names the choice only (recognizedPhrase is for speech).
-                extra = {"recognitionType": "choices", "choiceResult": {"label": label}}
+                phrases = choice.get("phrases") or []
+                result = {"label": choice["label"], "recognizedPhrase": phrases[0] if phrases else tone}
+                extra = {"recognitionType": "choices", "choiceResult": result}
                 await self._finish(tx, call, op, "Completed", CHOICE_MATCHED, extra=extra)
             return
         if tone in op["stopTones"]:
@@ -398,7 +489,7 @@ class MediaService:
         if len(op["tones"]) >= op["maxTones"]:
             await self._recognized(tx, call, op, MAX_DIGITS)
             return
-        self._listen(op, now, op["interTone"])
+        self._listen(tx, call, op, now, op["interTone"])
         await self._schedule(tx, call, op)
 
     async def _recognized(self, tx: StoreTx, call: Call, op: dict[str, Any], result: Result) -> None:
@@ -428,21 +519,35 @@ class MediaService:
             else:
                 await self._finish(tx, call, op, "Completed", SUCCESS)
         elif op["phase"] == "prompt":
-            self._listen(op, now, op["initialSilence"])
+            self._listen(tx, call, op, now, op["initialSilence"])
             await self._schedule(tx, call, op)
         elif op["phase"] == "listening":
-            if op["tones"]:
+            if op.get("speaking"):
+                await self._finish(tx, call, op, "Failed", SPEECH_OPTION_NOT_MATCHED)
+            elif op["tones"]:
                 await self._recognized(tx, call, op, INTER_TONE_TIMEOUT)
             else:
                 await self._finish(tx, call, op, "Failed", INITIAL_SILENCE)
         await self._core.save(tx, call)
 
 
-def _hears_tones(op: dict[str, Any]) -> bool:
-    """Whether a recognize operation can complete here: speech is not simulated, keys are."""
-    if op["inputType"] in ("dtmf", "speechOrDtmf"):
-        return True
-    return op["inputType"] == "choices" and any(c.get("tone") for c in op.get("choices", []))
+def _speech_phrases(op: dict[str, Any]) -> list[str] | None:
+    """The phrases a recognition listens for: None for free speech, [] when it takes no speech."""
+    if op["inputType"] != "choices":
+        return None
+    return [str(p) for c in op.get("choices", []) for p in c.get("phrases") or []]
+
+
+def _choice_of(op: dict[str, Any], phrase: str | None, text: str) -> dict[str, Any] | None:
+    wanted = _normal(phrase or text)
+    for choice in op.get("choices", []):
+        if any(_normal(str(p)) == wanted for p in choice.get("phrases") or []):
+            return dict(choice)
+    return None
+
+
+def _normal(text: str) -> str:
+    return " ".join("".join(ch for ch in text.lower() if ch.isalnum() or ch.isspace()).split())
 
 
 def _check_choices(options: RecognizeOptions) -> None:

@@ -1,9 +1,10 @@
-"""Call recording: start, pause, resume, stop; RecordingStateChanged callbacks; and on stop a WAV file of
-the recorded time (silence, with the DTMF tones pressed while recording) plus its metadata, announced by
-a `Microsoft.Communication.RecordingFileStatusUpdated` event on the system topic.
+"""Call recording: start, pause, resume, stop; RecordingStateChanged callbacks; and on stop the file of
+the recorded time (the call's audio, captured by the media plane, pauses left out) plus its metadata,
+announced by a `Microsoft.Communication.RecordingFileStatusUpdated` event on the system topic.
 
-The audio is a pure function of the stored recording document, so it is rendered when downloaded
-rather than written to disk: nothing half-written, nothing to clean up.
+The media plane writes the file right after the stopping transaction commits, before the event can be
+delivered. If the audio was lost (the server restarted mid-recording), the download is the recorded
+time rendered from the stored document: silence with the keys pressed, as long as the recording was.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ if TYPE_CHECKING:
 RECORDING_STATE_CHANGED = "RecordingStateChanged"
 FILE_STATUS_UPDATED = "Microsoft.Communication.RecordingFileStatusUpdated"
 RECORDING_KIND = "azureCommunicationServices"
+# (content, channel, format) as ACS records them.
+_FORMATS = {
+    ("audio", "mixed", "wav"),
+    ("audio", "mixed", "mp3"),
+    ("audio", "unmixed", "wav"),
+    ("audioVideo", "mixed", "mp4"),
+}
 
 
 class RecordingService:
@@ -44,10 +52,10 @@ class RecordingService:
         call = await self._core.get_call(tx, server_call_id)
         if call.state != CallState.CONNECTED:
             raise InvalidRequest("Recording needs an established call.", code="8501")
-        if (content_type, channel_type, format_type) != ("audio", "mixed", "wav"):
+        if (content_type, channel_type, format_type) not in _FORMATS:
             raise InvalidRequest(
-                "callgrid records mixed audio as WAV only (recordingContentType 'audio', recordingChannelType "
-                f"'mixed', recordingFormatType 'wav'); asked for {content_type}/{channel_type}/{format_type}.",
+                f"Unsupported recording combination {content_type}/{channel_type}/{format_type}: ACS records "
+                "audio mixed as wav or mp3, audio unmixed as wav, and audioVideo mixed as mp4.",
                 code="8523",
             )
         if state_callback_uri is not None and not state_callback_uri.lower().startswith(("http://", "https://")):
@@ -71,6 +79,8 @@ class RecordingService:
         }
         call.media["recordingId"] = recording_id
         call.record(now, "recordingStarted", recordingId=recording_id)
+        plane, active = self._core.media_plane, not pause_on_start
+        tx.after_commit(lambda: plane.start_recording(server_call_id, recording_id, channel_type, active))
         await tx.put_recording(recording_id, server_call_id, doc)
         await self._state_changed(tx, call, doc)
         await self._core.save(tx, call)
@@ -109,6 +119,8 @@ class RecordingService:
             raise NotFound(f"Recording '{recording_id}' has no files (unknown, still running or deleted).", code="8522")
         doc["state"] = "deleted"
         await tx.put_recording(recording_id, doc["serverCallId"], doc)
+        plane = self._core.media_plane
+        tx.after_commit(lambda: plane.delete_recording_file(recording_id))
 
     def describe(self, doc: dict[str, Any]) -> dict[str, Any]:
         return {"recordingId": doc["recordingId"], "recordingState": doc["state"], "recordingKind": RECORDING_KIND}
@@ -116,6 +128,9 @@ class RecordingService:
     def audio(self, doc: dict[str, Any]) -> bytes:
         if doc["state"] != "stopped":
             raise NotFound("The recording's file exists once the recording has stopped.", code="8522")
+        data = self._core.media_plane.recording_file(doc["recordingId"])
+        if data is not None:
+            return data
         return wav_bytes(doc["durationMs"] / 1000.0, [(t[0], t[1]) for t in doc["tones"]])
 
     def metadata(self, doc: dict[str, Any]) -> dict[str, Any]:
@@ -155,6 +170,8 @@ class RecordingService:
             doc["segments"][-1][1] = now
         doc["state"] = state
         call.record(now, "recordingResumed" if active else "recordingPaused", recordingId=recording_id)
+        plane = self._core.media_plane
+        tx.after_commit(lambda: plane.set_recording_active(recording_id, active))
         await tx.put_recording(recording_id, doc["serverCallId"], doc)
         await self._state_changed(tx, call, doc)
         await self._core.save(tx, call)
@@ -183,6 +200,9 @@ class RecordingService:
         )
         call.media.pop("recordingId", None)
         call.record(now, "recordingStopped", recordingId=doc["recordingId"], reason=reason)
+        plane, recording_id = self._core.media_plane, doc["recordingId"]
+        format_type, content_type = doc["formatType"], doc["contentType"]
+        tx.after_commit(lambda: plane.stop_recording(recording_id, format_type, content_type))
         await tx.put_recording(doc["recordingId"], doc["serverCallId"], doc)
         if was_active:
             doc_view = {**doc, "state": "inactive"}

@@ -7,6 +7,7 @@ was acknowledged can be lost, and nothing is half-written. Implementations: `sql
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -83,6 +84,10 @@ class DeadLetterRow:
 
 
 class StoreTx(Protocol):
+    # Runs `action` once the transaction has committed (never if it rolls back): how in-memory parts
+    # such as the media plane follow stored state without acting on a change that did not happen.
+    def after_commit(self, action: Callable[[], None]) -> None: ...
+
     # resource metadata
     async def get_meta(self, key: str) -> str | None: ...
     async def set_meta(self, key: str, value: str) -> None: ...

@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import fields
@@ -125,12 +125,14 @@ class SqliteStore:
         async with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
+            tx = _SqliteTx(conn)
             try:
-                yield _SqliteTx(conn)
+                yield tx
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+        tx.run_after_commit()
 
 
 class _Checkpointer:
@@ -193,6 +195,18 @@ def _dumps(doc: dict[str, Any]) -> str:
 class _SqliteTx:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._c = conn
+        self._after_commit: list[Callable[[], None]] = []
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        self._after_commit.append(action)
+
+    def run_after_commit(self) -> None:
+        for action in self._after_commit:
+            try:
+                action()
+            except Exception:
+                # The transaction is committed: what follows it must not turn that into an error.
+                _log.exception("an after-commit action failed")
 
     def _one(self, sql: str, *args: Any) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = self._c.execute(sql, args).fetchone()

@@ -195,6 +195,13 @@ class ParticipantActions:
         now = core.clock.now()
         held = call.media.setdefault("hold", {})
         held[participant.raw_id] = {"music": music.to_doc() if music is not None else None, "since": now}
+        plane, server_call_id, held_id = core.media_plane, call.server_call_id, participant.raw_id
+        music_op = "hold:" + held_id
+        tx.after_commit(lambda: plane.stop_play(server_call_id, music_op))
+        if music is not None and music.key:
+            key = music.key
+            # Hold music loops to the held participant alone, until unhold.
+            tx.after_commit(lambda: plane.play(server_call_id, music_op, [key], [held_id], True))
         if not participant.is_on_hold:
             participant.is_on_hold = True
             call.record(now, "held", participant=participant.raw_id, music=music is not None)
@@ -206,6 +213,8 @@ class ParticipantActions:
         call, _ = await core.active_connection(tx, call_connection_id)
         participant = self._in_call(call, target.raw_id)
         call.media.get("hold", {}).pop(participant.raw_id, None)
+        plane, server_call_id, music_op = core.media_plane, call.server_call_id, "hold:" + participant.raw_id
+        tx.after_commit(lambda: plane.stop_play(server_call_id, music_op))
         if participant.is_on_hold:
             participant.is_on_hold = False
             call.record(core.clock.now(), "unheld", participant=participant.raw_id)

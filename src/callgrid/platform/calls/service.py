@@ -38,6 +38,7 @@ from callgrid.platform.calls.results import (
 )
 from callgrid.platform.events import EventSink
 from callgrid.platform.identities import IdentityService
+from callgrid.platform.media_port import MediaEvent, MediaPlanePort, Party
 from callgrid.platform.phone_numbers import PhoneNumberService
 from callgrid.platform.resource import CommunicationResource
 from callgrid.platform.timers import TimerService
@@ -60,6 +61,10 @@ class DeviceBehaviour(StrEnum):
     ANSWER = "answer"
     DECLINE = "decline"
     BUSY = "busy"
+
+
+# (mediaStreamingOptions, transcriptionOptions) of create / answer / connect, as `streaming.parse_options` reads them.
+StreamsOptions = tuple[dict[str, Any] | None, dict[str, Any] | None]
 
 
 class TargetKind(StrEnum):
@@ -103,8 +108,10 @@ class CallService:
         clock: Clock,
         context_secret: bytes,
         settings: CallServiceSettings,
+        media_plane: MediaPlanePort,
     ) -> None:
         self.resource = resource
+        self.media_plane = media_plane
         self._identities = identities
         self._numbers = numbers
         self._sink = sink
@@ -119,10 +126,12 @@ class CallService:
         from callgrid.platform.calls.participants import ParticipantActions
         from callgrid.platform.media import MediaService
         from callgrid.platform.recording import RecordingService
+        from callgrid.platform.streaming import StreamingService
 
         self.participants = ParticipantActions(self)
         self.media = MediaService(self)
         self.recordings = RecordingService(self)
+        self.streaming = StreamingService(self)
 
     @property
     def clock(self) -> Clock:
@@ -311,6 +320,7 @@ class CallService:
         source_display_name: str | None = None,
         operation_context: str | None = None,
         custom_context: dict[str, Any] | None = None,
+        streams: StreamsOptions = (None, None),
     ) -> tuple[Call, CallConnection]:
         check_callback_uri(callback_uri)
         if not targets:
@@ -335,6 +345,7 @@ class CallService:
             origin="created",
         )
         call.connections.append(connection)
+        self.streaming.configure(call, connection, *streams)
         call.participants[0].call_connection_id = connection.call_connection_id
         await tx.add_call_connection(connection.call_connection_id, call.server_call_id)
         call.record(now, "callCreated", by="app", targets=[t.raw_id for t in targets])
@@ -347,7 +358,13 @@ class CallService:
         return call, connection
 
     async def connect_call(
-        self, tx: StoreTx, *, server_call_id: str, callback_uri: str, operation_context: str | None = None
+        self,
+        tx: StoreTx,
+        *,
+        server_call_id: str,
+        callback_uri: str,
+        operation_context: str | None = None,
+        streams: StreamsOptions = (None, None),
     ) -> tuple[Call, CallConnection]:
         check_callback_uri(callback_uri)
         call = await self.get_call(tx, server_call_id)
@@ -365,6 +382,7 @@ class CallService:
             origin="connected",
         )
         call.connections.append(connection)
+        self.streaming.configure(call, connection, *streams)
         await tx.add_call_connection(connection.call_connection_id, call.server_call_id)
         call.record(self._clock.now(), "connecting", callConnectionId=connection.call_connection_id)
         await self._establish_later(tx, call, connection, None)
@@ -380,6 +398,7 @@ class CallService:
         incoming_call_context: str,
         callback_uri: str,
         operation_context: str | None = None,
+        streams: StreamsOptions = (None, None),
     ) -> tuple[Call, CallConnection]:
         check_callback_uri(callback_uri)
         call, offer = await self._ringing_offer(tx, incoming_call_context)
@@ -395,6 +414,7 @@ class CallService:
             operation_context=operation_context,
         )
         joined.connections.append(connection)
+        self.streaming.configure(joined, connection, *streams)
         await tx.add_call_connection(connection.call_connection_id, joined.server_call_id)
         call.record(now, "answered", by="app", callConnectionId=connection.call_connection_id)
         if offer.group_transfer:
@@ -537,6 +557,7 @@ class CallService:
         answered_for = from_raw_id(connection.answered_for)
         if answered_for.is_phone_number:
             props["answeredFor"] = {"value": answered_for.phone_number}
+        props.update(self.streaming.properties(call, connection))
         return props
 
     # ---- ringing -------------------------------------------------------------------------------------
@@ -928,6 +949,9 @@ class CallService:
             "subject": source,
         }
         await self._sink.send_callback(tx, url=url or connection.callback_uri, event=event)
+        if name == "CallConnected":
+            # Streams asked to start with the call start once its leg is up (after CallConnected).
+            await self.streaming.connected(tx, call, connection)
 
     async def operation_callback(
         self,
@@ -1012,8 +1036,22 @@ class CallService:
         subject = f"call/{call.server_call_id}/participant/{raw_id}"
         await self._sink.publish_system_event(tx, event_type=event_type, subject=subject, data=data)
 
+    async def on_media_event(self, tx: StoreTx, event: MediaEvent) -> None:
+        try:
+            await self.media.on_media_event(tx, event)
+            await self.streaming.on_media_event(tx, event)
+        except NotFound:
+            return  # the call is gone (reset, or never stored here)
+
     async def save(self, tx: StoreTx, call: Call) -> None:
         await tx.put_call(call.server_call_id, call.to_doc(), self._clock.now())
+        # The media plane follows who is in the call once this is committed.
+        plane, server_call_id = self.media_plane, call.server_call_id
+        if call.state == CallState.CONNECTED:
+            parties = [Party(p.raw_id, on_hold=p.is_on_hold, muted=p.is_muted) for p in call.participants]
+            tx.after_commit(lambda: plane.call_state(server_call_id, parties))
+        elif call.state == CallState.DISCONNECTED:
+            tx.after_commit(lambda: plane.call_state(server_call_id, None))
 
 
 # What a leg that never connected hears when its call ends, by how the leg began.

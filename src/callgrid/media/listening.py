@@ -1,0 +1,77 @@
+"""Listening for a recognize operation: what one participant says next, recognised once.
+
+The listener follows the target's own voice (not what the call mixes for them), cuts the first
+utterance by its end silence, and hands it to the recogniser on a worker thread; the call core hears
+`SpeechStarted` (barge-in, the initial silence no longer runs) and `SpeechRecognized`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from callgrid.media import speech
+from callgrid.media.plane import SILENCE, FrameSink, Pcm
+from callgrid.platform.media_port import SpeechRecognized, SpeechStarted
+
+if TYPE_CHECKING:
+    from callgrid.media.plane import CallMedia, MediaPlane
+
+
+class SpeechListener(FrameSink):
+    def __init__(
+        self,
+        plane: MediaPlane,
+        media: CallMedia,
+        *,
+        recognizer: speech.Recognizer,
+        op_id: str,
+        target: str,
+        phrases: list[str] | None,
+        end_silence_seconds: float,
+        report_speech_start: bool,
+    ) -> None:
+        self._plane = plane
+        self._server_call_id = media.server_call_id
+        self._recognizer = recognizer
+        self._op_id = op_id
+        self._target = target
+        self._phrases = phrases
+        self._report_start = report_speech_start
+        self._detector = speech.UtteranceDetector(end_silence_seconds=end_silence_seconds)
+        self._done = False
+
+    @classmethod
+    def factory(cls, recognizer: speech.Recognizer) -> Callable[..., FrameSink]:
+        def make(plane: MediaPlane, media: CallMedia, **options: Any) -> FrameSink:
+            return cls(plane, media, recognizer=recognizer, **options)
+
+        return make
+
+    def on_frame(self, tick: int, mixed: Pcm | None, by_party: dict[str, Pcm | None]) -> None:
+        if self._done:
+            return
+        frame = by_party.get(self._target)
+        for event in self._detector.feed(frame if frame is not None else SILENCE):
+            if isinstance(event, speech.SpeechStart):
+                if self._report_start:
+                    self._plane.emit(SpeechStarted(self._server_call_id, self._op_id))
+            elif isinstance(event, speech.Utterance):
+                self._done = True
+                self._plane.spawn(self._recognize(event.pcm), f"recognize-{self._op_id}")
+                return
+
+    async def _recognize(self, pcm: Pcm) -> None:
+        result = await self._recognizer.recognize_async(pcm, self._phrases)
+        self._plane.emit(
+            SpeechRecognized(
+                self._server_call_id,
+                self._op_id,
+                text=result.text,
+                confidence=result.confidence,
+                phrase=result.text if self._phrases and result.text else None,
+            )
+        )
+
+    def close(self) -> None:
+        self._done = True

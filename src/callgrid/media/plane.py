@@ -1,0 +1,525 @@
+"""The media plane: every connected call's audio, mixed and paced in 20 ms frames.
+
+Inside, audio is 16 kHz mono 16-bit PCM (numpy int16), one frame every 20 ms. Each tick, per call:
+what each party says (a simulated party's speech or keys, queued by `speak`/`tones`), the app's prompts
+(`play`, to everyone or to `playTo`), and the app's own streamed audio (bidirectional media streaming)
+are mixed the way ACS mixes: a party hears the others and the app, never itself; the app's media stream
+and transcription hear the parties, never the app; a recording hears everyone.
+
+Frames are paced on the system's monotonic clock, whatever the simulation clock says: audio is real
+time. The simulation clock still times operations (PlayCompleted, silence timeouts), so on a virtual
+clock a test moves the clock for those and lets audio (speech recognised, frames streamed) happen on
+its own. Calls with nothing to hear or say are not ticked; the frames they skip are silence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from callgrid.media import codecs
+from callgrid.media.metrics import MediaMetrics
+from callgrid.media.prompts import PromptCache
+from callgrid.platform.media_port import (
+    MediaEvent,
+    Party,
+    SpeechRecognized,
+    SpeechStarted,
+    StreamOptions,
+)
+
+log = logging.getLogger(__name__)
+
+RATE = 16000
+FRAME_SECONDS = 0.02
+FRAME_SAMPLES = 320
+# What a party heard is kept for this long (a test fetches it after the call; an hour-long call keeps
+# its last half hour).
+HEARD_SECONDS = 1800
+MAX_CATCH_UP_TICKS = 50  # a loop stalled for longer than a second skips ahead instead of racing
+ENDED_CALLS_KEPT = 200  # what parties of ended calls heard stays fetchable for the latest ones
+
+Pcm = npt.NDArray[np.int16]
+SILENCE: Pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+_TONE_NAMES = {
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "asterisk": "*",
+    "pound": "#",
+    "a": "A",
+    "b": "B",
+    "c": "C",
+    "d": "D",
+}
+
+
+def frames_of(pcm: Pcm) -> list[Pcm]:
+    """Cut audio into 20 ms frames, the last one padded with silence."""
+    pcm = np.asarray(pcm, dtype=np.int16)
+    if len(pcm) == 0:
+        return []
+    pad = (-len(pcm)) % FRAME_SAMPLES
+    if pad:
+        pcm = np.concatenate([pcm, np.zeros(pad, dtype=np.int16)])
+    return list(pcm.reshape(-1, FRAME_SAMPLES))
+
+
+def mix(frames: list[Pcm]) -> Pcm | None:
+    if not frames:
+        return None
+    if len(frames) == 1:
+        return frames[0]
+    total = np.sum(np.stack(frames).astype(np.int32), axis=0)
+    mixed: Pcm = np.clip(total, -32768, 32767).astype(np.int16)
+    return mixed
+
+
+class FrameSink:
+    """Something that takes a call's audio every tick: a media stream, a transcription, a listener."""
+
+    def on_frame(self, tick: int, mixed: Pcm | None, by_party: dict[str, Pcm | None]) -> None:
+        raise NotImplementedError
+
+    def on_tones(self, raw_id: str, tones: list[str]) -> None:
+        """A party pressed keys (media streams with DTMF forward them)."""
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class _Prompt:
+    op_id: str
+    frames: list[Pcm]
+    targets: set[str] | None
+    loop: bool
+    position: int = 0
+
+    def next(self) -> Pcm | None:
+        if self.position >= len(self.frames):
+            if not self.loop or not self.frames:
+                return None
+            self.position = 0
+        frame = self.frames[self.position]
+        self.position += 1
+        return frame
+
+
+@dataclass
+class _Leg:
+    raw_id: str
+    joined_tick: int
+    on_hold: bool = False
+    muted: bool = False
+    speech: collections.deque[Pcm] = field(default_factory=collections.deque)
+    heard: collections.deque[tuple[int, Pcm]] = field(default_factory=collections.deque)
+
+
+@dataclass
+class _Recording:
+    recording_id: str
+    server_call_id: str
+    channel_type: str
+    active: bool
+    mixed: list[Pcm] = field(default_factory=list)
+    # unmixed: a channel per party, in the order they were first heard, and the app's own audio last
+    channels: dict[str, list[Pcm]] = field(default_factory=dict)
+    length: int = 0  # frames recorded
+
+
+class CallMedia:
+    def __init__(self, server_call_id: str, tick: int) -> None:
+        self.server_call_id = server_call_id
+        self.started_tick = tick
+        self.legs: dict[str, _Leg] = {}
+        self.departed: dict[str, _Leg] = {}  # who left: what they heard is still fetchable
+        self.prompts: list[_Prompt] = []
+        self.app_audio: collections.deque[Pcm] = collections.deque()
+        self.sinks: dict[str, FrameSink] = {}  # by a key of the owner's choosing
+        self.recording: _Recording | None = None
+        self.ended_tick: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(
+            self.prompts
+            or self.app_audio
+            or self.sinks
+            or self.recording is not None
+            or any(leg.speech for leg in self.legs.values())
+        )
+
+    def tick(self, tick: int) -> None:
+        spoken: dict[str, Pcm | None] = {}
+        for raw_id, leg in self.legs.items():
+            frame = leg.speech.popleft() if leg.speech else None
+            # A muted or held party is not heard by the call.
+            spoken[raw_id] = None if (leg.muted or leg.on_hold) else frame
+        prompt_frames: list[tuple[_Prompt, Pcm]] = []
+        for prompt in list(self.prompts):
+            frame = prompt.next()
+            if frame is None:
+                self.prompts.remove(prompt)
+            else:
+                prompt_frames.append((prompt, frame))
+        app = self.app_audio.popleft() if self.app_audio else None
+        voices = [f for f in spoken.values() if f is not None]
+        for raw_id, leg in self.legs.items():
+            heard: list[Pcm] = []
+            if not leg.on_hold:
+                heard.extend(f for other, f in spoken.items() if other != raw_id and f is not None)
+                if app is not None:
+                    heard.append(app)
+            heard.extend(f for p, f in prompt_frames if p.targets is None or raw_id in p.targets)
+            mixed = mix(heard)
+            if mixed is not None:
+                leg.heard.append((tick, mixed))
+                while leg.heard and leg.heard[0][0] < tick - HEARD_SECONDS * 50:
+                    leg.heard.popleft()
+        parties_mix = mix(voices)
+        for sink in list(self.sinks.values()):
+            try:
+                sink.on_frame(tick, parties_mix, spoken)
+            except Exception:
+                log.exception("a media sink failed; it is dropped")
+                self.sinks = {k: v for k, v in self.sinks.items() if v is not sink}
+        if self.recording is not None and self.recording.active:
+            rec = self.recording
+            everything = mix([*voices, *(f for _, f in prompt_frames), *([app] if app is not None else [])])
+            rec.mixed.append(everything if everything is not None else SILENCE)
+            if rec.channel_type == "unmixed":
+                for raw_id in spoken:
+                    rec.channels.setdefault(raw_id, [SILENCE] * rec.length)
+                for raw_id, frames in rec.channels.items():
+                    if raw_id == "__app__":
+                        continue
+                    frame = spoken.get(raw_id)
+                    frames.append(frame if frame is not None else SILENCE)
+                app_mix = mix([*(f for _, f in prompt_frames), *([app] if app is not None else [])])
+                rec.channels.setdefault("__app__", [SILENCE] * rec.length).append(
+                    app_mix if app_mix is not None else SILENCE
+                )
+            rec.length += 1
+
+    def heard_by(self, raw_id: str, now_tick: int) -> Pcm:
+        leg = self.legs.get(raw_id) or self.departed.get(raw_id)
+        if leg is None:
+            return np.zeros(0, dtype=np.int16)
+        start = max(leg.joined_tick, now_tick - HEARD_SECONDS * 50)
+        out = np.zeros((now_tick - start) * FRAME_SAMPLES, dtype=np.int16)
+        for tick, frame in leg.heard:
+            at = (tick - start) * FRAME_SAMPLES
+            if 0 <= at < len(out):
+                out[at : at + FRAME_SAMPLES] = frame
+        return out
+
+
+EventHandler = Callable[[MediaEvent], Awaitable[None]]
+
+
+class MediaPlane:
+    """The node's media plane (implements `platform.media_port.MediaPlanePort`)."""
+
+    def __init__(self, data_dir: Path, *, prompts: PromptCache | None = None) -> None:
+        self.prompts = prompts or PromptCache()
+        self.metrics = MediaMetrics()
+        self._calls: dict[str, CallMedia] = {}
+        self._ended: collections.OrderedDict[str, CallMedia] = collections.OrderedDict()
+        self._recordings_dir = data_dir / "recordings"
+        self._recordings: dict[str, _Recording] = {}
+        self._epoch = time.monotonic()
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._events: asyncio.Queue[MediaEvent] = asyncio.Queue()
+        self._event_task: asyncio.Task[None] | None = None
+        self._handler: EventHandler | None = None
+        self._closing = False
+        self._background: set[asyncio.Task[Any]] = set()
+        # Set by `callgrid.media.streaming` / `callgrid.media.listening` when they are wired in.
+        self.stream_factory: Callable[[MediaPlane, CallMedia, StreamOptions], FrameSink] | None = None
+        self.listener_factory: Callable[..., FrameSink] | None = None
+
+    # ---- life ---------------------------------------------------------------------------------------
+
+    def start(self, handler: EventHandler) -> None:
+        self._handler = handler
+        self._task = asyncio.create_task(self._run(), name="media-plane")
+        self._event_task = asyncio.create_task(self._dispatch(), name="media-events")
+
+    async def stop(self) -> None:
+        self._closing = True
+        for media in list(self._calls.values()):
+            self._end(media)
+        for task in (self._task, self._event_task, *self._background):
+            if task is not None:
+                task.cancel()
+        for task in (self._task, self._event_task, *self._background):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    def now_tick(self) -> int:
+        return int((time.monotonic() - self._epoch) / FRAME_SECONDS)
+
+    def emit(self, event: MediaEvent) -> None:
+        self._events.put_nowait(event)
+
+    def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    def session(self, server_call_id: str) -> CallMedia:
+        media = self._calls.get(server_call_id)
+        if media is None:
+            media = self._calls[server_call_id] = CallMedia(server_call_id, self.now_tick())
+        return media
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # ---- MediaPlanePort -----------------------------------------------------------------------------
+
+    def call_state(self, server_call_id: str, parties: list[Party] | None) -> None:
+        if parties is None:
+            media = self._calls.pop(server_call_id, None)
+            if media is not None:
+                self._end(media)
+                media.ended_tick = self.now_tick()
+                self._ended[server_call_id] = media
+                while len(self._ended) > ENDED_CALLS_KEPT:
+                    self._ended.popitem(last=False)
+            return
+        media = self.session(server_call_id)
+        tick = self.now_tick()
+        present = {p.raw_id for p in parties}
+        for gone in [raw_id for raw_id in media.legs if raw_id not in present]:
+            media.departed[gone] = media.legs.pop(gone)
+        for party in parties:
+            leg = media.legs.get(party.raw_id)
+            if leg is None:
+                leg = media.legs[party.raw_id] = _Leg(party.raw_id, tick)
+            leg.on_hold, leg.muted = party.on_hold, party.muted
+
+    def play(
+        self, server_call_id: str, op_id: str, prompt_keys: list[str], targets: list[str] | None, loop: bool
+    ) -> None:
+        pcm = [self.prompts.get(key) for key in prompt_keys]
+        frames = frames_of(np.concatenate(pcm)) if pcm else []
+        media = self.session(server_call_id)
+        media.prompts.append(_Prompt(op_id, frames, set(targets) if targets else None, loop))
+        self.wake()
+
+    def stop_play(self, server_call_id: str, op_id: str) -> None:
+        media = self._calls.get(server_call_id)
+        if media is not None:
+            media.prompts = [p for p in media.prompts if p.op_id != op_id]
+
+    def listen(
+        self,
+        server_call_id: str,
+        op_id: str,
+        target: str,
+        *,
+        phrases: list[str] | None,
+        end_silence_seconds: float,
+        report_speech_start: bool,
+    ) -> None:
+        if self.listener_factory is None:
+            return
+        media = self.session(server_call_id)
+        media.sinks["listen:" + op_id] = self.listener_factory(
+            self,
+            media,
+            op_id=op_id,
+            target=target,
+            phrases=phrases,
+            end_silence_seconds=end_silence_seconds,
+            report_speech_start=report_speech_start,
+        )
+        self.wake()
+
+    def stop_listen(self, server_call_id: str, op_id: str) -> None:
+        media = self._calls.get(server_call_id)
+        if media is not None:
+            sink = media.sinks.pop("listen:" + op_id, None)
+            if sink is not None:
+                sink.close()
+
+    def speak(self, server_call_id: str, raw_id: str, pcm: Pcm) -> float:
+        """A simulated party says `pcm` (after what it is still saying); returns when it will have finished."""
+        media = self.session(server_call_id)
+        leg = media.legs.get(raw_id)
+        if leg is None:
+            leg = media.legs[raw_id] = _Leg(raw_id, self.now_tick())
+        leg.speech.extend(frames_of(pcm))
+        self.wake()
+        return len(leg.speech) * FRAME_SECONDS
+
+    def tones(self, server_call_id: str, raw_id: str, tones: list[str]) -> None:
+        gap = np.zeros(int(0.05 * RATE), dtype=np.int16)
+        parts: list[Pcm] = []
+        for tone in tones:
+            parts.extend([codecs.dtmf_tone(_TONE_NAMES.get(tone, tone), 0.15, RATE), gap])
+        if parts:
+            self.speak(server_call_id, raw_id, np.concatenate(parts))
+        for sink in self.session(server_call_id).sinks.values():
+            sink.on_tones(raw_id, tones)
+
+    def heard(self, server_call_id: str, raw_id: str) -> Pcm | None:
+        media = self._calls.get(server_call_id) or self._ended.get(server_call_id)
+        if media is None or (raw_id not in media.legs and raw_id not in media.departed):
+            return None
+        return media.heard_by(raw_id, media.ended_tick if media.ended_tick is not None else self.now_tick())
+
+    def start_stream(self, options: StreamOptions) -> None:
+        if self.stream_factory is None:
+            return
+        media = self.session(options.server_call_id)
+        key = f"{options.kind}:{options.call_connection_id}"
+        old = media.sinks.pop(key, None)
+        if old is not None:
+            old.close()
+        media.sinks[key] = self.stream_factory(self, media, options)
+        self.wake()
+
+    def stop_stream(self, server_call_id: str, kind: str, call_connection_id: str) -> None:
+        media = self._calls.get(server_call_id)
+        if media is None:
+            return
+        sink = media.sinks.pop(f"{kind}:{call_connection_id}", None)
+        if sink is not None:
+            sink.close()
+
+    def update_transcription(self, server_call_id: str, call_connection_id: str, locale: str) -> None:
+        media = self._calls.get(server_call_id)
+        sink = media.sinks.get(f"transcription:{call_connection_id}") if media else None
+        if sink is not None and hasattr(sink, "locale"):
+            sink.locale = locale
+
+    def app_audio(self, media: CallMedia, pcm: Pcm) -> None:
+        """Audio an app streamed into its call (bidirectional streaming): heard by every party."""
+        media.app_audio.extend(frames_of(pcm))
+        self.wake()
+
+    def start_recording(self, server_call_id: str, recording_id: str, channel_type: str, active: bool) -> None:
+        media = self.session(server_call_id)
+        rec = _Recording(recording_id, server_call_id, channel_type, active)
+        media.recording = rec
+        self._recordings[recording_id] = rec
+        self.wake()
+
+    def set_recording_active(self, recording_id: str, active: bool) -> None:
+        rec = self._recordings.get(recording_id)
+        if rec is not None:
+            rec.active = active
+
+    def stop_recording(self, recording_id: str, format_type: str, content_type: str) -> None:
+        rec = self._recordings.pop(recording_id, None)
+        if rec is None:
+            return
+        media = self._calls.get(rec.server_call_id)
+        if media is not None and media.recording is rec:
+            media.recording = None
+        if rec.channel_type == "unmixed" and rec.channels:
+            app = rec.channels.pop("__app__", None)
+            ordered = [*rec.channels.values(), *([app] if app is not None else [])]
+            channels = [_joined(frames) for frames in ordered]
+        else:
+            channels = [_joined(rec.mixed)]
+        data = codecs.encode(format_type, channels, RATE, video=content_type == "audioVideo")
+        self._recordings_dir.mkdir(parents=True, exist_ok=True)
+        path = self._recordings_dir / f"{recording_id}.{format_type}"
+        tmp = path.with_suffix(".partial")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+
+    def recording_file(self, recording_id: str) -> bytes | None:
+        for path in self._recordings_dir.glob(f"{recording_id}.*"):
+            if path.suffix != ".partial":
+                return path.read_bytes()
+        return None
+
+    def delete_recording_file(self, recording_id: str) -> None:
+        for path in self._recordings_dir.glob(f"{recording_id}.*"):
+            path.unlink(missing_ok=True)
+
+    # ---- internals ----------------------------------------------------------------------------------
+
+    def _end(self, media: CallMedia) -> None:
+        for sink in media.sinks.values():
+            sink.close()
+        media.sinks.clear()
+        media.prompts.clear()
+        media.app_audio.clear()
+
+    async def _run(self) -> None:
+        next_tick = self.now_tick()
+        while True:
+            if not any(m.active for m in self._calls.values()):
+                self._wake.clear()
+                await self._wake.wait()
+                next_tick = self.now_tick()
+            due = self._epoch + next_tick * FRAME_SECONDS
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            current = self.now_tick()
+            if current - next_tick > MAX_CATCH_UP_TICKS:
+                self.metrics.count("ticksSkipped", current - next_tick - MAX_CATCH_UP_TICKS)
+                next_tick = current - MAX_CATCH_UP_TICKS
+            self.metrics.lateness(max(0.0, time.monotonic() - due))
+            for media in list(self._calls.values()):
+                if media.active:
+                    media.tick(next_tick)
+            next_tick += 1
+
+    async def _dispatch(self) -> None:
+        while True:
+            event = await self._events.get()
+            if self._handler is None:
+                continue
+            try:
+                await self._handler(event)
+            except Exception:
+                log.exception("applying a media event failed: %r", event)
+
+
+def _joined(frames: list[Pcm]) -> Pcm:
+    if not frames:
+        return np.zeros(0, dtype=np.int16)
+    return np.concatenate(frames)
+
+
+__all__ = [
+    "FRAME_SAMPLES",
+    "FRAME_SECONDS",
+    "RATE",
+    "CallMedia",
+    "FrameSink",
+    "MediaPlane",
+    "SpeechRecognized",
+    "SpeechStarted",
+    "frames_of",
+    "mix",
+]

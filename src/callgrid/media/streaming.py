@@ -1,0 +1,301 @@
+"""Media streaming and live transcription: callgrid dials the app's WebSocket, as ACS does.
+
+A media stream sends the `AudioMetadata` frame, then one `AudioData` frame per 20 ms tick (mixed: the
+parties' voices; unmixed: one frame per party with its raw id), and with bidirectional streaming plays
+the app's `AudioData` into the call (`StopAudio` drops what is queued). A transcription sends the
+`TranscriptionMetadata` frame, then a `TranscriptionData` frame for each utterance a party says.
+
+Drop policy: frames to an app that reads slower than real time wait in a bounded queue (10 s); past it
+the oldest are dropped and counted (`mediaStreamingFramesDropped`), so a slow consumer delays only its
+own stream. Frames from the app that are malformed or oversized are dropped and counted
+(`mediaStreamingFramesRejected`); the socket stays open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import ssl
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import aiohttp
+import certifi
+import numpy as np
+
+from callgrid.media import codecs, speech, wire
+from callgrid.media.plane import FRAME_SECONDS, RATE, SILENCE, FrameSink, Pcm
+from callgrid.platform.media_port import StreamFailed, StreamOptions, StreamStarted
+
+if TYPE_CHECKING:
+    from callgrid.media.plane import CallMedia, MediaPlane
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+QUEUE_FRAMES = 500  # 10 s of audio
+# ACS's result sub-codes for a stream that could not be opened or broke.
+CONNECT_FAILED = 8581
+STREAM_BROKEN = 8582
+
+_KEYS = {
+    "zero": "0",
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "asterisk": "*",
+    "pound": "#",
+    "a": "A",
+    "b": "B",
+    "c": "C",
+    "d": "D",
+}
+
+
+def open_stream(recognizer: speech.Recognizer) -> Callable[[MediaPlane, CallMedia, StreamOptions], FrameSink]:
+    def make(plane: MediaPlane, media: CallMedia, options: StreamOptions) -> FrameSink:
+        if options.kind == "transcription":
+            return TranscriptionStream(plane, media, options, recognizer)
+        return MediaStream(plane, media, options)
+
+    return make
+
+
+def _ssl_context() -> ssl.SSLContext:
+    # wss:// to a local app trusts what the SDKs trust here: the bundle callgrid's env exports.
+    bundle = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE") or certifi.where()
+    return ssl.create_default_context(cafile=bundle)
+
+
+class _Socket(FrameSink):
+    """A WebSocket to the app: connects, sends queued text frames in order, closes cleanly."""
+
+    kind = ""
+
+    def __init__(self, plane: MediaPlane, media: CallMedia, options: StreamOptions) -> None:
+        self._plane = plane
+        self._media = media
+        self.options = options
+        self._out: collections.deque[str] = collections.deque()
+        self._ready = asyncio.Event()
+        self._closed = False
+        self._task = plane.spawn(self._run(), f"{options.kind}-{options.call_connection_id}")
+
+    def first_frame(self) -> str:
+        raise NotImplementedError
+
+    def send(self, frame: str) -> None:
+        if self._closed:
+            return
+        self._out.append(frame)
+        if len(self._out) > QUEUE_FRAMES:
+            self._out.popleft()
+            self._plane.metrics.count("mediaStreamingFramesDropped")
+        self._ready.set()
+
+    def received(self, data: str | bytes) -> None:
+        """A frame from the app (only bidirectional media streams take any)."""
+        self._plane.metrics.count("mediaStreamingFramesIgnored")
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+
+    async def _run(self) -> None:
+        o = self.options
+        try:
+            timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_SECONDS)
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                use_tls = o.transport_url.lower().startswith("wss:")
+                async with session.ws_connect(
+                    o.transport_url,
+                    ssl=_ssl_context() if use_tls else False,
+                    heartbeat=30,
+                    max_msg_size=wire.DEFAULT_MAX_FRAME_BYTES,
+                ) as ws:
+                    self._plane.emit(StreamStarted(o.server_call_id, o.kind, o.call_connection_id))
+                    await ws.send_str(self.first_frame())
+                    reader = asyncio.create_task(self._read(ws))
+                    try:
+                        await self._write(ws)
+                    finally:
+                        reader.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await reader
+                    if not ws.closed:
+                        await ws.close(code=aiohttp.WSCloseCode.OK, message=b"stream stopped")
+        except asyncio.CancelledError:
+            raise
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            if not self._closed:
+                self._closed = True
+                self._plane.metrics.count(f"{o.kind}Failed")
+                message = f"The WebSocket at {o.transport_url} could not be used: {type(exc).__name__}: {exc}"
+                self._plane.emit(StreamFailed(o.server_call_id, o.kind, o.call_connection_id, CONNECT_FAILED, message))
+
+    async def _write(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            while self._out:
+                await ws.send_str(self._out.popleft())
+            if self._closed:
+                return
+            if ws.closed:
+                raise ConnectionResetError("the app closed the WebSocket")
+            self._ready.clear()
+            await self._ready.wait()
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for message in ws:
+            if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                self.received(message.data)
+            elif message.type == aiohttp.WSMsgType.ERROR:
+                break
+        if not self._closed:
+            # The app hung up on the stream: say so once and stop sending.
+            self._closed = True
+            self._ready.set()
+            o = self.options
+            self._plane.emit(
+                StreamFailed(
+                    o.server_call_id,
+                    o.kind,
+                    o.call_connection_id,
+                    STREAM_BROKEN,
+                    f"The app closed the WebSocket at {o.transport_url}.",
+                )
+            )
+
+
+class MediaStream(_Socket):
+    def __init__(self, plane: MediaPlane, media: CallMedia, options: StreamOptions) -> None:
+        self._rate = wire.sample_rate_for(options.audio_format)
+        self._to_wire = codecs.StreamResampler(RATE, self._rate) if self._rate != RATE else None
+        self._from_wire = codecs.StreamResampler(self._rate, RATE) if self._rate != RATE else None
+        self._unmixed: dict[str, codecs.StreamResampler | None] = {}
+        super().__init__(plane, media, options)
+
+    def first_frame(self) -> str:
+        return wire.AudioMetadata(self.options.subscription_id, sample_rate=self._rate).to_json()
+
+    def on_frame(self, tick: int, mixed: Pcm | None, by_party: dict[str, Pcm | None]) -> None:
+        if self._closed:
+            return
+        now = datetime.now(UTC)
+        if self.options.audio_channel_type == "unmixed":
+            for raw_id, frame in by_party.items():
+                resampler = self._unmixed.get(raw_id)
+                if raw_id not in self._unmixed and self._rate != RATE:
+                    resampler = self._unmixed[raw_id] = codecs.StreamResampler(RATE, self._rate)
+                self._send_audio(frame, now, raw_id, resampler)
+        else:
+            self._send_audio(mixed, now, None, self._to_wire)
+
+    def _send_audio(
+        self, frame: Pcm | None, now: datetime, raw_id: str | None, resampler: codecs.StreamResampler | None
+    ) -> None:
+        pcm = frame if frame is not None else SILENCE
+        if resampler is not None:
+            out = resampler.feed(pcm)
+            if not out:
+                return
+            pcm = np.concatenate(out)
+        data = wire.AudioData(pcm.astype("<i2").tobytes(), now, participant_raw_id=raw_id, silent=frame is None)
+        self.send(data.to_json())
+
+    def on_tones(self, raw_id: str, tones: list[str]) -> None:
+        if not self.options.extra.get("enableDtmfTones"):
+            return
+        now = datetime.now(UTC)
+        for tone in tones:
+            key = _KEYS.get(tone)
+            if key is not None:
+                self.send(wire.DtmfData(key, now, participant_raw_id=raw_id).to_json())
+
+    def received(self, data: str | bytes) -> None:
+        if not self.options.bidirectional:
+            self._plane.metrics.count("mediaStreamingFramesIgnored")
+            return
+        try:
+            frame = wire.parse_out_streaming_data(data)
+        except wire.WireError:
+            self._plane.metrics.count("mediaStreamingFramesRejected")
+            return
+        if isinstance(frame, wire.OutStopAudio):
+            self._media.app_audio.clear()
+            return
+        raw = frame.data[: len(frame.data) - len(frame.data) % 2]
+        pcm = np.frombuffer(raw, dtype="<i2").astype(np.int16)
+        if self._from_wire is not None:
+            out = self._from_wire.feed(pcm)
+            pcm = np.concatenate(out) if out else pcm[:0]
+        self._plane.app_audio(self._media, pcm)
+
+
+class TranscriptionStream(_Socket):
+    """Each party's utterances, recognised as they end, sent as Final `TranscriptionData`."""
+
+    def __init__(
+        self, plane: MediaPlane, media: CallMedia, options: StreamOptions, recognizer: speech.Recognizer
+    ) -> None:
+        self._recognizer = recognizer
+        self.locale = options.locale
+        self._detectors: dict[str, speech.UtteranceDetector] = {}
+        self._frames = 0  # ticks since the transcription started: offsets count from here
+        super().__init__(plane, media, options)
+
+    def first_frame(self) -> str:
+        o = self.options
+        return wire.TranscriptionMetadata(
+            subscription_id=o.subscription_id,
+            locale=self.locale,
+            call_connection_id=o.call_connection_id,
+            correlation_id=o.correlation_id,
+            speech_model_endpoint_id=o.extra.get("speechModelEndpointId"),
+        ).to_json()
+
+    def on_frame(self, tick: int, mixed: Pcm | None, by_party: dict[str, Pcm | None]) -> None:
+        if self._closed:
+            return
+        now_seconds = self._frames * FRAME_SECONDS
+        self._frames += 1
+        for raw_id, frame in by_party.items():
+            detector = self._detectors.get(raw_id)
+            if detector is None:
+                detector = self._detectors[raw_id] = speech.UtteranceDetector()
+            for event in detector.feed(frame if frame is not None else SILENCE):
+                if isinstance(event, speech.Utterance):
+                    duration = len(event.pcm) / RATE
+                    start = max(0.0, now_seconds + FRAME_SECONDS - duration)
+                    self._plane.spawn(self._transcribe(raw_id, event.pcm, start), "transcribe")
+
+    async def _transcribe(self, raw_id: str, pcm: Pcm, start: float) -> None:
+        result = await self._recognizer.recognize_async(pcm, None)
+        if not result.text.strip() or self._closed:
+            return
+        words = [
+            wire.WordData(
+                text=w,
+                offset=wire.seconds_to_ticks(start + begin),
+                duration=wire.seconds_to_ticks(max(0.0, end - begin)),
+            )
+            for w, begin, end in result.words
+        ]
+        data = wire.TranscriptionData(
+            text=result.text,
+            confidence=min(1.0, max(0.0, result.confidence)),
+            offset=wire.seconds_to_ticks(start),
+            duration=wire.seconds_to_ticks(len(pcm) / RATE),
+            participant_raw_id=raw_id,
+            words=words,
+        )
+        self.send(data.to_json())

@@ -1,0 +1,202 @@
+"""Media streaming and live transcription through the official SDK, over real WebSockets, with real audio."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+
+import numpy as np
+import pytest
+from azure.communication.callautomation import (
+    AudioFormat,
+    MediaStreamingAudioChannelType,
+    MediaStreamingContentType,
+    MediaStreamingOptions,
+    StreamingTransportType,
+    TranscriptionOptions,
+)
+from azure.communication.identity import identifier_from_raw_id
+from azure.core.exceptions import HttpResponseError
+
+from tests.media.voice_support import CALLER, RATE, answer, chirp, find, heard, play, say, wait, words_of
+from tests.platform.calling_support import World, make_world
+from tests.support.media_app import MediaApp
+from tests.support.server import CallgridProcess
+from tests.support.webhook import WebhookReceiver
+
+
+@pytest.fixture
+def world(fresh: CallgridProcess, webhook: WebhookReceiver) -> World:
+    return make_world(fresh, webhook)
+
+
+@pytest.fixture
+def echo_app() -> Iterator[MediaApp]:
+    app = MediaApp(echo=True)
+    yield app
+    app.close()
+
+
+def streaming(url: str, *, start: bool = True, bidirectional: bool = True, **extra: object) -> MediaStreamingOptions:
+    return MediaStreamingOptions(
+        transport_url=url,
+        transport_type=StreamingTransportType.WEBSOCKET,
+        content_type=MediaStreamingContentType.AUDIO,
+        audio_channel_type=MediaStreamingAudioChannelType.MIXED,
+        start_media_streaming=start,
+        enable_bidirectional=bidirectional,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def callback(world: World, ccid: str, name: str) -> dict[str, object]:
+    def found() -> dict[str, object] | None:
+        for e in world.webhook.callbacks():
+            if e["data"]["callConnectionId"] == ccid and e["type"] == "Microsoft.Communication." + name:
+                return dict(e["data"])
+        return None
+
+    return world.webhook.wait_for(found, timeout=20)  # type: ignore[no-any-return]
+
+
+def test_an_echo_bot_returns_the_callers_voice_in_order(world: World, echo_app: MediaApp) -> None:
+    server_call_id, ccid = answer(world, media_streaming=streaming(echo_app.url))
+    started = callback(world, ccid, "MediaStreamingStarted")
+    assert started["mediaStreamingUpdate"] == {
+        "contentType": "Audio",
+        "mediaStreamingStatus": "mediaStreamingStarted",
+        "mediaStreamingStatusDetails": "subscriptionStarted",
+    }
+    props = world.automation.get_call_connection(ccid).get_call_properties()
+    assert props.media_streaming_subscription is not None
+    assert props.media_streaming_subscription.state == "active"
+
+    signal = chirp(1.0)
+    play(world, server_call_id, signal)
+    # The app received the caller's audio, sample for sample, after the metadata frame.
+    echo_app.wait_for(lambda: find(signal, echo_app.audio())[1] > 0.99, timeout=10)
+    assert echo_app.frames[0]["kind"] == "AudioMetadata"
+    metadata = echo_app.frames[0]["audioMetadata"]
+    assert (metadata["sampleRate"], metadata["channels"], metadata["encoding"], metadata["length"]) == (
+        16000,
+        1,
+        "PCM",
+        640,
+    )
+    data = echo_app.of_kind("AudioData")
+    stamps = [datetime.fromisoformat(f["audioData"]["timestamp"].replace("Z", "+00:00")) for f in data]
+    assert stamps == sorted(stamps)
+    assert all(len(f["audioData"]["data"]) == 856 for f in data)  # 640 bytes of PCM in base64
+
+    # The caller hears their own voice back from the bot, whole and in order, a few frames later.
+    at, likeness = wait(lambda: (r := find(signal, heard(world, server_call_id)))[1] > 0.95 and r, what="the echo")
+    assert likeness > 0.95
+    heard_audio = heard(world, server_call_id)
+    # Only once: the caller never hears themself except through the bot.
+    rest = np.concatenate([heard_audio[:at], heard_audio[at + len(signal) :]])
+    assert find(signal, rest)[1] < 0.5
+
+
+def test_stop_and_start_media_streaming_and_the_subscription_state(world: World, echo_app: MediaApp) -> None:
+    _, ccid = answer(world, media_streaming=streaming(echo_app.url, start=False))
+    connection = world.automation.get_call_connection(ccid)
+    props = connection.get_call_properties()
+    assert props.media_streaming_subscription is not None
+    assert props.media_streaming_subscription.state == "inactive"
+    assert echo_app.connections == 0
+    with pytest.raises(HttpResponseError):
+        connection.stop_media_streaming()
+    connection.start_media_streaming(operation_context="go")
+    started = callback(world, ccid, "MediaStreamingStarted")
+    assert started["operationContext"] == "go"
+    echo_app.wait_for(lambda: echo_app.of_kind("AudioMetadata"))
+    connection.stop_media_streaming(operation_context="enough")
+    stopped = callback(world, ccid, "MediaStreamingStopped")
+    assert stopped["mediaStreamingUpdate"]["mediaStreamingStatus"] == "mediaStreamingStopped"  # type: ignore[index]
+    assert connection.get_call_properties().media_streaming_subscription.state == "inactive"
+
+
+def test_an_unreachable_websocket_fails_the_stream_not_the_call(world: World) -> None:
+    _, ccid = answer(world, media_streaming=streaming("ws://127.0.0.1:9/nobody"))
+    failed = callback(world, ccid, "MediaStreamingFailed")
+    assert failed["resultInformation"]["subCode"] == 8603  # type: ignore[index]
+    assert failed["mediaStreamingUpdate"]["mediaStreamingStatusDetails"] == "streamConnectionUnsuccessful"  # type: ignore[index]
+    props = world.automation.get_call_connection(ccid).get_call_properties()
+    assert props.call_connection_state == "connected"
+
+
+def test_streaming_needs_options_from_the_call_setup(world: World) -> None:
+    _, ccid = answer(world)
+    with pytest.raises(HttpResponseError) as error:
+        world.automation.get_call_connection(ccid).start_media_streaming()
+    assert error.value.status_code == 400
+
+
+def test_bad_frames_from_the_app_are_dropped_and_counted(world: World) -> None:
+    def garbage(frame: dict[str, object]) -> str | None:
+        return "{not json" if frame.get("kind") == "AudioMetadata" else None
+
+    app = MediaApp(reply=garbage)
+    try:
+        server_call_id, ccid = answer(world, media_streaming=streaming(app.url))
+        callback(world, ccid, "MediaStreamingStarted")
+        app.wait_for(lambda: len(app.of_kind("AudioData")) > 0 or None)
+        say(world, server_call_id, "still here")
+        app.wait_for(lambda: any(not f["audioData"]["silent"] for f in app.of_kind("AudioData")))
+        metrics = world.server.client()._send("GET", "/metrics", b"", {}, json_body=False, as_bytes=True).decode()
+        assert "callgrid_media_media_streaming_frames_rejected 1" in metrics
+    finally:
+        app.close()
+
+
+def test_24khz_streams_carry_24khz_frames(world: World, echo_app: MediaApp) -> None:
+    server_call_id, ccid = answer(world, media_streaming=streaming(echo_app.url, audio_format=AudioFormat.PCM24_K_MONO))
+    callback(world, ccid, "MediaStreamingStarted")
+    tone = (8000 * np.sin(2 * np.pi * 1000 * np.arange(RATE) / RATE)).astype(np.int16)
+    play(world, server_call_id, tone)
+    assert echo_app.wait_for(lambda: echo_app.of_kind("AudioMetadata"))[0]["audioMetadata"]["sampleRate"] == 24000
+    echo_app.wait_for(lambda: sum(not f["audioData"]["silent"] for f in echo_app.of_kind("AudioData")) >= 40)
+    loud = [f for f in echo_app.of_kind("AudioData") if not f["audioData"]["silent"]]
+    samples = np.frombuffer(b"".join(__import__("base64").b64decode(f["audioData"]["data"]) for f in loud[5:35]), "<i2")
+    assert len(samples) == 30 * 480
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64)))
+    peak_hz = float(np.argmax(spectrum)) * 24000 / len(samples)
+    assert abs(peak_hz - 1000) < 20
+    # The echo comes back converted to the call's rate: the caller hears the same 1 kHz tone.
+    wait(lambda: find(tone[4000:8000], heard(world, server_call_id))[1] > 0.9 or None, what="the 24 kHz echo")
+
+
+def test_live_transcription_of_what_the_caller_says(world: World) -> None:
+    app = MediaApp()
+    try:
+        options = TranscriptionOptions(
+            transport_url=app.url,
+            transport_type=StreamingTransportType.WEBSOCKET,
+            locale="en-US",
+            start_transcription=True,
+        )
+        server_call_id, ccid = answer(world, transcription=options)
+        started = callback(world, ccid, "TranscriptionStarted")
+        assert started["transcriptionUpdate"]["transcriptionStatus"] == "transcriptionStarted"  # type: ignore[index]
+        props = world.automation.get_call_connection(ccid).get_call_properties()
+        assert props.transcription_subscription.state == "active"
+        sentence = "please send the invoice to my office"
+        say(world, server_call_id, sentence)
+        data = app.wait_for(lambda: app.of_kind("TranscriptionData"), timeout=30)[0]["transcriptionData"]
+        metadata = app.of_kind("TranscriptionMetadata")[0]["transcriptionMetadata"]
+        assert metadata["callConnectionId"] == ccid
+        assert metadata["locale"] == "en-US"
+        assert data["resultStatus"] == "Final"
+        assert data["participantRawID"] == CALLER
+        assert identifier_from_raw_id(data["participantRawID"]).raw_id == CALLER
+        assert len(words_of(data["text"]) & words_of(sentence)) >= 3, data["text"]
+        assert 0 < data["confidence"] <= 1
+        assert data["duration"] > 10_000_000  # ticks of 100 ns: over a second
+        assert all({"text", "offset", "duration"} <= set(w) for w in data["words"])
+        world.automation.get_call_connection(ccid).stop_transcription()
+        assert callback(world, ccid, "TranscriptionStopped")
+        # Every frame was JSON text as ACS sends it.
+        assert all(isinstance(json.loads(raw), dict) for raw in app.raw)
+    finally:
+        app.close()

@@ -1,0 +1,97 @@
+"""An app's WebSocket endpoint for media streaming and transcription, as a voice app would run one:
+it records every frame ACS (callgrid) sends and, in echo mode, plays the call's audio straight back
+over bidirectional streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+
+class MediaApp:
+    def __init__(self, *, echo: bool = False, reply: Callable[[dict[str, Any]], str | None] | None = None) -> None:
+        self.echo = echo
+        self.reply = reply
+        self.frames: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self.connections = 0
+        self.headers: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_get("/ws", self._ws)
+        self._runner = web.AppRunner(app)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _ws(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        with self._lock:
+            self.connections += 1
+            self.headers.append(dict(request.headers))
+        async for message in ws:
+            if message.type != WSMsgType.TEXT:
+                continue
+            frame = json.loads(message.data)
+            with self._lock:
+                self.raw.append(message.data)
+                self.frames.append(frame)
+            if self.echo and frame.get("kind") == "AudioData" and not frame["audioData"].get("silent", True):
+                data = frame["audioData"]["data"]
+                # The form Microsoft's Python samples send.
+                await ws.send_str(json.dumps({"Kind": "AudioData", "AudioData": {"Data": data}, "StopAudio": None}))
+            if self.reply is not None:
+                answer = self.reply(frame)
+                if answer is not None:
+                    await ws.send_str(answer)
+        return ws
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [f for f in self.frames if f.get("kind") == kind]
+
+    def audio(self) -> np.ndarray:
+        """The call audio received so far, in order, as int16 samples."""
+        chunks = [base64.b64decode(f["audioData"]["data"]) for f in self.of_kind("AudioData")]
+        return np.frombuffer(b"".join(chunks), dtype="<i2")
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout} s; {len(self.frames)} frames received")
+
+    def close(self) -> None:
+        async def stop() -> None:
+            await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
