@@ -25,6 +25,7 @@ from callgrid.eventgrid.subscriptions import SubscriptionService
 from callgrid.eventgrid.topics import EventPublisher, SubscriptionTable
 from callgrid.platform.calls.service import CallService, CallServiceSettings
 from callgrid.platform.identities import IdentityService
+from callgrid.platform.number_orders import NumberOrders
 from callgrid.platform.phone_numbers import PhoneNumberService
 from callgrid.platform.resource import CommunicationResource, load_or_create_resource
 from callgrid.platform.timers import TimerService
@@ -134,6 +135,12 @@ class Node:
         # Tokens are checked by clients against real time, so they are stamped with it.
         self.identities = IdentityService(self.resource, self.keys.token_key, self.wall_clock)
         self.numbers = PhoneNumberService(self.clock)
+        self.number_orders = NumberOrders(
+            self.clock,
+            self.numbers,
+            self.timers,
+            operation_seconds=0.0 if self.virtual_clock is not None else s.number_operation_seconds,
+        )
         self.calls = CallService(
             resource=self.resource,
             identities=self.identities,
