@@ -74,6 +74,9 @@ def test_search_purchase_call_update_release(fresh: CallgridProcess, webhook: We
     purchase = client.begin_purchase_phone_numbers(found.search_id, polling_interval=0)
     assert purchase.result() is None
     assert purchase.status() == "succeeded"
+    headers = purchase.polling_method()._initial_response.http_response.headers
+    assert headers["operation-id"] == "purchase_" + found.search_id
+    assert headers["Operation-Location"] == f"/phoneNumbers/operations/purchase_{found.search_id}"
     bought = found.phone_numbers[0]
     owned = client.get_purchased_phone_number(bought)
     assert owned.phone_number_type == "geographic" and owned.assignment_type == "application"

@@ -3,7 +3,7 @@ releases, capability updates, reservations and number lookup (azure-communicatio
 api-version 2025-06-01).
 
 Long-running operations answer 202 with no body and the headers the SDK reads: `Operation-Location`
-(absolute, polled until `status` is `succeeded` or `failed`), `operation-id`, the operation's own id
+(polled until `status` is `succeeded` or `failed`), `operation-id`, the operation's own id
 header (`search-id`, `purchase-id`, ...) and, where the SDK's final state comes from it, `Location`.
 """
 
@@ -19,8 +19,7 @@ from starlette.routing import Route
 from callgrid.api.auth import hmac_signed, node_of
 from callgrid.api.errors import read_object
 from callgrid.errors import InvalidRequest
-
-DEFAULT_API_VERSION = "2025-06-01"
+from callgrid.platform.number_orders import StartedOperation
 
 
 def _int_param(request: Request, name: str, default: int) -> int:
@@ -48,17 +47,18 @@ def _page(request: Request, items: list[dict[str, Any]], key: str) -> Response:
     return JSONResponse(body)
 
 
-def _accepted(request: Request, op: dict[str, Any], id_header: str, *, location: str | None = None) -> Response:
-    base = str(request.base_url).rstrip("/")
-    version = request.query_params.get("api-version", DEFAULT_API_VERSION)
+def _accepted(started: StartedOperation, id_header: str) -> Response:
+    # Relative, as the service's own examples show them; the SDK resolves them against its endpoint.
     headers = {
-        "Operation-Location": f"{base}/phoneNumbers/operations/{op['id']}?api-version={version}",
-        "operation-id": op["id"],
-        id_header: op["_ident"],
+        "Operation-Location": f"/phoneNumbers/operations/{started.operation_id}",
+        "operation-id": started.operation_id,
+        id_header: started.ident,
     }
-    if location is not None:
-        headers["Location"] = f"{base}{location}?api-version={version}"
-    return Response(status_code=202, headers=headers)
+    if started.location is not None:
+        headers["Location"] = started.location
+    if started.body is None:
+        return Response(status_code=202, headers=headers)
+    return JSONResponse(started.body, status_code=202, headers=headers)
 
 
 # ---- purchased numbers ----------------------------------------------------------------------------------
@@ -91,17 +91,16 @@ async def release(request: Request) -> Response:
     node = node_of(request)
     async with node.store.transaction() as tx:
         op = await node.number_orders.release(tx, request.path_params["number"])
-    return _accepted(request, op, "release-id")
+    return _accepted(op, "release-id")
 
 
 @hmac_signed
 async def update_capabilities(request: Request) -> Response:
     node = node_of(request)
     body = await read_object(request)
-    number = request.path_params["number"]
     async with node.store.transaction() as tx:
-        op = await node.number_orders.update_capabilities(tx, number, body)
-    return _accepted(request, op, "capabilities-id", location=f"/phoneNumbers/{number}")
+        op = await node.number_orders.update_capabilities(tx, request.path_params["number"], body)
+    return _accepted(op, "capabilities-id")
 
 
 @hmac_signed
@@ -176,7 +175,7 @@ async def search(request: Request) -> Response:
     body = await read_object(request)
     async with node.store.transaction() as tx:
         op = await node.number_orders.search(tx, request.path_params["countryCode"], body)
-    return _accepted(request, op, "search-id", location=op["resourceLocation"])
+    return _accepted(op, "search-id")
 
 
 @hmac_signed
@@ -193,7 +192,7 @@ async def purchase(request: Request) -> Response:
     body = await read_object(request)
     async with node.store.transaction() as tx:
         op = await node.number_orders.purchase_search(tx, body)
-    return _accepted(request, op, "purchase-id")
+    return _accepted(op, "purchase-id")
 
 
 # ---- reservations -----------------------------------------------------------------------------------------
@@ -246,7 +245,7 @@ async def purchase_reservation(request: Request) -> Response:
     await read_object(request, allow_empty=True)  # agreeToNotResell: no number sold here requires it
     async with node.store.transaction() as tx:
         op = await node.number_orders.purchase_reservation(tx, request.path_params["reservationId"])
-    return _accepted(request, op, "reservation-purchase-id")
+    return _accepted(op, "reservation-purchase-id")
 
 
 # ---- number lookup -----------------------------------------------------------------------------------------

@@ -15,7 +15,9 @@ A timer completes a due operation even if nobody polls; a poll that comes first 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from callgrid.clock import Clock, iso_z
 from callgrid.errors import CallgridError, Conflict, InvalidRequest, NotFound
@@ -33,6 +35,18 @@ MAX_LOOKUP_NUMBERS = 1
 OPERATION_TIMER = "phoneNumbers.operation"
 # Who a lookup names as the operator of the resource's own numbers.
 _ACS_OPERATOR = "Microsoft Azure Communication Services"
+
+
+@dataclass(frozen=True)
+class StartedOperation:
+    """What the API answers when a long-running operation starts (202): the operation to poll, the id
+    of what it works on (the `search-id`, `purchase-id`, ... header), where its final state is read
+    (`Location`), and the body the service sends with the 202, if any."""
+
+    operation_id: str
+    ident: str
+    location: str | None = None
+    body: dict[str, Any] | None = None
 
 
 def _public(doc: dict[str, Any]) -> dict[str, Any]:
@@ -218,7 +232,7 @@ class NumberOrders:
 
     # ---- searches -----------------------------------------------------------------------------------
 
-    async def search(self, tx: StoreTx, country_code: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def search(self, tx: StoreTx, country_code: str, body: dict[str, Any]) -> StartedOperation:
         """Starts a search: returns its operation; the search holds its numbers at once."""
         country = self._country(country_code)
         number_type = body.get("phoneNumberType")
@@ -261,17 +275,14 @@ class NumberOrders:
         }
         if not numbers:
             search["error"] = "OutOfStock"
+            search["errorCode"] = 1000  # the pair the API's own example shows
             search["_state"] = "failed"
         else:
             await tx.hold_numbers(numbers, f"search:{search_id}", expires_at)
         await tx.put_number_search(search_id, search)
-        return await self._start(
-            tx,
-            "search",
-            search_id,
-            {"searchId": search_id},
-            resource_location=f"/availablePhoneNumbers/searchResults/{search_id}",
-        )
+        location = f"/availablePhoneNumbers/searchResults/{search_id}"
+        op = await self._start(tx, "search", search_id, {"searchId": search_id}, resource_location=location)
+        return StartedOperation(op["id"], search_id, location, _public(search))
 
     async def get_search(self, tx: StoreTx, search_id: str) -> dict[str, Any]:
         search = await tx.get_number_search(search_id)
@@ -279,7 +290,7 @@ class NumberOrders:
             raise NotFound(f"No search with id '{search_id}'.", code="SearchNotFound")
         return _public(search)
 
-    async def purchase_search(self, tx: StoreTx, body: dict[str, Any]) -> dict[str, Any]:
+    async def purchase_search(self, tx: StoreTx, body: dict[str, Any]) -> StartedOperation:
         search_id = body.get("searchId")
         if not isinstance(search_id, str) or not search_id:
             raise InvalidRequest("searchId is required.", code="InvalidPurchaseRequest")
@@ -290,7 +301,9 @@ class NumberOrders:
         await self._check_unsold(tx, search["phoneNumbers"])
         search["_state"] = "purchasing"
         await tx.put_number_search(search_id, search)
-        return await self._start(tx, "purchase", str(uuid.uuid4()), {"searchId": search_id})
+        # As the API's examples show: the purchase is known by its search's id.
+        op = await self._start(tx, "purchase", search_id, {"searchId": search_id})
+        return StartedOperation(op["id"], search_id)
 
     def _check_purchasable(self, search: dict[str, Any]) -> None:
         state = search["_state"]
@@ -312,11 +325,13 @@ class NumberOrders:
 
     # ---- owned numbers ------------------------------------------------------------------------------
 
-    async def release(self, tx: StoreTx, number: str) -> dict[str, Any]:
+    async def release(self, tx: StoreTx, number: str) -> StartedOperation:
         await self._numbers.get(tx, number)
-        return await self._start(tx, "releasePhoneNumber", str(uuid.uuid4()), {"phoneNumber": number})
+        ident = str(uuid.uuid4())
+        op = await self._start(tx, "releasePhoneNumber", ident, {"phoneNumber": number})
+        return StartedOperation(op["id"], ident)
 
-    async def update_capabilities(self, tx: StoreTx, number: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def update_capabilities(self, tx: StoreTx, number: str, body: dict[str, Any]) -> StartedOperation:
         doc = await self._numbers.get(tx, number)
         requested = _capabilities(body, required=False)
         if not requested:
@@ -325,13 +340,17 @@ class NumberOrders:
         offering = self._offering_of(doc)
         if offering is not None:
             _check_within(wanted, offering, number)
-        return await self._start(
+        ident = str(uuid.uuid4())
+        location = f"/phoneNumbers/{quote(number, safe='')}"
+        # The 202 shows the number as it is (on the virtual clock, already changed).
+        op = await self._start(
             tx,
             "updatePhoneNumberCapabilities",
-            str(uuid.uuid4()),
+            ident,
             {"phoneNumber": number, "capabilities": wanted},
-            resource_location=f"/phoneNumbers/{number}",
+            resource_location=location,
         )
+        return StartedOperation(op["id"], ident, location, await self._numbers.get(tx, number))
 
     def _offering_of(self, doc: dict[str, Any]) -> catalogue.Offering | None:
         found = catalogue.lookup(doc["phoneNumber"])
@@ -446,7 +465,7 @@ class NumberOrders:
         await tx.release_holds(f"reservation:{reservation_id}")
         await tx.delete_number_reservation(reservation_id)
 
-    async def purchase_reservation(self, tx: StoreTx, reservation_id: str) -> dict[str, Any]:
+    async def purchase_reservation(self, tx: StoreTx, reservation_id: str) -> StartedOperation:
         doc = await self._reservation(tx, reservation_id)
         view = self._reservation_view(doc)
         if view["status"] == "expired":
@@ -459,7 +478,8 @@ class NumberOrders:
         await self._check_unsold(tx, numbers)
         doc["status"] = "submitted"
         await tx.put_number_reservation(reservation_id, doc["_createdAt"], doc)
-        return await self._start(tx, "reservationPurchase", str(uuid.uuid4()), {"reservationId": reservation_id})
+        op = await self._start(tx, "reservationPurchase", reservation_id, {"reservationId": reservation_id})
+        return StartedOperation(op["id"], reservation_id)
 
     # ---- number lookup ------------------------------------------------------------------------------
 
@@ -533,7 +553,6 @@ class NumberOrders:
             "lastActionDateTime": iso_z(now),
             "_dueAt": now + self._operation_seconds,
             "_action": action,
-            "_ident": ident,
         }
         if resource_location is not None:
             op["resourceLocation"] = resource_location
@@ -641,7 +660,7 @@ def _formats(number: str) -> tuple[str, str]:
     digits = number[1:]
     if number.startswith("+1") and len(digits) == 11:
         area, exchange, line = digits[1:4], digits[4:7], digits[7:]
-        return f"({area}) {exchange}-{line}", f"+1 {area}-{exchange}-{line}"
+        return f"({area}) {exchange}-{line}", f"+1 {area} {exchange} {line}"
     if number.startswith("+44") and len(digits) == 12:
         rest = digits[2:]
         if rest.startswith("20"):
