@@ -235,6 +235,16 @@ def test_reservations_and_browse(fresh: CallgridProcess) -> None:
         country_code="US", phone_number_type=PhoneNumberType.TOLL_FREE, phone_number_prefixes=["833"]
     ).phone_numbers
     assert first.phone_number not in {n.phone_number for n in again}
+    # Partial success: a number held elsewhere, or asked for with SMS where none is sold, is an error entry.
+    london = client.browse_available_phone_numbers(
+        country_code="GB", phone_number_type=PhoneNumberType.GEOGRAPHIC
+    ).phone_numbers[0]
+    assert london.capabilities.sms == "none"
+    london.capabilities.sms = PhoneNumberCapabilityType.INBOUND
+    rival = client.create_or_update_reservation(reservation_id=str(uuid.uuid4()), numbers_to_add=[first, london])
+    assert rival.phone_numbers[first.id].status == "error"
+    assert rival.phone_numbers[first.id].error.code == "FailedToReserveNumber"
+    assert rival.phone_numbers[london.id].error.code == "CapabilityNotSupported"
     fresh.advance(1)
     fewer = client.create_or_update_reservation(reservation_id=reservation_id, numbers_to_remove=[second.id])
     assert set(fewer.phone_numbers) == {first.id}

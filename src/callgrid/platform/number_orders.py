@@ -418,7 +418,7 @@ class NumberOrders:
                 entries.pop(number.lstrip("+"), None)
                 await tx.release_holds(holder, [number])
                 continue
-            entry = await self._reserve_one(tx, number, holder)
+            entry = await self._reserve_one(tx, number, holder, value if isinstance(value, dict) else {})
             partial = partial or entry["status"] == "error"
             entries[number.lstrip("+")] = entry
         expires_at = min(now + RESERVATION_EXTENSION_SECONDS, doc["_createdAt"] + RESERVATION_MAX_SECONDS)
@@ -429,17 +429,25 @@ class NumberOrders:
         await tx.put_number_reservation(reservation_id, doc["_createdAt"], doc)
         return self._reservation_view(doc), created, partial
 
-    async def _reserve_one(self, tx: StoreTx, number: str, holder: str) -> dict[str, Any]:
+    async def _reserve_one(self, tx: StoreTx, number: str, holder: str, wanted: dict[str, Any]) -> dict[str, Any]:
+        """One number into a reservation, with the assignment and capabilities asked for (by default the
+        offering's); a number that cannot be reserved is an entry with status `error`, not a failure."""
         found = catalogue.lookup(number)
-        if found is None:
-            return self._entry_error(number, "PhoneNumberNotAvailable", f"{number} is not in the catalogue.")
+        if found is None or number not in await self._available(tx, [found[1]], holder=holder):
+            # The code and message of the API's own partial-success example.
+            return self._entry_error(number, "FailedToReserveNumber", "Failed to add the number to the reservation.")
         country, block = found
-        offering = country.offering(block.number_type, "application") or country.offerings[0]
-        if number not in await self._available(tx, [block], holder=holder):
+        offering = country.offering(block.number_type, wanted.get("assignmentType") or "application")
+        if offering is None:
             return self._entry_error(
-                number, "PhoneNumberNotAvailable", f"{number} is held by another search or reservation, or sold."
+                number, "NoOfferingAvailable", f"{number} cannot be assigned to {wanted.get('assignmentType')}."
             )
-        return self._available_number(number, country, offering, "reserved")
+        try:
+            capabilities = _capabilities(wanted.get("capabilities"), required=False) or offering.capabilities()
+            _check_within(capabilities, offering, number)
+        except CallgridError as exc:
+            return self._entry_error(number, exc.code, exc.message)
+        return {**self._available_number(number, country, offering, "reserved"), "capabilities": capabilities}
 
     def _entry_error(self, number: str, code: str, message: str) -> dict[str, Any]:
         found = catalogue.lookup(number)
