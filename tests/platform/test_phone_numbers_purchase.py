@@ -19,6 +19,7 @@ from azure.communication.phonenumbers import (
     PhoneNumberSearchResult,
     PhoneNumberType,
 )
+from azure.communication.phonenumbers.aio import PhoneNumbersClient as AsyncPhoneNumbersClient
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.core.pipeline.transport import RequestsTransport
 from azure.core.polling import LROPoller
@@ -335,3 +336,18 @@ def _buy_on_the_system_clock(client: PhoneNumbersClient) -> None:
     assert owned.phone_number == found.phone_numbers[0]
     assert time.monotonic() - started >= 0.9
     assert operations.get_operation(operation_id).status == "succeeded"
+
+
+async def test_async_client_buys_and_releases(fresh: CallgridProcess) -> None:
+    async with AsyncPhoneNumbersClient.from_connection_string(fresh.connection_string, retry_total=0) as client:
+        poller = await client.begin_search_available_phone_numbers(
+            "CA", PhoneNumberType.TOLL_FREE, PhoneNumberAssignmentType.APPLICATION, CALLING_ONLY, polling_interval=0
+        )
+        found = await poller.result()
+        assert found.phone_numbers[0].startswith("+1877555")
+        await (await client.begin_purchase_phone_numbers(found.search_id, polling_interval=0)).result()
+        owned = await client.get_purchased_phone_number(found.phone_numbers[0])
+        assert owned.country_code == "CA" and owned.cost.amount == 2.0
+        await (await client.begin_release_phone_number(found.phone_numbers[0], polling_interval=0)).result()
+        with pytest.raises(ResourceNotFoundError):
+            await client.get_purchased_phone_number(found.phone_numbers[0])
