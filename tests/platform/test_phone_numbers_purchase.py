@@ -351,3 +351,33 @@ async def test_async_client_buys_and_releases(fresh: CallgridProcess) -> None:
         await (await client.begin_release_phone_number(found.phone_numbers[0], polling_interval=0)).result()
         with pytest.raises(ResourceNotFoundError):
             await client.get_purchased_phone_number(found.phone_numbers[0])
+
+
+def test_a_purchase_survives_a_crash(tmp_path_factory: pytest.TempPathFactory, shared_tls: Path) -> None:
+    server = CallgridProcess(
+        tmp_path_factory.mktemp("numbers-crash"),
+        tls_dir=shared_tls,
+        clock="system",
+        env={"CALLGRID_NUMBER_OPERATION_SECONDS": "2"},
+    ).start()
+    transport = RequestsTransport()
+    try:
+        client = PhoneNumbersClient.from_connection_string(server.connection_string, transport=transport)
+        found = client.begin_search_available_phone_numbers(
+            "US", PhoneNumberType.TOLL_FREE, PhoneNumberAssignmentType.APPLICATION, CALLING_ONLY, polling_interval=0.2
+        ).result()
+        client.begin_purchase_phone_numbers(found.search_id, polling=False)
+        server.restart(hard=True)  # killed while the purchase runs: the operation and its timer are stored
+        operations = client._phone_number_client.phone_numbers
+        assert operations.get_search_result(found.search_id).phone_numbers == found.phone_numbers
+        deadline = time.monotonic() + 10
+        while operations.get_operation("purchase_" + found.search_id).status == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert operations.get_operation("purchase_" + found.search_id).status == "succeeded"
+        assert client.get_purchased_phone_number(found.phone_numbers[0])
+        del client, operations
+    finally:
+        gc.collect()
+        transport.close()
+        server.stop()
