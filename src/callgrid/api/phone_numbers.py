@@ -19,6 +19,7 @@ from starlette.routing import Route
 from callgrid.api.auth import hmac_signed, node_of
 from callgrid.api.errors import read_object
 from callgrid.errors import InvalidRequest
+from callgrid.platform import number_lookup
 from callgrid.platform.number_orders import StartedOperation
 
 
@@ -108,7 +109,8 @@ async def get_operation(request: Request) -> Response:
     node = node_of(request)
     async with node.store.transaction() as tx:
         op = await node.number_orders.get_operation(tx, request.path_params["operationId"])
-    return JSONResponse(op)
+    location = op.get("resourceLocation")
+    return JSONResponse(op, headers={"Location": location} if location else None)
 
 
 # ---- the catalogue ----------------------------------------------------------------------------------------
@@ -256,7 +258,7 @@ async def operator_information(request: Request) -> Response:
     node = node_of(request)
     body = await read_object(request)
     async with node.store.transaction() as tx:
-        values = await node.number_orders.operator_information(tx, body)
+        values = await number_lookup.operator_information(tx, body)
     return JSONResponse({"values": values})
 
 
