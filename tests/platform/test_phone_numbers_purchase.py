@@ -381,3 +381,14 @@ def test_a_purchase_survives_a_crash(tmp_path_factory: pytest.TempPathFactory, s
         gc.collect()
         transport.close()
         server.stop()
+
+
+def test_enum_values_are_case_insensitive(fresh: CallgridProcess) -> None:
+    client = sdk(fresh)
+    found = client.begin_search_available_phone_numbers(
+        "us", "TollFree", "Application", CALLING_ONLY, polling_interval=0
+    ).result()
+    assert found.phone_number_type == "tollFree" and found.assignment_type == "application"
+    assert [o.phone_number_type for o in client.list_available_offerings("US", phone_number_type="TOLLFREE")] == [
+        "tollFree"
+    ]

@@ -171,6 +171,14 @@ def area_codes(country: Country, number_type: str) -> list[AreaCode]:
     return [a for a in country.area_codes if a.number_type == number_type]
 
 
+def spelled(value: object, choices: tuple[str, ...]) -> str | None:
+    """`value` as the API spells it (the SDK's enums are case-insensitive: "TollFree" is "tollFree");
+    None for no value, or one that is not a string."""
+    if not isinstance(value, str):
+        return None
+    return next((c for c in choices if c.lower() == value.lower()), value)
+
+
 def capability_within(requested: str, available: str) -> bool:
     """Whether `requested` (none, inbound, outbound, inbound+outbound) asks no more than `available` gives."""
     wanted = set() if requested == "none" else set(requested.split("+"))

@@ -127,6 +127,7 @@ class NumberOrders:
         self, country_code: str, *, administrative_division: str | None, number_type: str | None
     ) -> list[dict[str, Any]]:
         country = self._country(country_code)
+        number_type = catalogue.spelled(number_type, catalogue.NUMBER_TYPES)
         if number_type not in (None, "geographic"):
             return []  # toll-free (and mobile, not sold here) numbers belong to no locality
         return [
@@ -151,6 +152,8 @@ class NumberOrders:
         administrative_division: str | None,
     ) -> list[dict[str, Any]]:
         country = self._country(country_code)
+        number_type = catalogue.spelled(number_type, catalogue.NUMBER_TYPES) or number_type
+        assignment_type = catalogue.spelled(assignment_type, catalogue.ASSIGNMENT_TYPES)
         if assignment_type is not None:
             self._offering(country, number_type, assignment_type)
         elif number_type not in catalogue.NUMBER_TYPES:
@@ -172,6 +175,8 @@ class NumberOrders:
         self, country_code: str, *, number_type: str | None, assignment_type: str | None
     ) -> list[dict[str, Any]]:
         country = self._country(country_code)
+        number_type = catalogue.spelled(number_type, catalogue.NUMBER_TYPES)
+        assignment_type = catalogue.spelled(assignment_type, catalogue.ASSIGNMENT_TYPES)
         return [
             o.view()
             for o in country.offerings
@@ -209,10 +214,11 @@ class NumberOrders:
 
     async def browse(self, tx: StoreTx, country_code: str, body: dict[str, Any]) -> list[dict[str, Any]]:
         country = self._country(country_code)
-        number_type = body.get("phoneNumberType")
+        number_type = catalogue.spelled(body.get("phoneNumberType"), catalogue.NUMBER_TYPES)
         if not isinstance(number_type, str):
             raise InvalidRequest("phoneNumberType is required.", code="InvalidPhoneNumberType")
-        offering = self._offering(country, number_type, body.get("assignmentType") or "application")
+        assignment_type = catalogue.spelled(body.get("assignmentType") or "application", catalogue.ASSIGNMENT_TYPES)
+        offering = self._offering(country, number_type, assignment_type or "application")
         _check_within(_capabilities(body.get("capabilities"), required=False), offering, "browse")
         prefixes = [str(p).lstrip("+") for p in body.get("phoneNumberPrefixes") or []]
         blocks = catalogue.area_codes(country, number_type)
@@ -232,8 +238,8 @@ class NumberOrders:
     async def search(self, tx: StoreTx, country_code: str, body: dict[str, Any]) -> StartedOperation:
         """Starts a search: returns its operation; the search holds its numbers at once."""
         country = self._country(country_code)
-        number_type = body.get("phoneNumberType")
-        assignment_type = body.get("assignmentType")
+        number_type = catalogue.spelled(body.get("phoneNumberType"), catalogue.NUMBER_TYPES)
+        assignment_type = catalogue.spelled(body.get("assignmentType"), catalogue.ASSIGNMENT_TYPES)
         if not isinstance(number_type, str) or not isinstance(assignment_type, str):
             raise InvalidRequest("phoneNumberType and assignmentType are required.", code="InvalidSearchRequest")
         offering = self._offering(country, number_type, assignment_type)
@@ -434,7 +440,8 @@ class NumberOrders:
             # The code and message of the API's own partial-success example.
             return self._entry_error(number, "FailedToReserveNumber", "Failed to add the number to the reservation.")
         country, block = found
-        offering = country.offering(block.number_type, wanted.get("assignmentType") or "application")
+        assignment_type = catalogue.spelled(wanted.get("assignmentType") or "application", catalogue.ASSIGNMENT_TYPES)
+        offering = country.offering(block.number_type, assignment_type or "application")
         if offering is None:
             return self._entry_error(
                 number, "NoOfferingAvailable", f"{number} cannot be assigned to {wanted.get('assignmentType')}."
