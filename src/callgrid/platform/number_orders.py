@@ -32,6 +32,14 @@ RESERVATION_MAX_SECONDS = 2 * 3600.0
 MAX_SEARCH_QUANTITY = 100
 MAX_BROWSE_RESULTS = 100
 OPERATION_TIMER = "phoneNumbers.operation"
+# Operation ids are "<prefix>_<id of what it works on>", as the API's examples show them.
+_OPERATION_PREFIXES = {
+    "search": "search",
+    "purchase": "purchase",
+    "releasePhoneNumber": "release",
+    "updatePhoneNumberCapabilities": "capabilities",
+    "reservationPurchase": "reservationPurchase",
+}
 
 
 @dataclass(frozen=True)
@@ -447,7 +455,8 @@ class NumberOrders:
                 number, "NoOfferingAvailable", f"{number} cannot be assigned to {wanted.get('assignmentType')}."
             )
         try:
-            capabilities = _capabilities(wanted.get("capabilities"), required=False) or offering.capabilities()
+            asked = _capabilities(wanted.get("capabilities"), required=False)
+            capabilities = {"calling": "none", "sms": "none", **asked} if asked else offering.capabilities()
             _check_within(capabilities, offering, number)
         except CallgridError as exc:
             return self._entry_error(number, exc.code, exc.message)
@@ -505,11 +514,8 @@ class NumberOrders:
         resource_location: str | None = None,
     ) -> dict[str, Any]:
         now = self._clock.now()
-        prefix = {"reservationPurchase": "reservationPurchase", "releasePhoneNumber": "release"}.get(
-            operation_type, "capabilities" if operation_type == "updatePhoneNumberCapabilities" else operation_type
-        )
         op: dict[str, Any] = {
-            "id": f"{prefix}_{ident}",
+            "id": f"{_OPERATION_PREFIXES[operation_type]}_{ident}",
             "operationType": operation_type,
             "status": "running",
             "createdDateTime": iso_z(now),
