@@ -33,6 +33,9 @@ class Settings:
     max_clock_skew_seconds: float = 900.0
     # How long an offer rings (and its incomingCallContext lives) before it times out (sub-code 8587).
     ring_timeout_seconds: float = 30.0
+    # Phone Numbers long-running operations (search, purchase, release, capabilities) take this long on the
+    # system clock; on a virtual clock they are done when the request that starts them is answered.
+    number_operation_seconds: float = 3.0
     # Event Grid: the response time limit for a delivery or a validation handshake.
     delivery_timeout_seconds: float = 30.0
     # Event Grid upper-cases subscription names in aeg-subscription-name (eventgrid.md O6).

@@ -31,6 +31,7 @@ from callgrid.media.streaming import open_stream
 from callgrid.platform.calls.service import CallService, CallServiceSettings
 from callgrid.platform.identities import IdentityService
 from callgrid.platform.media_port import MediaEvent
+from callgrid.platform.number_orders import NumberOrders
 from callgrid.platform.phone_numbers import PhoneNumberService
 from callgrid.platform.resource import CommunicationResource, load_or_create_resource
 from callgrid.platform.timers import TimerService
@@ -140,6 +141,12 @@ class Node:
         # Tokens are checked by clients against real time, so they are stamped with it.
         self.identities = IdentityService(self.resource, self.keys.token_key, self.wall_clock)
         self.numbers = PhoneNumberService(self.clock)
+        self.number_orders = NumberOrders(
+            self.clock,
+            self.numbers,
+            self.timers,
+            operation_seconds=0.0 if self.virtual_clock is not None else s.number_operation_seconds,
+        )
         self.media = MediaPlane(s.data_dir)
         self.prompts = PromptLoader(self.media.prompts)
         self.recognizer = Recognizer()

@@ -18,7 +18,7 @@ _COUNTRY_PREFIXES = [
 _US_TOLL_FREE = ("800", "833", "844", "855", "866", "877", "888")
 
 
-def _country(number: str) -> str:
+def country_of(number: str) -> str:
     for prefix, country in sorted(_COUNTRY_PREFIXES, key=lambda p: -len(p[0])):
         if number.startswith(prefix):
             return country
@@ -39,18 +39,30 @@ class PhoneNumberService:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
 
-    async def own(self, tx: StoreTx, number: str) -> dict[str, Any]:
+    async def own(
+        self,
+        tx: StoreTx,
+        number: str,
+        *,
+        number_type: str | None = None,
+        assignment_type: str = "application",
+        capabilities: dict[str, str] | None = None,
+        cost: dict[str, Any] | None = None,
+        country_code: str | None = None,
+    ) -> dict[str, Any]:
+        """The resource owns `number` from now on: added directly (`callgrid numbers add`, with these
+        defaults) or bought from the catalogue (with the offering's attributes)."""
         number = validate_e164(number)
         toll_free = number.startswith("+1") and number[2:5] in _US_TOLL_FREE
         doc = {
             "id": number.lstrip("+"),
             "phoneNumber": number,
-            "countryCode": _country(number),
-            "phoneNumberType": "tollFree" if toll_free else "geographic",
-            "capabilities": {"calling": "inbound+outbound", "sms": "none"},
-            "assignmentType": "application",
+            "countryCode": country_code or country_of(number),
+            "phoneNumberType": number_type or ("tollFree" if toll_free else "geographic"),
+            "capabilities": capabilities or {"calling": "inbound+outbound", "sms": "none"},
+            "assignmentType": assignment_type,
             "purchaseDate": to_datetime(self._clock.now()).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "cost": {"amount": 1.0, "currencyCode": "USD", "billingFrequency": "monthly"},
+            "cost": cost or {"amount": 1.0, "currencyCode": "USD", "billingFrequency": "monthly"},
         }
         try:
             await tx.add_phone_number(number, doc)
@@ -62,6 +74,13 @@ class PhoneNumberService:
         doc = await tx.get_phone_number(number)
         if doc is None:
             raise NotFound(f"The resource does not own {number}.", code="PhoneNumberNotFound")
+        return doc
+
+    async def set_capabilities(self, tx: StoreTx, number: str, capabilities: dict[str, str]) -> dict[str, Any]:
+        doc = await self.get(tx, number)
+        doc["capabilities"] = capabilities
+        await tx.delete_phone_number(number)
+        await tx.add_phone_number(number, doc)
         return doc
 
     async def is_owned(self, tx: StoreTx, number: str) -> bool:

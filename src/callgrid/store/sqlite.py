@@ -263,6 +263,69 @@ class _SqliteTx:
     async def delete_phone_number(self, number: str) -> bool:
         return self._c.execute("DELETE FROM phone_numbers WHERE number = ?", (number,)).rowcount > 0
 
+    # buying numbers
+    async def put_number_search(self, search_id: str, doc: dict[str, Any]) -> None:
+        self._c.execute(
+            "INSERT INTO number_searches (id, doc) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+            (search_id, _dumps(doc)),
+        )
+
+    async def get_number_search(self, search_id: str) -> dict[str, Any] | None:
+        return _doc(self._one("SELECT doc FROM number_searches WHERE id = ?", search_id))
+
+    async def put_number_reservation(self, reservation_id: str, created_at: float, doc: dict[str, Any]) -> None:
+        self._c.execute(
+            "INSERT INTO number_reservations (id, created_at, doc) VALUES (?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+            (reservation_id, created_at, _dumps(doc)),
+        )
+
+    async def get_number_reservation(self, reservation_id: str) -> dict[str, Any] | None:
+        return _doc(self._one("SELECT doc FROM number_reservations WHERE id = ?", reservation_id))
+
+    async def list_number_reservations(self, skip: int, top: int) -> list[dict[str, Any]]:
+        rows = self._c.execute(
+            "SELECT doc FROM number_reservations ORDER BY created_at, id LIMIT ? OFFSET ?", (top, skip)
+        ).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    async def delete_number_reservation(self, reservation_id: str) -> bool:
+        return self._c.execute("DELETE FROM number_reservations WHERE id = ?", (reservation_id,)).rowcount > 0
+
+    async def put_number_operation(self, operation_id: str, doc: dict[str, Any]) -> None:
+        self._c.execute(
+            "INSERT INTO number_operations (id, doc) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+            (operation_id, _dumps(doc)),
+        )
+
+    async def get_number_operation(self, operation_id: str) -> dict[str, Any] | None:
+        return _doc(self._one("SELECT doc FROM number_operations WHERE id = ?", operation_id))
+
+    async def hold_numbers(self, numbers: list[str], holder: str, expires_at: float) -> None:
+        self._c.executemany(
+            "INSERT INTO number_holds (number, holder, expires_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (number) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at",
+            [(n, holder, expires_at) for n in numbers],
+        )
+
+    async def number_holders(self, numbers: list[str], now: float) -> dict[str, str]:
+        held: dict[str, str] = {}
+        for start in range(0, len(numbers), 500):
+            chunk = numbers[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._c.execute(
+                f"SELECT number, holder FROM number_holds WHERE expires_at > ? AND number IN ({marks})",
+                (now, *chunk),
+            ).fetchall()
+            held.update({r[0]: r[1] for r in rows})
+        return held
+
+    async def release_holds(self, holder: str, numbers: list[str] | None = None) -> None:
+        if numbers is None:
+            self._c.execute("DELETE FROM number_holds WHERE holder = ?", (holder,))
+            return
+        self._c.executemany("DELETE FROM number_holds WHERE holder = ? AND number = ?", [(holder, n) for n in numbers])
+
     # endpoints
     async def put_endpoint(self, raw_id: str, doc: dict[str, Any]) -> None:
         self._c.execute(
@@ -631,6 +694,10 @@ class _SqliteTx:
             "calls",
             "endpoints",
             "phone_numbers",
+            "number_holds",
+            "number_operations",
+            "number_reservations",
+            "number_searches",
             "identities",
         ):
             self._c.execute(f"DELETE FROM {table}")
