@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import itertools
 import json
 import os
 import shlex
@@ -39,7 +40,7 @@ import numpy as np
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from route_latency import _cpu_seconds, _free_port, _pct, _run, _wait  # noqa: E402
+from route_latency import _cpu_seconds, _free_port, _pct, _run, _wait
 
 FRAME = 0.02
 TONE = base64.b64encode((2000 * np.sin(2 * np.pi * 440 * np.arange(320) / 16000)).astype("<i2").tobytes()).decode()
@@ -64,9 +65,7 @@ class App:
                 if self.measuring:
                     arrivals.append(time.monotonic())
                     stamps.append(frame["audioData"]["timestamp"])
-                await ws.send_str(
-                    json.dumps({"kind": "AudioData", "audioData": {"data": frame["audioData"]["data"]}})
-                )
+                await ws.send_str(json.dumps({"kind": "AudioData", "audioData": {"data": frame["audioData"]["data"]}}))
         return ws
 
     async def callbacks(self, request: web.Request) -> web.Response:
@@ -93,9 +92,8 @@ def _lost(stamps: dict[str, list[str]]) -> int:
     lost = 0
     for values in stamps.values():
         times = [datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp() for v in values]
-        for a, b in zip(times, times[1:], strict=False):
-            gap = round((b - a) / FRAME)
-            lost += max(0, gap - 1) if gap > 1 else 0
+        for a, b in itertools.pairwise(times):
+            lost += max(0, round((b - a) / FRAME) - 1)
     return lost
 
 
@@ -156,7 +154,9 @@ async def _run_bench(env: dict[str, str], pid: int, calls: int, seconds: float) 
     async with CallAutomationClient.from_connection_string(env["CALLGRID_CONNECTION_STRING"]) as automation:
         for i in range(calls):
             callee = f"+1312555{i:04d}"
-            client.request("PUT", f"/callgrid/v1/endpoints/4:{callee}".replace("+", "%2B"), {"onIncomingCall": "answer"})
+            client.request(
+                "PUT", f"/callgrid/v1/endpoints/4:{callee}".replace("+", "%2B"), {"onIncomingCall": "answer"}
+            )
             options = MediaStreamingOptions(
                 transport_url=f"ws://127.0.0.1:{port}/ws?call={i}",
                 transport_type=StreamingTransportType.WEBSOCKET,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -49,6 +50,11 @@ class VirtualClock:
     def __init__(self, start: float | None = None) -> None:
         self._now = time.time() if start is None else start
         self._tick = asyncio.Event()
+        self._observers: list[Callable[[float], None]] = []
+
+    def on_move(self, observer: Callable[[float], None]) -> None:
+        """Call `observer(seconds)` each time the clock jumps ahead (the media plane pads recordings)."""
+        self._observers.append(observer)
 
     def now(self) -> float:
         return self._now
@@ -59,7 +65,11 @@ class VirtualClock:
         return await self.set(self._now + seconds)
 
     async def set(self, ts: float) -> float:
+        moved = max(0.0, ts - self._now)
         self._now = max(self._now, ts)
+        if moved:
+            for observer in self._observers:
+                observer(moved)
         tick, self._tick = self._tick, asyncio.Event()
         tick.set()
         # Let woken tasks run before the caller looks at what they did.

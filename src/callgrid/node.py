@@ -26,7 +26,6 @@ from callgrid.eventgrid.topics import EventPublisher, SubscriptionTable
 from callgrid.media.listening import SpeechListener
 from callgrid.media.plane import MediaPlane
 from callgrid.media.prompts import PromptLoader
-from callgrid.media.speech import Recognizer
 from callgrid.media.streaming import open_stream
 from callgrid.platform.calls.service import CallService, CallServiceSettings
 from callgrid.platform.identities import IdentityService
@@ -148,10 +147,11 @@ class Node:
             operation_seconds=0.0 if self.virtual_clock is not None else s.number_operation_seconds,
         )
         self.media = MediaPlane(s.data_dir)
+        if self.virtual_clock is not None:
+            self.virtual_clock.on_move(self.media.clock_moved)
         self.prompts = PromptLoader(self.media.prompts)
-        self.recognizer = Recognizer()
-        self.media.listener_factory = SpeechListener.factory(self.recognizer)
-        self.media.stream_factory = open_stream(self.recognizer)
+        self.media.listener_factory = SpeechListener
+        self.media.stream_factory = open_stream
         self.calls = CallService(
             resource=self.resource,
             identities=self.identities,

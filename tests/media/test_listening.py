@@ -24,9 +24,9 @@ from azure.communication.callautomation import (
     TextSource,
 )
 from azure.communication.callautomation._generated.models import RecognizeCompleted
-from callgrid.media.speech import Recognizer
 
 from callgrid.media import codecs
+from callgrid.media.speech import Recognizer
 from tests.media.voice_support import (
     RATE,
     FileServer,
@@ -208,7 +208,7 @@ def test_a_recording_holds_both_parties_of_an_echo_call(world: World) -> None:
         chunk = done[0].data["recordingStorageInfo"]["recordingChunks"][0]
         data = world.client.download("/" + chunk["contentLocation"].split("://", 1)[1].split("/", 1)[1])
         with wave.open(io.BytesIO(data)) as w:
-            assert w.getnchannels() == 2  # the caller, then the app (its echo)
+            assert w.getnchannels() == 2  # the caller, then the number the app answered for (its echo)
             frames = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2)
         caller, bot = frames[:, 0], frames[:, 1]
         caller_at, caller_likeness = find(signal, caller)

@@ -24,6 +24,7 @@ class MediaApp:
         self.raw: list[str] = []
         self.connections = 0
         self.headers: list[dict[str, str]] = []
+        self._open: set[web.WebSocketResponse] = set()
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -46,6 +47,7 @@ class MediaApp:
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
+        self._open.add(ws)
         with self._lock:
             self.connections += 1
             self.headers.append(dict(request.headers))
@@ -64,6 +66,7 @@ class MediaApp:
                 answer = self.reply(frame)
                 if answer is not None:
                     await ws.send_str(answer)
+        self._open.discard(ws)
         return ws
 
     @property
@@ -90,6 +93,9 @@ class MediaApp:
 
     def close(self) -> None:
         async def stop() -> None:
+            # The app hangs up its sockets first: callgrid would stream into them for as long as the call lasts.
+            for ws in list(self._open):
+                await ws.close()
             await self._runner.cleanup()
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)

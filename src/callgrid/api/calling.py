@@ -17,7 +17,7 @@ from callgrid.api.auth import hmac_signed, node_of
 from callgrid.api.errors import error_response, field, read_object
 from callgrid.api.repeatability import operation, repeatable
 from callgrid.errors import InvalidRequest
-from callgrid.identifiers import CommunicationIdentifier, InvalidIdentifier, from_wire, phone_number
+from callgrid.identifiers import CommunicationIdentifier, InvalidIdentifier, from_raw_id, from_wire, phone_number
 from callgrid.node import Node
 from callgrid.platform.audio import Probe
 from callgrid.platform.calls.service import check_operation_context
@@ -611,6 +611,31 @@ async def participants_action(request: Request) -> Response:
         async with operation(node) as op:
             await actions.mute(op.tx, ccid, targets)
             return await op.respond(JSONResponse(_context_body(operation_context), status_code=200))
+    if action == "moveHere":
+        raw_targets = field(body, "targetParticipants", list)
+        from_call = field(body, "fromCall", str)
+        try:
+            targets = [from_wire(t, "targetParticipants") for t in raw_targets]
+        except InvalidIdentifier as exc:
+            raise InvalidRequest(str(exc), code="8523") from None
+        async with operation(node) as op:
+            moved = await actions.move_here(
+                op.tx,
+                ccid,
+                targets=targets,
+                from_call=from_call,
+                operation_context=operation_context,
+                operation_callback_uri=callback,
+            )
+            result = {
+                "participants": [
+                    {"identifier": from_raw_id(raw_id).to_wire(), "isMuted": False, "isOnHold": False}
+                    for raw_id in moved
+                ],
+                "fromCall": from_call,
+                **_context_body(operation_context),
+            }
+            return await op.respond(JSONResponse(result, status_code=202))
     if action == "cancelAddParticipant":
         invitation_id = field(body, "invitationId", str)
         async with operation(node) as op:

@@ -7,8 +7,8 @@ utterance by its end silence, and hands it to the recogniser on a worker thread;
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+import logging
+from typing import TYPE_CHECKING
 
 from callgrid.media import speech
 from callgrid.media.plane import SILENCE, FrameSink, Pcm
@@ -17,6 +17,8 @@ from callgrid.platform.media_port import SpeechRecognized, SpeechStarted
 if TYPE_CHECKING:
     from callgrid.media.plane import CallMedia, MediaPlane
 
+log = logging.getLogger(__name__)
+
 
 class SpeechListener(FrameSink):
     def __init__(
@@ -24,7 +26,6 @@ class SpeechListener(FrameSink):
         plane: MediaPlane,
         media: CallMedia,
         *,
-        recognizer: speech.Recognizer,
         op_id: str,
         target: str,
         phrases: list[str] | None,
@@ -33,36 +34,36 @@ class SpeechListener(FrameSink):
     ) -> None:
         self._plane = plane
         self._server_call_id = media.server_call_id
-        self._recognizer = recognizer
         self._op_id = op_id
         self._target = target
         self._phrases = phrases
         self._report_start = report_speech_start
-        self._detector = speech.UtteranceDetector(end_silence_seconds=end_silence_seconds)
+        self._detector = speech.UtteranceDetector(end_silence=end_silence_seconds)
         self._done = False
-
-    @classmethod
-    def factory(cls, recognizer: speech.Recognizer) -> Callable[..., FrameSink]:
-        def make(plane: MediaPlane, media: CallMedia, **options: Any) -> FrameSink:
-            return cls(plane, media, recognizer=recognizer, **options)
-
-        return make
 
     def on_frame(self, tick: int, mixed: Pcm | None, by_party: dict[str, Pcm | None]) -> None:
         if self._done:
             return
         frame = by_party.get(self._target)
         for event in self._detector.feed(frame if frame is not None else SILENCE):
-            if isinstance(event, speech.SpeechStart):
+            if isinstance(event, speech.SpeechStarted):
                 if self._report_start:
                     self._plane.emit(SpeechStarted(self._server_call_id, self._op_id))
-            elif isinstance(event, speech.Utterance):
+            elif isinstance(event, speech.UtteranceEnded):
                 self._done = True
                 self._plane.spawn(self._recognize(event.pcm), f"recognize-{self._op_id}")
                 return
 
     async def _recognize(self, pcm: Pcm) -> None:
-        result = await self._recognizer.recognize_async(pcm, self._phrases)
+        try:
+            recognizer = await speech.shared_recognizer_async()
+            result = await recognizer.recognize_async(pcm, self._phrases)
+        except Exception:
+            # The operation must still end: reported as speech that could not be recognised.
+            log.exception("speech recognition failed")
+            self._plane.metrics.count("recognitionErrors")
+            self._plane.emit(SpeechRecognized(self._server_call_id, self._op_id, text="", confidence=0.0))
+            return
         self._plane.emit(
             SpeechRecognized(
                 self._server_call_id,

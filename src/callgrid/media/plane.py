@@ -47,6 +47,7 @@ FRAME_SAMPLES = 320
 # its last half hour).
 HEARD_SECONDS = 1800
 MAX_CATCH_UP_TICKS = 50  # a loop stalled for longer than a second skips ahead instead of racing
+MAX_JUMP_FRAMES = 3600 * 50
 ENDED_CALLS_KEPT = 200  # what parties of ended calls heard stays fetchable for the latest ones
 
 Pcm = npt.NDArray[np.int16]
@@ -129,6 +130,7 @@ class _Leg:
     joined_tick: int
     on_hold: bool = False
     muted: bool = False
+    app: bool = False
     speech: collections.deque[Pcm] = field(default_factory=collections.deque)
     heard: collections.deque[tuple[int, Pcm]] = field(default_factory=collections.deque)
 
@@ -206,17 +208,16 @@ class CallMedia:
             everything = mix([*voices, *(f for _, f in prompt_frames), *([app] if app is not None else [])])
             rec.mixed.append(everything if everything is not None else SILENCE)
             if rec.channel_type == "unmixed":
-                for raw_id in spoken:
-                    rec.channels.setdefault(raw_id, [SILENCE] * rec.length)
+                # A channel per participant; what the app plays or streams is its own leg's channel.
+                app_leg = next((raw_id for raw_id, leg in self.legs.items() if leg.app), "__app__")
+                app_mix = [*(f for _, f in prompt_frames), *([app] if app is not None else [])]
+                for raw_id in [*spoken, app_leg]:
+                    if raw_id not in rec.channels:
+                        rec.channels[raw_id] = [SILENCE] * rec.length
                 for raw_id, frames in rec.channels.items():
-                    if raw_id == "__app__":
-                        continue
-                    frame = spoken.get(raw_id)
-                    frames.append(frame if frame is not None else SILENCE)
-                app_mix = mix([*(f for _, f in prompt_frames), *([app] if app is not None else [])])
-                rec.channels.setdefault("__app__", [SILENCE] * rec.length).append(
-                    app_mix if app_mix is not None else SILENCE
-                )
+                    own = spoken.get(raw_id)
+                    sound = mix([*([own] if own is not None else []), *(app_mix if raw_id == app_leg else [])])
+                    frames.append(sound if sound is not None else SILENCE)
             rec.length += 1
 
     def heard_by(self, raw_id: str, now_tick: int) -> Pcm:
@@ -319,7 +320,7 @@ class MediaPlane:
             leg = media.legs.get(party.raw_id)
             if leg is None:
                 leg = media.legs[party.raw_id] = _Leg(party.raw_id, tick)
-            leg.on_hold, leg.muted = party.on_hold, party.muted
+            leg.on_hold, leg.muted, leg.app = party.on_hold, party.muted, party.app
 
     def play(
         self, server_call_id: str, op_id: str, prompt_keys: list[str], targets: list[str] | None, loop: bool
@@ -434,17 +435,21 @@ class MediaPlane:
         if rec is not None:
             rec.active = active
 
-    def stop_recording(self, recording_id: str, format_type: str, content_type: str) -> None:
+    def stop_recording(self, recording_id: str, format_type: str, content_type: str, min_seconds: float) -> None:
         rec = self._recordings.pop(recording_id, None)
         if rec is None:
             return
+        short = round(min_seconds / FRAME_SECONDS) - rec.length
+        if short > 0:
+            # The call's clock recorded longer than audio played (a virtual clock moved): silence fills it.
+            rec.mixed.extend([SILENCE] * short)
+            for frames in rec.channels.values():
+                frames.extend([SILENCE] * short)
         media = self._calls.get(rec.server_call_id)
         if media is not None and media.recording is rec:
             media.recording = None
         if rec.channel_type == "unmixed" and rec.channels:
-            app = rec.channels.pop("__app__", None)
-            ordered = [*rec.channels.values(), *([app] if app is not None else [])]
-            channels = [_joined(frames) for frames in ordered]
+            channels = [_joined(frames) for frames in rec.channels.values()]
         else:
             channels = [_joined(rec.mixed)]
         data = codecs.encode(format_type, channels, RATE, video=content_type == "audioVideo")
@@ -453,6 +458,18 @@ class MediaPlane:
         tmp = path.with_suffix(".partial")
         tmp.write_bytes(data)
         tmp.replace(path)
+
+    def clock_moved(self, seconds: float) -> None:
+        """A virtual clock jumped ahead: recordings running then hear that time pass as silence, so what
+        happened after the jump stays after it (a key pressed 2 s in is 2 s in, plus the real time the
+        audio took). One jump adds an hour at most."""
+        frames = min(round(seconds / FRAME_SECONDS), MAX_JUMP_FRAMES)
+        for rec in self._recordings.values():
+            if rec.active and frames > 0:
+                rec.mixed.extend([SILENCE] * frames)
+                for channel in rec.channels.values():
+                    channel.extend([SILENCE] * frames)
+                rec.length += frames
 
     def recording_file(self, recording_id: str) -> bytes | None:
         for path in self._recordings_dir.glob(f"{recording_id}.*"):

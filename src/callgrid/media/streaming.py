@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import ssl
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -28,7 +27,7 @@ import certifi
 import numpy as np
 
 from callgrid.media import codecs, speech, wire
-from callgrid.media.plane import FRAME_SECONDS, RATE, SILENCE, FrameSink, Pcm
+from callgrid.media.plane import RATE, SILENCE, FrameSink, Pcm
 from callgrid.platform.media_port import StreamFailed, StreamOptions, StreamStarted
 
 if TYPE_CHECKING:
@@ -62,13 +61,11 @@ _KEYS = {
 }
 
 
-def open_stream(recognizer: speech.Recognizer) -> Callable[[MediaPlane, CallMedia, StreamOptions], FrameSink]:
-    def make(plane: MediaPlane, media: CallMedia, options: StreamOptions) -> FrameSink:
-        if options.kind == "transcription":
-            return TranscriptionStream(plane, media, options, recognizer)
-        return MediaStream(plane, media, options)
-
-    return make
+def open_stream(plane: MediaPlane, media: CallMedia, options: StreamOptions) -> FrameSink:
+    """The media plane's `stream_factory`: a media stream or a transcription, by the options' kind."""
+    if options.kind == "transcription":
+        return TranscriptionStream(plane, media, options)
+    return MediaStream(plane, media, options)
 
 
 def _ssl_context() -> ssl.SSLContext:
@@ -193,6 +190,8 @@ class MediaStream(_Socket):
         now = datetime.now(UTC)
         if self.options.audio_channel_type == "unmixed":
             for raw_id, frame in by_party.items():
+                if self._media.legs.get(raw_id) is not None and self._media.legs[raw_id].app:
+                    continue  # the app does not hear itself
                 resampler = self._unmixed.get(raw_id)
                 if raw_id not in self._unmixed and self._rate != RATE:
                     resampler = self._unmixed[raw_id] = codecs.StreamResampler(RATE, self._rate)
@@ -244,10 +243,7 @@ class MediaStream(_Socket):
 class TranscriptionStream(_Socket):
     """Each party's utterances, recognised as they end, sent as Final `TranscriptionData`."""
 
-    def __init__(
-        self, plane: MediaPlane, media: CallMedia, options: StreamOptions, recognizer: speech.Recognizer
-    ) -> None:
-        self._recognizer = recognizer
+    def __init__(self, plane: MediaPlane, media: CallMedia, options: StreamOptions) -> None:
         self.locale = options.locale
         self._detectors: dict[str, speech.UtteranceDetector] = {}
         self._frames = 0  # ticks since the transcription started: offsets count from here
@@ -266,20 +262,25 @@ class TranscriptionStream(_Socket):
     def on_frame(self, tick: int, mixed: Pcm | None, by_party: dict[str, Pcm | None]) -> None:
         if self._closed:
             return
-        now_seconds = self._frames * FRAME_SECONDS
         self._frames += 1
         for raw_id, frame in by_party.items():
             detector = self._detectors.get(raw_id)
             if detector is None:
                 detector = self._detectors[raw_id] = speech.UtteranceDetector()
+                # A party who joins later is offset from when the transcription started, not from joining.
+                detector.feed(np.zeros((self._frames - 1) * len(SILENCE), dtype=np.int16))
             for event in detector.feed(frame if frame is not None else SILENCE):
-                if isinstance(event, speech.Utterance):
-                    duration = len(event.pcm) / RATE
-                    start = max(0.0, now_seconds + FRAME_SECONDS - duration)
-                    self._plane.spawn(self._transcribe(raw_id, event.pcm, start), "transcribe")
+                if isinstance(event, speech.UtteranceEnded):
+                    self._plane.spawn(self._transcribe(raw_id, event.pcm, event.start), "transcribe")
 
     async def _transcribe(self, raw_id: str, pcm: Pcm, start: float) -> None:
-        result = await self._recognizer.recognize_async(pcm, None)
+        try:
+            recognizer = await speech.shared_recognizer_async()
+            result = await recognizer.recognize_async(pcm, None)
+        except Exception:
+            log.exception("transcription of an utterance failed")
+            self._plane.metrics.count("recognitionErrors")
+            return
         if not result.text.strip() or self._closed:
             return
         words = [

@@ -223,6 +223,9 @@ class MediaService:
         now = core.clock.now()
         self._remember_tones(call, raw_id, tones, now)
         call.record(now, "dtmfReceived", participant=raw_id, tones=tones)
+        # Heard in-band too: by the other parties, streams and recordings.
+        plane, server_call_id = core.media_plane, call.server_call_id
+        tx.after_commit(lambda: plane.tones(server_call_id, raw_id, list(tones)))
         for tone in tones:
             await self._continuous_tone(tx, call, raw_id, tone)
             await self._recognize_tone(tx, call, raw_id, tone)

@@ -20,6 +20,7 @@ class Party:
     raw_id: str
     on_hold: bool = False
     muted: bool = False
+    app: bool = False  # an app's own leg (answered or created through Call Automation): its audio is the app's
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,10 @@ class MediaPlanePort(Protocol):
 
     def set_recording_active(self, recording_id: str, active: bool) -> None: ...
 
-    def stop_recording(self, recording_id: str, format_type: str, content_type: str) -> None:
-        """Stop capturing and write the file (before the event announcing it can be delivered)."""
+    def stop_recording(self, recording_id: str, format_type: str, content_type: str, min_seconds: float) -> None:
+        """Stop capturing and write the file (before the event announcing it can be delivered), at least
+        `min_seconds` long: the recorded time on the call's clock, which a virtual clock may move faster
+        than audio plays."""
 
     def recording_file(self, recording_id: str) -> bytes | None: ...
 

@@ -201,8 +201,8 @@ class RecordingService:
         call.media.pop("recordingId", None)
         call.record(now, "recordingStopped", recordingId=doc["recordingId"], reason=reason)
         plane, recording_id = self._core.media_plane, doc["recordingId"]
-        format_type, content_type = doc["formatType"], doc["contentType"]
-        tx.after_commit(lambda: plane.stop_recording(recording_id, format_type, content_type))
+        format_type, content_type, seconds = doc["formatType"], doc["contentType"], offset
+        tx.after_commit(lambda: plane.stop_recording(recording_id, format_type, content_type, seconds))
         await tx.put_recording(doc["recordingId"], doc["serverCallId"], doc)
         if was_active:
             doc_view = {**doc, "state": "inactive"}

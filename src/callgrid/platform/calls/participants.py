@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Any
 from callgrid.errors import InvalidRequest, NotFound
 from callgrid.identifiers import CommunicationIdentifier, from_raw_id
 from callgrid.platform.audio import Probe
-from callgrid.platform.calls.models import Call, CallConnection, OfferState, Participant, RingOffer, Scenario
+from callgrid.platform.calls.models import (
+    Call,
+    CallConnection,
+    CallState,
+    ConnectionState,
+    OfferState,
+    Participant,
+    RingOffer,
+    Scenario,
+)
 from callgrid.platform.calls.results import SUCCESS
 from callgrid.platform.calls.service import Invitation, custom_context_of
 from callgrid.store import StoreTx
@@ -149,6 +158,70 @@ class ParticipantActions:
         )
         await core.remove_from_call(tx, call, participant, REMOVED, reason="removed")
         await core.save(tx, call)
+
+    async def move_here(
+        self,
+        tx: StoreTx,
+        call_connection_id: str,
+        *,
+        targets: list[CommunicationIdentifier],
+        from_call: str,
+        operation_context: str | None = None,
+        operation_callback_uri: str | None = None,
+    ) -> list[str]:
+        """Move participants out of another call the app is in (named by its callConnectionId, or its
+        serverCallId) into this one: MoveParticipantSucceeded for each, ParticipantsUpdated in both calls;
+        the call they left ends if fewer than two parties remain."""
+        core = self._core
+        call, connection = await core.active_connection(tx, call_connection_id)
+        _check_callback(operation_callback_uri)
+        if not targets:
+            raise InvalidRequest("targetParticipants must name at least one participant.", code="8523")
+        source = await self._source_call(tx, from_call)
+        if source.server_call_id == call.server_call_id:
+            raise InvalidRequest("fromCall is this call: participants can only move from another call.", code="8523")
+        moving = [self._in_call(source, t.raw_id) for t in targets]
+        for participant in moving:
+            if participant.call_connection_id is not None:
+                raise InvalidRequest(
+                    f"'{participant.raw_id}' is an application's own leg; it cannot move.", code="8523"
+                )
+            if call.participant(participant.raw_id) is not None:
+                raise InvalidRequest(f"'{participant.raw_id}' is already in this call.", code="8523")
+        now = core.clock.now()
+        moved = (200, 0, "The participant moved to another call.")
+        for participant in moving:
+            await core.remove_from_call(tx, source, participant, moved, reason="moved")
+            call.participants.append(Participant(raw_id=participant.raw_id, role="callee", joined_at=now))
+            call.record(now, "participantMovedIn", participant=participant.raw_id, fromCall=source.server_call_id)
+            report = self._report(participant.raw_id, operation_context, operation_callback_uri)
+            await core.operation_callback(
+                tx,
+                call,
+                connection,
+                report,
+                "MoveParticipantSucceeded",
+                SUCCESS,
+                participant=participant.raw_id,
+                extra={"fromCall": from_call},
+            )
+        await core.participants_updated(tx, call)
+        await core.save(tx, source)
+        await core.save(tx, call)
+        return [p.raw_id for p in moving]
+
+    async def _source_call(self, tx: StoreTx, from_call: str) -> Call:
+        core = self._core
+        server_call_id = await tx.get_call_id_for_connection(from_call)
+        try:
+            source = await core.get_call(tx, server_call_id or from_call)
+        except NotFound:
+            raise NotFound(f"fromCall '{from_call}' names no call of this resource.", code="8522") from None
+        if source.state != CallState.CONNECTED:
+            raise InvalidRequest("fromCall is not an established call.", code="8501")
+        if not any(c.state == ConnectionState.CONNECTED for c in source.connections):
+            raise InvalidRequest("The application is not in the call named by fromCall.", code="8523")
+        return source
 
     async def mute(self, tx: StoreTx, call_connection_id: str, targets: list[CommunicationIdentifier]) -> None:
         core = self._core

@@ -1048,7 +1048,10 @@ class CallService:
         # The media plane follows who is in the call once this is committed.
         plane, server_call_id = self.media_plane, call.server_call_id
         if call.state == CallState.CONNECTED:
-            parties = [Party(p.raw_id, on_hold=p.is_on_hold, muted=p.is_muted) for p in call.participants]
+            parties = [
+                Party(p.raw_id, on_hold=p.is_on_hold, muted=p.is_muted, app=p.call_connection_id is not None)
+                for p in call.participants
+            ]
             tx.after_commit(lambda: plane.call_state(server_call_id, parties))
         elif call.state == CallState.DISCONNECTED:
             tx.after_commit(lambda: plane.call_state(server_call_id, None))
