@@ -165,7 +165,10 @@ async def advance_clock(request: Request) -> Response:
     seconds = field(body, "seconds", (int, float))
     if seconds < 0:
         raise InvalidRequest("seconds must be >= 0: the clock does not go backwards.")
-    now = await node.advance_clock(float(seconds))
+    patience = field(body, "patienceSeconds", (int, float), required=False)
+    if patience is not None and patience < 0:
+        raise InvalidRequest("patienceSeconds must be >= 0.")
+    now = await node.advance_clock(float(seconds), patience=None if patience is None else float(patience))
     return JSONResponse({"now": now, "virtual": True})
 
 

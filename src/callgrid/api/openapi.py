@@ -193,9 +193,20 @@ OPENAPI: dict[str, Any] = {
         "/callgrid/v1/clock": {"get": _op("The server's clock", "200")},
         "/callgrid/v1/clock:advance": {
             "post": _op(
-                "Move a virtual clock forward",
+                "Move a virtual clock forward, doing each piece of work due on the way at its own time",
                 "200",
-                {"type": "object", "required": ["seconds"], "properties": {"seconds": {"type": "number"}}},
+                {
+                    "type": "object",
+                    "required": ["seconds"],
+                    "properties": {
+                        "seconds": {"type": "number"},
+                        "patienceSeconds": {
+                            "type": "number",
+                            "description": "Real seconds to wait for a webhook's answer before the clock runs "
+                            "on towards its response time limit (default: the server's setting, 1 s).",
+                        },
+                    },
+                },
             )
         },
     },

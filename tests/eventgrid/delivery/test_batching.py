@@ -47,7 +47,7 @@ def _accumulate(server: CallgridProcess, webhook: WebhookReceiver, count: int) -
     webhook.responder = fail_first_attempts
     raise_incoming_calls(server, count)
     settled(server)
-    server.advance(12)  # past every first retry (10 s + at most 10 % jitter)
+    server.advance(12)  # past every first retry, all due 10 s after the first attempts (no jitter)
     settled(server)
 
 
