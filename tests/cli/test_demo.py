@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.support.server import free_port
+from callgrid.testing import free_port
 
 _ENV = {**os.environ, "COLUMNS": "250"}  # rich would fold long lines on an 80-column pipe
 

@@ -9,25 +9,24 @@ from typing import Any
 import pytest
 
 from callgrid.eventgrid.events import parse_time
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.eventgrid.delivery.helpers import deliveries, raise_incoming_calls, settled
 from tests.support.arm import put_subscription
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 HOUR = 3600.0
 
 
 @pytest.fixture(scope="module")
-def exact(tmp_path_factory: pytest.TempPathFactory, shared_tls: Path) -> Iterator[CallgridProcess]:
+def exact(tmp_path_factory: pytest.TempPathFactory, callgrid_tls_dir: Path) -> Iterator[CallgridServer]:
     """Retry delays without jitter, so two runs of one schedule can be compared to the millisecond."""
-    server = CallgridProcess(
-        tmp_path_factory.mktemp("exact-retries"), tls_dir=shared_tls, env={"CALLGRID_RETRY_JITTER": "0"}
+    server = CallgridServer(
+        tmp_path_factory.mktemp("exact-retries"), tls_dir=callgrid_tls_dir, env={"CALLGRID_RETRY_JITTER": "0"}
     ).start()
     yield server
     server.stop()
 
 
-def failing_hour(server: CallgridProcess, webhook: WebhookReceiver, steps: list[float]) -> list[dict[str, Any]]:
+def failing_hour(server: CallgridServer, webhook: WebhookReceiver, steps: list[float]) -> list[dict[str, Any]]:
     """Subscribe a webhook that always answers 500, raise one event, move the clock by `steps`;
     returns the attempts' (offset from the first, aeg-delivery-count, status)."""
     server.reset()
@@ -47,7 +46,7 @@ def failing_hour(server: CallgridProcess, webhook: WebhookReceiver, steps: list[
     ]
 
 
-def test_one_hour_in_one_jump_is_the_same_hour_as_in_five_minute_steps(exact: CallgridProcess) -> None:
+def test_one_hour_in_one_jump_is_the_same_hour_as_in_five_minute_steps(exact: CallgridServer) -> None:
     one_jump = WebhookReceiver()
     stepped = WebhookReceiver()
     try:
@@ -63,7 +62,7 @@ def test_one_hour_in_one_jump_is_the_same_hour_as_in_five_minute_steps(exact: Ca
     assert jumped == walked
 
 
-def test_a_day_in_one_jump_retries_to_the_end_and_drops_the_event(exact: CallgridProcess) -> None:
+def test_a_day_in_one_jump_retries_to_the_end_and_drops_the_event(exact: CallgridServer) -> None:
     webhook = WebhookReceiver()
     try:
         exact.reset()
