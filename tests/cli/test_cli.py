@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import ssl
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from azure.communication.identity import CommunicationIdentityClient
@@ -102,3 +105,26 @@ def test_subscriptions_commands(fresh: CallgridServer, webhook: WebhookReceiver)
         refusing.close()
     assert _run(fresh, "subscriptions", "delete", "cli-app").returncode == 0
     assert "cli-app" not in _run(fresh, "subscriptions", "list").stdout
+
+
+def test_reset_empties_the_resource_and_health_says_the_server_is_up(callgrid: CallgridServer) -> None:
+    callgrid.own_number("+14255550111")
+    result = _run(callgrid, "reset")
+    assert result.returncode == 0, result.stderr
+    assert callgrid.client().list_numbers()["phoneNumbers"] == []
+    result = _run(callgrid, "health")
+    assert result.returncode == 0, result.stderr
+    assert "ok: callgrid 0.1.0, clock virtual" in result.stdout
+
+
+def test_health_is_unsigned_for_probes(callgrid: CallgridServer) -> None:
+    context = ssl.create_default_context(cafile=callgrid.ca_bundle)
+    with urllib.request.urlopen(f"{callgrid.endpoint}/callgrid/v1/health", context=context, timeout=5) as response:
+        body = json.loads(response.read())
+    assert body["status"] == "ok" and body["clock"] == "virtual"
+
+
+def test_version() -> None:
+    result = subprocess.run([sys.executable, "-m", "callgrid", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert result.stdout.strip() == "callgrid 0.1.0"

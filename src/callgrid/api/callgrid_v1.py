@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from callgrid import __version__
 from callgrid.api.auth import hmac_signed, node_of
 from callgrid.api.errors import error_response, field, read_object
 from callgrid.api.openapi import OPENAPI
@@ -172,12 +173,22 @@ async def advance_clock(request: Request) -> Response:
     return JSONResponse({"now": now, "virtual": True})
 
 
+async def health(request: Request) -> Response:
+    """Unsigned, for probes and scripts waiting for the server: it is up and its store answers."""
+    node = node_of(request)
+    async with node.store.transaction() as tx:
+        await tx.get_meta("clock.virtualNow")
+    clock = "virtual" if node.virtual_clock is not None else "system"
+    return JSONResponse({"status": "ok", "version": __version__, "clock": clock, "now": node.clock.now()})
+
+
 async def openapi(request: Request) -> Response:
     return JSONResponse(OPENAPI)
 
 
 routes = [
     Route("/callgrid/v1/openapi.json", openapi, methods=["GET"]),
+    Route("/callgrid/v1/health", health, methods=["GET"]),
     Route("/callgrid/v1/phoneNumbers", own_number, methods=["POST"]),
     Route("/callgrid/v1/phoneNumbers", list_numbers, methods=["GET"]),
     Route("/callgrid/v1/phoneNumbers/{phoneNumber}", release_number, methods=["DELETE"]),

@@ -189,6 +189,7 @@ OPENAPI: dict[str, Any] = {
                 parameters=[_path_param("id")],
             )
         },
+        "/callgrid/v1/health": {"get": _op("Whether the server is up (unsigned): status, version, clock", "200")},
         "/callgrid/v1/reset": {"post": _op("Forget all state but the resource itself", "204")},
         "/callgrid/v1/clock": {"get": _op("The server's clock", "200")},
         "/callgrid/v1/clock:advance": {
