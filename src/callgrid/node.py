@@ -24,6 +24,7 @@ from callgrid.eventgrid.delivery.sender import AiohttpSender, Sender
 from callgrid.eventgrid.handshake import SubscriptionValidator
 from callgrid.eventgrid.subscriptions import SubscriptionService
 from callgrid.eventgrid.topics import EventPublisher, SubscriptionTable
+from callgrid.faults import Faults, FaultySender
 from callgrid.platform.calls.service import CallService, CallServiceSettings
 from callgrid.platform.identities import IdentityService
 from callgrid.platform.phone_numbers import PhoneNumberService
@@ -77,7 +78,8 @@ class Node:
         # Request signatures and bearer tokens are stamped by clients with real time, whatever the
         # simulation's clock says; they are checked against this one.
         self.wall_clock: Clock = SystemClock()
-        self.sender: Sender = sender or AiohttpSender()
+        self.faults = Faults()
+        self.sender: Sender = FaultySender(sender or AiohttpSender(), self.faults)
         self.store: Store
         self.resource: CommunicationResource
         self.keys: Keys
@@ -146,6 +148,7 @@ class Node:
             clock=self.clock,
             context_secret=self.keys.context_secret,
             settings=CallServiceSettings(ring_timeout_seconds=s.ring_timeout_seconds),
+            device_override=self.faults.device,
         )
         self.subscriptions = SubscriptionService(self.clock, azure_functions_url=s.azure_functions_url)
         self.topics = TopicService(self.clock, public_endpoint=s.endpoint, wall_clock=self.wall_clock)
@@ -261,6 +264,7 @@ class Node:
                 return
 
     async def reset(self) -> None:
+        self.faults.clear()
         async with self.store.transaction() as tx:
             await tx.reset()
         self.subscriptions_changed()

@@ -6,6 +6,7 @@ Fixtures:
     webhook             a loopback receiver that consents to both handshakes and records events
     subscribe           subscribe a URL to the resource's events through ARM (filters, schema)
     place_call, set_device, clock
+    faults              inject faults (failing deliveries, busy devices, failing operations); removed after
     call_automation_client, identity_client, phone_numbers_client   (official SDK, sync)
     call_automation_client_async, identity_client_async, phone_numbers_client_async   (`.aio`)
 
@@ -26,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from callgrid.testing.server import CallgridServer, Clock, make_tls_dir, trusting
+from callgrid.testing.server import CallgridServer, Clock, FaultInjector, make_tls_dir, trusting
 from callgrid.testing.webhook import WebhookReceiver
 
 _TLS_DIR = pytest.StashKey[Path]()
@@ -119,6 +120,15 @@ def set_device(callgrid: CallgridServer) -> Callable[..., dict[str, Any]]:
 def clock(callgrid: CallgridServer) -> Clock:
     """The server's virtual clock: `clock.advance(seconds)`, `clock.now()`."""
     return callgrid.clock
+
+
+@pytest.fixture
+def faults(callgrid: CallgridServer) -> Iterator[FaultInjector]:
+    """`faults.fail_deliveries(url, 503)`, `faults.time_out_deliveries(url)`, `faults.device(raw_id, "busy")`,
+    `faults.fail_operation("answerCall", 500, code="8500")`; each removed after the test."""
+    injector = FaultInjector(callgrid)
+    yield injector
+    injector.remove_all()
 
 
 def _sdk_options(server: CallgridServer) -> dict[str, Any]:

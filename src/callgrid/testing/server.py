@@ -89,6 +89,63 @@ class Clock:
         return float(self._server.client().request("POST", "/callgrid/v1/clock:advance", body)["now"])
 
 
+class FaultInjector:
+    """Faults a test injects (`/callgrid/v1/faults`); `remove_all()` removes the ones it added."""
+
+    def __init__(self, server: CallgridServer) -> None:
+        self._server = server
+        self._added: list[str] = []
+
+    def add(self, **spec: Any) -> dict[str, Any]:
+        fault: dict[str, Any] = self._server.client().request("POST", "/callgrid/v1/faults", spec)
+        self._added.append(fault["id"])
+        return fault
+
+    def fail_deliveries(self, url: str, status: int = 500, *, count: int | None = None) -> dict[str, Any]:
+        """Deliveries and callbacks to URLs starting with `url` get `status`, without reaching the app."""
+        return self.add(kind="delivery", url=url, status=status, **_count(count))
+
+    def time_out_deliveries(self, url: str, *, count: int | None = None) -> dict[str, Any]:
+        """Deliveries to `url` get no answer: they time out when the clock passes the response time limit."""
+        return self.add(kind="delivery", url=url, timeout=True, **_count(count))
+
+    def device(self, raw_id: str, behaviour: str, *, count: int | None = None) -> dict[str, Any]:
+        """`raw_id`'s device is "busy" or "unreachable", whatever its script says."""
+        return self.add(kind="device", rawId=raw_id, behaviour=behaviour, **_count(count))
+
+    def fail_operation(
+        self,
+        operation: str,
+        status: int = 500,
+        *,
+        code: str | None = None,
+        message: str | None = None,
+        count: int | None = None,
+    ) -> dict[str, Any]:
+        """A Call Automation operation (answerCall, redirectCall, createCall, play, ...) fails with an ACS error."""
+        extra = {k: v for k, v in {"code": code, "message": message}.items() if v is not None}
+        return self.add(kind="operation", operation=operation, status=status, **extra, **_count(count))
+
+    def list(self) -> list[dict[str, Any]]:
+        value: list[dict[str, Any]] = self._server.client().request("GET", "/callgrid/v1/faults")["value"]
+        return value
+
+    def remove(self, fault_id: str) -> None:
+        self._server.client().request("DELETE", f"/callgrid/v1/faults/{fault_id}")
+
+    def remove_all(self) -> None:
+        """Remove the faults this injector added (those already used up or removed are skipped)."""
+        current = {f["id"] for f in self.list()}
+        for fault_id in self._added:
+            if fault_id in current:
+                self.remove(fault_id)
+        self._added.clear()
+
+
+def _count(count: int | None) -> dict[str, int]:
+    return {} if count is None else {"count": count}
+
+
 class CallgridServer:
     """`callgrid serve` in a subprocess, on a free port, with its state in `data_dir`."""
 
@@ -112,6 +169,7 @@ class CallgridServer:
         self.log_path = data_dir / "serve.log"
         self.env: dict[str, str] = {}
         self.clock = Clock(self)
+        self.faults = FaultInjector(self)
         data_dir.mkdir(parents=True, exist_ok=True)
         if tls_dir is not None and not (data_dir / "tls").exists():
             # One CA for many servers: the test process trusts it once.
