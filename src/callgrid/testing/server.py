@@ -86,7 +86,9 @@ class Clock:
         body: dict[str, Any] = {"seconds": seconds}
         if patience is not None:
             body["patienceSeconds"] = patience
-        return float(self._server.client().request("POST", "/callgrid/v1/clock:advance", body)["now"])
+        # A long advance over slow or silent webhooks takes real time: up to `patience` per attempt.
+        client = self._server.client(timeout=600.0)
+        return float(client.request("POST", "/callgrid/v1/clock:advance", body)["now"])
 
 
 class FaultInjector:
@@ -290,8 +292,8 @@ class CallgridServer:
     def ca_bundle(self) -> str:
         return self.env["REQUESTS_CA_BUNDLE"]
 
-    def client(self) -> CallgridClient:
-        return CallgridClient(self.endpoint, self.access_key, Path(self.ca_bundle))
+    def client(self, *, timeout: float = 30.0) -> CallgridClient:
+        return CallgridClient(self.endpoint, self.access_key, Path(self.ca_bundle), timeout=timeout)
 
     # ------------------------------------------------------------------ what a test does
 
@@ -395,7 +397,7 @@ class CallgridServer:
                 return doc
             if time.monotonic() > deadline:
                 raise AssertionError(f"subscription {name} still {state} after {timeout:g} s")
-            time.sleep(0.05)
+            time.sleep(0.01)
 
 
 @contextlib.asynccontextmanager

@@ -79,7 +79,8 @@ class WebhookReceiver:
         self._lock = threading.Lock()
         self._returned: set[tuple[Any, str]] = set()
         self._server = _Server(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll: close() waits for serve_forever to notice, up to one interval (0.5 s by default).
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
         self._thread.start()
 
     def _respond(self, item: Received) -> tuple[int, Any] | tuple[int, Any, dict[str, str]]:
