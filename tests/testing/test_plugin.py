@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib.metadata import entry_points
 
 import pytest
@@ -137,3 +138,24 @@ def test_the_plugin_lists_its_fixtures(pytester: pytest.Pytester) -> None:
     result = _run(pytester, "--fixtures")
     for name in ("callgrid", "acs_connection_string", "webhook", "subscribe", "place_call", "set_device", "clock"):
         result.stdout.fnmatch_lines([f"{name} -- *"])
+
+
+SCOPED = """
+async def test_{name}(callgrid, identity_client_async, phone_numbers_client):
+    async with identity_client_async as identity:
+        user = await identity.create_user()
+    assert user.properties["id"].startswith("8:acs:")
+    assert list(phone_numbers_client.list_purchased_phone_numbers()) == []
+    print("PORT=%d" % callgrid.port)
+"""
+
+
+def test_a_server_per_module_with_the_ini_option_and_the_async_clients(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_one=SCOPED.format(name="one"), test_two=SCOPED.format(name="two"))
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\ncallgrid_scope = module\n"
+    )
+    result = _run(pytester, "-s")
+    result.assert_outcomes(passed=2)
+    ports = {m.group(1) for line in result.outlines if (m := re.search(r"PORT=(\d+)", line))}
+    assert len(ports) == 2, result.outlines

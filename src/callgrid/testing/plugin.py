@@ -43,6 +43,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="ARG",
         help="an extra argument for the `callgrid serve` the callgrid fixture starts (repeatable)",
     )
+    parser.addini(
+        "callgrid_scope",
+        default="session",
+        help="how long one callgrid server lives: session (default), package, module or function; "
+        "its state is reset before each test either way",
+    )
+
+
+def _server_scope(fixture_name: str, config: pytest.Config) -> Any:
+    scope = str(config.getini("callgrid_scope") or "session")
+    if scope not in ("session", "package", "module", "class", "function"):
+        raise pytest.UsageError(f"callgrid_scope = {scope}: use session, package, module, class or function")
+    return scope
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,11 +80,12 @@ def callgrid_tls_dir(pytestconfig: pytest.Config) -> Path:
     return pytestconfig.stash[_TLS_DIR]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope=_server_scope)
 def callgrid_server(
     tmp_path_factory: pytest.TempPathFactory, callgrid_tls_dir: Path, pytestconfig: pytest.Config
 ) -> Iterator[CallgridServer]:
-    """The session's server, not reset: for session- or module-scoped fixtures of your own."""
+    """The session's server (or the module's..., by the `callgrid_scope` ini option), not reset: for
+    fixtures of your own with a wider scope than a test."""
     extra = list(pytestconfig.getoption("callgrid_arg") or [])
     server = CallgridServer(tmp_path_factory.mktemp("callgrid"), tls_dir=callgrid_tls_dir, extra_args=extra)
     server.start()
