@@ -25,7 +25,7 @@ async def probe_file(url: str) -> Probe:
                     sub_code=8536,
                     message=f"Action failed, file could not be downloaded: {url} answered {response.status}.",
                 )
-            data = await response.content.read(MAX_FILE_BYTES + 1)
+            data = await _read_body(response, MAX_FILE_BYTES + 1)
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         return Probe(
             sub_code=8536, message=f"Action failed, file could not be downloaded: {type(exc).__name__}: {exc}."
@@ -36,3 +36,16 @@ async def probe_file(url: str) -> Probe:
         return Probe(duration=duration_of(data))
     except UnsupportedAudio as exc:
         return Probe(sub_code=8535, message=f"Action failed, invalid file format: {exc}.")
+
+
+async def _read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body up to `limit` bytes. Not `content.read(limit)`: that returns what has arrived so far, so a
+    file sent in several TCP segments was measured short (a prompt that ended early, under load)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return b"".join(chunks)
