@@ -1,46 +1,20 @@
+"""The project's tests run on its own pytest plugin (callgrid.testing.plugin): the `callgrid` server
+(reset before each test), `webhook`, `callgrid_tls_dir` and the rest come from there."""
+
 from __future__ import annotations
 
-import atexit
-import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
+from importlib.metadata import entry_points
 
 import pytest
 
-from callgrid.security import ensure_tls_material
-from tests.support.server import CallgridProcess, sdk_env, trust_session_ca
-from tests.support.webhook import WebhookReceiver
+from callgrid.testing import CallgridServer
 
-# One CA for every test server, trusted before test modules import aiohttp (which reads SSL_CERT_FILE once).
-_SESSION_TLS = Path(tempfile.mkdtemp(prefix="callgrid-test-tls-"))
-atexit.register(shutil.rmtree, _SESSION_TLS, ignore_errors=True)
-ensure_tls_material(_SESSION_TLS)
-trust_session_ca(_SESSION_TLS)
-
-
-@pytest.fixture(scope="session")
-def shared_tls() -> Path:
-    return _SESSION_TLS
-
-
-@pytest.fixture(scope="session")
-def callgrid(tmp_path_factory: pytest.TempPathFactory, shared_tls: Path) -> Iterator[CallgridProcess]:
-    """One callgrid server (virtual clock) for the session; tests that need a clean slate reset it."""
-    server = CallgridProcess(tmp_path_factory.mktemp("callgrid"), tls_dir=shared_tls).start()
-    sdk_env(server)
-    yield server
-    server.stop()
+if not any(ep.value == "callgrid.testing.plugin" for ep in entry_points(group="pytest11")):
+    # An install from before the entry point (or none, with src on PYTHONPATH): load the plugin here.
+    pytest_plugins = ["callgrid.testing.plugin"]
 
 
 @pytest.fixture
-def fresh(callgrid: CallgridProcess) -> CallgridProcess:
-    callgrid.reset()
+def fresh(callgrid: CallgridServer) -> CallgridServer:
+    """The tests' older name for the plugin's `callgrid`: the session's server, reset."""
     return callgrid
-
-
-@pytest.fixture
-def webhook() -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver()
-    yield receiver
-    receiver.close()

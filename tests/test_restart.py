@@ -12,9 +12,8 @@ from azure.communication.callautomation import CallAutomationClient, Communicati
 from azure.communication.identity import CommunicationIdentityClient, CommunicationTokenScope
 from azure.communication.phonenumbers import PhoneNumbersClient
 
+from callgrid.testing import CallgridServer, Received, WebhookReceiver
 from tests.support.arm import arm_headers, put_subscription, subscription_url
-from tests.support.server import CallgridProcess, sdk_env
-from tests.support.webhook import Received, WebhookReceiver
 
 OWNED = "+14255551212"
 CALLER = "+12065550100"
@@ -22,15 +21,14 @@ INCOMING_CALL = "Microsoft.Communication.IncomingCall"
 
 
 @pytest.fixture
-def server(tmp_path: Path, shared_tls: Path) -> Iterator[CallgridProcess]:
+def server(tmp_path: Path, callgrid_tls_dir: Path) -> Iterator[CallgridServer]:
     # A long ring timeout: the test moves the clock past the first retry while the call still rings.
-    process = CallgridProcess(tmp_path / "callgrid", tls_dir=shared_tls, ring_timeout=120).start()
-    sdk_env(process)
+    process = CallgridServer(tmp_path / "callgrid", tls_dir=callgrid_tls_dir, ring_timeout=120).start()
     yield process
     process.stop()
 
 
-def test_sigkill_mid_story_loses_nothing(server: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_sigkill_mid_story_loses_nothing(server: CallgridServer, webhook: WebhookReceiver) -> None:
     put_subscription(server, "router", webhook.url + "/incoming")
     user = CommunicationIdentityClient.from_connection_string(server.connection_string).create_user()
     client = server.client()
@@ -46,13 +44,12 @@ def test_sigkill_mid_story_loses_nothing(server: CallgridProcess, webhook: Webho
 
     webhook.responder = unavailable
     placed = client.place_call(CALLER, OWNED)
-    webhook.wait_for(lambda: down)
+    webhook.wait_until(lambda: down)
     first_try = down[0].body[0]
     # Kill only once the failed attempt is on record, so the retry after restart is attempt #2.
-    webhook.wait_for(lambda: any(d["attempts"] == 1 for d in client.deliveries()["value"]))
+    webhook.wait_until(lambda: any(d["attempts"] == 1 for d in client.deliveries()["value"]))
 
     server.restart(hard=True)
-    sdk_env(server)
 
     # Everything acknowledged before the kill is still there.
     assert PhoneNumbersClient.from_connection_string(server.connection_string).get_purchased_phone_number(OWNED)
@@ -65,7 +62,7 @@ def test_sigkill_mid_story_loses_nothing(server: CallgridProcess, webhook: Webho
     # The app comes back; the pending event is retried on Event Grid's schedule (30 s at least after a 503).
     webhook.responder = None
     server.advance(35)
-    retried = webhook.wait_for(lambda: webhook.notifications()[1:])[0]
+    retried = webhook.wait_until(lambda: webhook.notifications()[1:])[0]
     delivered = retried.body
     assert delivered[0]["id"] == first_try["id"]
     assert retried.header("aeg-delivery-count") == "1"
@@ -75,8 +72,8 @@ def test_sigkill_mid_story_loses_nothing(server: CallgridProcess, webhook: Webho
     automation.redirect_call(
         delivered[0]["data"]["incomingCallContext"], CommunicationUserIdentifier(user.properties["id"])
     )
-    webhook.wait_for(lambda: len(webhook.events(INCOMING_CALL)) == 3)
-    call = webhook.wait_for(
+    webhook.wait_until(lambda: len(webhook.events(INCOMING_CALL)) == 3)
+    call = webhook.wait_until(
         lambda: (c := server.client().get_call(placed["serverCallId"]))["state"] == "connected" and c
     )
     assert call["participants"][-1]["rawId"] == user.properties["id"]

@@ -13,16 +13,15 @@ from azure.communication.identity import CommunicationIdentityClient
 from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent
 
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.support.arm import put_subscription
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 OWNED = "+14255551212"
 CALLER = "+12065550100"
 INCOMING_CALL = "Microsoft.Communication.IncomingCall"
 
 
-def test_pstn_call_is_redirected_to_the_assigned_identity(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_pstn_call_is_redirected_to_the_assigned_identity(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     sub = put_subscription(fresh, "router-app", webhook.url + "/api/incoming?secret=s3cret")
     assert sub["properties"]["provisioningState"] == "Succeeded"
     handshake = webhook.received[0]
@@ -38,7 +37,7 @@ def test_pstn_call_is_redirected_to_the_assigned_identity(fresh: CallgridProcess
     placed = client.place_call(CALLER, OWNED)
     assert placed["state"] == "ringing"
 
-    first = webhook.wait_for(lambda: webhook.events(INCOMING_CALL))[0]
+    first = webhook.wait_until(lambda: webhook.events(INCOMING_CALL))[0]
     event = EventGridEvent.from_dict(first)
     delivery = webhook.notifications()[0]
     assert delivery.header("aeg-subscription-name") == "ROUTER-APP"
@@ -61,7 +60,7 @@ def test_pstn_call_is_redirected_to_the_assigned_identity(fresh: CallgridProcess
     automation = CallAutomationClient.from_connection_string(fresh.connection_string)
     automation.redirect_call(context, CommunicationUserIdentifier(user))
 
-    second = webhook.wait_for(lambda: webhook.events(INCOMING_CALL)[1:])[0]
+    second = webhook.wait_until(lambda: webhook.events(INCOMING_CALL)[1:])[0]
     redirected = EventGridEvent.from_dict(second)
     assert redirected.subject == f"/caller/4:{CALLER}/recipient/{user}"
     assert redirected.data["to"] == {
@@ -73,18 +72,18 @@ def test_pstn_call_is_redirected_to_the_assigned_identity(fresh: CallgridProcess
     assert redirected.data["serverCallId"] == placed["serverCallId"]
     assert redirected.data["incomingCallContext"] != context
 
-    call = webhook.wait_for(lambda: (c := client.get_call(placed["serverCallId"]))["state"] == "connected" and c)
+    call = webhook.wait_until(lambda: (c := client.get_call(placed["serverCallId"]))["state"] == "connected" and c)
     assert [p["rawId"] for p in call["participants"]] == ["4:" + CALLER, user]
     events = [t["event"] for t in call["timeline"]]
     assert events == ["callPlaced", "ringing", "redirected", "ringing", "answered"]
 
 
-def test_app_answers_and_receives_signed_callbacks(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_app_answers_and_receives_signed_callbacks(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     put_subscription(fresh, "answering-app", webhook.url + "/eventgrid")
     client = fresh.client()
     client.own_number(OWNED)
     placed = client.place_call(CALLER, OWNED, display_name="Ada")
-    incoming = EventGridEvent.from_dict(webhook.wait_for(lambda: webhook.events(INCOMING_CALL))[0])
+    incoming = EventGridEvent.from_dict(webhook.wait_until(lambda: webhook.events(INCOMING_CALL))[0])
     assert incoming.data["callerDisplayName"] == "Ada"
 
     automation = CallAutomationClient.from_connection_string(fresh.connection_string)
@@ -98,7 +97,7 @@ def test_app_answers_and_receives_signed_callbacks(fresh: CallgridProcess, webho
     assert result.correlation_id == placed["correlationId"]
     connection_id = result.call_connection_id
 
-    callbacks = webhook.wait_for(lambda: len(webhook.callbacks()) >= 2 and webhook.callbacks())
+    callbacks = webhook.wait_until(lambda: len(webhook.callbacks()) >= 2 and webhook.callbacks())
     events = [CloudEvent.from_dict(e) for e in callbacks]
     assert [e.type for e in events] == [
         "Microsoft.Communication.CallConnected",
@@ -135,12 +134,12 @@ def test_app_answers_and_receives_signed_callbacks(fresh: CallgridProcess, webho
     assert props.callback_url == webhook.url + "/callbacks?c=1"
 
     connection.hang_up(is_for_everyone=False)
-    last = webhook.wait_for(lambda: len(webhook.callbacks()) >= 3 and webhook.callbacks())[-1]
+    last = webhook.wait_until(lambda: len(webhook.callbacks()) >= 3 and webhook.callbacks())[-1]
     assert CloudEvent.from_dict(last).type == "Microsoft.Communication.CallDisconnected"
     assert client.get_call(placed["serverCallId"])["state"] == "disconnected"
 
 
-def _ssl(server: CallgridProcess):  # type: ignore[no-untyped-def]
+def _ssl(server: CallgridServer):  # type: ignore[no-untyped-def]
     import ssl
 
     return ssl.create_default_context(cafile=server.ca_bundle)

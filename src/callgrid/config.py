@@ -57,6 +57,11 @@ class Settings:
     # AzureFunction destinations are delivered to {this}/runtime/webhooks/EventGrid?functionName=<function>,
     # the local Functions host's Event Grid webhook; "{app}" in it is replaced by the function app's name.
     azure_functions_url: str = "http://127.0.0.1:7071"
+    # Retry delays get up to this fraction of random jitter, as in Azure; 0 makes schedules exact.
+    retry_jitter: float = 0.1
+    # A virtual clock advanced over due work waits this long (real seconds) for a webhook's answer
+    # before letting the clock run on towards the POST's response time limit.
+    advance_patience_seconds: float = 1.0
     # Callback JWT issuer: the real service's by default, so apps validate unchanged.
     callback_issuer: str = "https://acscallautomation.communication.azure.com"
     extra: dict[str, Any] = field(default_factory=dict)

@@ -19,10 +19,12 @@ from callgrid.eventgrid.custom_topics import TopicService
 from callgrid.eventgrid.delivery.deadletter import DeadLetterWriter, writer_for
 from callgrid.eventgrid.delivery.engine import DeliveryEngine, DeliverySettings
 from callgrid.eventgrid.delivery.retention import Retention
+from callgrid.eventgrid.delivery.retry import RetryPolicy
 from callgrid.eventgrid.delivery.sender import AiohttpSender, Sender
 from callgrid.eventgrid.handshake import SubscriptionValidator
 from callgrid.eventgrid.subscriptions import SubscriptionService
 from callgrid.eventgrid.topics import EventPublisher, SubscriptionTable
+from callgrid.faults import Faults, FaultySender
 from callgrid.media.listening import SpeechListener
 from callgrid.media.plane import MediaPlane
 from callgrid.media.prompts import PromptLoader
@@ -82,11 +84,13 @@ class Node:
         # Request signatures and bearer tokens are stamped by clients with real time, whatever the
         # simulation's clock says; they are checked against this one.
         self.wall_clock: Clock = SystemClock()
-        self.sender: Sender = sender or AiohttpSender()
+        self.faults = Faults()
+        self.sender: Sender = FaultySender(sender or AiohttpSender(), self.faults)
         self.store: Store
         self.resource: CommunicationResource
         self.keys: Keys
         self._tasks: list[asyncio.Task[None]] = []
+        self._advancing = asyncio.Lock()
 
     @property
     def virtual_clock(self) -> VirtualClock | None:
@@ -133,6 +137,7 @@ class Node:
                 probation_failure_threshold=s.probation_failure_threshold,
                 cloud_event_dataschema=s.cloud_event_dataschema,
             ),
+            retry=RetryPolicy(jitter_fraction=s.retry_jitter),
             on_dead_letter=self.dead_letters.wake,
         )
         self.retention = Retention(self.store, self.clock, s.delivery_retention_hours * 3600.0)
@@ -162,6 +167,7 @@ class Node:
             context_secret=self.keys.context_secret,
             settings=CallServiceSettings(ring_timeout_seconds=s.ring_timeout_seconds),
             media_plane=self.media,
+            device_override=self.faults.device,
         )
         self.subscriptions = SubscriptionService(self.clock, azure_functions_url=s.azure_functions_url)
         self.topics = TopicService(self.clock, public_endpoint=s.endpoint, wall_clock=self.wall_clock)
@@ -221,16 +227,70 @@ class Node:
             self.keys.token_key, issuer=self.settings.endpoint, now=to_datetime(self.wall_clock.now())
         )
 
-    async def advance_clock(self, seconds: float) -> float:
+    async def advance_clock(self, seconds: float, *, patience: float | None = None) -> float:
+        """Move the virtual clock `seconds` ahead as time would pass: in steps, from one due time to the
+        next (timers, delivery attempts and retries, response time limits, dead-letter writes,
+        subscription expiry), doing the work of each step at its own time before the next.
+
+        A POST in flight is waited for (up to `patience` real seconds) before the clock moves on, so
+        a webhook's answer and what the app does meanwhile (answering a call...) happen at the time of
+        the attempt. A webhook that does not answer is timed out when the clock reaches its limit.
+        """
         clock = self.virtual_clock
         if clock is None:
             raise RuntimeError("the clock is not virtual")
-        now = await clock.advance(seconds)
+        patience = self.settings.advance_patience_seconds if patience is None else patience
+        async with self._advancing:
+            target = clock.now() + seconds
+            await self._settle(patience)
+            stuck = 0
+            while True:
+                now = clock.now()
+                due = await self._next_due()
+                if due is not None and due <= now:
+                    # Due but not done (a POST still unanswered holds its row): look again, then go on.
+                    stuck += 1
+                    if stuck <= 3:
+                        await self._settle(patience)
+                        continue
+                    due = None
+                stuck = 0
+                step = target if due is None or due > target else due
+                await clock.set(step)
+                async with self.store.transaction() as tx:
+                    await tx.set_meta("clock.virtualNow", repr(clock.now()))
+                await self._settle(patience)
+                if step >= target:
+                    return clock.now()
+
+    async def _next_due(self) -> float | None:
+        """The earliest time at which some work falls due."""
         async with self.store.transaction() as tx:
-            await tx.set_meta("clock.virtualNow", repr(now))
-        return now
+            candidates = [
+                await tx.next_timer_due(),
+                await tx.next_delivery_due(self.clock.now()),
+                await tx.next_dead_letter_write_due(),
+            ]
+        candidates += [self.delivery.next_deadline(), await self.validator.next_due()]
+        return min((c for c in candidates if c is not None), default=None)
+
+    async def _settle(self, patience: float) -> None:
+        """Do all the work that is due now, and what it causes at the same time, before the clock moves."""
+        now = self.clock.now()
+        for _ in range(100):
+            await self.timers.run_due()
+            await self.validator.start_pending()
+            await self.delivery.dispatch_due()
+            await self.delivery.settle(patience)
+            await self.dead_letters.write_due()
+            await self.retention.purge()
+            async with self.store.transaction() as tx:
+                more = [await tx.next_timer_due(), await tx.next_delivery_due(now)]
+            if not any(d is not None and d <= now for d in more):
+                return
 
     async def reset(self) -> None:
+        self.faults.clear()
         async with self.store.transaction() as tx:
             await tx.reset()
         self.subscriptions_changed()

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
 from callgrid.api import (
     arm,
@@ -13,6 +14,7 @@ from callgrid.api import (
     calling,
     deliveries,
     eventgrid_publish,
+    faults,
     identity,
     metrics,
     phone_numbers,
@@ -46,7 +48,9 @@ def build_app(node: Node, *, start_node: bool = True) -> Starlette:
             *eventgrid_publish.routes,
             *deliveries.routes,
             *metrics.routes,
+            *faults.routes,
         ],
+        middleware=[Middleware(faults.OperationFaults)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )

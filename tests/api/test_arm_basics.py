@@ -6,16 +6,15 @@ from typing import Any
 
 import requests
 
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.support.arm import API, arm_headers, put_subscription, subscription_url
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 
-def _put(server: CallgridProcess, name: str, body: Any) -> requests.Response:
+def _put(server: CallgridServer, name: str, body: Any) -> requests.Response:
     return requests.put(subscription_url(server, name), json=body, headers=arm_headers(server))
 
 
-def test_created_subscription_hides_its_endpoint_url(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_created_subscription_hides_its_endpoint_url(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     sub = put_subscription(fresh, "app-one", webhook.url + "/hook?code=secret")
     props = sub["properties"]
     assert props["provisioningState"] == "Succeeded"
@@ -37,7 +36,7 @@ def test_created_subscription_hides_its_endpoint_url(fresh: CallgridProcess, web
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "ResourceNotFound"
 
 
-def test_an_endpoint_that_refuses_the_handshake_gets_nothing(fresh: CallgridProcess) -> None:
+def test_an_endpoint_that_refuses_the_handshake_gets_nothing(fresh: CallgridServer) -> None:
     refusing = WebhookReceiver(validate=False, responder=lambda item: (403, None))
     try:
         sub = put_subscription(fresh, "refused", refusing.url + "/hook")
@@ -52,7 +51,7 @@ def test_an_endpoint_that_refuses_the_handshake_gets_nothing(fresh: CallgridProc
         refusing.close()
 
 
-def test_bad_subscription_bodies_get_arm_errors(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_bad_subscription_bodies_get_arm_errors(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     cases = [
         ({"properties": {}}, "destination"),
         ({"properties": {"destination": {"endpointType": "WebHook", "properties": {}}}}, "endpointUrl"),
@@ -93,7 +92,7 @@ def test_bad_subscription_bodies_get_arm_errors(fresh: CallgridProcess, webhook:
     assert requests.get(subscription_url(fresh, "bad-one"), headers=arm_headers(fresh)).status_code == 404
 
 
-def test_wrong_scope_and_missing_api_version(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_wrong_scope_and_missing_api_version(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     other = subscription_url(fresh, "x").replace("communicationServices/callgrid", "communicationServices/other")
     body = {"properties": {"destination": {"endpointType": "WebHook", "properties": {"endpointUrl": webhook.url}}}}
     assert requests.put(other, json=body, headers=arm_headers(fresh)).status_code == 404

@@ -13,18 +13,18 @@ from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import ClientAuthenticationError
 
 from callgrid.security import sign_request
+from callgrid.testing import CallgridServer
 from tests.support.arm import subscription_url
-from tests.support.server import CallgridProcess
 
 PATH = "/callgrid/v1/phoneNumbers"
 
 
-def _post(server: CallgridProcess, body: bytes, headers: dict[str, str]) -> requests.Response:
+def _post(server: CallgridServer, body: bytes, headers: dict[str, str]) -> requests.Response:
     return requests.post(server.endpoint + PATH, data=body, headers={**headers, "Content-Type": "application/json"})
 
 
 def _signed(
-    server: CallgridProcess, body: bytes, *, key: str | None = None, date: datetime | None = None
+    server: CallgridServer, body: bytes, *, key: str | None = None, date: datetime | None = None
 ) -> dict[str, str]:
     host = f"localhost:{server.port}"
     return sign_request("POST", PATH, host, body, key or server.access_key, date or datetime.now(UTC))
@@ -42,25 +42,25 @@ def body() -> bytes:
     return json.dumps({"phoneNumber": "+14255550777"}).encode()
 
 
-def test_correctly_signed_request_is_accepted(fresh: CallgridProcess, body: bytes) -> None:
+def test_correctly_signed_request_is_accepted(fresh: CallgridServer, body: bytes) -> None:
     assert _post(fresh, body, _signed(fresh, body)).status_code == 201
 
 
-def test_unsigned_request_is_denied(fresh: CallgridProcess, body: bytes) -> None:
+def test_unsigned_request_is_denied(fresh: CallgridServer, body: bytes) -> None:
     _assert_denied(_post(fresh, body, {}), "Authorization")
 
 
-def test_wrong_key_is_denied(fresh: CallgridProcess, body: bytes) -> None:
+def test_wrong_key_is_denied(fresh: CallgridServer, body: bytes) -> None:
     other_key = base64.b64encode(b"not the resource's key" * 3).decode()
     _assert_denied(_post(fresh, body, _signed(fresh, body, key=other_key)), "signature")
 
 
-def test_altered_body_is_denied(fresh: CallgridProcess, body: bytes) -> None:
+def test_altered_body_is_denied(fresh: CallgridServer, body: bytes) -> None:
     headers = _signed(fresh, body)
     _assert_denied(_post(fresh, body.replace(b"0777", b"0778"), headers), "content hash")
 
 
-def test_stale_and_future_dates_are_denied(fresh: CallgridProcess, body: bytes) -> None:
+def test_stale_and_future_dates_are_denied(fresh: CallgridServer, body: bytes) -> None:
     # Signatures are checked against real time (even when the simulation's clock is virtual).
     fresh.advance(3600)
     now = datetime.now(UTC)
@@ -68,7 +68,7 @@ def test_stale_and_future_dates_are_denied(fresh: CallgridProcess, body: bytes) 
         _assert_denied(_post(fresh, body, _signed(fresh, body, date=now + skew)), "15 minutes")
 
 
-def test_sdk_with_a_wrong_key_gets_client_authentication_error(fresh: CallgridProcess) -> None:
+def test_sdk_with_a_wrong_key_gets_client_authentication_error(fresh: CallgridServer) -> None:
     wrong = base64.b64encode(b"x" * 32).decode()
     client = CallAutomationClient(fresh.endpoint, AzureKeyCredential(wrong), retry_total=0)
     with pytest.raises(ClientAuthenticationError) as denied:
@@ -76,7 +76,7 @@ def test_sdk_with_a_wrong_key_gets_client_authentication_error(fresh: CallgridPr
     assert denied.value.status_code == 401
 
 
-def test_arm_routes_need_callgrids_bearer_token(fresh: CallgridProcess) -> None:
+def test_arm_routes_need_callgrids_bearer_token(fresh: CallgridServer) -> None:
     url = subscription_url(fresh, "any")
     missing = requests.get(url)
     assert missing.status_code == 401 and missing.json()["error"]["code"] == "AuthenticationFailed"

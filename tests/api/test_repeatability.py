@@ -16,19 +16,18 @@ import requests
 from azure.communication.callautomation import CommunicationUserIdentifier
 
 from callgrid.security import format_http_date, sign_request
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.platform.calling_support import World, make_world
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 PATH = "/calling/callConnections?api-version=2026-03-12"
 
 
 @pytest.fixture
-def world(fresh: CallgridProcess, webhook: WebhookReceiver) -> World:
+def world(fresh: CallgridServer, webhook: WebhookReceiver) -> World:
     return make_world(fresh, webhook)
 
 
-def send(server: CallgridProcess, path: str, body: dict[str, Any], request_id: str | None) -> requests.Response:
+def send(server: CallgridServer, path: str, body: dict[str, Any], request_id: str | None) -> requests.Response:
     """One signed request, freshly dated each time, as azure-core's retry policy re-sends it."""
     raw = json.dumps(body).encode()
     now = datetime.now(UTC)
@@ -115,15 +114,15 @@ def test_the_sdk_retry_with_its_own_id_acts_once(world: World) -> None:
 
 @pytest.fixture
 def crashable(
-    tmp_path_factory: pytest.TempPathFactory, shared_tls: Path, callgrid: CallgridProcess
-) -> Iterator[CallgridProcess]:
-    server = CallgridProcess(tmp_path_factory.mktemp("repeatable-crash"), tls_dir=shared_tls).start()
+    tmp_path_factory: pytest.TempPathFactory, callgrid_tls_dir: Path, callgrid: CallgridServer
+) -> Iterator[CallgridServer]:
+    server = CallgridServer(tmp_path_factory.mktemp("repeatable-crash"), tls_dir=callgrid_tls_dir).start()
     yield server
     server.stop()
 
 
 def test_a_retry_after_a_crash_returns_the_first_response_and_acts_once(
-    crashable: CallgridProcess, webhook: WebhookReceiver
+    crashable: CallgridServer, webhook: WebhookReceiver
 ) -> None:
     world = make_world(crashable, webhook)
     body = create_body(world, world.user())

@@ -8,13 +8,13 @@ from pathlib import Path
 from azure.communication.callautomation import CallAutomationClient
 from azure.communication.identity import CommunicationIdentityClient
 
+from callgrid.testing import CallgridServer
 from tests.cli.test_cli import _run
-from tests.support.server import CallgridProcess
 
 CALLER = "+12065550100"
 
 
-def connected_call(server: CallgridProcess) -> str:
+def connected_call(server: CallgridServer) -> str:
     """A public caller reaches an identity whose simulated device answers at once: the serverCallId."""
     user = CommunicationIdentityClient.from_connection_string(server.connection_string).create_user().properties["id"]
     client = server.client()
@@ -26,7 +26,7 @@ def connected_call(server: CallgridProcess) -> str:
     return str(placed["serverCallId"])
 
 
-def test_send_dtmf_hang_up_and_download_a_recording(fresh: CallgridProcess, tmp_path: Path) -> None:
+def test_send_dtmf_hang_up_and_download_a_recording(fresh: CallgridServer, tmp_path: Path) -> None:
     server_call_id = connected_call(fresh)
     automation = CallAutomationClient.from_connection_string(fresh.connection_string, retry_total=0)
     recording = automation.start_recording(server_call_id=server_call_id)
@@ -53,7 +53,7 @@ def test_send_dtmf_hang_up_and_download_a_recording(fresh: CallgridProcess, tmp_
     assert '"chunkDuration":2000' in meta.read_text().replace(" ", "")
 
 
-def test_errors_say_what_is_wrong(fresh: CallgridProcess, tmp_path: Path) -> None:
+def test_errors_say_what_is_wrong(fresh: CallgridServer, tmp_path: Path) -> None:
     unknown = _run(fresh, "hang-up", "bm8tc3VjaC1jYWxs")
     assert unknown.returncode == 1
     assert "8522" in unknown.stderr and "No call" in unknown.stderr

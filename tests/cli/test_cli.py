@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import ssl
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 from azure.communication.identity import CommunicationIdentityClient
 
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.support.arm import put_subscription
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 
-def _run(server: CallgridProcess, *args: str) -> subprocess.CompletedProcess[str]:
+def _run(server: CallgridServer, *args: str) -> subprocess.CompletedProcess[str]:
     where = ["--data-dir", str(server.data_dir), "--port", str(server.port)]
     env = {**os.environ, "COLUMNS": "250"}  # rich tables would truncate cells on an 80-column pipe
     return subprocess.run([sys.executable, "-m", "callgrid", *args, *where], capture_output=True, text=True, env=env)
 
 
-def test_env_prints_export_lines_for_scripts(callgrid: CallgridProcess) -> None:
+def test_env_prints_export_lines_for_scripts(callgrid: CallgridServer) -> None:
     result = _run(callgrid, "env")
     assert result.returncode == 0, result.stderr
     exported = {}
@@ -42,7 +44,7 @@ def test_env_prints_export_lines_for_scripts(callgrid: CallgridProcess) -> None:
     assert exported["CALLGRID_ARM_TOKEN"].count(".") == 2
 
 
-def test_call_shows_the_timeline(fresh: CallgridProcess) -> None:
+def test_call_shows_the_timeline(fresh: CallgridServer) -> None:
     user = CommunicationIdentityClient.from_connection_string(fresh.connection_string).create_user().properties["id"]
     fresh.client().set_endpoint(user, "answer", answer_delay_ms=0)
     result = _run(fresh, "call", "--from", "+12065550100", "--to", user, "--watch", "10")
@@ -51,13 +53,13 @@ def test_call_shows_the_timeline(fresh: CallgridProcess) -> None:
     assert "state: connected" in result.stdout
 
 
-def test_call_to_an_unowned_number_explains_why(fresh: CallgridProcess) -> None:
+def test_call_to_an_unowned_number_explains_why(fresh: CallgridServer) -> None:
     result = _run(fresh, "call", "--from", "+12065550100", "--to", "+14255550000")
     assert result.returncode == 1
     assert "not owned" in result.stderr
 
 
-def test_identities_create_prints_a_raw_id(fresh: CallgridProcess) -> None:
+def test_identities_create_prints_a_raw_id(fresh: CallgridServer) -> None:
     result = _run(fresh, "identities", "create", "--answer")
     assert result.returncode == 0, result.stderr
     raw_id = result.stdout.strip()
@@ -68,7 +70,7 @@ def test_identities_create_prints_a_raw_id(fresh: CallgridProcess) -> None:
     )
 
 
-def test_call_timeline_shows_who_got_the_incoming_call(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_call_timeline_shows_who_got_the_incoming_call(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     put_subscription(fresh, "timeline-app", webhook.url + "/incoming")
     fresh.client().own_number("+14255551212")
     fresh.client().set_endpoint("4:+14255551212", "answer", answer_delay_ms=0)
@@ -78,7 +80,7 @@ def test_call_timeline_shows_who_got_the_incoming_call(fresh: CallgridProcess, w
     assert "TIMELINE-APP" in result.stdout and "answer=200" in result.stdout
 
 
-def test_subscriptions_commands(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_subscriptions_commands(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     created = _run(
         fresh,
         "subscriptions",
@@ -103,3 +105,26 @@ def test_subscriptions_commands(fresh: CallgridProcess, webhook: WebhookReceiver
         refusing.close()
     assert _run(fresh, "subscriptions", "delete", "cli-app").returncode == 0
     assert "cli-app" not in _run(fresh, "subscriptions", "list").stdout
+
+
+def test_reset_empties_the_resource_and_health_says_the_server_is_up(callgrid: CallgridServer) -> None:
+    callgrid.own_number("+14255550111")
+    result = _run(callgrid, "reset")
+    assert result.returncode == 0, result.stderr
+    assert callgrid.client().list_numbers()["phoneNumbers"] == []
+    result = _run(callgrid, "health")
+    assert result.returncode == 0, result.stderr
+    assert "ok: callgrid 0.1.0, clock virtual" in result.stdout
+
+
+def test_health_is_unsigned_for_probes(callgrid: CallgridServer) -> None:
+    context = ssl.create_default_context(cafile=callgrid.ca_bundle)
+    with urllib.request.urlopen(f"{callgrid.endpoint}/callgrid/v1/health", context=context, timeout=5) as response:
+        body = json.loads(response.read())
+    assert body["status"] == "ok" and body["clock"] == "virtual"
+
+
+def test_version() -> None:
+    result = subprocess.run([sys.executable, "-m", "callgrid", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert result.stdout.strip() == "callgrid 0.1.0"

@@ -9,7 +9,7 @@ from azure.core.credentials import AccessToken
 from azure.mgmt.eventgrid import EventGridManagementClient
 from azure.mgmt.eventgrid.models import Topic
 
-from tests.support.server import CallgridProcess
+from callgrid.testing import CallgridServer
 
 SUBSCRIPTION = "11111111-2222-3333-4444-555555555555"  # free-form for topics, as in Azure
 GROUP = "my-topics-rg"
@@ -25,7 +25,7 @@ class ArmToken:
         return AccessToken(self._token, int(time.time()) + 3600)
 
 
-def mgmt(server: CallgridProcess, subscription_id: str | None = None) -> EventGridManagementClient:
+def mgmt(server: CallgridServer, subscription_id: str | None = None) -> EventGridManagementClient:
     return EventGridManagementClient(
         ArmToken(server.arm_token),  # type: ignore[arg-type]
         subscription_id or server.resource_id.split("/")[2],
@@ -35,11 +35,11 @@ def mgmt(server: CallgridProcess, subscription_id: str | None = None) -> EventGr
     )
 
 
-def resource_group(server: CallgridProcess) -> str:
+def resource_group(server: CallgridServer) -> str:
     return server.resource_id.split("/")[4]
 
 
-def create_topic(server: CallgridProcess, name: str, input_schema: str = "EventGridSchema") -> Any:
+def create_topic(server: CallgridServer, name: str, input_schema: str = "EventGridSchema") -> Any:
     """The Topic model, typed loosely: its read-only properties are Optional in the SDK's stubs."""
     client = mgmt(server, SUBSCRIPTION)
     topic: Topic = client.topics.begin_create_or_update(
@@ -48,7 +48,7 @@ def create_topic(server: CallgridProcess, name: str, input_schema: str = "EventG
     return topic
 
 
-def topic_key(server: CallgridProcess, name: str) -> str:
+def topic_key(server: CallgridServer, name: str) -> str:
     key = mgmt(server, SUBSCRIPTION).topics.list_shared_access_keys(GROUP, name).key1
     assert key is not None
     return key

@@ -20,9 +20,8 @@ from azure.mgmt.eventgrid.models import (
     WebHookEventSubscriptionDestination,
 )
 
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.eventgrid.mgmt import GROUP, SUBSCRIPTION, create_topic, mgmt, resource_group
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 INCOMING_CALL = "Microsoft.Communication.IncomingCall"
 
@@ -36,7 +35,7 @@ def handshakes(webhook: WebhookReceiver) -> int:
     return sum(1 for r in webhook.received if r.header("aeg-event-type") == "SubscriptionValidation")
 
 
-def test_extension_subscription_lifecycle(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_extension_subscription_lifecycle(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     client = mgmt(fresh)
     ops = client.event_subscriptions
     url = webhook.url + "/hook?code=s3cret"
@@ -78,7 +77,7 @@ def test_extension_subscription_lifecycle(fresh: CallgridProcess, webhook: Webho
 
 
 def test_system_topic_and_its_subscriptions_receive_incoming_calls(
-    fresh: CallgridProcess, webhook: WebhookReceiver
+    fresh: CallgridServer, webhook: WebhookReceiver
 ) -> None:
     client = mgmt(fresh)
     rg = resource_group(fresh)
@@ -117,7 +116,7 @@ def test_system_topic_and_its_subscriptions_receive_incoming_calls(
     calls.own_number("+14255550000")
     calls.place_call("+12065550100", "+14255550000")  # filtered out
     placed = calls.place_call("+12065550100", "+14255551212")
-    events = webhook.wait_for(lambda: webhook.events(INCOMING_CALL))
+    events = webhook.wait_until(lambda: webhook.events(INCOMING_CALL))
     assert [e["data"]["serverCallId"] for e in events] == [placed["serverCallId"]]
 
     ops.begin_delete(rg, "acs-events", "router").result()
@@ -128,7 +127,7 @@ def test_system_topic_and_its_subscriptions_receive_incoming_calls(
         client.system_topics.get(rg, "acs-events")
 
 
-def test_system_topic_must_name_the_communication_resource(fresh: CallgridProcess) -> None:
+def test_system_topic_must_name_the_communication_resource(fresh: CallgridServer) -> None:
     client = mgmt(fresh)
     with pytest.raises(HttpResponseError) as error:
         client.system_topics.begin_create_or_update(
@@ -143,7 +142,7 @@ def test_system_topic_must_name_the_communication_resource(fresh: CallgridProces
     assert error.value.status_code == 400
 
 
-def test_custom_topic_lifecycle_with_keys(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_custom_topic_lifecycle_with_keys(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     client = mgmt(fresh, SUBSCRIPTION)
     topic = create_topic(fresh, "orders")
     assert (
@@ -177,7 +176,7 @@ def test_custom_topic_lifecycle_with_keys(fresh: CallgridProcess, webhook: Webho
         ops.get(GROUP, "orders", "orders-app")
 
 
-def test_azure_function_destination_needs_no_handshake(fresh: CallgridProcess) -> None:
+def test_azure_function_destination_needs_no_handshake(fresh: CallgridServer) -> None:
     ops = mgmt(fresh).event_subscriptions
     function_id = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/my-app/functions/OnIncomingCall"
     sub: Any = ops.begin_create_or_update(
@@ -194,7 +193,7 @@ def test_azure_function_destination_needs_no_handshake(fresh: CallgridProcess) -
     assert full == "http://127.0.0.1:7071/runtime/webhooks/EventGrid?functionName=OnIncomingCall"
 
 
-def test_failed_handshake_fails_the_operation(fresh: CallgridProcess) -> None:
+def test_failed_handshake_fails_the_operation(fresh: CallgridServer) -> None:
     refusing = WebhookReceiver(validate=False, responder=lambda r: (500, None))
     try:
         ops = mgmt(fresh).event_subscriptions
@@ -207,7 +206,7 @@ def test_failed_handshake_fails_the_operation(fresh: CallgridProcess) -> None:
         refusing.close()
 
 
-def test_extension_subscription_on_a_custom_topic(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_extension_subscription_on_a_custom_topic(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     from azure.core.credentials import AzureKeyCredential
     from azure.eventgrid import EventGridEvent, EventGridPublisherClient
 
@@ -233,7 +232,7 @@ def test_extension_subscription_on_a_custom_topic(fresh: CallgridProcess, webhoo
             for i, s in enumerate(("/orders/1", "/invoices/1"))
         ]
     )
-    [event] = webhook.wait_for(lambda: webhook.events("Contoso.Order"))
+    [event] = webhook.wait_until(lambda: webhook.events("Contoso.Order"))
     assert event["subject"] == "/orders/1" and event["topic"] == topic.id
 
     # Deleting the topic takes its extension subscriptions along.
@@ -243,7 +242,7 @@ def test_extension_subscription_on_a_custom_topic(fresh: CallgridProcess, webhoo
         ops.get(topic.id, "topic-ext")
 
 
-def test_extension_subscription_on_a_missing_custom_topic_is_not_found(fresh: CallgridProcess) -> None:
+def test_extension_subscription_on_a_missing_custom_topic_is_not_found(fresh: CallgridServer) -> None:
     ops = mgmt(fresh, SUBSCRIPTION).event_subscriptions
     missing = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{GROUP}/providers/Microsoft.EventGrid/topics/nothing-here"
     with pytest.raises(ResourceNotFoundError):

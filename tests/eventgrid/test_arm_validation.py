@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import requests
 
+from callgrid.testing import CallgridServer
 from tests.eventgrid.rest import extension_url, headers, put, webhook_properties
-from tests.support.server import CallgridProcess
 
 HOOK = "http://127.0.0.1:9/hook"
 
@@ -76,7 +76,7 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
 
 @pytest.mark.parametrize(("case", "override", "mentions"), BAD, ids=[b[0] for b in BAD])
 def test_bad_subscription_is_a_400_in_arm_shape(
-    fresh: CallgridProcess, case: str, override: dict[str, Any], mentions: str
+    fresh: CallgridServer, case: str, override: dict[str, Any], mentions: str
 ) -> None:
     response = put(fresh, extension_url(fresh, "bad-sub"), {**webhook_properties(HOOK), **override})
     assert response.status_code == 400, response.text
@@ -86,6 +86,6 @@ def test_bad_subscription_is_a_400_in_arm_shape(
     assert requests.get(extension_url(fresh, "bad-sub"), headers=headers(fresh)).status_code == 404  # nothing half-made
 
 
-def test_bad_names(fresh: CallgridProcess) -> None:
+def test_bad_names(fresh: CallgridServer) -> None:
     assert put(fresh, extension_url(fresh, "ab"), webhook_properties(HOOK)).status_code == 400
     assert put(fresh, extension_url(fresh, "a_b_c"), webhook_properties(HOOK)).status_code == 400

@@ -13,11 +13,10 @@ from azure.core.exceptions import HttpResponseError
 from azure.eventgrid import EventGridPublisherClient
 from azure.mgmt.eventgrid.models import JsonField, JsonFieldWithDefault, JsonInputSchemaMapping, Topic
 
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.eventgrid.mgmt import GROUP, SUBSCRIPTION, mgmt, topic_key
 from tests.eventgrid.rest import headers, topic_id
 from tests.eventgrid.test_custom_topic_publish import posts, subscribe
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 MAPPING = JsonInputSchemaMapping(
     id=JsonField(source_field="orderId"),
@@ -28,7 +27,7 @@ MAPPING = JsonInputSchemaMapping(
 )
 
 
-def custom_topic(server: CallgridProcess, name: str) -> Any:
+def custom_topic(server: CallgridServer, name: str) -> Any:
     return (
         mgmt(server, SUBSCRIPTION)
         .topics.begin_create_or_update(
@@ -39,7 +38,7 @@ def custom_topic(server: CallgridProcess, name: str) -> Any:
 
 
 def test_custom_events_are_mapped_filtered_and_delivered_in_each_schema(
-    fresh: CallgridProcess, webhook: WebhookReceiver
+    fresh: CallgridServer, webhook: WebhookReceiver
 ) -> None:
     topic = custom_topic(fresh, "custom-orders")
     assert topic.input_schema == "CustomEventSchema"
@@ -65,7 +64,7 @@ def test_custom_events_are_mapped_filtered_and_delivered_in_each_schema(
         client.send(orders)
 
         # EventGridSchema: the mapped envelope, the whole original event as data; the filter read data.total.
-        [big] = webhook.wait_for(lambda: webhook.events())
+        [big] = webhook.wait_until(lambda: webhook.events())
         assert big == {
             "id": "A-1",
             "topic": topic.id,
@@ -77,19 +76,19 @@ def test_custom_events_are_mapped_filtered_and_delivered_in_each_schema(
             "data": orders[0],
         }
         # CloudEvents: mapped from the envelope; defaults fill what the event lacks.
-        delivered = cloud.wait_for(lambda: [p.body for p in posts(cloud)] if len(posts(cloud)) == 2 else None)
+        delivered = cloud.wait_until(lambda: [p.body for p in posts(cloud)] if len(posts(cloud)) == 2 else None)
         small = next(e for e in delivered if e["id"] == "A-2")
         assert small["type"] == "Contoso.Order" and small["subject"] == "" and small["source"] == topic.id
         assert small["data"] == orders[1]
         # CustomInputSchema: the original events, verbatim.
-        bodies = raw.wait_for(lambda: [p.body for p in posts(raw)] if len(posts(raw)) == 2 else None)
+        bodies = raw.wait_until(lambda: [p.body for p in posts(raw)] if len(posts(raw)) == 2 else None)
         assert sorted((e for b in bodies for e in b), key=lambda e: e["orderId"]) == orders
     finally:
         cloud.close()
         raw.close()
 
 
-def test_custom_schema_publish_and_create_errors(fresh: CallgridProcess) -> None:
+def test_custom_schema_publish_and_create_errors(fresh: CallgridServer) -> None:
     topic = custom_topic(fresh, "custom-strict")
     key = topic_key(fresh, "custom-strict")
     client = EventGridPublisherClient(topic.endpoint, AzureKeyCredential(key))
@@ -137,7 +136,7 @@ def test_custom_schema_publish_and_create_errors(fresh: CallgridProcess) -> None
     assert mapping_elsewhere.status_code == 400
 
 
-def test_event_grid_topics_still_refuse_custom_input_delivery(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_event_grid_topics_still_refuse_custom_input_delivery(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     from tests.eventgrid.mgmt import create_topic
     from tests.eventgrid.rest import put, topic_subscription_url, webhook_properties
 

@@ -13,13 +13,12 @@ from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, 
 from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent, EventGridPublisherClient, generate_sas
 
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.eventgrid.mgmt import create_topic, topic_key
 from tests.eventgrid.rest import put, topic_subscription_url, wait_state, webhook_properties
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 
-def subscribe(server: CallgridProcess, topic: str, name: str, url: str, **extra: Any) -> None:
+def subscribe(server: CallgridServer, topic: str, name: str, url: str, **extra: Any) -> None:
     response = put(server, topic_subscription_url(server, topic, name), webhook_properties(url, **extra))
     assert response.status_code == 201, response.text
     assert (
@@ -42,22 +41,22 @@ def posts(webhook: WebhookReceiver) -> list[Any]:
     return [r for r in webhook.received if r.method == "POST" and r.header("aeg-event-type") == "Notification"]
 
 
-def test_event_grid_events_with_a_key_are_delivered(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_event_grid_events_with_a_key_are_delivered(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     topic = create_topic(fresh, "orders")
     subscribe(fresh, "orders", "app", webhook.url)
     EventGridPublisherClient(topic.endpoint, AzureKeyCredential(topic_key(fresh, "orders"))).send([order_event()])
-    [event] = webhook.wait_for(lambda: webhook.events("Contoso.Order.Created"))
+    [event] = webhook.wait_until(lambda: webhook.events("Contoso.Order.Created"))
     assert event["id"] == "o-1" and event["data"] == {"amount": 150.5}
     assert event["topic"] == topic.id
     assert event["dataVersion"] == "2.0" and event["metadataVersion"] == "1"
 
 
-def test_sas_token_publish_and_event_grid_to_cloud_events(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_sas_token_publish_and_event_grid_to_cloud_events(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     topic = create_topic(fresh, "orders-ce-out")
     subscribe(fresh, "orders-ce-out", "ce-app", webhook.url, eventDeliverySchema="CloudEventSchemaV1_0")
     token = generate_sas(topic.endpoint, topic_key(fresh, "orders-ce-out"), datetime.now(UTC) + timedelta(hours=1))
     EventGridPublisherClient(topic.endpoint, AzureSasCredential(token)).send(order_event("o-2"))
-    [delivery] = webhook.wait_for(lambda: posts(webhook))
+    [delivery] = webhook.wait_until(lambda: posts(webhook))
     assert delivery.header(
         "Content-Type",
     ).startswith("application/cloudevents+json")
@@ -65,26 +64,26 @@ def test_sas_token_publish_and_event_grid_to_cloud_events(fresh: CallgridProcess
     assert delivery.body["id"] == "o-2" and delivery.body["source"] == topic.id
 
 
-def test_cloud_events_topic_delivers_cloud_events(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_cloud_events_topic_delivers_cloud_events(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     topic = create_topic(fresh, "ce-topic", "CloudEventSchemaV1_0")
     subscribe(fresh, "ce-topic", "ce-app", webhook.url, eventDeliverySchema="CloudEventSchemaV1_0")
     client = EventGridPublisherClient(topic.endpoint, AzureKeyCredential(topic_key(fresh, "ce-topic")))
     client.send(
         [CloudEvent(source="/contoso/orders", type="Contoso.Order.Created", data={"n": 1}, extensions={"tenant": "t1"})]
     )
-    [delivery] = webhook.wait_for(lambda: posts(webhook))
+    [delivery] = webhook.wait_until(lambda: posts(webhook))
     assert delivery.body["source"] == "/contoso/orders" and delivery.body["tenant"] == "t1"
     assert delivery.body["data"] == {"n": 1} and delivery.body["specversion"] == "1.0"
 
 
-def test_cloud_events_topic_refuses_event_grid_subscriptions(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_cloud_events_topic_refuses_event_grid_subscriptions(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     create_topic(fresh, "ce-only", "CloudEventSchemaV1_0")
     response = put(fresh, topic_subscription_url(fresh, "ce-only", "eg-app"), webhook_properties(webhook.url))
     assert response.status_code == 400
     assert "EventGridSchema" in response.json()["error"]["message"]
 
 
-def test_publish_errors(fresh: CallgridProcess) -> None:
+def test_publish_errors(fresh: CallgridServer) -> None:
     topic = create_topic(fresh, "strict")
     key = topic_key(fresh, "strict")
     with pytest.raises(ClientAuthenticationError):

@@ -12,9 +12,8 @@ import requests
 from azure.core.credentials import AzureKeyCredential
 from azure.eventgrid import EventGridPublisherClient
 
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.eventgrid.rest import headers, put, topic_id, topic_subscription_url, wait_state, webhook_properties
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 E1: dict[str, Any] = {
     "id": "ic-1",
@@ -133,7 +132,7 @@ VECTORS: list[tuple[int, dict[str, Any], dict[str, Any], bool]] = [
 ]
 
 
-def _topic_for(server: CallgridProcess, event: dict[str, Any]) -> tuple[str, str, str]:
+def _topic_for(server: CallgridServer, event: dict[str, Any]) -> tuple[str, str, str]:
     """(name, id, key) of a custom topic; E1's lives in subscription s1, group rg1, as in the spec."""
     name = "e1-topic" if event is E1 else "e2-topic"
     full_id = topic_id(name, "s1", "rg1") if event is E1 else topic_id(name)
@@ -146,7 +145,7 @@ def _topic_for(server: CallgridProcess, event: dict[str, Any]) -> tuple[str, str
 
 @pytest.mark.parametrize(("number", "event", "spec", "expected"), VECTORS, ids=[f"v{v[0]}" for v in VECTORS])
 def test_vector(
-    fresh: CallgridProcess,
+    fresh: CallgridServer,
     webhook: WebhookReceiver,
     number: int,
     event: dict[str, Any],
@@ -165,9 +164,9 @@ def test_vector(
     def arrived(path: str) -> list[Any]:
         return [r for r in webhook.received if r.path == path and r.header("aeg-event-type") == "Notification"]
 
-    webhook.wait_for(lambda: arrived("/control"))
+    webhook.wait_until(lambda: arrived("/control"))
     if expected:
-        webhook.wait_for(lambda: arrived("/vector"))
+        webhook.wait_until(lambda: arrived("/vector"))
     else:
         deliveries = fresh.client().request(
             "GET",

@@ -8,21 +8,20 @@ from typing import Any
 
 import requests
 
+from callgrid.testing import CallgridServer, Received, WebhookReceiver, free_port
 from tests.eventgrid.rest import extension_url, headers, put, wait_state, webhook_properties
-from tests.support.server import CallgridProcess, free_port
-from tests.support.webhook import Received, WebhookReceiver
 
 CE = {"eventDeliverySchema": "CloudEventSchemaV1_0"}
 
 
-def create(server: CallgridProcess, name: str, url: str, **extra: Any) -> dict[str, Any]:
+def create(server: CallgridServer, name: str, url: str, **extra: Any) -> dict[str, Any]:
     response = put(server, extension_url(server, name), webhook_properties(url, **extra))
     assert response.status_code == 201, response.text
     assert "Azure-AsyncOperation" in response.headers
     return wait_state(server, extension_url(server, name))
 
 
-def test_wrong_validation_code_fails(fresh: CallgridProcess) -> None:
+def test_wrong_validation_code_fails(fresh: CallgridServer) -> None:
     hook = WebhookReceiver(validate=False, responder=lambda r: (200, {"validationResponse": "nope"}))
     try:
         sub = create(fresh, "wrong-code", hook.url)
@@ -31,12 +30,12 @@ def test_wrong_validation_code_fails(fresh: CallgridProcess) -> None:
         hook.close()
 
 
-def test_no_response_fails(fresh: CallgridProcess) -> None:
+def test_no_response_fails(fresh: CallgridServer) -> None:
     sub = create(fresh, "nobody-home", f"http://127.0.0.1:{free_port()}/hook")
     assert sub["properties"]["provisioningState"] == "Failed"
 
 
-def test_manual_validation_through_the_validation_url(fresh: CallgridProcess) -> None:
+def test_manual_validation_through_the_validation_url(fresh: CallgridServer) -> None:
     hook = WebhookReceiver(validate=False, responder=lambda r: (200, None))
     try:
         sub = create(fresh, "manual", hook.url)
@@ -49,7 +48,7 @@ def test_manual_validation_through_the_validation_url(fresh: CallgridProcess) ->
         hook.close()
 
 
-def test_manual_validation_url_expires_after_five_minutes(fresh: CallgridProcess) -> None:
+def test_manual_validation_url_expires_after_five_minutes(fresh: CallgridServer) -> None:
     hook = WebhookReceiver(validate=False, responder=lambda r: (200, None))
     try:
         create(fresh, "too-late", hook.url)
@@ -60,7 +59,7 @@ def test_manual_validation_url_expires_after_five_minutes(fresh: CallgridProcess
         hook.close()
 
 
-def test_cloud_events_consent_in_the_options_answer(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_cloud_events_consent_in_the_options_answer(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     sub = create(fresh, "ce-sync", webhook.url + "/ce", **CE)
     assert sub["properties"]["provisioningState"] == "Succeeded"
     assert sub["properties"]["eventDeliverySchema"] == "CloudEventSchemaV1_0"
@@ -70,7 +69,7 @@ def test_cloud_events_consent_in_the_options_answer(fresh: CallgridProcess, webh
     assert options[0].header("WebHook-Request-Callback")
 
 
-def test_cloud_events_consent_through_the_callback(fresh: CallgridProcess) -> None:
+def test_cloud_events_consent_through_the_callback(fresh: CallgridServer) -> None:
     # Like real ACS handlers that answer 200 without the header, then call the callback URL.
     hook = WebhookReceiver(validate=False, responder=lambda r: (200, None))
     try:
@@ -85,7 +84,7 @@ def test_cloud_events_consent_through_the_callback(fresh: CallgridProcess) -> No
         hook.close()
 
 
-def test_cloud_events_405_is_no_consent(fresh: CallgridProcess) -> None:
+def test_cloud_events_405_is_no_consent(fresh: CallgridServer) -> None:
     def no_options(r: Received) -> tuple[int, Any]:
         return (405, None) if r.method == "OPTIONS" else (200, None)
 
@@ -103,7 +102,7 @@ def test_cloud_events_405_is_no_consent(fresh: CallgridProcess) -> None:
         hook.close()
 
 
-def test_expired_subscription_stops_receiving_and_is_removed(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_expired_subscription_stops_receiving_and_is_removed(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     clock = fresh.client().request("GET", "/callgrid/v1/clock")["now"]
     expires = (datetime.fromtimestamp(clock, UTC) + timedelta(minutes=10)).isoformat().replace("+00:00", "Z")
     sub = create(fresh, "short-lived", webhook.url, expirationTimeUtc=expires)
@@ -113,13 +112,13 @@ def test_expired_subscription_stops_receiving_and_is_removed(fresh: CallgridProc
     client = fresh.client()
     client.own_number("+14255551212")
     client.place_call("+12065550100", "+14255551212")
-    webhook.wait_for(
+    webhook.wait_until(
         lambda: requests.get(extension_url(fresh, "short-lived"), headers=headers(fresh)).status_code == 404
     )
     assert webhook.notifications() == []
 
 
-def test_expiration_in_the_past_is_refused(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_expiration_in_the_past_is_refused(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     response = put(
         fresh, extension_url(fresh, "past"), webhook_properties(webhook.url, expirationTimeUtc="2001-01-01T00:00:00Z")
     )

@@ -24,9 +24,10 @@ from azure.communication.callautomation import (
     TextSource,
 )
 from azure.communication.callautomation._generated.models import RecognizeCompleted
+from callgrid.media.speech import Recognizer
 
 from callgrid.media import codecs
-from callgrid.media.speech import Recognizer
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.media.voice_support import (
     RATE,
     FileServer,
@@ -41,8 +42,6 @@ from tests.media.voice_support import (
 )
 from tests.platform.calling_support import PSTN_CALLER, World, make_world
 from tests.support.media_app import MediaApp
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 TONE = (8000 * np.sin(2 * np.pi * 440 * np.arange(RATE) / RATE)).astype(np.int16)
 MENU = [
@@ -57,7 +56,7 @@ def recognizer() -> Recognizer:
 
 
 @pytest.fixture
-def world(fresh: CallgridProcess, webhook: WebhookReceiver) -> World:
+def world(fresh: CallgridServer, webhook: WebhookReceiver) -> World:
     return make_world(fresh, webhook)
 
 
@@ -77,7 +76,7 @@ def callback(world: World, ccid: str, name: str, index: int = 0) -> dict[str, ob
         ]
         return dict(hits[index]["data"]) if len(hits) > index else None
 
-    return world.webhook.wait_for(found, timeout=30)  # type: ignore[no-any-return]
+    return world.webhook.wait_until(found, timeout=30)  # type: ignore[no-any-return]
 
 
 def test_a_caller_says_a_choice_and_the_app_hears_it(world: World) -> None:
@@ -204,7 +203,9 @@ def test_a_recording_holds_both_parties_of_an_echo_call(world: World) -> None:
         play(world, server_call_id, signal)
         wait(lambda: find(signal, heard(world, server_call_id))[1] > 0.95 or None, what="the echo")
         world.automation.stop_recording(recording.recording_id)
-        done = world.webhook.wait_for(lambda: world.system_events("Microsoft.Communication.RecordingFileStatusUpdated"))
+        done = world.webhook.wait_until(
+            lambda: world.system_events("Microsoft.Communication.RecordingFileStatusUpdated")
+        )
         chunk = done[0].data["recordingStorageInfo"]["recordingChunks"][0]
         data = world.client.download("/" + chunk["contentLocation"].split("://", 1)[1].split("/", 1)[1])
         with wave.open(io.BytesIO(data)) as w:
@@ -225,7 +226,7 @@ def test_a_mixed_mp3_recording_decodes_to_the_calls_audio(world: World) -> None:
     play(world, server_call_id, TONE)
     time.sleep(1.3)  # audio is real time: the one-second tone plays out
     world.automation.stop_recording(recording.recording_id)
-    done = world.webhook.wait_for(lambda: world.system_events("Microsoft.Communication.RecordingFileStatusUpdated"))
+    done = world.webhook.wait_until(lambda: world.system_events("Microsoft.Communication.RecordingFileStatusUpdated"))
     location = done[0].data["recordingStorageInfo"]["recordingChunks"][0]["contentLocation"]
     data = world.client.download("/" + location.split("://", 1)[1].split("/", 1)[1])
     pcm = codecs.decode(data)

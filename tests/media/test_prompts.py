@@ -1,7 +1,8 @@
-"""File prompts play for their whole length, however slowly their server sends them."""
+"""File prompts are fetched whole and play for their whole length, however slowly their server sends them."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -13,10 +14,11 @@ import pytest
 from azure.communication.callautomation import FileSource
 
 from callgrid.media import codecs
+from callgrid.media.prompts import PromptCache, PromptLoader
+from callgrid.platform.audio import wav_bytes
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.media.voice_support import RATE, answer
 from tests.platform.calling_support import World, make_world
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 LONG = codecs.encode_wav([(1000 * np.sin(2 * np.pi * 300 * np.arange(int(9.8 * RATE)) / RATE)).astype(np.int16)])
 
@@ -58,7 +60,7 @@ def slow() -> Iterator[SlowServer]:
 
 
 def test_a_slowly_served_prompt_plays_for_its_whole_length(
-    fresh: CallgridProcess, webhook: WebhookReceiver, slow: SlowServer
+    fresh: CallgridServer, webhook: WebhookReceiver, slow: SlowServer
 ) -> None:
     world: World = make_world(fresh, webhook)
     _, ccid = answer(world)
@@ -68,3 +70,23 @@ def test_a_slowly_served_prompt_plays_for_its_whole_length(
     assert len(world.webhook.callbacks()) == 3
     world.server.advance(0.2)
     assert world.callback_types(ccid, 4)[3] == "PlayCompleted"
+
+
+async def test_a_file_sent_in_pieces_is_measured_whole() -> None:
+    body = wav_bytes(2.5)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nContent-Type: audio/wav\r\n\r\n"
+        writer.write(head.encode() + body[:1000])
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the rest comes later, as over a busy network
+        writer.write(body[1000:])
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        probe = await PromptLoader(PromptCache()).file(f"http://127.0.0.1:{port}/prompt.wav")
+    assert probe.duration == 2.5, probe

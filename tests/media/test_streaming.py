@@ -19,15 +19,14 @@ from azure.communication.callautomation import (
 from azure.communication.identity import identifier_from_raw_id
 from azure.core.exceptions import HttpResponseError
 
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.media.voice_support import CALLER, RATE, answer, chirp, find, heard, play, say, wait, words_of
 from tests.platform.calling_support import World, make_world
 from tests.support.media_app import MediaApp
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 
 @pytest.fixture
-def world(fresh: CallgridProcess, webhook: WebhookReceiver) -> World:
+def world(fresh: CallgridServer, webhook: WebhookReceiver) -> World:
     return make_world(fresh, webhook)
 
 
@@ -57,7 +56,7 @@ def callback(world: World, ccid: str, name: str) -> dict[str, object]:
                 return dict(e["data"])
         return None
 
-    return world.webhook.wait_for(found, timeout=20)  # type: ignore[no-any-return]
+    return world.webhook.wait_until(found, timeout=20)  # type: ignore[no-any-return]
 
 
 def test_an_echo_bot_returns_the_callers_voice_in_order(world: World, echo_app: MediaApp) -> None:

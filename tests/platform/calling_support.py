@@ -14,9 +14,8 @@ from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent
 
 from callgrid.client import CallgridClient
+from callgrid.testing import CallgridServer, Received, WebhookReceiver
 from tests.support.arm import put_subscription
-from tests.support.server import CallgridProcess
-from tests.support.webhook import Received, WebhookReceiver
 
 INCOMING_CALL = "Microsoft.Communication.IncomingCall"
 CALL_EVENTS = [
@@ -40,7 +39,7 @@ def phone(e164: str) -> str:
 
 @dataclass
 class World:
-    server: CallgridProcess
+    server: CallgridServer
     webhook: WebhookReceiver
     client: CallgridClient
     automation: CallAutomationClient
@@ -75,7 +74,7 @@ class World:
 
     def incoming(self, index: int) -> EventGridEvent:
         """The index-th IncomingCall the app's Event Grid webhook received."""
-        events = self.webhook.wait_for(
+        events = self.webhook.wait_until(
             lambda: len(self.webhook.events(INCOMING_CALL)) > index and self.webhook.events(INCOMING_CALL)
         )
         return EventGridEvent.from_dict(events[index])
@@ -92,7 +91,7 @@ class World:
         def mine() -> list[dict[str, Any]]:
             return [e for e in self.webhook.callbacks() if e["data"]["callConnectionId"] == call_connection_id]
 
-        found = self.webhook.wait_for(lambda: len(mine()) >= count and mine())
+        found = self.webhook.wait_until(lambda: len(mine()) >= count and mine())
         # Callbacks are separate POSTs that may overtake each other; their times are strictly ordered.
         return [CloudEvent.from_dict(e) for e in sorted(found, key=lambda e: e["time"])]
 
@@ -116,7 +115,7 @@ class World:
         return claims
 
 
-def make_world(server: CallgridProcess, webhook: WebhookReceiver) -> World:
+def make_world(server: CallgridServer, webhook: WebhookReceiver) -> World:
     put_subscription(server, "calls-app", webhook.url + "/eventgrid", included_event_types=CALL_EVENTS)
     client = server.client()
     client.own_number(ENTRY_NUMBER)

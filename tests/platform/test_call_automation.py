@@ -8,16 +8,15 @@ from azure.communication.callautomation import CommunicationUserIdentifier, Phon
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.eventgrid import EventGridEvent
 
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.platform.calling_support import ENTRY_NUMBER, PSTN_CALLER, TARGET_NUMBER, World, make_world, phone
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 EXTERNAL = "+13125550142"
 PARTICIPANT_ADDED = "Microsoft.Communication.CallParticipantAdded"
 
 
 @pytest.fixture
-def world(fresh: CallgridProcess, webhook: WebhookReceiver) -> World:
+def world(fresh: CallgridServer, webhook: WebhookReceiver) -> World:
     return make_world(fresh, webhook)
 
 
@@ -51,9 +50,9 @@ def test_create_call_to_an_identity_connects_when_it_answers(world: World) -> No
     assert callbacks[0].data["operationContext"] == "outbound"
     props = world.automation.get_call_connection(result.call_connection_id).get_call_properties()
     assert props.call_connection_state == "connected"
-    started = world.webhook.wait_for(lambda: world.system_events("Microsoft.Communication.CallStarted"))
+    started = world.webhook.wait_until(lambda: world.system_events("Microsoft.Communication.CallStarted"))
     assert started[0].data["serverCallId"] == result.server_call_id
-    added = world.webhook.wait_for(lambda: world.system_events("Microsoft.Communication.CallParticipantAdded"))
+    added = world.webhook.wait_until(lambda: world.system_events("Microsoft.Communication.CallParticipantAdded"))
     assert [e.data["user"]["communicationIdentifier"]["rawId"] for e in added] == [user]
 
 
@@ -227,7 +226,7 @@ def test_a_participant_hangs_up_and_the_app_hears_the_call_end(world: World) -> 
         "POST", f"/callgrid/v1/calls/{server_call_id}/participants/{phone(PSTN_CALLER).replace('+', '%2B')}:hangUp"
     )
     assert world.callbacks(ccid, 3)[2].type == "Microsoft.Communication.CallDisconnected"
-    ended = world.webhook.wait_for(lambda: world.system_events("Microsoft.Communication.CallEnded"))
+    ended = world.webhook.wait_until(lambda: world.system_events("Microsoft.Communication.CallEnded"))
     assert ended[0].data["serverCallId"] == server_call_id
 
 
@@ -290,11 +289,11 @@ def assert_onward_call_started(world: World, server_call_id: str, started_by: st
     def of_onward(event_type: str) -> list[EventGridEvent]:
         return [e for e in world.system_events(event_type) if e.data["serverCallId"] == server_call_id]
 
-    started = world.webhook.wait_for(lambda: of_onward("Microsoft.Communication.CallStarted"))
+    started = world.webhook.wait_until(lambda: of_onward("Microsoft.Communication.CallStarted"))
     assert len(started) == 1
     assert started[0].subject == f"call/{server_call_id}/startedBy/{started_by}"
     assert started[0].data["startedBy"]["communicationIdentifier"]["rawId"] == started_by
-    joined = world.webhook.wait_for(
+    joined = world.webhook.wait_until(
         lambda: len(of_onward(PARTICIPANT_ADDED)) >= len(added) and of_onward(PARTICIPANT_ADDED)
     )
     # Event Grid deliveries are separate requests: their order is not guaranteed.

@@ -12,6 +12,7 @@ from azure.communication.callautomation import (
     PhoneNumberIdentifier,
 )
 
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.platform.calling_support import (
     ENTRY_NUMBER,
     PSTN_CALLER,
@@ -20,8 +21,6 @@ from tests.platform.calling_support import (
     make_world,
     phone,
 )
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 SIP = {"X-MS-Custom-Ticket": "42"}
 VOIP = {"team": "blue"}
@@ -61,7 +60,7 @@ SCENARIOS = ["call", "redirect", "addParticipant", "transfer"]
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 @pytest.mark.parametrize("pair", PAIRS)
-def test_cell(fresh: CallgridProcess, webhook: WebhookReceiver, pair: str, scenario: str) -> None:
+def test_cell(fresh: CallgridServer, webhook: WebhookReceiver, pair: str, scenario: str) -> None:
     world = make_world(fresh, webhook)
     who = parties(world, pair)
     automation = world.automation

@@ -8,13 +8,12 @@ import pytest
 from azure.communication.callautomation import CommunicationUserIdentifier, PhoneNumberIdentifier
 from azure.core.exceptions import HttpResponseError
 
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.platform.calling_support import ENTRY_NUMBER, PSTN_CALLER, World, make_world, phone
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 
 @pytest.fixture
-def world(fresh: CallgridProcess, webhook: WebhookReceiver) -> World:
+def world(fresh: CallgridServer, webhook: WebhookReceiver) -> World:
     return make_world(fresh, webhook)
 
 

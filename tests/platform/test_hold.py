@@ -7,16 +7,15 @@ import pytest
 from azure.communication.callautomation import FileSource, PhoneNumberIdentifier
 from azure.core.exceptions import HttpResponseError
 
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.platform.calling_support import ENTRY_NUMBER, PSTN_CALLER, World, make_world, phone
 from tests.platform.test_media import FileServer, answered, files
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 __all__ = ["files"]  # the fixture, shared with test_media
 
 
 @pytest.fixture
-def world(fresh: CallgridProcess, webhook: WebhookReceiver) -> World:
+def world(fresh: CallgridServer, webhook: WebhookReceiver) -> World:
     return make_world(fresh, webhook)
 
 

@@ -12,7 +12,7 @@ from azure.communication.identity._shared.user_credential import CommunicationTo
 from azure.communication.identity.aio import CommunicationIdentityClient as AsyncIdentityClient
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
-from tests.support.server import CallgridProcess
+from callgrid.testing import CallgridServer
 
 
 def _claims(token: str) -> dict[str, object]:
@@ -20,7 +20,7 @@ def _claims(token: str) -> dict[str, object]:
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))  # type: ignore[no-any-return]
 
 
-def test_create_user_and_tokens(callgrid: CallgridProcess) -> None:
+def test_create_user_and_tokens(callgrid: CallgridServer) -> None:
     client = CommunicationIdentityClient.from_connection_string(callgrid.connection_string)
     user = client.create_user()
     immutable_id = callgrid.env["CALLGRID_IMMUTABLE_RESOURCE_ID"]
@@ -50,7 +50,7 @@ def test_create_user_and_tokens(callgrid: CallgridProcess) -> None:
         client.delete_user(user)
 
 
-def test_token_validation_errors(callgrid: CallgridProcess) -> None:
+def test_token_validation_errors(callgrid: CallgridServer) -> None:
     client = CommunicationIdentityClient.from_connection_string(callgrid.connection_string)
     user = client.create_user()
     with pytest.raises(HttpResponseError) as too_short:
@@ -62,7 +62,7 @@ def test_token_validation_errors(callgrid: CallgridProcess) -> None:
     assert no_scope.value.status_code == 400
 
 
-async def test_async_identity_client(callgrid: CallgridProcess) -> None:
+async def test_async_identity_client(callgrid: CallgridServer) -> None:
     # The async client signs the decoded path; callgrid accepts that variant too.
     async with AsyncIdentityClient.from_connection_string(callgrid.connection_string) as client:
         user = await client.create_user()

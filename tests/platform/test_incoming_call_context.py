@@ -17,30 +17,29 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from callgrid.client import CallgridHttpError
 from callgrid.security import sign_request
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.support.arm import put_subscription
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 OWNED = "+14255551212"
 CALLER = "+12065550100"
 INCOMING_CALL = "Microsoft.Communication.IncomingCall"
 
 
-def _ring(server: CallgridProcess, webhook: WebhookReceiver) -> tuple[dict[str, Any], dict[str, Any]]:
+def _ring(server: CallgridServer, webhook: WebhookReceiver) -> tuple[dict[str, Any], dict[str, Any]]:
     put_subscription(server, "app", webhook.url)
     client = server.client()
     client.own_number(OWNED)
     placed = client.place_call(CALLER, OWNED)
-    event = webhook.wait_for(lambda: webhook.events(INCOMING_CALL))[-1]
+    event = webhook.wait_until(lambda: webhook.events(INCOMING_CALL))[-1]
     return placed, event["data"]
 
 
 @pytest.fixture
-def automation(callgrid: CallgridProcess) -> CallAutomationClient:
+def automation(callgrid: CallgridServer) -> CallAutomationClient:
     return CallAutomationClient.from_connection_string(callgrid.connection_string, retry_total=0)
 
 
-def test_a_context_is_single_use(fresh: CallgridProcess, webhook: WebhookReceiver, automation: Any) -> None:
+def test_a_context_is_single_use(fresh: CallgridServer, webhook: WebhookReceiver, automation: Any) -> None:
     _, data = _ring(fresh, webhook)
     automation.answer_call(data["incomingCallContext"], callback_url=webhook.url + "/cb")
     with pytest.raises(ResourceNotFoundError) as again:
@@ -52,21 +51,21 @@ def test_a_context_is_single_use(fresh: CallgridProcess, webhook: WebhookReceive
 
 
 def test_a_context_expires_with_the_ring_timeout(
-    fresh: CallgridProcess, webhook: WebhookReceiver, automation: Any
+    fresh: CallgridServer, webhook: WebhookReceiver, automation: Any
 ) -> None:
     placed, data = _ring(fresh, webhook)
     fresh.advance(31)
     with pytest.raises(ResourceNotFoundError) as expired:
         automation.answer_call(data["incomingCallContext"], callback_url=webhook.url + "/cb")
     assert "within time" in expired.value.error.message or "expired" in expired.value.error.message
-    call = webhook.wait_for(
+    call = webhook.wait_until(
         lambda: (c := fresh.client().get_call(placed["serverCallId"]))["state"] == "disconnected" and c
     )
     assert call["endReason"]["subCode"] == 8587
     assert call["offers"][0]["state"] == "expired"
 
 
-def test_a_forged_context_is_refused(fresh: CallgridProcess, webhook: WebhookReceiver, automation: Any) -> None:
+def test_a_forged_context_is_refused(fresh: CallgridServer, webhook: WebhookReceiver, automation: Any) -> None:
     _, data = _ring(fresh, webhook)
     head, payload, _ = data["incomingCallContext"].split(".")
     forged = f"{head}.{payload[:-4]}AAAA."
@@ -80,7 +79,7 @@ def test_a_forged_context_is_refused(fresh: CallgridProcess, webhook: WebhookRec
 
 
 def test_redirect_to_an_unknown_identity_changes_nothing(
-    fresh: CallgridProcess, webhook: WebhookReceiver, automation: Any
+    fresh: CallgridServer, webhook: WebhookReceiver, automation: Any
 ) -> None:
     placed, data = _ring(fresh, webhook)
     immutable_id = fresh.env["CALLGRID_IMMUTABLE_RESOURCE_ID"]
@@ -98,10 +97,12 @@ def test_redirect_to_an_unknown_identity_changes_nothing(
     assert [o["state"] for o in call["offers"]] == ["ringing"]
     user = CommunicationIdentityClient.from_connection_string(fresh.connection_string).create_user()
     automation.redirect_call(data["incomingCallContext"], user)
-    assert len(webhook.wait_for(lambda: len(webhook.events(INCOMING_CALL)) == 2 and webhook.events(INCOMING_CALL))) == 2
+    assert (
+        len(webhook.wait_until(lambda: len(webhook.events(INCOMING_CALL)) == 2 and webhook.events(INCOMING_CALL))) == 2
+    )
 
 
-def test_reject_reasons_end_the_call(fresh: CallgridProcess, webhook: WebhookReceiver, automation: Any) -> None:
+def test_reject_reasons_end_the_call(fresh: CallgridServer, webhook: WebhookReceiver, automation: Any) -> None:
     placed, data = _ring(fresh, webhook)
     automation.reject_call(data["incomingCallContext"], call_reject_reason=CallRejectReason.BUSY)
     call = fresh.client().get_call(placed["serverCallId"])
@@ -110,16 +111,16 @@ def test_reject_reasons_end_the_call(fresh: CallgridProcess, webhook: WebhookRec
     assert [t["event"] for t in call["timeline"]][-2:] == ["rejected", "disconnected"]
 
 
-def test_a_declining_device_ends_the_call(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_a_declining_device_ends_the_call(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     client = fresh.client()
     client.own_number(OWNED)
     client.set_endpoint("4:" + OWNED, "decline")
     placed = client.place_call(CALLER, OWNED)
-    call = webhook.wait_for(lambda: (c := client.get_call(placed["serverCallId"]))["state"] == "disconnected" and c)
+    call = webhook.wait_until(lambda: (c := client.get_call(placed["serverCallId"]))["state"] == "disconnected" and c)
     assert call["endReason"]["code"] == 603
 
 
-def _raw(server: CallgridProcess, method: str, path: str, body: bytes) -> requests.Response:
+def _raw(server: CallgridServer, method: str, path: str, body: bytes) -> requests.Response:
     from datetime import UTC, datetime
 
     headers = sign_request(method, path, f"localhost:{server.port}", body, server.access_key, datetime.now(UTC))
@@ -137,7 +138,7 @@ def _raw(server: CallgridProcess, method: str, path: str, body: bytes) -> reques
         (b'{"incomingCallContext": "x", "callbackUri": "ftp://x"}', "callbackUri"),
     ],
 )
-def test_malformed_answer_requests_get_acs_errors(callgrid: CallgridProcess, body: bytes, fragment: str) -> None:
+def test_malformed_answer_requests_get_acs_errors(callgrid: CallgridServer, body: bytes, fragment: str) -> None:
     response = _raw(callgrid, "POST", "/calling/callConnections:answer?api-version=2026-03-12", body)
     assert response.status_code == 400
     error = response.json()["error"]
@@ -145,7 +146,7 @@ def test_malformed_answer_requests_get_acs_errors(callgrid: CallgridProcess, bod
     assert error["code"]
 
 
-def test_calls_to_unknown_parties_are_refused(fresh: CallgridProcess) -> None:
+def test_calls_to_unknown_parties_are_refused(fresh: CallgridServer) -> None:
     client = fresh.client()
     with pytest.raises(CallgridHttpError) as unowned:
         client.place_call(CALLER, "+14255550000")

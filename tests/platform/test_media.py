@@ -22,9 +22,8 @@ from azure.communication.callautomation._generated.models import RecognizeComple
 from azure.core.exceptions import HttpResponseError
 
 from callgrid.platform.audio import wav_bytes
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.platform.calling_support import ENTRY_NUMBER, PSTN_CALLER, World, make_world, phone
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 MP3_FRAME = b"\xff\xfb\x90\xc0" + bytes(413)  # MPEG-1 Layer III, 128 kbit/s, 44.1 kHz, mono, silent
 FILES = {
@@ -66,7 +65,7 @@ def files() -> Iterator[FileServer]:
 
 
 @pytest.fixture
-def world(fresh: CallgridProcess, webhook: WebhookReceiver) -> World:
+def world(fresh: CallgridServer, webhook: WebhookReceiver) -> World:
     return make_world(fresh, webhook)
 
 

@@ -6,6 +6,7 @@ import pytest
 from azure.communication.callautomation import PhoneNumberIdentifier
 from azure.core.exceptions import HttpResponseError
 
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.media.voice_support import chirp, find, heard, play, wait
 from tests.platform.calling_support import (
     ENTRY_NUMBER,
@@ -15,14 +16,12 @@ from tests.platform.calling_support import (
     make_world,
     phone,
 )
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 OTHER_CALLER = "+12065550111"
 
 
 @pytest.fixture
-def world(fresh: CallgridProcess, webhook: WebhookReceiver) -> World:
+def world(fresh: CallgridServer, webhook: WebhookReceiver) -> World:
     return make_world(fresh, webhook)
 
 
@@ -52,7 +51,7 @@ def test_a_waiting_caller_moves_into_another_call(world: World) -> None:
                 return dict(e["data"])
         return None
 
-    succeeded = world.webhook.wait_for(moved)
+    succeeded = world.webhook.wait_until(moved)
     assert succeeded["callConnectionId"] == main
     assert succeeded["participant"]["rawId"] == phone(PSTN_CALLER)  # type: ignore[index]
     assert succeeded["fromCall"] == lobby

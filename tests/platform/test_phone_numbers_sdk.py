@@ -10,10 +10,10 @@ from azure.communication.phonenumbers import PhoneNumbersClient
 from azure.core.exceptions import ResourceNotFoundError
 
 from callgrid.client import CallgridHttpError
-from tests.support.server import CallgridProcess
+from callgrid.testing import CallgridServer
 
 
-def test_owned_numbers_show_in_the_phone_numbers_sdk(fresh: CallgridProcess) -> None:
+def test_owned_numbers_show_in_the_phone_numbers_sdk(fresh: CallgridServer) -> None:
     client = fresh.client()
     created = client.own_number("+14255551212")
     assert created["phoneNumber"] == "+14255551212"
@@ -34,7 +34,7 @@ def test_owned_numbers_show_in_the_phone_numbers_sdk(fresh: CallgridProcess) -> 
         sdk.get_purchased_phone_number("+18005550123")
 
 
-def test_listing_pages_through_many_numbers(fresh: CallgridProcess) -> None:
+def test_listing_pages_through_many_numbers(fresh: CallgridServer) -> None:
     client = fresh.client()
     for i in range(130):
         client.own_number(f"+1425555{i:04d}")
@@ -43,7 +43,7 @@ def test_listing_pages_through_many_numbers(fresh: CallgridProcess) -> None:
     assert len(listed) == 130 and len(set(listed)) == 130
 
 
-def test_number_errors(fresh: CallgridProcess) -> None:
+def test_number_errors(fresh: CallgridServer) -> None:
     client = fresh.client()
     with pytest.raises(CallgridHttpError) as bad:
         client.own_number("4255551212")
@@ -57,7 +57,7 @@ def test_number_errors(fresh: CallgridProcess) -> None:
     assert missing.value.status == 404
 
 
-def test_numbers_cli(fresh: CallgridProcess) -> None:
+def test_numbers_cli(fresh: CallgridServer) -> None:
     base = [sys.executable, "-m", "callgrid", "numbers"]
     where = ["--data-dir", str(fresh.data_dir), "--port", str(fresh.port)]
     added = subprocess.run([*base, "add", "+14255550199", *where], capture_output=True, text=True, check=True)

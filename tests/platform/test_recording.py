@@ -18,15 +18,14 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from callgrid.media import codecs
 from callgrid.security import sign_request
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.platform.calling_support import ENTRY_NUMBER, PSTN_CALLER, World, make_world, phone
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 FILE_STATUS = "Microsoft.Communication.RecordingFileStatusUpdated"
 
 
 @pytest.fixture
-def world(fresh: CallgridProcess, webhook: WebhookReceiver) -> World:
+def world(fresh: CallgridServer, webhook: WebhookReceiver) -> World:
     return make_world(fresh, webhook)
 
 
@@ -39,7 +38,7 @@ def answered(world: World) -> tuple[str, str]:
     return placed["serverCallId"], ccid
 
 
-def download(server: CallgridProcess, url: str) -> requests.Response:
+def download(server: CallgridServer, url: str) -> requests.Response:
     """What an app does with contentLocation: a GET signed with the access key."""
     parts = urlsplit(url)
     headers = sign_request("GET", parts.path, parts.netloc, b"", server.access_key, datetime.now(UTC))
@@ -58,7 +57,7 @@ def test_a_recording_holds_the_recorded_time_with_its_tones(world: World) -> Non
     )
     assert started.recording_state == "active"
     assert automation.get_recording_properties(started.recording_id).recording_state == "active"
-    first = world.webhook.wait_for(lambda: recording_events(world))[0]
+    first = world.webhook.wait_until(lambda: recording_events(world))[0]
     assert first["source"] == f"calling/recordings/{server_call_id}/recordingId/{started.recording_id}"
     assert first["data"]["state"] == "active"
     assert first["data"]["recordingId"] == started.recording_id
@@ -79,13 +78,13 @@ def test_a_recording_holds_the_recorded_time_with_its_tones(world: World) -> Non
 
     states = [
         e["data"]["state"]
-        for e in world.webhook.wait_for(lambda: len(recording_events(world)) >= 4 and recording_events(world))
+        for e in world.webhook.wait_until(lambda: len(recording_events(world)) >= 4 and recording_events(world))
     ]
     assert states == ["active", "inactive", "active", "inactive"]
     with pytest.raises(ResourceNotFoundError):
         automation.get_recording_properties(started.recording_id)
 
-    event = world.webhook.wait_for(lambda: world.system_events(FILE_STATUS))[0]
+    event = world.webhook.wait_until(lambda: world.system_events(FILE_STATUS))[0]
     assert event.subject == f"/recording/call/{server_call_id}/recordingId/{started.recording_id}"
     assert event.data["recordingDurationMs"] == 5000
     assert event.data["sessionEndReason"] == "StopRecording"
@@ -123,7 +122,7 @@ def test_a_recording_stops_when_the_call_ends(world: World) -> None:
     started = world.automation.start_recording(server_call_id=server_call_id)
     world.server.advance(3)
     world.automation.get_call_connection(ccid).hang_up(is_for_everyone=True)
-    event = world.webhook.wait_for(lambda: world.system_events(FILE_STATUS))[0]
+    event = world.webhook.wait_until(lambda: world.system_events(FILE_STATUS))[0]
     assert event.data["sessionEndReason"] == "CallEnded"
     assert event.data["recordingDurationMs"] == 3000
     states = [e["data"]["state"] for e in recording_events(world)]

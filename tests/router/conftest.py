@@ -6,19 +6,19 @@ from pathlib import Path
 import pytest
 from azure.communication.identity import CommunicationIdentityClient
 
+from callgrid.testing import CallgridServer
 from tests.router.support import RouterServer
-from tests.support.server import CallgridProcess
 
 
 @pytest.fixture
-def router(fresh: CallgridProcess, tmp_path: Path) -> Iterator[RouterServer]:
+def router(fresh: CallgridServer, tmp_path: Path) -> Iterator[RouterServer]:
     server = RouterServer(fresh, tmp_path / "router.db").start()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def new_user(fresh: CallgridProcess):  # type: ignore[no-untyped-def]
+def new_user(fresh: CallgridServer):  # type: ignore[no-untyped-def]
     identity = CommunicationIdentityClient.from_connection_string(fresh.connection_string)
 
     def create() -> str:

@@ -16,11 +16,11 @@ from callgrid.router.config import RouterConfig
 from callgrid.router.models import DecisionRecord
 from callgrid.router.store import RouterStore
 from callgrid.router.subscribe import Scope, StaticToken, Subscriber, SubscriptionPlan
-from tests.support.server import CallgridProcess, free_port
+from callgrid.testing import CallgridServer, free_port
 
 
 class RouterServer:
-    def __init__(self, callgrid: CallgridProcess, db: Path, **config: Any) -> None:
+    def __init__(self, callgrid: CallgridServer, db: Path, **config: Any) -> None:
         self.callgrid = callgrid
         self.port = free_port()
         self.config = RouterConfig(

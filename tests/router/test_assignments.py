@@ -10,8 +10,8 @@ from pathlib import Path
 from callgrid.router.models import Assignment
 from callgrid.router.store import RouterStore
 from callgrid.router.subscribe import MAX_VALUES, NUMBER_KEY
+from callgrid.testing import CallgridServer
 from tests.router.support import RouterServer
-from tests.support.server import CallgridProcess
 
 USER = "8:acs:c5645fa7-356a-44e4-9736-4f3cf19827e1_872a0848-85a6-4a65-8918-7fb948432228"
 OTHER_USER = "8:acs:c5645fa7-356a-44e4-9736-4f3cf19827e1_00000014-2033-438d-1000-343a0d006e10"
@@ -97,7 +97,7 @@ def test_http_api(router: RouterServer) -> None:
 
 
 def test_a_thousand_numbers_split_across_forty_subscriptions(
-    fresh: CallgridProcess, router: RouterServer, new_user: Callable[[], str]
+    fresh: CallgridServer, router: RouterServer, new_user: Callable[[], str]
 ) -> None:
     user = new_user()
     numbers = [f"+1425555{i:04d}" for i in range(1000)]

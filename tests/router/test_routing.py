@@ -12,26 +12,25 @@ import requests
 
 from callgrid.router.models import Assignment, Rules, Unassigned
 from callgrid.router.subscribe import Scope
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.router.support import RouterServer, wait_for
 from tests.support.arm import put_subscription
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 OWNED = "+14255551212"
 OTHER = "+14255550199"
 CALLER = "+12065550100"
 
 
-def _call(fresh: CallgridProcess, to: str, caller: str = CALLER) -> str:
+def _call(fresh: CallgridServer, to: str, caller: str = CALLER) -> str:
     return str(fresh.client().place_call(caller, to)["serverCallId"])
 
 
-def _events(fresh: CallgridProcess, server_call_id: str) -> list[str]:
+def _events(fresh: CallgridServer, server_call_id: str) -> list[str]:
     return [t["event"] for t in fresh.client().get_call(server_call_id)["timeline"]]
 
 
 def test_assigned_number_is_redirected_to_its_identity(
-    fresh: CallgridProcess, router: RouterServer, new_user: Callable[[], str]
+    fresh: CallgridServer, router: RouterServer, new_user: Callable[[], str]
 ) -> None:
     user = new_user()
     fresh.client().own_number(OWNED)
@@ -50,7 +49,7 @@ def test_assigned_number_is_redirected_to_its_identity(
     assert [e for e in _events(fresh, call) if e in ("redirected", "answered")] == ["redirected", "answered"]
 
 
-def test_unassigned_number_is_rejected_by_rule(fresh: CallgridProcess, router: RouterServer) -> None:
+def test_unassigned_number_is_rejected_by_rule(fresh: CallgridServer, router: RouterServer) -> None:
     fresh.client().own_number(OTHER)
     router.store.set_rules(Rules(unassigned=Unassigned.REJECT_BUSY))
     router.subscribe(Scope.NUMBERS)
@@ -64,7 +63,7 @@ def test_unassigned_number_is_rejected_by_rule(fresh: CallgridProcess, router: R
 
 
 def test_unassigned_number_goes_to_the_fallback_identity(
-    fresh: CallgridProcess, router: RouterServer, new_user: Callable[[], str]
+    fresh: CallgridServer, router: RouterServer, new_user: Callable[[], str]
 ) -> None:
     desk = new_user()
     fresh.client().own_number(OTHER)
@@ -76,7 +75,7 @@ def test_unassigned_number_goes_to_the_fallback_identity(
 
 
 def test_blocked_caller_is_rejected_forbidden(
-    fresh: CallgridProcess, router: RouterServer, new_user: Callable[[], str]
+    fresh: CallgridServer, router: RouterServer, new_user: Callable[[], str]
 ) -> None:
     fresh.client().own_number(OWNED)
     router.store.assign(Assignment(OWNED, new_user()))
@@ -90,7 +89,7 @@ def test_blocked_caller_is_rejected_forbidden(
 
 
 def test_failed_redirect_is_logged_with_the_acs_code_and_falls_back(
-    fresh: CallgridProcess, router: RouterServer, new_user: Callable[[], str]
+    fresh: CallgridServer, router: RouterServer, new_user: Callable[[], str]
 ) -> None:
     desk = new_user()
     missing = f"8:acs:{fresh.env['CALLGRID_IMMUTABLE_RESOURCE_ID']}_00000000-dead-4bad-8bad-000000000000"
@@ -114,7 +113,7 @@ def test_failed_redirect_is_logged_with_the_acs_code_and_falls_back(
 
 
 def test_failed_redirect_without_fallback_rejects_rather_than_leaving_it_ringing(
-    fresh: CallgridProcess, router: RouterServer
+    fresh: CallgridServer, router: RouterServer
 ) -> None:
     other_resource = "8:acs:11111111-2222-3333-4444-555555555555_user"
     fresh.client().own_number(OWNED)
@@ -132,7 +131,7 @@ def test_failed_redirect_without_fallback_rejects_rather_than_leaving_it_ringing
 
 
 def test_duplicate_deliveries_of_one_event_act_once(
-    fresh: CallgridProcess, router: RouterServer, new_user: Callable[[], str], webhook: WebhookReceiver
+    fresh: CallgridServer, router: RouterServer, new_user: Callable[[], str], webhook: WebhookReceiver
 ) -> None:
     user = new_user()
     fresh.client().own_number(OWNED)
@@ -150,7 +149,7 @@ def test_duplicate_deliveries_of_one_event_act_once(
     assert (leg.callee, leg.actions, leg.outcome) == (user, [], "left ringing")
 
     # A replay of the genuine delivery, byte for byte: acknowledged, counted, not acted on.
-    original = next(r for r in webhook.wait_for(webhook.notifications) if r.body[0]["id"] == decision.event_id)
+    original = next(r for r in webhook.wait_until(webhook.notifications) if r.body[0]["id"] == decision.event_id)
     replay = requests.post(
         router.webhook_url, data=original.raw, headers={"Content-Type": "application/json"}, timeout=10
     )

@@ -11,10 +11,9 @@ from azure.mgmt.eventgrid.models import EventSubscription
 from callgrid.router.config import CALLBACK_PATH, WEBHOOK_PATH
 from callgrid.router.models import Assignment, IncomingCall
 from callgrid.router.subscribe import Scope
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.router.support import RouterServer, wait_for
 from tests.support.arm import put_subscription
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 OWNED = "+14255551212"
 CALLER = "+12065550100"
@@ -61,7 +60,7 @@ def test_cloudevents_options_handshake(router: RouterServer) -> None:
 
 
 def test_cloudevents_subscription_routes_calls(
-    fresh: CallgridProcess, router: RouterServer, new_user: Callable[[], str]
+    fresh: CallgridServer, router: RouterServer, new_user: Callable[[], str]
 ) -> None:
     user = new_user()
     fresh.client().own_number(OWNED)
@@ -91,7 +90,7 @@ def test_bad_bodies_get_clear_errors(router: RouterServer) -> None:
 
 
 def test_forged_event_with_the_secret_cannot_move_a_call(
-    fresh: CallgridProcess, router: RouterServer, new_user: Callable[[], str]
+    fresh: CallgridServer, router: RouterServer, new_user: Callable[[], str]
 ) -> None:
     """Someone who learnt the URL can invent events, but not an incomingCallContext ACS accepts."""
     fresh.client().own_number(OWNED)
@@ -114,14 +113,14 @@ def test_forged_event_with_the_secret_cannot_move_a_call(
 
 
 def test_resumes_events_accepted_before_a_crash(
-    fresh: CallgridProcess, router: RouterServer, new_user: Callable[[], str], webhook: WebhookReceiver
+    fresh: CallgridServer, router: RouterServer, new_user: Callable[[], str], webhook: WebhookReceiver
 ) -> None:
     """An event acknowledged but not yet acted on (the process died in between) is routed at the next start."""
     user = new_user()
     fresh.client().own_number(OWNED)
     put_subscription(fresh, "recorder", webhook.url)
     call = fresh.client().place_call(CALLER, OWNED)["serverCallId"]
-    event = webhook.wait_for(lambda: webhook.events("Microsoft.Communication.IncomingCall"))[0]
+    event = webhook.wait_until(lambda: webhook.events("Microsoft.Communication.IncomingCall"))[0]
     router.stop()
     # What the webhook writes before acknowledging; the router stopped before acting.
     router.store.assign(Assignment(OWNED, user))
@@ -137,11 +136,11 @@ def test_resumes_events_accepted_before_a_crash(
         restarted.stop()
 
 
-def test_callbacks_need_a_valid_acs_jwt(fresh: CallgridProcess, router: RouterServer, webhook: WebhookReceiver) -> None:
+def test_callbacks_need_a_valid_acs_jwt(fresh: CallgridServer, router: RouterServer, webhook: WebhookReceiver) -> None:
     fresh.client().own_number(OWNED)
     put_subscription(fresh, "answering-app", webhook.url)
     fresh.client().place_call(CALLER, OWNED)
-    event = webhook.wait_for(lambda: webhook.events("Microsoft.Communication.IncomingCall"))[0]
+    event = webhook.wait_until(lambda: webhook.events("Microsoft.Communication.IncomingCall"))[0]
     automation = CallAutomationClient.from_connection_string(fresh.connection_string)
     answered = automation.answer_call(event["data"]["incomingCallContext"], callback_url=router.url + CALLBACK_PATH)
 

@@ -1,1 +1,1 @@
-"""Test support: a real callgrid process, and a real webhook receiver, both on loopback."""
+"""Test support beyond the plugin (callgrid.testing): event subscriptions through ARM, as tests write them."""

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import requests
-
-from tests.support.server import CallgridProcess
+from callgrid.testing import INCOMING_CALL, CallgridServer
 
 API = "api-version=2025-02-15"
 
 
-def subscription_url(server: CallgridProcess, name: str) -> str:
-    return f"{server.endpoint}{server.resource_id}/providers/Microsoft.EventGrid/eventSubscriptions/{name}?{API}"
+def subscription_url(server: CallgridServer, name: str) -> str:
+    return server.endpoint + server.subscription_path(name)
 
 
-def arm_headers(server: CallgridProcess) -> dict[str, str]:
+def arm_headers(server: CallgridServer) -> dict[str, str]:
     return {"Authorization": f"Bearer {server.arm_token}"}
 
 
 def put_subscription(
-    server: CallgridProcess,
+    server: CallgridServer,
     name: str,
     endpoint_url: str,
     *,
@@ -29,23 +26,11 @@ def put_subscription(
     properties: dict[str, Any] | None = None,
     wait: bool = True,
 ) -> dict[str, Any]:
-    props: dict[str, Any] = {
-        "destination": {"endpointType": "WebHook", "properties": {"endpointUrl": endpoint_url}},
-        "filter": {"includedEventTypes": included_event_types or ["Microsoft.Communication.IncomingCall"]},
-    }
-    props.update(properties or {})
-    response = requests.put(subscription_url(server, name), json={"properties": props}, headers=arm_headers(server))
-    assert response.status_code in (200, 201), response.text
-    body: dict[str, Any] = response.json()
-    return wait_provisioned(server, name) if wait else body
+    """The plugin's subscribe, returning the subscription however its handshake ended (Failed too)."""
+    types = included_event_types or [INCOMING_CALL]
+    body = server.subscribe(endpoint_url, name=name, event_types=types, properties=properties, wait=False)
+    return server.wait_provisioned(name) if wait else body
 
 
-def wait_provisioned(server: CallgridProcess, name: str, timeout: float = 15.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body: dict[str, Any] = requests.get(subscription_url(server, name), headers=arm_headers(server)).json()
-        if body["properties"]["provisioningState"] not in ("Creating", "Updating"):
-            return body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"subscription {name} still {body['properties']['provisioningState']}")
-        time.sleep(0.05)
+def wait_provisioned(server: CallgridServer, name: str, timeout: float = 15.0) -> dict[str, Any]:
+    return server.wait_provisioned(name, timeout)

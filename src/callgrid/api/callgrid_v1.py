@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from callgrid import __version__
 from callgrid.api.auth import hmac_signed, node_of
 from callgrid.api.errors import error_response, field, read_object
 from callgrid.api.openapi import OPENAPI
@@ -165,8 +166,20 @@ async def advance_clock(request: Request) -> Response:
     seconds = field(body, "seconds", (int, float))
     if seconds < 0:
         raise InvalidRequest("seconds must be >= 0: the clock does not go backwards.")
-    now = await node.advance_clock(float(seconds))
+    patience = field(body, "patienceSeconds", (int, float), required=False)
+    if patience is not None and patience < 0:
+        raise InvalidRequest("patienceSeconds must be >= 0.")
+    now = await node.advance_clock(float(seconds), patience=None if patience is None else float(patience))
     return JSONResponse({"now": now, "virtual": True})
+
+
+async def health(request: Request) -> Response:
+    """Unsigned, for probes and scripts waiting for the server: it is up and its store answers."""
+    node = node_of(request)
+    async with node.store.transaction() as tx:
+        await tx.get_meta("clock.virtualNow")
+    clock = "virtual" if node.virtual_clock is not None else "system"
+    return JSONResponse({"status": "ok", "version": __version__, "clock": clock, "now": node.clock.now()})
 
 
 async def openapi(request: Request) -> Response:
@@ -175,6 +188,7 @@ async def openapi(request: Request) -> Response:
 
 routes = [
     Route("/callgrid/v1/openapi.json", openapi, methods=["GET"]),
+    Route("/callgrid/v1/health", health, methods=["GET"]),
     Route("/callgrid/v1/phoneNumbers", own_number, methods=["POST"]),
     Route("/callgrid/v1/phoneNumbers", list_numbers, methods=["GET"]),
     Route("/callgrid/v1/phoneNumbers/{phoneNumber}", release_number, methods=["DELETE"]),

@@ -189,13 +189,51 @@ OPENAPI: dict[str, Any] = {
                 parameters=[_path_param("id")],
             )
         },
+        "/callgrid/v1/faults": {
+            "post": _op(
+                "Inject a fault: deliveries to a URL fail or time out, a device is busy or unreachable, "
+                "a Call Automation operation fails with an ACS error",
+                "201",
+                {
+                    "type": "object",
+                    "required": ["kind"],
+                    "properties": {
+                        "kind": {"type": "string", "enum": ["delivery", "device", "operation"]},
+                        "url": {"type": "string", "description": "delivery: URLs starting with this"},
+                        "status": {"type": "integer", "description": "delivery: the answer; operation: error"},
+                        "timeout": {"type": "boolean", "description": "delivery: no answer at all"},
+                        "rawId": {"type": "string", "description": "device: whose device"},
+                        "behaviour": {"type": "string", "enum": ["busy", "unreachable"]},
+                        "operation": {"type": "string", "description": "answerCall, redirectCall, play, ..."},
+                        "code": {"type": "string", "description": "operation: ACS error code"},
+                        "message": {"type": "string"},
+                        "count": {"type": "integer", "description": "applies this many times (default: until removed)"},
+                    },
+                },
+            ),
+            "get": _op("List the injected faults", "200"),
+            "delete": _op("Remove every injected fault", "204"),
+        },
+        "/callgrid/v1/faults/{faultId}": {"delete": _op("Remove one injected fault", "204")},
+        "/callgrid/v1/health": {"get": _op("Whether the server is up (unsigned): status, version, clock", "200")},
         "/callgrid/v1/reset": {"post": _op("Forget all state but the resource itself", "204")},
         "/callgrid/v1/clock": {"get": _op("The server's clock", "200")},
         "/callgrid/v1/clock:advance": {
             "post": _op(
-                "Move a virtual clock forward",
+                "Move a virtual clock forward, doing each piece of work due on the way at its own time",
                 "200",
-                {"type": "object", "required": ["seconds"], "properties": {"seconds": {"type": "number"}}},
+                {
+                    "type": "object",
+                    "required": ["seconds"],
+                    "properties": {
+                        "seconds": {"type": "number"},
+                        "patienceSeconds": {
+                            "type": "number",
+                            "description": "Real seconds to wait for a webhook's answer before the clock runs "
+                            "on towards its response time limit (default: the server's setting, 1 s).",
+                        },
+                    },
+                },
             )
         },
     },

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from callgrid.cli import calls, calls_sim, demo, events, serve
+from callgrid import __version__
+from callgrid.cli import admin, calls, calls_sim, demo, events, serve
 from callgrid.cli.identities import identities_app
 from callgrid.cli.numbers import numbers_app
 from callgrid.cli.router import router_app
@@ -16,7 +19,25 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"callgrid {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """callgrid: Azure Communication Services incoming calls and Event Grid, on one machine."""
+
+
 serve.register(app)
+admin.register(app)
 calls.register(app)
 calls_sim.register(app)
 events.register(app)

@@ -57,14 +57,21 @@ def demo(
         env = {**os.environ, **state.env()}
         os.environ.update({k: v for k, v in env.items() if k in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")})
         _wait(f"{state.endpoint}/calling/keys", server, state.env().get("REQUESTS_CA_BUNDLE"))
-        user = _demo_identity(data_dir, state.connection_string)
         client = state.client()
+        user = _demo_identity(data_dir, state.connection_string)
+        try:
+            client.set_endpoint(user, "answer", 300)
+        except CallgridHttpError as exc:
+            if exc.status != 404:
+                raise
+            # The remembered identity is gone (`POST /callgrid/v1/reset`, `callgrid reset`): make a new one.
+            user = _demo_identity(data_dir, state.connection_string, fresh=True)
+            client.set_endpoint(user, "answer", 300)
         try:
             client.own_number(number)
         except CallgridHttpError as exc:
             if exc.status != 409:
                 raise
-        client.set_endpoint(user, "answer", 300)
 
         db = data_dir / "router" / "router.db"
         router_url = f"http://127.0.0.1:{router_port}"
@@ -107,6 +114,8 @@ def demo(
 
 def _in_use(port: int) -> bool:
     with socket.socket() as probe:
+        # As the servers bind: connections of a stopped run (TIME_WAIT) do not hold the port, a listener does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
@@ -132,11 +141,12 @@ def _wait(url: str, proc: subprocess.Popen[bytes], ca_file: str | None, timeout:
     raise RuntimeError(f"{url} did not answer within {timeout:g} s")
 
 
-def _demo_identity(data_dir: Path, connection_string: str) -> str:
+def _demo_identity(data_dir: Path, connection_string: str, *, fresh: bool = False) -> str:
     """The demo's identity, created once and remembered, so the assignment survives restarts."""
     saved = data_dir / "demo.json"
     try:
-        return str(json.loads(saved.read_text())["identity"])
+        if not fresh:
+            return str(json.loads(saved.read_text())["identity"])
     except (OSError, ValueError, KeyError):
         pass
     from azure.communication.identity import CommunicationIdentityClient

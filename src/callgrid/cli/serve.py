@@ -49,7 +49,19 @@ def serve(
     ssl_args: dict[str, Any] = {}
     if state.tls is not None:
         ssl_args = {"ssl_certfile": str(state.tls.server_cert), "ssl_keyfile": str(state.tls.server_key)}
-    uvicorn.run(build_app(node), host=settings.host, port=settings.port, log_level=log_level, **ssl_args)
+    uvicorn.run(
+        build_app(node),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        # An idle TLS keep-alive connection (an SDK client's pool) is only closed once its peer answers
+        # the close: without a limit, SIGTERM waited for clients that never did.
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+        **ssl_args,
+    )
+
+
+SHUTDOWN_GRACE_SECONDS = 2
 
 
 def _banner(state: LocalState) -> None:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
@@ -69,6 +70,8 @@ class SubscriptionValidator:
         self._on_change = on_change
         self._wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
+        # The loop and a clock advanced in steps both look; one look at a time.
+        self._looking = asyncio.Lock()
 
     def wake(self) -> None:
         self._wake.set()
@@ -90,7 +93,25 @@ class SubscriptionValidator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 1.0)
 
+    async def next_due(self) -> float | None:
+        """When a subscription next expires or its manual validation window closes, on the clock."""
+        async with self._store.transaction() as tx:
+            docs = await tx.list_subscriptions()
+        due: list[float] = []
+        for doc in docs:
+            extra = doc.get("callgrid", {})
+            if extra.get("expiresAt") is not None:
+                due.append(float(extra["expiresAt"]))
+            if doc["properties"]["provisioningState"] == AWAITING:
+                window_end = float(extra["validationRequestedAt"]) + MANUAL_VALIDATION_WINDOW_SECONDS
+                due.append(math.nextafter(window_end, math.inf))  # the window is closed only once past
+        return min(due, default=None)
+
     async def start_pending(self) -> None:
+        async with self._looking:
+            await self._start_pending()
+
+    async def _start_pending(self) -> None:
         async with self._store.transaction() as tx:
             docs = await tx.list_subscriptions()
         now = self._clock.now()

@@ -7,7 +7,7 @@ from typing import Any
 
 from callgrid.client import CallgridHttpError
 from callgrid.eventgrid.events import parse_time
-from tests.support.server import CallgridProcess
+from callgrid.testing import CallgridServer
 
 OWNED = "+14255550123"
 CALLER = "+12065550100"
@@ -20,7 +20,7 @@ DEAD_LETTER = {
 }
 
 
-def raise_incoming_calls(server: CallgridProcess, count: int = 1, *, number: str = OWNED) -> list[str]:
+def raise_incoming_calls(server: CallgridServer, count: int = 1, *, number: str = OWNED) -> list[str]:
     """Place calls to an owned number: each raises one IncomingCall on the resource's system topic."""
     client = server.client()
     try:
@@ -30,7 +30,7 @@ def raise_incoming_calls(server: CallgridProcess, count: int = 1, *, number: str
     return [client.place_call(CALLER, number)["serverCallId"] for _ in range(count)]
 
 
-def deliveries(server: CallgridProcess, **query: Any) -> list[dict[str, Any]]:
+def deliveries(server: CallgridServer, **query: Any) -> list[dict[str, Any]]:
     value: list[dict[str, Any]] = server.client().deliveries(query.pop("limit", 1000), **query)["value"]
     return value
 
@@ -46,7 +46,7 @@ def wait_for(predicate: Any, timeout: float = 10.0) -> Any:
         time.sleep(0.02)
 
 
-def settled(server: CallgridProcess, **query: Any) -> list[dict[str, Any]]:
+def settled(server: CallgridServer, **query: Any) -> list[dict[str, Any]]:
     """Deliveries once none is in flight or due now (the engine has recorded every outcome)."""
 
     def check() -> list[dict[str, Any]] | None:
@@ -63,14 +63,14 @@ def settled(server: CallgridProcess, **query: Any) -> list[dict[str, Any]]:
     return result
 
 
-def advance_to(server: CallgridProcess, iso_time: str) -> None:
+def advance_to(server: CallgridServer, iso_time: str) -> None:
     target = parse_time(iso_time)
     assert target is not None
     now = server.client().request("GET", "/callgrid/v1/clock")["now"]
     server.advance(max(0.0, target - now) + 0.001)
 
 
-def run_to_end(server: CallgridProcess, delivery_id: str, max_steps: int = 40) -> dict[str, Any]:
+def run_to_end(server: CallgridServer, delivery_id: str, max_steps: int = 40) -> dict[str, Any]:
     """Move the clock to each next attempt of one delivery until it is delivered, dropped or dead-lettered."""
     for _ in range(max_steps):
         row = next(r for r in settled(server) if r["id"] == delivery_id)

@@ -6,10 +6,9 @@ import math
 from typing import Any
 
 from callgrid.eventgrid.delivery.batching import plan_batches
+from callgrid.testing import CallgridServer, Received, WebhookReceiver
 from tests.eventgrid.delivery.helpers import raise_incoming_calls, settled
 from tests.support.arm import put_subscription
-from tests.support.server import CallgridProcess
-from tests.support.webhook import Received, WebhookReceiver
 
 
 def test_plan_respects_the_event_ceiling() -> None:
@@ -42,16 +41,16 @@ def fail_first_attempts(item: Received) -> tuple[int, Any]:
     return (500, None) if item.header("aeg-delivery-count") == "0" else (200, None)
 
 
-def _accumulate(server: CallgridProcess, webhook: WebhookReceiver, count: int) -> None:
+def _accumulate(server: CallgridServer, webhook: WebhookReceiver, count: int) -> None:
     """Publish `count` events whose first attempts fail, so the retries all fall due together."""
     webhook.responder = fail_first_attempts
     raise_incoming_calls(server, count)
     settled(server)
-    server.advance(12)  # past every first retry (10 s + at most 10 % jitter)
+    server.advance(12)  # past every first retry, all due 10 s after the first attempts (no jitter)
     settled(server)
 
 
-def test_due_events_go_in_batches_of_max_events(quiet: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_due_events_go_in_batches_of_max_events(quiet: CallgridServer, webhook: WebhookReceiver) -> None:
     put_subscription(
         quiet,
         "batched-app",
@@ -77,7 +76,7 @@ def test_due_events_go_in_batches_of_max_events(quiet: CallgridProcess, webhook:
     assert all(r["status"] == "delivered" and r["attempts"] == 2 for r in settled(quiet))
 
 
-def test_batches_stay_under_the_preferred_size(quiet: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_batches_stay_under_the_preferred_size(quiet: CallgridServer, webhook: WebhookReceiver) -> None:
     put_subscription(
         quiet,
         "sized-app",
@@ -102,7 +101,7 @@ def test_batches_stay_under_the_preferred_size(quiet: CallgridProcess, webhook: 
     assert sum(len(r.body) for r in retries) == 12
 
 
-def test_an_oversized_event_is_sent_alone(quiet: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_an_oversized_event_is_sent_alone(quiet: CallgridServer, webhook: WebhookReceiver) -> None:
     put_subscription(
         quiet,
         "tiny-app",
@@ -120,7 +119,7 @@ def test_an_oversized_event_is_sent_alone(quiet: CallgridProcess, webhook: Webho
     assert [len(r.body) for r in retries] == [1, 1, 1]
 
 
-def test_a_failed_batch_is_retried_whole(quiet: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_a_failed_batch_is_retried_whole(quiet: CallgridServer, webhook: WebhookReceiver) -> None:
     put_subscription(
         quiet,
         "whole-app",

@@ -12,25 +12,24 @@ import pytest
 from azure.core.credentials import AzureKeyCredential
 from azure.eventgrid import EventGridEvent, EventGridPublisherClient
 
+from callgrid.testing import CallgridServer, Received, WebhookReceiver
 from tests.eventgrid.delivery.helpers import deliveries, wait_for
 from tests.eventgrid.mgmt import create_topic, topic_key
 from tests.eventgrid.rest import put, topic_subscription_url, wait_state, webhook_properties
-from tests.support.server import CallgridProcess
-from tests.support.webhook import Received, WebhookReceiver
 
 EVENTS = 10_000
 
 
 @pytest.fixture
 def crashable(
-    tmp_path_factory: pytest.TempPathFactory, shared_tls: Path, callgrid: CallgridProcess
-) -> Iterator[CallgridProcess]:
-    server = CallgridProcess(tmp_path_factory.mktemp("crash"), tls_dir=shared_tls).start()
+    tmp_path_factory: pytest.TempPathFactory, callgrid_tls_dir: Path, callgrid: CallgridServer
+) -> Iterator[CallgridServer]:
+    server = CallgridServer(tmp_path_factory.mktemp("crash"), tls_dir=callgrid_tls_dir).start()
     yield server
     server.stop()
 
 
-def test_every_event_is_delivered_after_a_sigkill(crashable: CallgridProcess) -> None:
+def test_every_event_is_delivered_after_a_sigkill(crashable: CallgridServer) -> None:
     seen: set[str] = set()
     lock = threading.Lock()
 

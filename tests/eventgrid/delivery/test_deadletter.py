@@ -19,15 +19,14 @@ from azure.storage.blob import BlobServiceClient
 
 from callgrid.client import CallgridHttpError
 from callgrid.eventgrid.events import parse_time
+from callgrid.testing import CallgridServer, WebhookReceiver, free_port
 from tests.eventgrid.delivery.helpers import DEAD_LETTER, raise_incoming_calls, run_to_end, settled, wait_for
 from tests.support.arm import put_subscription
-from tests.support.server import CallgridProcess, free_port
-from tests.support.webhook import WebhookReceiver
 
 _BLOB_PATH = re.compile(r"^([A-Z0-9-]+)/(\d{4})/(\d{1,2})/(\d{1,2})/(\d{1,2})/([0-9a-f-]{36})\.json$")
 
 
-def _dead_letter_sub(server: CallgridProcess, name: str, url: str, **retry: int) -> None:
+def _dead_letter_sub(server: CallgridServer, name: str, url: str, **retry: int) -> None:
     put_subscription(
         server,
         name,
@@ -36,7 +35,7 @@ def _dead_letter_sub(server: CallgridProcess, name: str, url: str, **retry: int)
     )
 
 
-def _written(server: CallgridProcess) -> list[dict[str, Any]]:
+def _written(server: CallgridServer) -> list[dict[str, Any]]:
     def done() -> list[dict[str, Any]] | None:
         letters: list[dict[str, Any]] = server.client().dead_letters()["value"]
         return letters if letters and all(d["write"]["status"] == "written" for d in letters) else None
@@ -45,7 +44,7 @@ def _written(server: CallgridProcess) -> list[dict[str, Any]]:
     return result
 
 
-def test_bad_request_is_dead_lettered_into_azures_blob_layout(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_bad_request_is_dead_lettered_into_azures_blob_layout(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     _dead_letter_sub(fresh, "my-blob-subscription", webhook.url)
     webhook.responder = lambda item: (400, {"error": "bad"})
     (call_id,) = raise_incoming_calls(fresh)
@@ -81,7 +80,7 @@ def test_bad_request_is_dead_lettered_into_azures_blob_layout(fresh: CallgridPro
     assert item == letter["event"]
 
 
-def test_cloud_event_dead_letters_use_lower_case_fields(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_cloud_event_dead_letters_use_lower_case_fields(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     put_subscription(
         fresh,
         "ce-dead",
@@ -106,7 +105,7 @@ def test_cloud_event_dead_letters_use_lower_case_fields(fresh: CallgridProcess, 
 
 
 def test_without_a_destination_undeliverable_events_are_dropped(
-    fresh: CallgridProcess, webhook: WebhookReceiver
+    fresh: CallgridServer, webhook: WebhookReceiver
 ) -> None:
     put_subscription(fresh, "no-dl", webhook.url, properties={"retryPolicy": {"maxDeliveryAttempts": 1}})
     webhook.responder = lambda item: (500, None)
@@ -116,7 +115,7 @@ def test_without_a_destination_undeliverable_events_are_dropped(
     assert fresh.client().dead_letters()["value"] == []
 
 
-def test_a_dead_letter_is_replayed_as_a_new_delivery(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_a_dead_letter_is_replayed_as_a_new_delivery(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     _dead_letter_sub(fresh, "replay-app", webhook.url, maxDeliveryAttempts=2, eventTimeToLiveInMinutes=60)
     webhook.responder = lambda item: (503, None)
     raise_incoming_calls(fresh)
@@ -144,7 +143,7 @@ def test_a_dead_letter_is_replayed_as_a_new_delivery(fresh: CallgridProcess, web
     assert (missing.value.status, missing.value.code) == (404, "DeadLetterNotFound")
 
 
-def test_dead_letter_routes_are_signed(fresh: CallgridProcess) -> None:
+def test_dead_letter_routes_are_signed(fresh: CallgridServer) -> None:
     import requests
 
     for method, path in (
@@ -211,11 +210,11 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_dead_letters_go_to_a_blob_container_given_by_connection_string(
-    azurite: str, tmp_path_factory: pytest.TempPathFactory, shared_tls: Path, callgrid: CallgridProcess
+    azurite: str, tmp_path_factory: pytest.TempPathFactory, callgrid_tls_dir: Path, callgrid: CallgridServer
 ) -> None:
-    server = CallgridProcess(
+    server = CallgridServer(
         tmp_path_factory.mktemp("blob-dead-letters"),
-        tls_dir=shared_tls,
+        tls_dir=callgrid_tls_dir,
         env={"CALLGRID_DEAD_LETTER_CONNECTION_STRING": azurite},
     ).start()
     hook = WebhookReceiver(responder=lambda item: (413, None))

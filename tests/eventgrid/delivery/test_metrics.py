@@ -9,15 +9,14 @@ from pathlib import Path
 import pytest
 import requests
 
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.eventgrid.delivery.helpers import DEAD_LETTER, deliveries, raise_incoming_calls, settled, wait_for
 from tests.support.arm import put_subscription
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 _SAMPLE = re.compile(r"^([a-z_]+)(\{.*\})? (\S+)$")
 
 
-def scrape(server: CallgridProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+def scrape(server: CallgridServer) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     response = requests.get(server.endpoint + "/metrics", verify=server.ca_bundle)
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
@@ -33,7 +32,7 @@ def scrape(server: CallgridProcess) -> dict[tuple[str, frozenset[tuple[str, str]
 
 
 def test_metrics_count_what_happened_per_topic_and_subscription(
-    fresh: CallgridProcess, webhook: WebhookReceiver
+    fresh: CallgridServer, webhook: WebhookReceiver
 ) -> None:
     failing = WebhookReceiver(responder=lambda item: (400, None))
     try:
@@ -79,9 +78,9 @@ def test_metrics_count_what_happened_per_topic_and_subscription(
 
 
 def test_metrics_survive_a_restart(
-    tmp_path_factory: pytest.TempPathFactory, shared_tls: Path, callgrid: CallgridProcess
+    tmp_path_factory: pytest.TempPathFactory, callgrid_tls_dir: Path, callgrid: CallgridServer
 ) -> None:
-    server = CallgridProcess(tmp_path_factory.mktemp("metrics-restart"), tls_dir=shared_tls).start()
+    server = CallgridServer(tmp_path_factory.mktemp("metrics-restart"), tls_dir=callgrid_tls_dir).start()
     hook = WebhookReceiver()
     try:
         put_subscription(server, "kept-app", hook.url)
@@ -100,7 +99,7 @@ def test_metrics_survive_a_restart(
     assert samples[key] == 2
 
 
-def test_publish_metrics_of_a_custom_topic(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_publish_metrics_of_a_custom_topic(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     from azure.core.credentials import AzureKeyCredential
     from azure.core.exceptions import ClientAuthenticationError
     from azure.eventgrid import EventGridEvent, EventGridPublisherClient
@@ -121,7 +120,7 @@ def test_publish_metrics_of_a_custom_topic(fresh: CallgridProcess, webhook: Webh
         EventGridPublisherClient(topic.endpoint, AzureKeyCredential("d3Jvbmc=")).send(
             [EventGridEvent(subject="/red/3", event_type="Contoso.Paint", data={}, data_version="1")] * 2
         )
-    webhook.wait_for(lambda: len(webhook.events("Contoso.Paint")) == 2)
+    webhook.wait_until(lambda: len(webhook.events("Contoso.Paint")) == 2)
     samples = scrape(fresh)
     t = topic.id.lower()
 
@@ -136,7 +135,7 @@ def test_publish_metrics_of_a_custom_topic(fresh: CallgridProcess, webhook: Webh
 
 
 def test_retention_purges_ended_deliveries_but_keeps_counts_and_dead_letters(
-    fresh: CallgridProcess, webhook: WebhookReceiver
+    fresh: CallgridServer, webhook: WebhookReceiver
 ) -> None:
     failing = WebhookReceiver(responder=lambda item: (400, None))
     try:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import requests
 from azure.core.messaging import CloudEvent
 
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.eventgrid.delivery.helpers import raise_incoming_calls, settled
 from tests.support.arm import arm_headers, put_subscription, subscription_url
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 INCOMING_CALL = "Microsoft.Communication.IncomingCall"
 
@@ -17,7 +16,7 @@ def _webhook(url: str, **extra: object) -> dict[str, object]:
     return {"destination": {"endpointType": "WebHook", "properties": {"endpointUrl": url, **extra}}}
 
 
-def test_cloud_events_unbatched_are_single_objects(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_cloud_events_unbatched_are_single_objects(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     put_subscription(fresh, "ce-app", webhook.url, properties={"eventDeliverySchema": "CloudEventSchemaV1_0"})
     (call_id,) = raise_incoming_calls(fresh)
     settled(fresh)
@@ -36,7 +35,7 @@ def test_cloud_events_unbatched_are_single_objects(fresh: CallgridProcess, webho
     assert "eventType" not in post.body and "topic" not in post.body
 
 
-def test_cloud_events_batched_are_arrays(quiet: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_cloud_events_batched_are_arrays(quiet: CallgridServer, webhook: WebhookReceiver) -> None:
     props = {"eventDeliverySchema": "CloudEventSchemaV1_0", **_webhook(webhook.url, maxEventsPerBatch=5)}
     put_subscription(quiet, "ce-batch-app", webhook.url, properties=props)
     webhook.responder = lambda item: (500, None) if item.header("aeg-delivery-count") == "0" else (200, None)
@@ -52,7 +51,7 @@ def test_cloud_events_batched_are_arrays(quiet: CallgridProcess, webhook: Webhoo
     assert isinstance(first.body, list)  # batching on: an array even with one event
 
 
-def test_event_grid_schema_headers(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_event_grid_schema_headers(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     put_subscription(fresh, "Mixed-Case-App", webhook.url + "/hook?code=abc")
     raise_incoming_calls(fresh)
     settled(fresh)
@@ -67,7 +66,7 @@ def test_event_grid_schema_headers(fresh: CallgridProcess, webhook: WebhookRecei
     assert isinstance(post.body, list) and post.body[0]["eventType"] == INCOMING_CALL
 
 
-def test_delivery_attribute_mappings_become_headers(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_delivery_attribute_mappings_become_headers(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     mappings = [
         {"name": "X-Static", "type": "Static", "properties": {"value": "hello", "isSecret": False}},
         {"name": "Authorization", "type": "Static", "properties": {"value": "Bearer s3cret", "isSecret": True}},
@@ -90,12 +89,12 @@ def test_delivery_attribute_mappings_become_headers(fresh: CallgridProcess, webh
     assert post.header("X-Missing") is None
 
 
-def _put(server: CallgridProcess, name: str, mappings: object) -> requests.Response:
+def _put(server: CallgridServer, name: str, mappings: object) -> requests.Response:
     body = {"properties": _webhook("http://127.0.0.1:9/hook", deliveryAttributeMappings=mappings)}
     return requests.put(subscription_url(server, name), json=body, headers=arm_headers(server))
 
 
-def test_delivery_attribute_mappings_are_validated(fresh: CallgridProcess) -> None:
+def test_delivery_attribute_mappings_are_validated(fresh: CallgridServer) -> None:
     static = {"type": "Static", "properties": {"value": "v"}}
     cases = [
         ([{"name": f"X-{i}", **static} for i in range(11)], "at most 10"),

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from callgrid.eventgrid.delivery.probation import Probation
 from callgrid.eventgrid.events import parse_time
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.eventgrid.delivery.helpers import DEAD_LETTER, raise_incoming_calls, settled, wait_for
 from tests.support.arm import put_subscription
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 
 def test_probation_starts_after_the_threshold_and_lasts_by_outcome() -> None:
@@ -23,7 +22,7 @@ def test_probation_starts_after_the_threshold_and_lasts_by_outcome() -> None:
     assert probation.until("http://a", 402.0) is None  # a success starts the count again
 
 
-def test_a_failing_endpoint_delays_new_deliveries(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_a_failing_endpoint_delays_new_deliveries(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     put_subscription(fresh, "sick-app", webhook.url)
     webhook.responder = lambda item: (503, None)  # Busy: 10 s of probation
     raise_incoming_calls(fresh, 10)
@@ -45,7 +44,7 @@ def test_a_failing_endpoint_delays_new_deliveries(fresh: CallgridProcess, webhoo
 
 
 def test_events_whose_time_to_live_ends_during_probation_are_dead_lettered_without_an_attempt(
-    fresh: CallgridProcess, webhook: WebhookReceiver
+    fresh: CallgridServer, webhook: WebhookReceiver
 ) -> None:
     put_subscription(
         fresh,
@@ -80,7 +79,7 @@ def test_events_whose_time_to_live_ends_during_probation_are_dead_lettered_witho
     assert sorted(i["deliveryAttempts"] for i in items) == [0] + [1] * 10
 
 
-def test_events_that_outlive_the_probation_wait_for_it(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_events_that_outlive_the_probation_wait_for_it(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     put_subscription(fresh, "patient-app", webhook.url, properties={"retryPolicy": {"eventTimeToLiveInMinutes": 10}})
     webhook.responder = lambda item: (404, None)
     raise_incoming_calls(fresh, 10)

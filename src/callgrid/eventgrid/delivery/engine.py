@@ -114,6 +114,11 @@ class DeliveryEngine:
         # Requests that timed out but may still be answered, and the recording of such late answers.
         self._late: set[asyncio.Future[Any]] = set()
         self._watch_wake = asyncio.Event()
+        # For a clock that is advanced in steps (settle): claims being made, outcomes being recorded,
+        # and when (real time) each sending task began its current POST.
+        self._dispatching = 0
+        self._recording = 0
+        self._sending_since: dict[asyncio.Future[Any], float] = {}
 
     def wake(self) -> None:
         self._wake.set()
@@ -150,6 +155,13 @@ class DeliveryEngine:
 
     async def dispatch_due(self) -> int:
         """Claim what is due and start sending it; returns how many rows were claimed."""
+        self._dispatching += 1
+        try:
+            return await self._dispatch_due()
+        finally:
+            self._dispatching -= 1
+
+    async def _dispatch_due(self) -> int:
         now = self._clock.now()
         lease = now + self.settings.timeout_seconds + 30.0
         async with self._store.transaction() as tx:
@@ -294,6 +306,7 @@ class DeliveryEngine:
             self._watch_wake.set()
         self._deadlines[task] = request.started_at + timeout
         began = time.perf_counter()
+        self._sending_since[task] = began
         # The response limit is kept on the engine's clock; the HTTP request itself may live on past it,
         # for a late answer (Event Grid deliveries only).
         late_window = LATE_ANSWER_WINDOW_SECONDS if request.target is not None else 0.0
@@ -320,6 +333,7 @@ class DeliveryEngine:
         finally:
             self._deadlines.pop(task, None)
             self._timed_out.discard(task)
+            self._sending_since.pop(task, None)
             self._slots.release()
         request.duration_ms = (time.perf_counter() - began) * 1000.0
         if request.target is not None:
@@ -384,57 +398,64 @@ class DeliveryEngine:
     async def _finish_forever(self) -> None:
         while True:
             batch = [await self._done.get()]
-            while not self._done.empty() and len(batch) < 1024:
-                batch.append(self._done.get_nowait())
-            now = self._clock.now()
-            rows: list[DeliveryRow] = []
-            attempts: list[AttemptRow] = []
-            dead: list[DeadLetterRow] = []
-            counts = MetricCounts()
-            for request, result in batch:
-                # One delay per POST: a batch is retried as a unit (all-or-none, eventgrid.md 4.4).
-                delay = self._retry_delay(request, result)
-                target = request.target
-                for row, text in zip(request.rows, request.texts, strict=True):
-                    attempts.append(
-                        AttemptRow(
-                            delivery_id=row.id,
-                            attempt=row.attempts + 1,
-                            started_at=request.started_at,
-                            status=result.status,
-                            outcome=result.outcome,
-                            error=result.error,
-                            duration_ms=round(request.duration_ms, 3),
-                            batch_size=len(request.rows),
-                        )
-                    )
-                    letter = self._record(row, result, request, text, now, delay)
-                    rows.append(row)
-                    if letter is not None:
-                        dead.append(letter)
-                    if target is not None:
-                        sid = target.subscription_id
-                        counts.attempt(target.topic, sid, result.ok, result.outcome, request.duration_ms)
-                        if row.status != "pending":
-                            latency = (row.last_attempt_at or now) - row.created_at
-                            counts.ended(target.topic, sid, row.status, row.reason, latency)
+            self._recording += 1
             try:
-                async with self._store.transaction() as tx:
-                    await tx.finish_attempts(rows, attempts)
-                    if dead:
-                        await tx.add_dead_letters(dead)
-                    if counts:
-                        await tx.add_metric_counts(counts.rows())
-            except Exception:
-                # Not recorded: the leases stay, and the rows are sent again (at-least-once).
-                log.exception("could not record %d delivery outcomes", len(rows))
+                await self._record_batch(batch)
             finally:
-                self._in_flight_ids.difference_update(r.id for r in rows)
-            if dead and self._on_dead_letter is not None:
-                self._on_dead_letter()
-            # A retry may now be due before the claim loop's next look; an ended row needs no look.
-            if any(r.status == "pending" for r in rows):
-                self._wake.set()
+                self._recording -= 1
+
+    async def _record_batch(self, batch: list[tuple[_Request, SendResult]]) -> None:
+        while not self._done.empty() and len(batch) < 1024:
+            batch.append(self._done.get_nowait())
+        now = self._clock.now()
+        rows: list[DeliveryRow] = []
+        attempts: list[AttemptRow] = []
+        dead: list[DeadLetterRow] = []
+        counts = MetricCounts()
+        for request, result in batch:
+            # One delay per POST: a batch is retried as a unit (all-or-none, eventgrid.md 4.4).
+            delay = self._retry_delay(request, result)
+            target = request.target
+            for row, text in zip(request.rows, request.texts, strict=True):
+                attempts.append(
+                    AttemptRow(
+                        delivery_id=row.id,
+                        attempt=row.attempts + 1,
+                        started_at=request.started_at,
+                        status=result.status,
+                        outcome=result.outcome,
+                        error=result.error,
+                        duration_ms=round(request.duration_ms, 3),
+                        batch_size=len(request.rows),
+                    )
+                )
+                letter = self._record(row, result, request, text, now, delay)
+                rows.append(row)
+                if letter is not None:
+                    dead.append(letter)
+                if target is not None:
+                    sid = target.subscription_id
+                    counts.attempt(target.topic, sid, result.ok, result.outcome, request.duration_ms)
+                    if row.status != "pending":
+                        latency = (row.last_attempt_at or now) - row.created_at
+                        counts.ended(target.topic, sid, row.status, row.reason, latency)
+        try:
+            async with self._store.transaction() as tx:
+                await tx.finish_attempts(rows, attempts)
+                if dead:
+                    await tx.add_dead_letters(dead)
+                if counts:
+                    await tx.add_metric_counts(counts.rows())
+        except Exception:
+            # Not recorded: the leases stay, and the rows are sent again (at-least-once).
+            log.exception("could not record %d delivery outcomes", len(rows))
+        finally:
+            self._in_flight_ids.difference_update(r.id for r in rows)
+        if dead and self._on_dead_letter is not None:
+            self._on_dead_letter()
+        # A retry may now be due before the claim loop's next look; an ended row needs no look.
+        if any(r.status == "pending" for r in rows):
+            self._wake.set()
 
     def _retry_delay(self, request: _Request, result: SendResult) -> float:
         attempts = request.rows[0].attempts + 1
@@ -493,6 +514,25 @@ class DeliveryEngine:
     def _postpone(row: DeliveryRow, until: float) -> None:
         row.next_attempt_at = until
         row.lease_until = None
+
+    # ------------------------------------------------------------------ a clock moved in steps
+
+    def next_deadline(self) -> float | None:
+        """The earliest response time limit (or late-answer window) still running, on the engine's clock."""
+        return min(self._deadlines.values(), default=None)
+
+    async def settle(self, patience: float) -> None:
+        """Wait (real time) until the POSTs in flight are answered and their outcomes recorded.
+
+        A POST still unanswered `patience` real seconds after it was sent is left to its response time
+        limit, which falls due on the clock like any other work.
+        """
+        while True:
+            started = time.perf_counter() - patience
+            answering = [t for t in self._in_flight if self._sending_since.get(t, time.perf_counter()) > started]
+            if not (answering or self._dispatching or self._recording or not self._done.empty()):
+                return
+            await asyncio.sleep(0.002)
 
     async def drain(self) -> None:
         """Wait for what is in flight now to be recorded (used on shutdown and by tests)."""

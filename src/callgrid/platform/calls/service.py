@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -34,6 +35,7 @@ from callgrid.platform.calls.results import (
     FORBIDDEN,
     NOT_ANSWERED,
     SUCCESS,
+    UNREACHABLE,
     Result,
 )
 from callgrid.platform.events import EventSink
@@ -61,6 +63,7 @@ class DeviceBehaviour(StrEnum):
     ANSWER = "answer"
     DECLINE = "decline"
     BUSY = "busy"
+    UNREACHABLE = "unreachable"
 
 
 # (mediaStreamingOptions, transcriptionOptions) of create / answer / connect, as `streaming.parse_options` reads them.
@@ -109,9 +112,12 @@ class CallService:
         context_secret: bytes,
         settings: CallServiceSettings,
         media_plane: MediaPlanePort,
+        device_override: Callable[[str], str | None] | None = None,
     ) -> None:
         self.resource = resource
         self.media_plane = media_plane
+        # Injected faults: a behaviour that overrides a device's script (busy, unreachable), or None.
+        self._device_override = device_override
         self._identities = identities
         self._numbers = numbers
         self._sink = sink
@@ -624,7 +630,8 @@ class CallService:
             {"serverCallId": call.server_call_id, "offerId": offer.offer_id},
         )
         device = await self.get_device(tx, target.raw_id)
-        behaviour = DeviceBehaviour(device["onIncomingCall"])
+        forced = self._device_override(target.raw_id) if self._device_override is not None else None
+        behaviour = DeviceBehaviour(forced or device["onIncomingCall"])
         if behaviour is not DeviceBehaviour.RING:
             due = now + (device["answerDelayMs"] / 1000.0 if behaviour is DeviceBehaviour.ANSWER else 0.0)
             await self._timers.schedule(
@@ -865,7 +872,7 @@ class CallService:
             call.record(now, "answered", by="device", target=offer.target)
             await self._join(tx, call, offer, None)
         else:
-            result = DECLINED if action is DeviceBehaviour.DECLINE else BUSY
+            result = {DeviceBehaviour.DECLINE: DECLINED, DeviceBehaviour.UNREACHABLE: UNREACHABLE}.get(action, BUSY)
             self._offer_ended(offer, now, OfferState.REJECTED, f"{action.value} by device")
             call.record(now, "rejected", by="device", reason=action.value, target=offer.target)
             await self._offer_failed(tx, call, offer, result)

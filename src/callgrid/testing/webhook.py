@@ -1,4 +1,9 @@
-"""A real HTTP endpoint on loopback that records what it receives: an app's webhook, a callback URI."""
+"""A real HTTP endpoint on loopback that records what it receives: an app's webhook, a callback URI.
+
+It consents to Event Grid's validation handshake and to the CloudEvents abuse-protection handshake
+(unless told not to), answers 200 to the rest (or what `responder` says), and lets a test wait for an
+event by type.
+"""
 
 from __future__ import annotations
 
@@ -72,8 +77,10 @@ class WebhookReceiver:
                 pass
 
         self._lock = threading.Lock()
+        self._returned: set[tuple[Any, str]] = set()
         self._server = _Server(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll: close() waits for serve_forever to notice, up to one interval (0.5 s by default).
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
         self._thread.start()
 
     def _respond(self, item: Received) -> tuple[int, Any] | tuple[int, Any, dict[str, str]]:
@@ -109,15 +116,73 @@ class WebhookReceiver:
             items = [r for r in self.received if r.method == "POST" and r.header("aeg-event-type") is None]
         return [event for r in items for event in r.body]
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+    def all_events(self) -> list[dict[str, Any]]:
+        """Every event received, in arrival order: Event Grid notifications (Event Grid or CloudEvents
+        schema) and Call Automation callbacks (CloudEvents)."""
+        with self._lock:
+            items = [
+                r
+                for r in self.received
+                if r.method == "POST" and r.header("aeg-event-type") != "SubscriptionValidation"
+            ]
+        return [e for r in items if isinstance(r.body, list) for e in r.body if isinstance(e, dict)]
+
+    def wait_for(
+        self,
+        event_type: str,
+        predicate: Callable[[dict[str, Any]], Any] | None = None,
+        timeout: float = 10.0,
+    ) -> dict[str, Any]:
+        """The next event of `event_type` (Event Grid's `eventType` or a CloudEvent's `type`) for which
+        `predicate` is true, waiting up to `timeout` real seconds. Each event is returned once: waiting
+        twice for IncomingCall gives the first call's, then the second's."""
+
+        def find() -> dict[str, Any] | None:
+            for event in self.all_events():
+                key = (event.get("id"), event_type)
+                if (
+                    _type_of(event) == event_type
+                    and key not in self._returned
+                    and (predicate is None or predicate(event))
+                ):
+                    self._returned.add(key)
+                    return event
+            return None
+
+        deadline = time.monotonic() + timeout
+        while True:
+            found = find()
+            if found is not None:
+                return found
+            if time.monotonic() >= deadline:
+                seen = [_type_of(e) for e in self.all_events()]
+                raise AssertionError(
+                    f"no {event_type} event{' matching the predicate' if predicate else ''} reached {self.url} "
+                    f"within {timeout:g} s; it received: {seen or 'nothing'}"
+                )
+            time.sleep(0.01)
+
+    def wait_until(self, condition: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Poll `condition` until it returns something truthy, and return that."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            result = predicate()
+            result = condition()
             if result:
                 return result
             time.sleep(0.02)
         raise AssertionError(f"timed out after {timeout}s; received: {[(r.method, r.path) for r in self.received]}")
 
+    def __enter__(self) -> WebhookReceiver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def _type_of(event: dict[str, Any]) -> str | None:
+    kind = event.get("eventType", event.get("type"))
+    return kind if isinstance(kind, str) else None
