@@ -40,7 +40,7 @@ import numpy as np
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from route_latency import _cpu_seconds, _free_port, _pct, _run, _wait
+from route_latency import _cpu_seconds, _free_port, _pct, _run, _run_loop, _wait
 
 FRAME = 0.02
 TONE = base64.b64encode((2000 * np.sin(2 * np.pi * 440 * np.arange(320) / 16000)).astype("<i2").tobytes()).decode()
@@ -125,7 +125,7 @@ async def _bare_client(url: str, sockets: int, seconds: float) -> None:
 
 
 def _bare_main(url: str, sockets: int, seconds: float) -> None:
-    asyncio.run(_bare_client(url, sockets, seconds))
+    _run_loop(_bare_client(url, sockets, seconds))
 
 
 async def _run_bench(env: dict[str, str], pid: int, calls: int, seconds: float) -> dict[str, Any]:
@@ -151,7 +151,10 @@ async def _run_bench(env: dict[str, str], pid: int, calls: int, seconds: float) 
     client = CallgridClient(env["CALLGRID_ENDPOINT"], env["CALLGRID_ACCESS_KEY"], Path(env["REQUESTS_CA_BUNDLE"]))
     caller_id = "+14255550100"
     client.own_number(caller_id)
-    async with CallAutomationClient.from_connection_string(env["CALLGRID_CONNECTION_STRING"]) as automation:
+    # aiohttp read SSL_CERT_FILE when this script imported it, before callgrid's CA existed: say it here.
+    async with CallAutomationClient.from_connection_string(
+        env["CALLGRID_CONNECTION_STRING"], connection_verify=env["REQUESTS_CA_BUNDLE"]
+    ) as automation:
         for i in range(calls):
             callee = f"+1312555{i:04d}"
             client.request(
@@ -262,7 +265,7 @@ def main() -> None:
             env[name] = shlex.split(value)[0]
         _wait(env["CALLGRID_ENDPOINT"] + "/calling/keys", env["REQUESTS_CA_BUNDLE"])
         os.environ.update({k: env[k] for k in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")})
-        result = asyncio.run(_run_bench(env, proc.pid, args.calls, args.seconds))
+        result = _run_loop(_run_bench(env, proc.pid, args.calls, args.seconds))
         print(json.dumps(result, indent=2))
     finally:
         if proc is not None:

@@ -1,49 +1,32 @@
 """Speech in calls through the official SDK: spoken prompts the caller hears, speech and spoken choices
-recognised from what the caller says, barge-in, hold music, and recordings of the call's real audio."""
+recognised from what the caller says, barge-in."""
 
 from __future__ import annotations
-
-import io
-import time
-import wave
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from azure.communication.callautomation import (
-    FileSource,
-    MediaStreamingAudioChannelType,
-    MediaStreamingContentType,
-    MediaStreamingOptions,
     PhoneNumberIdentifier,
     RecognitionChoice,
     RecognizeInputType,
-    ServerCallLocator,
     SsmlSource,
-    StreamingTransportType,
     TextSource,
 )
 from azure.communication.callautomation._generated.models import RecognizeCompleted
-from callgrid.media.speech import Recognizer
 
-from callgrid.media import codecs
+from callgrid.media.speech import Recognizer
 from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.media.voice_support import (
     RATE,
-    FileServer,
     answer,
-    chirp,
-    find,
+    callback,
     heard,
-    play,
     say,
     wait,
     words_of,
 )
 from tests.platform.calling_support import PSTN_CALLER, World, make_world
-from tests.support.media_app import MediaApp
 
-TONE = (8000 * np.sin(2 * np.pi * 440 * np.arange(RATE) / RATE)).astype(np.int16)
 MENU = [
     RecognitionChoice(label="Sales", phrases=["sales", "buy something"]),
     RecognitionChoice(label="Support", phrases=["support", "help"]),
@@ -58,25 +41,6 @@ def recognizer() -> Recognizer:
 @pytest.fixture
 def world(fresh: CallgridServer, webhook: WebhookReceiver) -> World:
     return make_world(fresh, webhook)
-
-
-@pytest.fixture
-def files() -> Iterator[FileServer]:
-    server = FileServer({"/tone.wav": codecs.encode_wav([TONE])})
-    yield server
-    server.close()
-
-
-def callback(world: World, ccid: str, name: str, index: int = 0) -> dict[str, object]:
-    def found() -> dict[str, object] | None:
-        hits = [
-            e
-            for e in sorted(world.webhook.callbacks(), key=lambda e: e["time"])
-            if e["data"]["callConnectionId"] == ccid and e["type"] == "Microsoft.Communication." + name
-        ]
-        return dict(hits[index]["data"]) if len(hits) > index else None
-
-    return world.webhook.wait_until(found, timeout=30)  # type: ignore[no-any-return]
 
 
 def test_a_caller_says_a_choice_and_the_app_hears_it(world: World) -> None:
@@ -173,65 +137,6 @@ def test_barge_in_stops_the_prompt(world: World) -> None:
     prompt_seconds = len(long_prompt.split()) / 2.5
     audio = heard(world, server_call_id)
     assert np.count_nonzero(np.abs(audio) > 500) / RATE < prompt_seconds / 2
-
-
-def test_hold_music_is_heard_by_the_held_party_alone(world: World, files: FileServer) -> None:
-    server_call_id, ccid = answer(world)
-    connection = world.automation.get_call_connection(ccid)
-    connection.hold(PhoneNumberIdentifier(PSTN_CALLER), play_source=FileSource(files.url("/tone.wav")))
-    wait(lambda: find(TONE[:4000], heard(world, server_call_id))[1] > 0.9 or None, what="hold music")
-    connection.unhold(PhoneNumberIdentifier(PSTN_CALLER))
-
-
-def test_a_recording_holds_both_parties_of_an_echo_call(world: World) -> None:
-    app = MediaApp(echo=True)
-    try:
-        options = MediaStreamingOptions(
-            transport_url=app.url,
-            transport_type=StreamingTransportType.WEBSOCKET,
-            content_type=MediaStreamingContentType.AUDIO,
-            audio_channel_type=MediaStreamingAudioChannelType.MIXED,
-            start_media_streaming=True,
-            enable_bidirectional=True,
-        )
-        server_call_id, ccid = answer(world, media_streaming=options)
-        callback(world, ccid, "MediaStreamingStarted")
-        recording = world.automation.start_recording(
-            ServerCallLocator(server_call_id), recording_channel_type="unmixed", recording_format_type="wav"
-        )
-        signal = chirp(1.0)
-        play(world, server_call_id, signal)
-        wait(lambda: find(signal, heard(world, server_call_id))[1] > 0.95 or None, what="the echo")
-        world.automation.stop_recording(recording.recording_id)
-        done = world.webhook.wait_until(
-            lambda: world.system_events("Microsoft.Communication.RecordingFileStatusUpdated")
-        )
-        chunk = done[0].data["recordingStorageInfo"]["recordingChunks"][0]
-        data = world.client.download("/" + chunk["contentLocation"].split("://", 1)[1].split("/", 1)[1])
-        with wave.open(io.BytesIO(data)) as w:
-            assert w.getnchannels() == 2  # the caller, then the number the app answered for (its echo)
-            frames = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, 2)
-        caller, bot = frames[:, 0], frames[:, 1]
-        caller_at, caller_likeness = find(signal, caller)
-        bot_at, bot_likeness = find(signal, bot)
-        assert caller_likeness > 0.95 and bot_likeness > 0.95
-        assert bot_at > caller_at  # the echo follows the voice
-    finally:
-        app.close()
-
-
-def test_a_mixed_mp3_recording_decodes_to_the_calls_audio(world: World) -> None:
-    server_call_id, _ = answer(world)
-    recording = world.automation.start_recording(ServerCallLocator(server_call_id), recording_format_type="mp3")
-    play(world, server_call_id, TONE)
-    time.sleep(1.3)  # audio is real time: the one-second tone plays out
-    world.automation.stop_recording(recording.recording_id)
-    done = world.webhook.wait_until(lambda: world.system_events("Microsoft.Communication.RecordingFileStatusUpdated"))
-    location = done[0].data["recordingStorageInfo"]["recordingChunks"][0]["contentLocation"]
-    data = world.client.download("/" + location.split("://", 1)[1].split("/", 1)[1])
-    pcm = codecs.decode(data)
-    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64)))
-    assert abs(float(np.argmax(spectrum)) * RATE / len(pcm) - 440) < 10
 
 
 def _still_talking(audio: np.ndarray) -> bool:

@@ -20,7 +20,7 @@ from azure.communication.identity import identifier_from_raw_id
 from azure.core.exceptions import HttpResponseError
 
 from callgrid.testing import CallgridServer, WebhookReceiver
-from tests.media.voice_support import CALLER, RATE, answer, chirp, find, heard, play, say, wait, words_of
+from tests.media.voice_support import CALLER, RATE, answer, callback, chirp, find, heard, play, say, wait, words_of
 from tests.platform.calling_support import World, make_world
 from tests.support.media_app import MediaApp
 
@@ -47,16 +47,6 @@ def streaming(url: str, *, start: bool = True, bidirectional: bool = True, **ext
         enable_bidirectional=bidirectional,
         **extra,  # type: ignore[arg-type]
     )
-
-
-def callback(world: World, ccid: str, name: str) -> dict[str, object]:
-    def found() -> dict[str, object] | None:
-        for e in world.webhook.callbacks():
-            if e["data"]["callConnectionId"] == ccid and e["type"] == "Microsoft.Communication." + name:
-                return dict(e["data"])
-        return None
-
-    return world.webhook.wait_until(found, timeout=20)  # type: ignore[no-any-return]
 
 
 def test_an_echo_bot_returns_the_callers_voice_in_order(world: World, echo_app: MediaApp) -> None:

@@ -33,6 +33,18 @@ def answer(world: World, **options: Any) -> tuple[str, str]:
     return placed["serverCallId"], ccid
 
 
+def callback(world: World, ccid: str, name: str, index: int = 0) -> dict[str, object]:
+    def found() -> dict[str, object] | None:
+        hits = [
+            e
+            for e in sorted(world.webhook.callbacks(), key=lambda e: e["time"])
+            if e["data"]["callConnectionId"] == ccid and e["type"] == "Microsoft.Communication." + name
+        ]
+        return dict(hits[index]["data"]) if len(hits) > index else None
+
+    return world.webhook.wait_until(found, timeout=30)  # type: ignore[no-any-return]
+
+
 def say(world: World, server_call_id: str, text: str, raw_id: str = CALLER) -> float:
     """The caller says `text`; returns how many seconds of speech that is."""
     spoken = world.client.request("POST", party_path(server_call_id, raw_id) + ":say", {"text": text})

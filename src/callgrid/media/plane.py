@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +248,7 @@ class MediaPlane:
         self._recordings_dir = data_dir / "recordings"
         self._recordings: dict[str, _Recording] = {}
         self._epoch = time.monotonic()
+        self._wall_epoch = time.time() - (time.monotonic() - self._epoch)
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._events: asyncio.Queue[MediaEvent] = asyncio.Queue()
@@ -279,6 +281,10 @@ class MediaPlane:
 
     def now_tick(self) -> int:
         return int((time.monotonic() - self._epoch) / FRAME_SECONDS)
+
+    def tick_time(self, tick: int) -> datetime:
+        """When a tick's frame is due, in UTC: AudioData timestamps step by exactly 20 ms."""
+        return datetime.fromtimestamp(self._wall_epoch + tick * FRAME_SECONDS, UTC)
 
     def emit(self, event: MediaEvent) -> None:
         self._events.put_nowait(event)

@@ -187,7 +187,7 @@ class MediaStream(_Socket):
     def on_frame(self, tick: int, mixed: Pcm | None, by_party: dict[str, Pcm | None]) -> None:
         if self._closed:
             return
-        now = datetime.now(UTC)
+        now = self._plane.tick_time(tick)
         if self.options.audio_channel_type == "unmixed":
             for raw_id, frame in by_party.items():
                 if self._media.legs.get(raw_id) is not None and self._media.legs[raw_id].app:
