@@ -139,8 +139,49 @@ OPENAPI: dict[str, Any] = {
                 parameters=[_path_param("serverCallId"), _path_param("rawId")],
             )
         },
+        "/callgrid/v1/calls/{serverCallId}/participants/{rawId}:say": {
+            "post": _op(
+                "A simulated participant says something (synthesised speech; heard by the call, recognizers, "
+                "streams, transcription and recordings)",
+                "202",
+                {
+                    "type": "object",
+                    "required": ["text"],
+                    "properties": {
+                        "text": {"type": "string", "minLength": 1, "example": "I want sales"},
+                        "voice": {"type": "string", "example": "en-US-JennyNeural"},
+                    },
+                },
+                parameters=[_path_param("serverCallId"), _path_param("rawId")],
+            )
+        },
+        "/callgrid/v1/calls/{serverCallId}/participants/{rawId}:play": {
+            "post": _op(
+                "A simulated participant plays audio as its voice: a URL, or a base64 WAV or MP3",
+                "202",
+                {
+                    "type": "object",
+                    "properties": {
+                        "url": {"type": "string", "format": "uri"},
+                        "audio": {"type": "string", "contentEncoding": "base64"},
+                    },
+                },
+                parameters=[_path_param("serverCallId"), _path_param("rawId")],
+            )
+        },
+        "/callgrid/v1/calls/{serverCallId}/participants/{rawId}/audio": {
+            "get": _op(
+                "What a simulated participant has heard since joining (audio/wav, 16 kHz mono)",
+                "200",
+                parameters=[_path_param("serverCallId"), _path_param("rawId")],
+            )
+        },
         "/callgrid/v1/recordings/{recordingId}/content": {
-            "get": _op("A stopped recording's audio (audio/wav)", "200", parameters=[_path_param("recordingId")]),
+            "get": _op(
+                "A stopped recording's file (audio/wav, audio/mpeg or video/mp4)",
+                "200",
+                parameters=[_path_param("recordingId")],
+            ),
         },
         "/callgrid/v1/recordings/{recordingId}/metadata": {
             "get": _op("A stopped recording's metadata JSON", "200", parameters=[_path_param("recordingId")]),
