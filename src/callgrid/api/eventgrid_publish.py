@@ -9,7 +9,6 @@ code) in a transaction of its own, since the publishing one is rolled back.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
@@ -20,11 +19,12 @@ from starlette.routing import Route
 from callgrid.api.auth import node_of
 from callgrid.errors import CallgridError
 from callgrid.eventgrid.delivery.metrics import MetricCounts
+from callgrid.jsonbody import loads
 
 
 def _event_count(body: bytes) -> int:
     try:
-        parsed = json.loads(body)
+        parsed = loads(body)
     except (ValueError, UnicodeDecodeError):
         return 1
     return len(parsed) if isinstance(parsed, list) and parsed else 1

@@ -35,6 +35,7 @@ from callgrid.eventgrid.subscriptions import (
     SubscriptionService,
     needs_handshake,
 )
+from callgrid.jsonbody import loads
 from callgrid.store import Store
 
 log = logging.getLogger(__name__)
@@ -237,7 +238,7 @@ class SubscriptionValidator:
 
 def _validation_response(body: bytes) -> str | None:
     try:
-        parsed = json.loads(body or b"null")
+        parsed = loads(body or b"null")
     except ValueError:
         return None
     if isinstance(parsed, dict) and isinstance(parsed.get("validationResponse"), str):

@@ -185,7 +185,7 @@ def verify_request(
         raise HmacAuthError("missing x-ms-date header")
     try:
         sent_at = parsedate_to_datetime(date_value)
-    except (TypeError, ValueError, IndexError) as exc:
+    except (TypeError, ValueError, IndexError, OverflowError) as exc:  # Overflow: a year past 9999
         raise HmacAuthError(f"the {date_header} header is not an RFC 1123 date: {date_value!r}") from exc
     if sent_at.tzinfo is None:
         sent_at = sent_at.replace(tzinfo=UTC)
