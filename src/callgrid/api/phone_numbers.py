@@ -9,15 +9,18 @@ from starlette.routing import Route
 from callgrid.api.auth import hmac_signed, node_of
 from callgrid.errors import InvalidRequest
 
+_MAX_INT = 2**31 - 1
+
 
 def _int_param(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidRequest(f"Query parameter '{name}' must be an integer.") from None
+    # isascii: int() also reads fullwidth and other Unicode digits.
+    digits = raw.strip()
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 10 or int(digits) > _MAX_INT:
+        raise InvalidRequest(f"Query parameter '{name}' must be an integer from 0 to {_MAX_INT}.")
+    return int(digits)
 
 
 @hmac_signed
