@@ -423,7 +423,29 @@ async def _connection_action(request: Request) -> Response:
     return await handler(node_of(request), request.path_params["ccid"], body)
 
 
+# Every action ACS's call-connection and participants paths have (the SDK's operations): an action callgrid
+# does not serve yet is 501; any other name is an unknown path, 404 as ACS's front door answers it.
+_ACS_CONNECTION_ACTIONS = frozenset(
+    {
+        *_CONNECTION_ACTIONS,
+        "startMediaStreaming",
+        "stopMediaStreaming",
+        "updateMediaStreaming",
+        "startTranscription",
+        "stopTranscription",
+        "updateTranscription",
+    }
+)
+_ACS_PARTICIPANTS_ACTIONS = frozenset({"add", "remove", "mute", "unmute", "cancelAddParticipant", "moveHere"})
+
+
+def _unknown_route(request: Request) -> Response:
+    return error_response(404, "NotFound", f"No route for {request.method} {request.url.path}.")
+
+
 async def connection_action_router(request: Request) -> Response:
+    if request.path_params["action"] not in _ACS_CONNECTION_ACTIONS:
+        return _unknown_route(request)
     if request.path_params["action"] in _REPEATABLE_ACTIONS:
         return await repeatable_connection_action(request)
     return await connection_action(request)
@@ -448,6 +470,12 @@ async def get_participant(request: Request) -> Response:
     async with node.store.transaction() as tx:
         participant = await node.calls.participants.get(tx, request.path_params["ccid"], raw_id)
     return JSONResponse(participant)
+
+
+async def participants_action_router(request: Request) -> Response:
+    if request.path_params["action"] not in _ACS_PARTICIPANTS_ACTIONS:
+        return _unknown_route(request)
+    return await participants_action(request)
 
 
 @hmac_signed
@@ -542,7 +570,7 @@ routes = [
     Route("/calling/callConnections:connect", connect_call, methods=["POST"]),
     Route("/calling/callConnections", create_call, methods=["POST"]),
     # Action routes before the plain ones: "{ccid}" would otherwise swallow ":terminate".
-    Route("/calling/callConnections/{ccid}/participants:{action}", participants_action, methods=["POST"]),
+    Route("/calling/callConnections/{ccid}/participants:{action}", participants_action_router, methods=["POST"]),
     Route("/calling/callConnections/{ccid}/participants", list_participants, methods=["GET"]),
     Route("/calling/callConnections/{ccid}/participants/{rawId}", get_participant, methods=["GET"]),
     Route("/calling/callConnections/{ccid}:{action}", connection_action_router, methods=["POST"]),
