@@ -34,8 +34,7 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Start callgrid: the ACS resource, its Event Grid system topic, and callgrid's own API."""
-    import uvicorn
-
+    from callgrid import http_server
     from callgrid.node import Node
     from callgrid.server import build_app
 
@@ -57,7 +56,15 @@ def serve(
     if state.tls is not None:
         ssl_args = {"ssl_certfile": str(state.tls.server_cert), "ssl_keyfile": str(state.tls.server_key)}
     try:
-        uvicorn.run(build_app(node), host=settings.host, port=settings.port, log_level=log_level, **ssl_args)
+        http_server.run(
+            build_app(node),
+            host=settings.host,
+            port=settings.port,
+            log_level=log_level,
+            headers_timeout=settings.request_headers_timeout_seconds,
+            keep_alive=settings.keep_alive_timeout_seconds,
+            **ssl_args,
+        )
     finally:
         lock.release()
 
