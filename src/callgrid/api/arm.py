@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from callgrid.api.auth import arm_bearer, node_of
+from callgrid.api.body import ARM_BODY_LIMIT
 from callgrid.api.errors import error_response, read_json
 from callgrid.errors import NotFound
 from callgrid.eventgrid.custom_topics import CUSTOM, SYSTEM, public_topic
@@ -86,7 +87,7 @@ def _done(request: Request) -> dict[str, str]:
 
 
 async def _read_json(request: Request) -> Any:
-    return await read_json(request, code="InvalidRequestContent")
+    return await read_json(request, code="InvalidRequestContent", limit=ARM_BODY_LIMIT)
 
 
 def _not_found(path: str) -> Response:

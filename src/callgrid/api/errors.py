@@ -9,6 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from callgrid.api.body import ACS_BODY_LIMIT, close_if_unread, read_body
 from callgrid.errors import CallgridError, InvalidRequest
 from callgrid.jsonbody import loads
 
@@ -21,7 +22,7 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 
 async def on_callgrid_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CallgridError)
-    return error_response(int(exc.kind), exc.code, exc.message)
+    return error_response(int(exc.kind), exc.code, exc.message, headers=close_if_unread(request))
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:
@@ -45,9 +46,12 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
 }
 
 
-async def read_json(request: Request, *, allow_empty: bool = False, code: str | None = None) -> Any:
-    """The request's JSON body; `code` is the error code of a refusal (ARM says InvalidRequestContent)."""
-    body = await request.body()
+async def read_json(
+    request: Request, *, allow_empty: bool = False, code: str | None = None, limit: int = ACS_BODY_LIMIT
+) -> Any:
+    """The request's JSON body, at most `limit` bytes; `code` is the error code of a refusal (ARM says
+    InvalidRequestContent)."""
+    body = await read_body(request, limit)
     if not body.strip():
         if allow_empty:
             return None

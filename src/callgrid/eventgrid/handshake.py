@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 from callgrid.clock import Clock, iso7
 from callgrid.errors import InvalidRequest, NotFound
-from callgrid.eventgrid.delivery.sender import Sender, SendResult
+from callgrid.eventgrid.delivery.sender import MAX_RESPONSE_BYTES, Sender, SendResult
 from callgrid.eventgrid.events import validation_event
 from callgrid.eventgrid.subscriptions import (
     AWAITING,
@@ -193,6 +193,11 @@ class SubscriptionValidator:
         body = json.dumps([event]).encode()
         result = await self._send_with_retry("POST", url, body=body, headers=headers)
         key = doc["id"].lower()
+        if result.status == 200 and result.truncated:
+            # Not read whole (a validation answer is tens of bytes; this may be a decompression bomb).
+            reason = f"an answer larger than {MAX_RESPONSE_BYTES // 1024} KiB"
+            await self._complete(key, code, _failure(url, reason))
+            return
         if result.status == 200:
             echoed = _validation_response(result.body)
             if echoed == code:

@@ -21,6 +21,7 @@ class SendResult:
     body: bytes = b""
     headers: dict[str, str] | None = None
     error: str | None = None
+    truncated: bool = False  # the answer was longer than MAX_RESPONSE_BYTES; `body` is its beginning
 
     @property
     def ok(self) -> bool:
@@ -43,6 +44,26 @@ def outcome_for(status: int) -> str:
     if 200 <= status <= 204:
         return "Succeeded"
     return _OUTCOMES.get(status, "GenericError")
+
+
+# What is read of an answer (after decompression): a handshake's {"validationResponse": ...} is tens of
+# bytes and a delivery's answer is only looked at for its status. Reading with a bound, rather than
+# response.read(), keeps a gzip bomb from being inflated whole (aiohttp inflates as it is read).
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """At most `limit` bytes of the body, and whether it was longer (then its connection is closed rather
+    than drained)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(16 * 1024):
+        chunks.append(chunk[: limit - size])
+        size += len(chunk)
+        if size > limit:
+            response.close()
+            return b"".join(chunks), True
+    return b"".join(chunks), False
 
 
 class Sender(Protocol):
@@ -75,11 +96,12 @@ class AiohttpSender:
                 timeout=aiohttp.ClientTimeout(total=timeout),
                 allow_redirects=False,
             ) as response:
-                content = await response.read()
+                content, truncated = await _read_bounded(response, MAX_RESPONSE_BYTES)
                 return SendResult(
                     status=response.status,
                     outcome=outcome_for(response.status),
                     body=content,
+                    truncated=truncated,
                     headers={k: v for k, v in response.headers.items()},
                 )
         except TimeoutError:
