@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+import time
 from datetime import UTC, datetime
 from urllib.parse import quote
 
@@ -170,3 +171,55 @@ def test_an_unknown_call_connection_action_is_404(fresh: CallgridProcess, path: 
         fresh.endpoint + quote(full, safe="/:?=&"), data=b"{}", headers=_signed_headers(fresh, "POST", full, b"{}")
     )
     assert _assert_error(response.status_code, response.json(), 404)["code"] == "NotFound"
+
+
+def _signed_post(server: CallgridProcess, path: str, body: object) -> requests.Response:
+    data = json.dumps(body).encode()
+    return requests.post(server.endpoint + path, data=data, headers=_signed_headers(server, "POST", path, data))
+
+
+def _connected_call(server: CallgridProcess) -> str:
+    user = CommunicationIdentityClient.from_connection_string(server.connection_string).create_user().properties["id"]
+    server.client().set_endpoint(user, "answer")
+    target = {"kind": "communicationUser", "communicationUser": {"id": user}, "rawId": user}
+    created = _signed_post(
+        server,
+        "/calling/callConnections?api-version=2025-05-15",
+        {"targets": [target], "callbackUri": "http://127.0.0.1:9/cb"},
+    )
+    assert created.status_code == 201, created.text
+    ccid: str = created.json()["callConnectionId"]
+    path = f"/calling/callConnections/{ccid}?api-version=2025-05-15"
+    for _ in range(100):
+        state = requests.get(server.endpoint + path, headers=_signed_headers(server, "GET", path, b"")).json()
+        if state.get("callConnectionState") == "connected":
+            return ccid
+        time.sleep(0.05)
+    raise AssertionError(f"call {ccid} never connected: {state}")
+
+
+def test_media_actions_with_wrong_types_are_400(fresh: CallgridProcess) -> None:
+    # Found by a type-confusion fuzz of every action's fields: each was a 500 (TypeError, AttributeError).
+    ccid = _connected_call(fresh)
+    user = "8:acs:x"
+    target = {"kind": "communicationUser", "communicationUser": {"id": user}, "rawId": user}
+    file = {"kind": "file", "file": {"uri": "http://127.0.0.1:9/a.wav"}}
+    recognize = {"recognizeInputType": "dtmf", "recognizeOptions": {"targetParticipant": target}}
+    cases = [
+        (":play", {"playSources": [{"kind": "file", "file": "http://127.0.0.1:9/a.wav"}]}),
+        (":recognize", {**recognize, "playPrompts": [{"kind": "file", "file": 1}]}),
+        (":recognize", {**recognize, "playPrompts": 1}),
+        (
+            ":recognize",
+            {
+                **recognize,
+                "playPrompts": [file],
+                "recognizeOptions": {"targetParticipant": target, "dtmfOptions": {"stopTones": 5}},
+            },
+        ),
+        (":hold", {"targetParticipant": target, "playSourceInfo": {"kind": "file", "file": [1]}}),
+    ]
+    for action, body in cases:
+        response = _signed_post(fresh, f"/calling/callConnections/{ccid}{action}?api-version=2025-05-15", body)
+        assert response.status_code == 400, (action, body, response.text)
+        assert response.json()["error"]["code"] == "8523"

@@ -227,7 +227,8 @@ async def _probe_sources(node: Node, ccid: str, raw_sources: Any, name: str) -> 
     for i, source in enumerate(raw_sources):
         kind = str(source.get("kind", "")).lower() if isinstance(source, dict) else ""
         if kind == "file":
-            uri = (source.get("file") or {}).get("uri")
+            file = source.get("file")
+            uri = file.get("uri") if isinstance(file, dict) else None
             if not isinstance(uri, str) or not uri:
                 raise InvalidRequest(f"{name}[{i}].file.uri is required.", code="8523")
             probes.append(await probe_file(uri))
@@ -272,7 +273,10 @@ async def _recognize(node: Node, ccid: str, body: dict[str, Any]) -> Response:
     prompts: list[Any] = []
     if body.get("playPrompt") is not None:
         prompts.append(body["playPrompt"])
-    prompts.extend(body.get("playPrompts") or [])
+    more = body.get("playPrompts") or []
+    if not isinstance(more, list):
+        raise InvalidRequest("'playPrompts' must be an array of play sources.", code="8523")
+    prompts.extend(more)
     probes = await _probe_sources(node, ccid, prompts, "playPrompts") if prompts else []
     recognize = RecognizeOptions(
         input_type=input_type,
@@ -282,7 +286,7 @@ async def _recognize(node: Node, ccid: str, body: dict[str, Any]) -> Response:
         initial_silence_seconds=_seconds(options, "initialSilenceTimeoutInSeconds", INITIAL_SILENCE_SECONDS, 300),
         inter_tone_seconds=_seconds(dtmf, "interToneTimeoutInSeconds", INTER_TONE_SECONDS, 60),
         max_tones=int(_seconds(dtmf, "maxTonesToCollect", MAX_TONES, 128)),
-        stop_tones=[str(t) for t in dtmf.get("stopTones") or []],
+        stop_tones=_stop_tones(dtmf.get("stopTones")),
         choices=_choices(options.get("choices")),
     )
     async with node.store.transaction() as tx:
@@ -295,6 +299,14 @@ async def _recognize(node: Node, ccid: str, body: dict[str, Any]) -> Response:
             callback_uri=callback,
         )
     return Response(status_code=202)
+
+
+def _stop_tones(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise InvalidRequest("recognizeOptions.dtmfOptions.stopTones must be an array of tone names.", code="8523")
+    return value
 
 
 def _choices(value: Any) -> list[dict[str, str | None]]:
