@@ -75,14 +75,18 @@ class Sender(Protocol):
 
 
 class AiohttpSender:
-    def __init__(self, max_connections: int = 256) -> None:
+    def __init__(self, max_connections: int = 256, max_connections_per_host: int = 32) -> None:
         self._max_connections = max_connections
+        # A host's share of the connections (the delivery engine's per-destination share, too): requests
+        # to a host that hangs, timed-out ones still waiting for a late answer included, wait for that
+        # host's own connections and never take every connection from the others.
+        self._max_per_host = max_connections_per_host
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             # Local apps often use self-signed certificates; Azure would refuse them, an emulator should not.
-            connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=False)
+            connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=self._max_per_host, ssl=False)
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
         return self._session
 
