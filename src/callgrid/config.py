@@ -29,6 +29,10 @@ class Settings:
     resource_name: str = "callgrid"
     subscription_id: str = "00000000-0000-0000-0000-000000000000"
     resource_group: str = "callgrid-rg"
+    # Connections: a request's headers must arrive within this many seconds (Kestrel's RequestHeadersTimeout
+    # default), and an idle kept-alive connection is closed after keep_alive_timeout_seconds (uvicorn's default).
+    request_headers_timeout_seconds: float = 30.0
+    keep_alive_timeout_seconds: float = 5.0
     # HMAC: how far x-ms-date may be from our clock.
     max_clock_skew_seconds: float = 900.0
     # How long an offer rings (and its incomingCallContext lives) before it times out (sub-code 8587).

@@ -16,6 +16,7 @@ class ErrorKind(IntEnum):
     FORBIDDEN = 403
     NOT_FOUND = 404
     CONFLICT = 409
+    REQUEST_TIMEOUT = 408
     PRECONDITION_FAILED = 412
     TOO_LARGE = 413
 
@@ -58,3 +59,8 @@ class Unauthorized(CallgridError):
 class PayloadTooLarge(CallgridError):
     kind = ErrorKind.TOO_LARGE
     default_code = "PayloadTooLarge"
+
+
+class RequestTimeout(CallgridError):
+    kind = ErrorKind.REQUEST_TIMEOUT
+    default_code = "RequestTimeout"

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+# [0-9], not \d, which takes any Unicode digit (fullwidth, Arabic-Indic, ...); ACS takes ASCII only.
+# "\Z", not "$", which also matches before a trailing newline.
+E164 = re.compile(r"^\+[1-9][0-9]{6,14}\Z")
 
 
 class IdentifierKind(StrEnum):

@@ -17,6 +17,9 @@ def string_in(count: int) -> dict[str, Any]:
     return {"operatorType": "StringIn", "key": "data.k", "values": [f"v{i}" for i in range(count)]}
 
 
+STORAGE = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/deadacct"
+BLOB = {"blobContainerName": "dead-letters"}
+
 BAD: list[tuple[str, dict[str, Any], str]] = [
     ("v78-26-filters", {"filter": {"advancedFilters": [string_in(1) for _ in range(26)]}}, "26 advanced filters"),
     ("v79-26-values", {"filter": {"advancedFilters": [string_in(13), string_in(13)]}}, "26 values"),
@@ -52,8 +55,45 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("dead-letter-queue", {"deadLetterDestination": {"endpointType": "StorageQueue", "properties": {}}}, "StorageBlob"),
     (
         "dead-letter-no-container",
-        {"deadLetterDestination": {"endpointType": "StorageBlob", "properties": {"resourceId": "/x"}}},
+        {"deadLetterDestination": {"endpointType": "StorageBlob", "properties": {"resourceId": STORAGE}}},
         "blobContainerName",
+    ),
+    *(
+        (
+            f"dead-letter-{label}",
+            {"deadLetterDestination": {"endpointType": "StorageBlob", "properties": {"resourceId": rid, **BLOB}}},
+            "resourceId",
+        )
+        for label, rid in [
+            ("dotdot", "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/.."),
+            ("dotdot-tail", STORAGE + "/.."),
+            ("not-storage", "/x"),
+            ("short-name", STORAGE.replace("deadacct", "ab")),
+            ("long-name", STORAGE.replace("deadacct", "a" * 25)),
+            ("hyphen-name", STORAGE.replace("deadacct", "dead-acct")),
+            ("web-site", "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/deadacct"),
+        ]
+    ),
+    *(
+        (
+            f"dead-letter-container-{label}",
+            {
+                "deadLetterDestination": {
+                    "endpointType": "StorageBlob",
+                    "properties": {"resourceId": STORAGE, "blobContainerName": container},
+                }
+            },
+            "blobContainerName",
+        )
+        for label, container in [
+            ("dotdot", ".."),
+            ("slash", "../../etc"),
+            ("upper", "Letters"),
+            ("double-hyphen", "dead--letters"),
+            ("newline", "letters\n"),
+            ("short", "ab"),
+            ("long", "a" * 64),
+        ]
     ),
     (
         "relative-url",

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from callgrid.api.auth import arm_bearer, node_of
+from callgrid.api.body import ARM_BODY_LIMIT
 from callgrid.api.errors import error_response, read_json
 from callgrid.errors import NotFound
 from callgrid.eventgrid.custom_topics import CUSTOM, SYSTEM, public_topic
@@ -83,6 +84,10 @@ def _lro(request: Request, operation_id: str) -> dict[str, str]:
 
 def _done(request: Request) -> dict[str, str]:
     return _lro(request, _DONE + str(uuid.uuid4()))
+
+
+async def _read_json(request: Request) -> Any:
+    return await read_json(request, code="InvalidRequestContent", limit=ARM_BODY_LIMIT)
 
 
 def _not_found(path: str) -> Response:
@@ -188,10 +193,10 @@ async def _topic(request: Request, match: re.Match[str]) -> Response:
             if action == "listkeys":
                 keys = node.topics.keys(await node.topics.get(tx, topic_id))
             else:
-                keys = await node.topics.regenerate_key(tx, topic_id, await read_json(request))
+                keys = await node.topics.regenerate_key(tx, topic_id, await _read_json(request))
         return JSONResponse(keys)
     if request.method == "PUT":
-        body = await read_json(request)
+        body = await _read_json(request)
         async with node.store.transaction() as tx:
             if kind == CUSTOM:
                 doc, created = await node.topics.put_topic(tx, arm_id=topic_id, name=name, body=body)
@@ -207,7 +212,7 @@ async def _topic(request: Request, match: re.Match[str]) -> Response:
             doc = await node.topics.get(tx, topic_id, kind)
         return JSONResponse(public_topic(doc))
     if request.method == "PATCH":
-        body = await read_json(request)
+        body = await _read_json(request)
         async with node.store.transaction() as tx:
             doc = await node.topics.get(tx, topic_id, kind)
             if isinstance(body, dict) and isinstance(body.get("tags"), dict):
@@ -246,7 +251,7 @@ async def _subscription(request: Request, parent: _Parent, name: str | None, act
             return JSONResponse({"endpointUrl": dest_props["endpointUrl"]})
         return JSONResponse({"value": dest_props.get("deliveryAttributeMappings") or []})
     if request.method in ("PUT", "PATCH"):
-        body = await read_json(request)
+        body = await _read_json(request)
         async with node.store.transaction() as tx:
             if request.method == "PUT":
                 doc, _ = await node.subscriptions.put(

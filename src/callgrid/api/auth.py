@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from urllib.parse import quote
@@ -10,10 +11,11 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response
 
+from callgrid.api.body import ACS_BODY_LIMIT, close_if_unread, read_body
 from callgrid.api.errors import error_response
 from callgrid.clock import to_datetime
 from callgrid.node import Node
-from callgrid.security import HmacAuthError, TokenError, verify_arm_token, verify_request
+from callgrid.security import HmacAuthError, TokenError, check_headers, verify_arm_token, verify_signature
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -31,25 +33,40 @@ def raw_target(request: Request) -> str:
     return f"{target}?{query.decode('latin-1')}" if query else target
 
 
+def _denied(request: Request, exc: HmacAuthError) -> Response:
+    # The real service says only the first sentence; the second tells a developer what to fix.
+    message = f"Denied by the resource provider. {exc}"
+    return error_response(401, "Denied", message, headers=close_if_unread(request))
+
+
 def hmac_signed(handler: Handler) -> Handler:
+    """The signature's headers are checked before the body is read; the body is hashed as it streams in, up
+    to the ACS routes' limit (api/body.py), then the hash and the signature are checked."""
+
     @functools.wraps(handler)
     async def wrapper(request: Request) -> Response:
         node = node_of(request)
-        body = await request.body()
         try:
-            verify_request(
-                method=request.method,
-                raw_target=raw_target(request),
-                host=request.headers.get("host", ""),
-                headers=dict(request.headers),
-                body=body,
-                access_key=node.resource.access_key,
+            signed = check_headers(
+                request.headers,
                 now=to_datetime(node.wall_clock.now()),
                 max_skew=timedelta(seconds=node.settings.max_clock_skew_seconds),
             )
         except HmacAuthError as exc:
-            # The real service says only the first sentence; the second tells a developer what to fix.
-            return error_response(401, "Denied", f"Denied by the resource provider. {exc}")
+            return _denied(request, exc)
+        digest = hashlib.sha256()
+        await read_body(request, ACS_BODY_LIMIT, on_chunk=digest.update)
+        try:
+            verify_signature(
+                signed,
+                method=request.method,
+                raw_target=raw_target(request),
+                host=request.headers.get("host", ""),
+                body_digest=digest.digest(),
+                access_key=node.resource.access_key,
+            )
+        except HmacAuthError as exc:
+            return _denied(request, exc)
         return await handler(request)
 
     return wrapper
@@ -61,17 +78,21 @@ def arm_bearer(handler: Handler) -> Handler:
         node = node_of(request)
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
+        close = close_if_unread(request)
         if scheme.lower() != "bearer" or not token:
             return error_response(
                 401,
                 "AuthenticationFailed",
                 "Authentication failed. The 'Authorization' header is missing: send "
                 "'Authorization: Bearer <token>' with the token `callgrid env` prints as CALLGRID_ARM_TOKEN.",
+                headers=close,
             )
         try:
             verify_arm_token(node.keys.token_key.public_key(), token.strip(), now=to_datetime(node.wall_clock.now()))
         except TokenError as exc:
-            return error_response(401, "InvalidAuthenticationToken", f"The access token is invalid: {exc}")
+            return error_response(
+                401, "InvalidAuthenticationToken", f"The access token is invalid: {exc}", headers=close
+            )
         return await handler(request)
 
     return wrapper

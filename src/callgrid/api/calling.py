@@ -248,7 +248,8 @@ async def _probe_sources(node: Node, ccid: str, raw_sources: Any, name: str) -> 
         kind = str(source.get("kind", "")).lower() if isinstance(source, dict) else ""
         cache_id = source.get("playSourceCacheId") if isinstance(source, dict) else None
         if kind == "file":
-            uri = (source.get("file") or {}).get("uri")
+            file = source.get("file")
+            uri = file.get("uri") if isinstance(file, dict) else None
             if not isinstance(uri, str) or not uri:
                 raise InvalidRequest(f"{name}[{i}].file.uri is required.", code="8523")
             probes.append(await node.prompts.file(uri, cache_id if isinstance(cache_id, str) else None))
@@ -312,7 +313,10 @@ async def _recognize(node: Node, ccid: str, body: dict[str, Any]) -> Response:
     prompts: list[Any] = []
     if body.get("playPrompt") is not None:
         prompts.append(body["playPrompt"])
-    prompts.extend(body.get("playPrompts") or [])
+    more = body.get("playPrompts") or []
+    if not isinstance(more, list):
+        raise InvalidRequest("'playPrompts' must be an array of play sources.", code="8523")
+    prompts.extend(more)
     probes = await _probe_sources(node, ccid, prompts, "playPrompts") if prompts else []
     recognize = RecognizeOptions(
         input_type=input_type,
@@ -322,7 +326,7 @@ async def _recognize(node: Node, ccid: str, body: dict[str, Any]) -> Response:
         initial_silence_seconds=_seconds(options, "initialSilenceTimeoutInSeconds", INITIAL_SILENCE_SECONDS, 300),
         inter_tone_seconds=_seconds(dtmf, "interToneTimeoutInSeconds", INTER_TONE_SECONDS, 60),
         max_tones=int(_seconds(dtmf, "maxTonesToCollect", MAX_TONES, 128)),
-        stop_tones=[str(t) for t in dtmf.get("stopTones") or []],
+        stop_tones=_stop_tones(dtmf.get("stopTones")),
         choices=_choices(options.get("choices")),
         end_silence_seconds=_end_silence(options.get("speechOptions")),
         speech_language=options.get("speechLanguage") if isinstance(options.get("speechLanguage"), str) else None,
@@ -337,6 +341,14 @@ async def _recognize(node: Node, ccid: str, body: dict[str, Any]) -> Response:
             callback_uri=callback,
         )
     return Response(status_code=202)
+
+
+def _stop_tones(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise InvalidRequest("recognizeOptions.dtmfOptions.stopTones must be an array of tone names.", code="8523")
+    return value
 
 
 def _choices(value: Any) -> list[dict[str, Any]]:
@@ -536,7 +548,29 @@ async def _connection_action(request: Request) -> Response:
     return await handler(node_of(request), request.path_params["ccid"], body)
 
 
+# Every action ACS's call-connection and participants paths have (the SDK's operations): an action callgrid
+# does not serve yet is 501; any other name is an unknown path, 404 as ACS's front door answers it.
+_ACS_CONNECTION_ACTIONS = frozenset(
+    {
+        *_CONNECTION_ACTIONS,
+        "startMediaStreaming",
+        "stopMediaStreaming",
+        "updateMediaStreaming",
+        "startTranscription",
+        "stopTranscription",
+        "updateTranscription",
+    }
+)
+_ACS_PARTICIPANTS_ACTIONS = frozenset({"add", "remove", "mute", "unmute", "cancelAddParticipant", "moveHere"})
+
+
+def _unknown_route(request: Request) -> Response:
+    return error_response(404, "NotFound", f"No route for {request.method} {request.url.path}.")
+
+
 async def connection_action_router(request: Request) -> Response:
+    if request.path_params["action"] not in _ACS_CONNECTION_ACTIONS:
+        return _unknown_route(request)
     if request.path_params["action"] in _REPEATABLE_ACTIONS:
         return await repeatable_connection_action(request)
     return await connection_action(request)
@@ -561,6 +595,12 @@ async def get_participant(request: Request) -> Response:
     async with node.store.transaction() as tx:
         participant = await node.calls.participants.get(tx, request.path_params["ccid"], raw_id)
     return JSONResponse(participant)
+
+
+async def participants_action_router(request: Request) -> Response:
+    if request.path_params["action"] not in _ACS_PARTICIPANTS_ACTIONS:
+        return _unknown_route(request)
+    return await participants_action(request)
 
 
 @hmac_signed
@@ -680,7 +720,7 @@ routes = [
     Route("/calling/callConnections:connect", connect_call, methods=["POST"]),
     Route("/calling/callConnections", create_call, methods=["POST"]),
     # Action routes before the plain ones: "{ccid}" would otherwise swallow ":terminate".
-    Route("/calling/callConnections/{ccid}/participants:{action}", participants_action, methods=["POST"]),
+    Route("/calling/callConnections/{ccid}/participants:{action}", participants_action_router, methods=["POST"]),
     Route("/calling/callConnections/{ccid}/participants", list_participants, methods=["GET"]),
     Route("/calling/callConnections/{ccid}/participants/{rawId}", get_participant, methods=["GET"]),
     Route("/calling/callConnections/{ccid}:{action}", connection_action_router, methods=["POST"]),

@@ -79,10 +79,9 @@ def dead_letter_view(row: DeadLetterRow) -> dict[str, Any]:
 
 def _limit(request: Request) -> int:
     raw = request.query_params.get("limit", "100")
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"limit must be an integer; got '{raw}'.") from None
+    if not raw.isascii() or not raw.strip().isdigit():  # int() also reads fullwidth digits
+        raise InvalidRequest(f"limit must be an integer; got '{raw}'.")
+    limit = int(raw)
     if not 1 <= limit <= 1000:
         raise InvalidRequest("limit must be between 1 and 1000.")
     return limit

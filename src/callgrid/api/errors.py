@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -10,7 +9,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from callgrid.api.body import ACS_BODY_LIMIT, close_if_unread, read_body
 from callgrid.errors import CallgridError, InvalidRequest
+from callgrid.jsonbody import loads
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 
 async def on_callgrid_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CallgridError)
-    return error_response(int(exc.kind), exc.code, exc.message)
+    return error_response(int(exc.kind), exc.code, exc.message, headers=close_if_unread(request))
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:
@@ -45,16 +46,20 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
 }
 
 
-async def read_json(request: Request, *, allow_empty: bool = False) -> Any:
-    body = await request.body()
+async def read_json(
+    request: Request, *, allow_empty: bool = False, code: str | None = None, limit: int = ACS_BODY_LIMIT
+) -> Any:
+    """The request's JSON body, at most `limit` bytes; `code` is the error code of a refusal (ARM says
+    InvalidRequestContent)."""
+    body = await read_body(request, limit)
     if not body.strip():
         if allow_empty:
             return None
-        raise InvalidRequest("The request body is empty; a JSON object was expected.")
+        raise InvalidRequest("The request body is empty; a JSON object was expected.", code=code)
     try:
-        return json.loads(body)
+        return loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}.") from None
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}.", code=code) from None
 
 
 async def read_object(request: Request, *, allow_empty: bool = False) -> dict[str, Any]:
@@ -75,6 +80,14 @@ def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, req
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise InvalidRequest(f"'{name}' must be of type {_json_type(expected)}.")
+    return value
+
+
+def string_list(body: dict[str, Any], name: str, *, required: bool = True, code: str | None = None) -> Any:
+    """An array of strings (or None when absent and not required)."""
+    value = field(body, name, list, required=required)
+    if value is not None and not all(isinstance(item, str) for item in value):
+        raise InvalidRequest(f"'{name}' must be an array of strings.", code=code)
     return value
 
 

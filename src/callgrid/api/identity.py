@@ -7,14 +7,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from callgrid.api.auth import hmac_signed, node_of
-from callgrid.api.errors import field, read_object
+from callgrid.api.errors import field, read_object, string_list
 
 
 @hmac_signed
 async def create_identity(request: Request) -> Response:
     node = node_of(request)
     body = await read_object(request, allow_empty=True)
-    scopes = field(body, "createTokenWithScopes", list, required=False)
+    scopes = string_list(body, "createTokenWithScopes", required=False, code="ValidationError")
     minutes = field(body, "expiresInMinutes", int, required=False)
     async with node.store.transaction() as tx:
         user_id = await node.identities.create_user(tx)
@@ -37,7 +37,7 @@ async def delete_identity(request: Request) -> Response:
 async def issue_access_token(request: Request) -> Response:
     node = node_of(request)
     body = await read_object(request)
-    scopes = field(body, "scopes", list)
+    scopes = string_list(body, "scopes", code="ValidationError")
     minutes = field(body, "expiresInMinutes", int, required=False)
     async with node.store.transaction() as tx:
         token = await node.identities.issue_token(tx, request.path_params["id"], scopes, minutes)

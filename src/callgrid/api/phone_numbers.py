@@ -22,15 +22,18 @@ from callgrid.errors import InvalidRequest
 from callgrid.platform import number_lookup
 from callgrid.platform.number_orders import StartedOperation
 
+_MAX_INT = 2**31 - 1
+
 
 def _int_param(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise InvalidRequest(f"Query parameter '{name}' must be an integer.") from None
+    # isascii: int() also reads fullwidth and other Unicode digits.
+    digits = raw.strip()
+    if not digits.isascii() or not digits.isdigit() or len(digits) > 10 or int(digits) > _MAX_INT:
+        raise InvalidRequest(f"Query parameter '{name}' must be an integer from 0 to {_MAX_INT}.")
+    return int(digits)
 
 
 def _page(request: Request, items: list[dict[str, Any]], key: str) -> Response:

@@ -16,7 +16,7 @@ from callgrid.client import CallgridClient, CallgridHttpError
 from callgrid.config import Settings
 from callgrid.platform.resource import CommunicationResource, load_or_create_resource
 from callgrid.security import TlsMaterial, ensure_tls_material, issue_arm_token, load_or_create_rsa_key
-from callgrid.store import open_store
+from callgrid.store import StoreUnusable, open_store
 
 console = Console()
 err = Console(stderr=True)
@@ -83,9 +83,12 @@ def saved_server(data_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def local_state(settings: Settings) -> LocalState:
+def local_state(settings: Settings, *, verify_store: bool = False) -> LocalState:
+    """The resource and TLS material of a data directory; a store that cannot be used ends the command
+    with its message (exit 1), not a traceback."""
+
     async def load() -> CommunicationResource:
-        store = await open_store(settings.resolved_store_url)
+        store = await open_store(settings.resolved_store_url, verify=verify_store)
         try:
             async with store.transaction() as tx:
                 return await load_or_create_resource(
@@ -98,7 +101,11 @@ def local_state(settings: Settings) -> LocalState:
             await store.close()
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    resource = asyncio.run(load())
+    try:
+        resource = asyncio.run(load())
+    except StoreUnusable as exc:
+        err.print(f"[red]error[/red] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(1) from None
     tls = ensure_tls_material(settings.data_dir / "tls") if settings.tls else None
     return LocalState(settings, resource, tls)
 

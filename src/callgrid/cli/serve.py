@@ -10,8 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
-from callgrid.cli.common import DataDir, LocalState, PortOption, console, local_state, settings_for
+from callgrid.cli.common import DataDir, LocalState, PortOption, console, err, local_state, settings_for
 from callgrid.config import DEFAULT_PORT
+from callgrid.datadir import DataDirInUse, lock_data_dir
 
 Port = Annotated[int, typer.Option("--port", "-p", help="Port on 127.0.0.1.", envvar="CALLGRID_PORT")]
 Insecure = Annotated[bool, typer.Option("--insecure-http", help="Plain HTTP instead of TLS.")]
@@ -33,32 +34,42 @@ def serve(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Start callgrid: the ACS resource, its Event Grid system topic, and callgrid's own API."""
-    import uvicorn
-
+    from callgrid import http_server
     from callgrid.node import Node
     from callgrid.server import build_app
 
     settings = settings_for(data_dir, port, insecure_http, clock=clock, ring_timeout_seconds=ring_timeout)
-    state = local_state(settings)
+    try:
+        # Before anything is written to the data directory (server.json names the port clients use).
+        lock = lock_data_dir(settings.data_dir, port=settings.port)
+    except DataDirInUse as exc:
+        err.print(f"[red]error[/red] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(1) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    state = local_state(settings, verify_store=True)
     (settings.data_dir / "server.json").write_text(
         json.dumps({"port": settings.port, "tls": settings.tls, "endpoint": settings.endpoint})
     )
     _banner(state)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     node = Node(settings)
     ssl_args: dict[str, Any] = {}
     if state.tls is not None:
         ssl_args = {"ssl_certfile": str(state.tls.server_cert), "ssl_keyfile": str(state.tls.server_key)}
-    uvicorn.run(
-        build_app(node),
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        # An idle TLS keep-alive connection (an SDK client's pool) is only closed once its peer answers
-        # the close: without a limit, SIGTERM waited for clients that never did.
-        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
-        **ssl_args,
-    )
+    try:
+        http_server.run(
+            build_app(node),
+            host=settings.host,
+            port=settings.port,
+            log_level=log_level,
+            headers_timeout=settings.request_headers_timeout_seconds,
+            keep_alive=settings.keep_alive_timeout_seconds,
+            # An idle TLS keep-alive connection (an SDK client's pool) is only closed once its peer answers
+            # the close: without a limit, SIGTERM waited for clients that never did.
+            graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+            **ssl_args,
+        )
+    finally:
+        lock.release()
 
 
 SHUTDOWN_GRACE_SECONDS = 2

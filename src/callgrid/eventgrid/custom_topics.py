@@ -32,6 +32,7 @@ from callgrid.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge,
 from callgrid.eventgrid.events import parse_time
 from callgrid.eventgrid.mapping import map_custom_event, validate_input_schema_mapping
 from callgrid.eventgrid.subscriptions import CLOUD_EVENT_SCHEMA, CUSTOM_EVENT_SCHEMA, EVENT_GRID_SCHEMA
+from callgrid.jsonbody import loads
 from callgrid.store import StoreTx
 
 CUSTOM = "topic"
@@ -298,7 +299,7 @@ class TopicService:
                 code="PayloadTooLarge",
             )
         try:
-            parsed = json.loads(body)
+            parsed = loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise _invalid(f"The request body is not valid JSON: {exc}.", "BadRequest") from None
         schema = doc["properties"]["inputSchema"]

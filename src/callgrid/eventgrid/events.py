@@ -12,7 +12,8 @@ from callgrid.clock import iso7
 # RFC 3339 as Event Grid writes it; .NET writes 7 fractional digits, Python takes at most 6.
 _RFC3339 = re.compile(
     r"^(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d+))?"
-    r"(?P<tz>[Zz]|[+-]\d{2}:\d{2})?$"
+    r"(?P<tz>[Zz]|[+-]\d{2}:\d{2})?$",
+    re.ASCII,  # \d would take any Unicode digit, and int() reads them
 )
 
 

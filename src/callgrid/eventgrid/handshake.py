@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 from callgrid.clock import Clock, iso7
 from callgrid.errors import InvalidRequest, NotFound
-from callgrid.eventgrid.delivery.sender import Sender, SendResult
+from callgrid.eventgrid.delivery.sender import MAX_RESPONSE_BYTES, Sender, SendResult
 from callgrid.eventgrid.events import validation_event
 from callgrid.eventgrid.subscriptions import (
     AWAITING,
@@ -36,6 +36,7 @@ from callgrid.eventgrid.subscriptions import (
     SubscriptionService,
     needs_handshake,
 )
+from callgrid.jsonbody import loads
 from callgrid.store import Store
 
 log = logging.getLogger(__name__)
@@ -213,6 +214,11 @@ class SubscriptionValidator:
         body = json.dumps([event]).encode()
         result = await self._send_with_retry("POST", url, body=body, headers=headers)
         key = doc["id"].lower()
+        if result.status == 200 and result.truncated:
+            # Not read whole (a validation answer is tens of bytes; this may be a decompression bomb).
+            reason = f"an answer larger than {MAX_RESPONSE_BYTES // 1024} KiB"
+            await self._complete(key, code, _failure(url, reason))
+            return
         if result.status == 200:
             echoed = _validation_response(result.body)
             if echoed == code:
@@ -258,7 +264,7 @@ class SubscriptionValidator:
 
 def _validation_response(body: bytes) -> str | None:
     try:
-        parsed = json.loads(body or b"null")
+        parsed = loads(body or b"null")
     except ValueError:
         return None
     if isinstance(parsed, dict) and isinstance(parsed.get("validationResponse"), str):

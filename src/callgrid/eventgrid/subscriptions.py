@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from callgrid.clock import Clock, iso7
 from callgrid.errors import InvalidRequest, NotFound
 from callgrid.eventgrid.delivery.attributes import validate_delivery_attribute_mappings
+from callgrid.eventgrid.delivery.deadletter import is_container_name, storage_account
 from callgrid.eventgrid.events import parse_time
 from callgrid.eventgrid.filters import CompiledFilter, InvalidFilter, compile_filter
 from callgrid.store import StoreTx
@@ -41,13 +42,12 @@ _ALLOWED_OUTPUT = {
     CLOUD_EVENT_SCHEMA: (CLOUD_EVENT_SCHEMA,),
     CUSTOM_EVENT_SCHEMA: DELIVERY_SCHEMAS,
 }
-_NAME = re.compile(r"^[A-Za-z0-9-]{3,64}$")
+_NAME = re.compile(r"^[A-Za-z0-9-]{3,64}\Z")
 _FUNCTION_ID = re.compile(
     r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Web/sites/(?P<app>[^/]+)"
     r"/functions/(?P<function>[^/]+)$",
     re.IGNORECASE,
 )
-_CONTAINER = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$")
 
 # Provisioning states (eventgrid.md 2.1).
 CREATING, UPDATING, SUCCEEDED, FAILED, AWAITING = (
@@ -168,7 +168,13 @@ def _dead_letter(value: Any) -> dict[str, Any]:
     container = props.get("blobContainerName")
     if not isinstance(resource_id, str) or not resource_id:
         raise _invalid("deadLetterDestination.properties.resourceId (the storage account's ARM id) is required.")
-    if not isinstance(container, str) or not _CONTAINER.match(container):
+    if storage_account(resource_id) is None:
+        raise _invalid(
+            f"deadLetterDestination.properties.resourceId '{resource_id}' is not a storage account's id: "
+            "/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Storage/storageAccounts/{name}, "
+            "the name 3 to 24 lower-case letters and digits."
+        )
+    if not isinstance(container, str) or not is_container_name(container):
         raise _invalid(
             "deadLetterDestination.properties.blobContainerName must be a container name: 3 to 63 lower-case "
             "letters, digits and single hyphens."

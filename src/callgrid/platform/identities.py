@@ -51,6 +51,8 @@ class IdentityService:
         await self.require(tx, user_id)
         if not scopes:
             raise InvalidRequest("At least one scope is required (chat, voip, ...).", code="ValidationError")
+        if not all(isinstance(scope, str) for scope in scopes):
+            raise InvalidRequest("Token scopes must be strings (chat, voip, ...).", code="ValidationError")
         unknown = sorted(set(scopes) - TOKEN_SCOPES)
         if unknown:
             raise InvalidRequest(

@@ -11,7 +11,7 @@ from azure.communication.callautomation import (
 )
 from azure.communication.callautomation._shared.models import identifier_from_raw_id
 
-_E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+_E164 = re.compile(r"^\+[1-9][0-9]{1,14}\Z")
 # Separators people type or spreadsheets keep; anything else is an error, never silently dropped.
 _SEPARATORS = re.compile(r"[\s().\-]")
 _ACS_PREFIXES = ("8:acs:", "8:gcch-acs:", "8:dod-acs:", "8:spool:")

@@ -136,7 +136,7 @@ def plan_subscriptions(
 
 def _index(prefix: str, name: str) -> int:
     tail = name[len(prefix) + 1 :]
-    return int(tail) if tail.isdigit() else 0
+    return int(tail) if tail.isascii() and tail.isdigit() else 0
 
 
 class StaticToken:

@@ -9,11 +9,14 @@ from callgrid.security.call_context import (
 )
 from callgrid.security.hmac_auth import (
     HmacAuthError,
+    SignedRequest,
+    check_headers,
     content_hash,
     format_http_date,
     new_access_key,
     sign_request,
     verify_request,
+    verify_signature,
 )
 from callgrid.security.keys import jwks, key_id, load_or_create_rsa_key
 from callgrid.security.tls import TlsMaterial, ensure_tls_material
@@ -29,8 +32,10 @@ from callgrid.security.tokens import (
 __all__ = [
     "HmacAuthError",
     "InvalidCallContext",
+    "SignedRequest",
     "TlsMaterial",
     "TokenError",
+    "check_headers",
     "content_hash",
     "decode_call_context",
     "encode_call_context",
@@ -48,4 +53,5 @@ __all__ = [
     "verify_acs_access_token",
     "verify_arm_token",
     "verify_request",
+    "verify_signature",
 ]

@@ -11,23 +11,29 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote
 
 __all__ = [
     "HmacAuthError",
+    "SignedRequest",
+    "check_headers",
     "content_hash",
     "format_http_date",
     "new_access_key",
     "sign_request",
     "verify_request",
+    "verify_signature",
 ]
 
 SCHEME = "HMAC-SHA256"
 SIGNED_HEADERS = "x-ms-date;host;x-ms-content-sha256"
+_SHA256_B64 = re.compile(r"^[A-Za-z0-9+/]{43}=\Z")
 
 # Segments whose *next* path segment is an identifier (a raw id, phone number, ...) that the SDK
 # percent-encodes before signing but that aiohttp/yarl may decode on the wire.
@@ -155,6 +161,80 @@ def _describe(delta: timedelta) -> str:
     return f"{minutes:g} minutes" if minutes != 1 else "1 minute"
 
 
+@dataclass(frozen=True)
+class SignedRequest:
+    """What the headers of a request say about its signature, checked for presence, shape and freshness."""
+
+    signed_names: list[str]
+    signature: str
+    date_value: str
+    body_hash: str
+
+
+def check_headers(headers: Mapping[str, str], *, now: datetime, max_skew: timedelta) -> SignedRequest:
+    """Everything that can be checked before the body is read; raise :class:`HmacAuthError` if it fails.
+
+    A server calls this first, so an unsigned or stale request is refused before its body costs anything.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+
+    authorization = lowered.get("authorization")
+    if authorization is None:
+        raise HmacAuthError("missing Authorization header")
+    signed_names, given_signature = _parse_authorization(authorization)
+
+    # The SDK never sends Date, but hand-written clients following the REST docs sometimes do.
+    date_header = "x-ms-date" if "x-ms-date" in lowered else "date"
+    date_value = lowered.get(date_header)
+    if date_value is None:
+        raise HmacAuthError("missing x-ms-date header")
+    try:
+        sent_at = parsedate_to_datetime(date_value)
+    except (TypeError, ValueError, IndexError, OverflowError) as exc:  # Overflow: a year past 9999
+        raise HmacAuthError(f"the {date_header} header is not an RFC 1123 date: {date_value!r}") from exc
+    if sent_at.tzinfo is None:
+        sent_at = sent_at.replace(tzinfo=UTC)
+    current = now.replace(tzinfo=UTC) if now.tzinfo is None else now
+    if current - sent_at > max_skew:
+        raise HmacAuthError(f"request is older than {_describe(max_skew)} (check the clock)")
+    if sent_at - current > max_skew:
+        raise HmacAuthError(f"request date is more than {_describe(max_skew)} in the future (check the clock)")
+
+    body_hash = lowered.get("x-ms-content-sha256")
+    if body_hash is None:
+        raise HmacAuthError("missing x-ms-content-sha256 header")
+    if not _SHA256_B64.match(body_hash.strip()):
+        raise HmacAuthError("x-ms-content-sha256 is not a base64 SHA-256 digest")
+    return SignedRequest(signed_names, given_signature, date_value, body_hash)
+
+
+def verify_signature(
+    signed: SignedRequest, *, method: str, raw_target: str, host: str, body_digest: bytes, access_key: str
+) -> None:
+    """Check the body's SHA-256 (`body_digest`, computed while it streamed in) and the signature."""
+    actual = base64.b64encode(body_digest)
+    if not hmac.compare_digest(signed.body_hash.strip().encode("utf-8"), actual):
+        raise HmacAuthError("content hash does not match the body")
+
+    if not host:
+        raise HmacAuthError("missing Host header")
+
+    key = _decode_key(access_key)
+    given = signed.signature.encode("utf-8")
+    seen: set[tuple[str, str]] = set()
+    for path in _path_candidates(raw_target):
+        for host_value in _host_candidates(host):
+            if (path, host_value) in seen:
+                continue
+            seen.add((path, host_value))
+            values = {"host": host_value, "x-ms-content-sha256": signed.body_hash}
+            signed_values = ";".join(values.get(name, signed.date_value) for name in signed.signed_names)
+            expected = _signature(method, path, signed_values, key)
+            if hmac.compare_digest(expected, given):
+                return
+    raise HmacAuthError("signature does not match")
+
+
 def verify_request(
     *,
     method: str,
@@ -171,50 +251,12 @@ def verify_request(
     ``raw_target`` is the request-target exactly as received (path and query, still percent-encoded);
     ``host`` is the Host header value. Header names in ``headers`` are matched case-insensitively.
     """
-    lowered = {k.lower(): v for k, v in headers.items()}
-
-    authorization = lowered.get("authorization")
-    if authorization is None:
-        raise HmacAuthError("missing Authorization header")
-    signed_names, given_signature = _parse_authorization(authorization)
-
-    # The SDK never sends Date, but hand-written clients following the REST docs sometimes do.
-    date_header = "x-ms-date" if "x-ms-date" in lowered else "date"
-    date_value = lowered.get(date_header)
-    if date_value is None:
-        raise HmacAuthError("missing x-ms-date header")
-    try:
-        sent_at = parsedate_to_datetime(date_value)
-    except (TypeError, ValueError, IndexError) as exc:
-        raise HmacAuthError(f"the {date_header} header is not an RFC 1123 date: {date_value!r}") from exc
-    if sent_at.tzinfo is None:
-        sent_at = sent_at.replace(tzinfo=UTC)
-    current = now.replace(tzinfo=UTC) if now.tzinfo is None else now
-    if current - sent_at > max_skew:
-        raise HmacAuthError(f"request is older than {_describe(max_skew)} (check the clock)")
-    if sent_at - current > max_skew:
-        raise HmacAuthError(f"request date is more than {_describe(max_skew)} in the future (check the clock)")
-
-    body_hash = lowered.get("x-ms-content-sha256")
-    if body_hash is None:
-        raise HmacAuthError("missing x-ms-content-sha256 header")
-    if not hmac.compare_digest(body_hash.strip().encode("utf-8"), content_hash(body).encode("ascii")):
-        raise HmacAuthError("content hash does not match the body")
-
-    if not host:
-        raise HmacAuthError("missing Host header")
-
-    key = _decode_key(access_key)
-    given = given_signature.encode("utf-8")
-    seen: set[tuple[str, str]] = set()
-    for path in _path_candidates(raw_target):
-        for host_value in _host_candidates(host):
-            if (path, host_value) in seen:
-                continue
-            seen.add((path, host_value))
-            values = {"host": host_value, "x-ms-content-sha256": body_hash}
-            signed_values = ";".join(values.get(name, date_value) for name in signed_names)
-            expected = _signature(method, path, signed_values, key)
-            if hmac.compare_digest(expected, given):
-                return
-    raise HmacAuthError("signature does not match")
+    signed = check_headers(headers, now=now, max_skew=max_skew)
+    verify_signature(
+        signed,
+        method=method,
+        raw_target=raw_target,
+        host=host,
+        body_digest=hashlib.sha256(body).digest(),
+        access_key=access_key,
+    )

@@ -7,6 +7,7 @@ from callgrid.store.base import (
     DuplicateKey,
     Store,
     StoreTx,
+    StoreUnusable,
     TimerRow,
     open_store,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "DuplicateKey",
     "Store",
     "StoreTx",
+    "StoreUnusable",
     "TimerRow",
     "open_store",
 ]

@@ -17,6 +17,10 @@ class DuplicateKey(Exception):
     """An insert hit an existing key."""
 
 
+class StoreUnusable(Exception):
+    """The store cannot be opened or is damaged; the message names it and says what to do."""
+
+
 @dataclass
 class TimerRow:
     id: str
@@ -207,11 +211,15 @@ class Store(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[StoreTx]: ...
 
 
-async def open_store(url: str) -> Store:
+async def open_store(url: str, *, verify: bool = False) -> Store:
+    """Open the store at `url`; `verify` also checks its integrity (a server's start does, a CLI command not).
+
+    Raises :class:`StoreUnusable` when it cannot be opened or is damaged.
+    """
     if url.startswith("sqlite:///"):
         from callgrid.store.sqlite import SqliteStore
 
         store = SqliteStore(url)
-        await store.open()
+        await store.open(verify=verify)
         return store
     raise ValueError(f"unsupported store URL '{url}' (expected sqlite:///path)")

@@ -19,7 +19,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from callgrid.store.base import AttemptRow, DeadLetterRow, DeliveryRow, DuplicateKey, StoreTx, TimerRow
+from callgrid.store.base import (
+    AttemptRow,
+    DeadLetterRow,
+    DeliveryRow,
+    DuplicateKey,
+    StoreTx,
+    StoreUnusable,
+    TimerRow,
+)
 
 _log = logging.getLogger(__name__)
 _DELIVERY_COLUMNS = [f.name for f in fields(DeliveryRow)]
@@ -69,9 +77,49 @@ class SqliteStore:
         self._checkpointer: _Checkpointer | None = None
         self._lock = asyncio.Lock()
 
-    async def open(self) -> None:
+    async def open(self, *, verify: bool = False) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # A 0-byte file is initialised, with a warning, not refused: it is what `touch`, or a first start that
+        # died before its first write, leaves; SQLite reads it as an empty database and there is nothing in
+        # it to protect. Were it a truncated copy of a real store, refusing would not bring the data back.
+        try:
+            if self.path.is_file() and self.path.stat().st_size == 0:
+                _log.warning("the database file %s is empty (0 bytes); initialising a new store in it", self.path)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except (sqlite3.Error, OSError) as exc:
+            raise self._unusable(exc) from None
+        try:
+            if verify:
+                self._verify(conn)
+            self._configure(conn)
+        except BaseException as exc:
+            conn.close()
+            self._conn = None
+            if isinstance(exc, sqlite3.Error):
+                raise self._unusable(exc) from None
+            raise
+
+    def _unusable(self, exc: Exception) -> StoreUnusable:
+        return StoreUnusable(
+            f"The database {self.path} cannot be used: {exc}. Check that the file is readable and writable by "
+            "this user and is a callgrid SQLite database; move it aside to start with an empty store."
+        )
+
+    def _verify(self, conn: sqlite3.Connection) -> None:
+        # quick_check reads every page (not the index contents): damage found now is a clear refusal at start
+        # rather than 500s on whichever request first touches a bad page.
+        try:
+            problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as exc:  # "database disk image is malformed", "file is not a database"
+            problems = [str(exc)]
+        if problems != ["ok"]:
+            raise StoreUnusable(
+                f"The database {self.path} is damaged (SQLite quick_check: {'; '.join(problems)}). "
+                "callgrid will not serve from it. Stop, then restore it from a backup, or salvage what is left "
+                f"with `sqlite3 {self.path} .recover | sqlite3 recovered.db`, or move it aside to start empty."
+            )
+
+    def _configure(self, conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL survives a killed process (the WAL is in the OS); FULL also survives power loss.
         conn.execute(f"PRAGMA synchronous={self._synchronous}")

@@ -18,6 +18,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 
 from callgrid.client import CallgridHttpError
+from callgrid.eventgrid.delivery.deadletter import FolderWriter, InvalidDeadLetterDestination, destination_parts
 from callgrid.eventgrid.events import parse_time
 from callgrid.testing import CallgridServer, WebhookReceiver, free_port
 from tests.eventgrid.delivery.helpers import DEAD_LETTER, raise_incoming_calls, run_to_end, settled, wait_for
@@ -234,3 +235,17 @@ def test_dead_letters_go_to_a_blob_container_given_by_connection_string(
     assert item["deadLetterReason"] == "UndeliverableDueToHttpPayloadTooLarge"
     assert item["lastHttpStatusCode"] == 413
     assert item["data"]["serverCallId"] == call_id
+
+
+async def test_the_folder_writer_never_writes_outside_its_root(tmp_path: Path) -> None:
+    # Defence in depth behind the subscription PUT's checks: names from an older store may hold anything.
+    root = tmp_path / "data" / "deadletters"
+    writer = FolderWriter(root)
+    for account, container, name in [("..", "..", "x.json"), ("acct", "..", "../../x.json"), ("a", "b", "/etc/x")]:
+        with pytest.raises(InvalidDeadLetterDestination):
+            await writer.write(account, container, name, b"[]")
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+    storage = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/deadacct"
+    with pytest.raises(InvalidDeadLetterDestination):
+        destination_parts({"properties": {"resourceId": storage + "/..", "blobContainerName": "c1c"}})
+    assert destination_parts({"properties": {"resourceId": storage, "blobContainerName": "c1c"}}) == ("deadacct", "c1c")

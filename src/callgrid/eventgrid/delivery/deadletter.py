@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -70,12 +71,44 @@ def blob_name(subscription_name: str, at: float, name: str | None = None) -> str
     return f"{subscription_name.upper()}/{t.year}/{t.month}/{t.day}/{t.hour}/{name or uuid.uuid4()}.json"
 
 
+# A storage account's ARM id; account names are 3-24 lower-case letters and digits (ARM ids are
+# case-insensitive, so the name is lower-cased, not refused, when it comes in capitals).
+_STORAGE_ACCOUNT_ID = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[A-Za-z0-9_().-]{0,89}[A-Za-z0-9_()-]"
+    r"/providers/Microsoft\.Storage/storageAccounts/(?P<account>[a-z0-9]{3,24})\Z",
+    re.IGNORECASE,
+)
+# Azure's container names: 3-63 lower-case letters, digits and single hyphens, starting and ending with
+# a letter or digit.
+_CONTAINER = re.compile(r"^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}\Z")
+
+
+class InvalidDeadLetterDestination(ValueError):
+    """A destination whose account or container is not a valid Azure Storage name."""
+
+
+def storage_account(resource_id: str) -> str | None:
+    """The storage account named by an ARM id, or None if `resource_id` is not a storage account's id."""
+    match = _STORAGE_ACCOUNT_ID.match(resource_id)
+    return None if match is None else match["account"].lower()
+
+
+def is_container_name(name: str) -> bool:
+    return _CONTAINER.match(name) is not None
+
+
 def destination_parts(destination: dict[str, Any]) -> tuple[str, str]:
-    """(storage account, container) of a `deadLetterDestination`."""
+    """(storage account, container) of a `deadLetterDestination`; checked again here, as subscriptions stored
+    before these rules existed may hold anything."""
     props = destination.get("properties") or {}
-    resource_id = str(props.get("resourceId") or "").rstrip("/")
-    account = resource_id.rsplit("/", 1)[-1] or "devstoreaccount1"
-    return account, str(props.get("blobContainerName") or "deadletters")
+    account = storage_account(str(props.get("resourceId") or ""))
+    container = str(props.get("blobContainerName") or "")
+    if account is None or not is_container_name(container):
+        raise InvalidDeadLetterDestination(
+            f"the dead-letter destination {props.get('resourceId')!r} / {container!r} is not a storage account "
+            "id and container name"
+        )
+    return account, container
 
 
 class BlobWriter(Protocol):
@@ -91,7 +124,12 @@ class FolderWriter:
         self.root = root
 
     async def write(self, account: str, container: str, name: str, data: bytes) -> str:
-        path = self.root / account / container / name
+        # Names are validated before they get here; resolving and checking keeps every write under the root
+        # whatever a future caller passes.
+        root = self.root.resolve()
+        path = (root / account / container / name).resolve()
+        if not path.is_relative_to(root):
+            raise InvalidDeadLetterDestination(f"{account}/{container}/{name} would be written outside {root}")
         path.parent.mkdir(parents=True, exist_ok=True)
         # Written aside and renamed: a reader never sees half a blob.
         partial = path.with_name(path.name + ".partial")
@@ -176,7 +214,11 @@ class DeadLetterWriter:
             return 0
         groups: dict[tuple[str, str, str], list[DeadLetterRow]] = defaultdict(list)
         for row in due:
-            account, container = destination_parts(row.destination)
+            try:
+                account, container = destination_parts(row.destination)
+            except InvalidDeadLetterDestination as exc:  # no retry can help
+                row.write_status, row.write_error = "failed", str(exc)
+                continue
             groups[(account, container, blob_name(row.subscription_name, row.created_at, "-"))].append(row)
         for (account, container, _), rows in groups.items():
             name = blob_name(rows[0].subscription_name, rows[0].created_at)

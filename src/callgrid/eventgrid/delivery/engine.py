@@ -54,6 +54,10 @@ class DeliverySettings:
     uppercase_subscription_name: bool = True
     claim_batch: int = 2048
     max_in_flight: int = 256
+    # Bulkhead: one destination (an endpoint URL) has at most this many requests in flight and this many
+    # waiting, so one that hangs holds its own share of the slots, never all of them.
+    max_in_flight_per_destination: int = 32
+    max_queued_per_destination: int = 2048
     ttl_reason: str = "TimeToLiveExceeded"
     dead_letter_delay_seconds: float = 0.0
     probation_failure_threshold: int = 10
@@ -70,6 +74,15 @@ class _Request:
     headers: dict[str, str]
     started_at: float = 0.0
     duration_ms: float = 0.0
+
+
+@dataclass
+class _Lane:
+    """One destination: how many of its requests are in flight, and those waiting for one of its slots."""
+
+    queue: deque[_Request] = field(default_factory=deque)
+    in_flight: int = 0
+    deferred: bool = False  # rows were put back for want of room: wake the claim loop once there is room
 
 
 @dataclass
@@ -106,6 +119,7 @@ class DeliveryEngine:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._in_flight_ids: set[str] = set()
         self._callback_queues: dict[str, deque[_Request]] = {}
+        self._lanes: dict[str, _Lane] = {}
         self._next_due: float | None = None
         self._callback_chains: dict[str, asyncio.Task[None]] = {}
         # Response time limits, watched on the clock (a virtual clock times requests out when moved).
@@ -167,13 +181,16 @@ class DeliveryEngine:
         async with self._store.transaction() as tx:
             rows = await tx.claim_deliveries(now, self.settings.claim_batch, lease)
             claim = await self._plan(tx, rows, now)
+            deferred = self._defer_beyond_lanes(claim, now)
             if claim.settled:
                 await tx.finish_attempts(claim.settled, [])
             if claim.dead:
                 await tx.add_dead_letters(claim.dead)
             if claim.counts:
                 await tx.add_metric_counts(claim.counts.rows())
-            self._next_due = await tx.next_delivery_due(now)
+            # Put-back rows are due now, behind the others; the lane that had no room wakes the loop once it
+            # has, rather than the loop claiming them again and again meanwhile.
+            self._next_due = None if deferred else await tx.next_delivery_due(now)
         if claim.dead and self._on_dead_letter is not None:
             self._on_dead_letter()
         for request in claim.requests:
@@ -182,11 +199,60 @@ class DeliveryEngine:
             if request.target is None:
                 self._queue_callback(request)
                 continue
+            key = request.target.endpoint
+            lane = self._lanes.setdefault(key, _Lane())
+            if lane.in_flight >= self.settings.max_in_flight_per_destination:
+                lane.queue.append(request)  # sent by one of the lane's own tasks when it is done
+                continue
+            lane.in_flight += 1
             await self._slots.acquire()
-            task = asyncio.create_task(self._send(request))
+            task = asyncio.create_task(self._send_in_lane(key, lane, request))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
-        return len(rows)
+        return 0 if deferred else len(rows)
+
+    def _defer_beyond_lanes(self, claim: _Claim, now: float) -> bool:
+        """Put back (due now, behind every row already due) what a destination has no room for: its share of
+        in-flight slots and its queue are full. A destination that hangs fills only its own."""
+        room: dict[str, int] = {}
+        kept: list[_Request] = []
+        deferred = False
+        for request in claim.requests:
+            if request.target is not None:
+                key = request.target.endpoint
+                if key not in room:
+                    lane = self._lanes.get(key) or _Lane()
+                    free_slots = max(0, self.settings.max_in_flight_per_destination - lane.in_flight)
+                    room[key] = free_slots + self.settings.max_queued_per_destination - len(lane.queue)
+                if room[key] <= 0:
+                    for row in request.rows:
+                        self._postpone(row, now)
+                        claim.settled.append(row)
+                    self._lanes.setdefault(key, _Lane()).deferred = deferred = True
+                    continue
+                room[key] -= 1
+            kept.append(request)
+        claim.requests = kept
+        return deferred
+
+    async def _send_in_lane(self, key: str, lane: _Lane, request: _Request) -> None:
+        """Send `request` (its global slot taken), then the lane's waiting requests while there are any."""
+        try:
+            await self._send(request)
+            while lane.queue:
+                if lane.deferred and len(lane.queue) <= self.settings.max_queued_per_destination // 2:
+                    lane.deferred = False
+                    self._wake.set()
+                waiting = lane.queue.popleft()
+                await self._slots.acquire()
+                await self._send(waiting)
+        finally:
+            lane.in_flight -= 1
+            if lane.deferred:
+                lane.deferred = False
+                self._wake.set()
+            if lane.in_flight == 0 and not lane.queue and self._lanes.get(key) is lane:
+                del self._lanes[key]
 
     def _queue_callback(self, request: _Request) -> None:
         """Callbacks to one URL go out one after another, in the order raised (CallConnected before

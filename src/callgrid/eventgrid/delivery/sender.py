@@ -21,6 +21,7 @@ class SendResult:
     body: bytes = b""
     headers: dict[str, str] | None = None
     error: str | None = None
+    truncated: bool = False  # the answer was longer than MAX_RESPONSE_BYTES; `body` is its beginning
 
     @property
     def ok(self) -> bool:
@@ -45,6 +46,26 @@ def outcome_for(status: int) -> str:
     return _OUTCOMES.get(status, "GenericError")
 
 
+# What is read of an answer (after decompression): a handshake's {"validationResponse": ...} is tens of
+# bytes and a delivery's answer is only looked at for its status. Reading with a bound, rather than
+# response.read(), keeps a gzip bomb from being inflated whole (aiohttp inflates as it is read).
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """At most `limit` bytes of the body, and whether it was longer (then its connection is closed rather
+    than drained)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(16 * 1024):
+        chunks.append(chunk[: limit - size])
+        size += len(chunk)
+        if size > limit:
+            response.close()
+            return b"".join(chunks), True
+    return b"".join(chunks), False
+
+
 class Sender(Protocol):
     async def send(
         self, method: str, url: str, *, body: bytes, headers: dict[str, str], timeout: float
@@ -54,14 +75,18 @@ class Sender(Protocol):
 
 
 class AiohttpSender:
-    def __init__(self, max_connections: int = 256) -> None:
+    def __init__(self, max_connections: int = 256, max_connections_per_host: int = 32) -> None:
         self._max_connections = max_connections
+        # A host's share of the connections (the delivery engine's per-destination share, too): requests
+        # to a host that hangs, timed-out ones still waiting for a late answer included, wait for that
+        # host's own connections and never take every connection from the others.
+        self._max_per_host = max_connections_per_host
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             # Local apps often use self-signed certificates; Azure would refuse them, an emulator should not.
-            connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=False)
+            connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=self._max_per_host, ssl=False)
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
         return self._session
 
@@ -75,11 +100,12 @@ class AiohttpSender:
                 timeout=aiohttp.ClientTimeout(total=timeout),
                 allow_redirects=False,
             ) as response:
-                content = await response.read()
+                content, truncated = await _read_bounded(response, MAX_RESPONSE_BYTES)
                 return SendResult(
                     status=response.status,
                     outcome=outcome_for(response.status),
                     body=content,
+                    truncated=truncated,
                     headers={k: v for k, v in response.headers.items()},
                 )
         except TimeoutError:

@@ -1,0 +1,92 @@
+"""Connections that never finish their request headers are closed (raw sockets, loopback, bounded)."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.server import CallgridProcess
+
+HEADERS_TIMEOUT = 1.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, shared_tls: Path) -> Iterator[CallgridProcess]:
+    process = CallgridProcess(
+        tmp_path_factory.mktemp("connections"),
+        tls_dir=shared_tls,
+        env={"CALLGRID_REQUEST_HEADERS_TIMEOUT_SECONDS": str(HEADERS_TIMEOUT)},
+    ).start()
+    yield process
+    process.stop()
+
+
+def _tls(server: CallgridProcess) -> ssl.SSLSocket:
+    context = ssl.create_default_context(cafile=server.ca_bundle)
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    return context.wrap_socket(raw, server_hostname="localhost")
+
+
+def _closed_by_server(sock: socket.socket, within: float) -> bool:
+    sock.settimeout(within)
+    try:
+        return sock.recv(1024) == b""
+    except (ConnectionError, ssl.SSLError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_connections_that_stall_in_their_headers_are_closed(server: CallgridProcess) -> None:
+    idle = [_tls(server) for _ in range(10)]  # TLS done, nothing sent
+    partial = [_tls(server) for _ in range(30)]
+    for sock in partial:
+        sock.sendall(b"POST /callgrid/v1/phoneNumbers HTTP/1.1\r\nHost: localhost\r\nx-ms-date: Sat")
+    began = time.monotonic()
+    try:
+        assert all(_closed_by_server(s, HEADERS_TIMEOUT + 5) for s in idle + partial)
+        assert time.monotonic() - began < HEADERS_TIMEOUT + 5
+    finally:
+        for sock in idle + partial:
+            sock.close()
+
+
+def test_a_slowloris_trickle_does_not_keep_its_connection(server: CallgridProcess) -> None:
+    sock = _tls(server)
+    try:
+        sock.sendall(b"GET /calling/keys HTTP/1.1\r\n")
+        began = time.monotonic()
+        closed = False
+        while time.monotonic() - began < HEADERS_TIMEOUT + 5 and not closed:
+            try:
+                sock.sendall(b"x-a: b\r\n")  # a header line every 0.2 s, never the blank line
+            except (ConnectionError, ssl.SSLError):
+                closed = True
+                break
+            closed = _closed_by_server(sock, 0.2)
+        assert closed
+    finally:
+        sock.close()
+
+
+def test_a_kept_alive_connection_still_serves_requests_in_time(server: CallgridProcess) -> None:
+    context = ssl.create_default_context(cafile=server.ca_bundle)
+    conn = http.client.HTTPSConnection("localhost", server.port, context=context, timeout=5)
+    try:
+        for _ in range(3):
+            conn.request("GET", "/calling/keys")
+            response = conn.getresponse()
+            assert response.status == 200 and b"keys" in response.read()
+            time.sleep(HEADERS_TIMEOUT / 2)
+        # The next request's first bytes start its own deadline.
+        assert conn.sock is not None
+        conn.sock.sendall(b"GET /calling/keys HTTP/1.1\r\n")
+        assert _closed_by_server(conn.sock, HEADERS_TIMEOUT + 5)
+    finally:
+        conn.close()
