@@ -257,15 +257,13 @@ async def _probe_sources(node: Node, ccid: str, raw_sources: Any, name: str) -> 
             text = source.get("text")
             if not isinstance(text, dict) or not isinstance(text.get("text"), str) or not text["text"].strip():
                 raise InvalidRequest(f"{name}[{i}].text.text is required.", code="8523")
-            voice = text.get("voiceName")
-            locale = text.get("sourceLocale")
-            if text.get("voiceKind") is not None and voice is None:
-                voice = f"{locale or 'en-US'}+{text['voiceKind']}"
+            voice, locale, gender = text.get("voiceName"), text.get("sourceLocale"), text.get("voiceKind")
             probes.append(
                 await node.prompts.text(
                     text["text"],
                     voice=voice if isinstance(voice, str) else None,
                     language=locale if isinstance(locale, str) else None,
+                    voice_kind=gender if isinstance(gender, str) else None,
                     ssml=False,
                 )
             )

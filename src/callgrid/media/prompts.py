@@ -98,12 +98,14 @@ class PromptLoader:
         self.cache.put(key, pcm)
         return Probe(duration=len(pcm) / RATE, key=key)
 
-    async def text(self, text: str, *, voice: str | None, language: str | None, ssml: bool) -> Probe:
-        digest = hashlib.sha256(f"{voice}|{language}|{ssml}|{text}".encode()).hexdigest()[:32]
+    async def text(
+        self, text: str, *, voice: str | None, language: str | None, ssml: bool, voice_kind: str | None = None
+    ) -> Probe:
+        digest = hashlib.sha256(f"{voice}|{language}|{voice_kind}|{ssml}|{text}".encode()).hexdigest()[:32]
         key = "tts:" + digest
         if key not in self.cache:
             try:
-                pcm = await speech.synthesize(text, voice=voice, language=language, ssml=ssml)
+                pcm = await speech.synthesize(text, voice=voice, language=language, ssml=ssml, voice_kind=voice_kind)
             except speech.SpeechUnavailable as exc:
                 return Probe(sub_code=8565, message=f"Action failed, text-to-speech failed: {exc}")
             self.cache.put(key, pcm)
