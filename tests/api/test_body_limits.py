@@ -19,21 +19,21 @@ from typing import Any
 import pytest
 
 from callgrid.security import sign_request
+from callgrid.testing import CallgridServer
 from tests.eventgrid.mgmt import create_topic, topic_key
 from tests.support.arm import arm_headers, put_subscription, subscription_url
-from tests.support.server import CallgridProcess
 
 MB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, shared_tls: Path) -> Iterator[CallgridProcess]:
-    process = CallgridProcess(tmp_path_factory.mktemp("limits"), tls_dir=shared_tls).start()
+def server(tmp_path_factory: pytest.TempPathFactory, callgrid_tls_dir: Path) -> Iterator[CallgridServer]:
+    process = CallgridServer(tmp_path_factory.mktemp("limits"), tls_dir=callgrid_tls_dir).start()
     yield process
     process.stop()
 
 
-def _peak_rss_mb(server: CallgridProcess) -> float:
+def _peak_rss_mb(server: CallgridServer) -> float:
     assert server.proc is not None
     for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -41,7 +41,7 @@ def _peak_rss_mb(server: CallgridProcess) -> float:
     raise AssertionError("no VmHWM")
 
 
-def _tls(server: CallgridProcess) -> ssl.SSLSocket:
+def _tls(server: CallgridServer) -> ssl.SSLSocket:
     context = ssl.create_default_context(cafile=server.ca_bundle)
     raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     return context.wrap_socket(raw, server_hostname="localhost")
@@ -93,7 +93,7 @@ def _stream_until_refused(sock: ssl.SSLSocket, total: int) -> int:
     ],
 )
 def test_unauthenticated_bodies_are_refused_before_they_are_read(
-    server: CallgridProcess, path: str, headers: dict[str, str]
+    server: CallgridServer, path: str, headers: dict[str, str]
 ) -> None:
     create_topic(server, "limits-topic")
     before = _peak_rss_mb(server)
@@ -117,11 +117,11 @@ def test_unauthenticated_bodies_are_refused_before_they_are_read(
     assert _peak_rss_mb(server) - before < 50
 
 
-def _signed(server: CallgridProcess, method: str, path: str, body: bytes) -> dict[str, str]:
+def _signed(server: CallgridServer, method: str, path: str, body: bytes) -> dict[str, str]:
     return sign_request(method, path, f"localhost:{server.port}", body, server.access_key, datetime.now(UTC))
 
 
-def test_a_signed_body_over_the_acs_limit_is_413(server: CallgridProcess) -> None:
+def test_a_signed_body_over_the_acs_limit_is_413(server: CallgridServer) -> None:
     path = "/identities?api-version=2023-10-01"
     body = json.dumps({"createTokenWithScopes": ["chat"], "pad": "x" * (10 * MB)}).encode()
     sock = _tls(server)
@@ -147,7 +147,7 @@ def test_a_signed_body_over_the_acs_limit_is_413(server: CallgridProcess) -> Non
         sock.close()
 
 
-def test_an_arm_body_over_the_arm_limit_is_413(server: CallgridProcess) -> None:
+def test_an_arm_body_over_the_arm_limit_is_413(server: CallgridServer) -> None:
     url = subscription_url(server, "big")
     path = url.removeprefix(server.endpoint)
     sock = _tls(server)
@@ -159,7 +159,7 @@ def test_an_arm_body_over_the_arm_limit_is_413(server: CallgridProcess) -> None:
         sock.close()
 
 
-def test_a_publish_over_one_megabyte_is_413_before_it_is_read(server: CallgridProcess) -> None:
+def test_a_publish_over_one_megabyte_is_413_before_it_is_read(server: CallgridServer) -> None:
     topic = create_topic(server, "limits-topic")
     path = topic.endpoint.removeprefix(server.endpoint)
     sock = _tls(server)
@@ -187,7 +187,7 @@ def _gzip_bomb(megabytes: int) -> bytes:
     return b"".join(parts)
 
 
-def test_a_gzip_bombed_handshake_answer_is_not_inflated(server: CallgridProcess) -> None:
+def test_a_gzip_bombed_handshake_answer_is_not_inflated(server: CallgridServer) -> None:
     bomb = _gzip_bomb(400)  # 400 MB inflated, ~400 KB on the wire
 
     class Handler(BaseHTTPRequestHandler):

@@ -11,23 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.server import CallgridProcess
+from callgrid.testing import CallgridServer
 
 HEADERS_TIMEOUT = 1.0
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, shared_tls: Path) -> Iterator[CallgridProcess]:
-    process = CallgridProcess(
+def server(tmp_path_factory: pytest.TempPathFactory, callgrid_tls_dir: Path) -> Iterator[CallgridServer]:
+    process = CallgridServer(
         tmp_path_factory.mktemp("connections"),
-        tls_dir=shared_tls,
+        tls_dir=callgrid_tls_dir,
         env={"CALLGRID_REQUEST_HEADERS_TIMEOUT_SECONDS": str(HEADERS_TIMEOUT)},
     ).start()
     yield process
     process.stop()
 
 
-def _tls(server: CallgridProcess) -> ssl.SSLSocket:
+def _tls(server: CallgridServer) -> ssl.SSLSocket:
     context = ssl.create_default_context(cafile=server.ca_bundle)
     raw = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     return context.wrap_socket(raw, server_hostname="localhost")
@@ -43,7 +43,7 @@ def _closed_by_server(sock: socket.socket, within: float) -> bool:
         return False
 
 
-def test_connections_that_stall_in_their_headers_are_closed(server: CallgridProcess) -> None:
+def test_connections_that_stall_in_their_headers_are_closed(server: CallgridServer) -> None:
     idle = [_tls(server) for _ in range(10)]  # TLS done, nothing sent
     partial = [_tls(server) for _ in range(30)]
     for sock in partial:
@@ -57,7 +57,7 @@ def test_connections_that_stall_in_their_headers_are_closed(server: CallgridProc
             sock.close()
 
 
-def test_a_slowloris_trickle_does_not_keep_its_connection(server: CallgridProcess) -> None:
+def test_a_slowloris_trickle_does_not_keep_its_connection(server: CallgridServer) -> None:
     sock = _tls(server)
     try:
         sock.sendall(b"GET /calling/keys HTTP/1.1\r\n")
@@ -75,7 +75,7 @@ def test_a_slowloris_trickle_does_not_keep_its_connection(server: CallgridProces
         sock.close()
 
 
-def test_a_kept_alive_connection_still_serves_requests_in_time(server: CallgridProcess) -> None:
+def test_a_kept_alive_connection_still_serves_requests_in_time(server: CallgridServer) -> None:
     context = ssl.create_default_context(cafile=server.ca_bundle)
     conn = http.client.HTTPSConnection("localhost", server.port, context=context, timeout=5)
     try:

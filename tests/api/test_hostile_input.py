@@ -19,20 +19,20 @@ from azure.communication.phonenumbers import PhoneNumbersClient
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from callgrid.security import sign_request
+from callgrid.testing import CallgridServer
 from tests.eventgrid.mgmt import create_topic, topic_key
 from tests.support.arm import arm_headers, subscription_url
-from tests.support.server import CallgridProcess
 
 DEEP = b"[" * 5000 + b"]" * 5000
 DEEP_OBJECT = b'{"a":' * 5000 + b"1" + b"}" * 5000
 
 
-def _signed_headers(server: CallgridProcess, method: str, path: str, body: bytes) -> dict[str, str]:
+def _signed_headers(server: CallgridServer, method: str, path: str, body: bytes) -> dict[str, str]:
     headers = sign_request(method, path, f"localhost:{server.port}", body, server.access_key, datetime.now(UTC))
     return {**headers, "Content-Type": "application/json"}
 
 
-def _connection(server: CallgridProcess) -> http.client.HTTPSConnection:
+def _connection(server: CallgridServer) -> http.client.HTTPSConnection:
     context = ssl.create_default_context(cafile=server.ca_bundle)
     return http.client.HTTPSConnection("localhost", server.port, context=context, timeout=10)
 
@@ -57,7 +57,7 @@ def _assert_error(status: int, body: dict[str, object], expected: int) -> dict[s
 
 
 @pytest.mark.parametrize("deep", [DEEP, DEEP_OBJECT], ids=["arrays", "objects"])
-def test_deep_json_on_a_signed_route_is_400_and_the_connection_survives(fresh: CallgridProcess, deep: bytes) -> None:
+def test_deep_json_on_a_signed_route_is_400_and_the_connection_survives(fresh: CallgridServer, deep: bytes) -> None:
     path = "/callgrid/v1/phoneNumbers"
     conn = _connection(fresh)
     status, body = _exchange(conn, "POST", path, deep, _signed_headers(fresh, "POST", path, deep))
@@ -69,7 +69,7 @@ def test_deep_json_on_a_signed_route_is_400_and_the_connection_survives(fresh: C
     conn.close()
 
 
-def test_deep_json_on_an_arm_put_is_400_in_arms_shape(fresh: CallgridProcess) -> None:
+def test_deep_json_on_an_arm_put_is_400_in_arms_shape(fresh: CallgridServer) -> None:
     url = subscription_url(fresh, "deep")
     path = url.removeprefix(fresh.endpoint)
     conn = _connection(fresh)
@@ -81,7 +81,7 @@ def test_deep_json_on_an_arm_put_is_400_in_arms_shape(fresh: CallgridProcess) ->
     conn.close()
 
 
-def test_deep_json_published_to_a_topic_is_400(fresh: CallgridProcess) -> None:
+def test_deep_json_published_to_a_topic_is_400(fresh: CallgridServer) -> None:
     topic = create_topic(fresh, "deep-topic")
     path = topic.endpoint.removeprefix(fresh.endpoint)
     conn = _connection(fresh)
@@ -98,7 +98,7 @@ def test_deep_json_published_to_a_topic_is_400(fresh: CallgridProcess) -> None:
 
 
 @pytest.mark.parametrize("number", ["+1425555\uff11\uff12\uff11\uff12", "+1425555\u0661\u0662\u0661\u0662"])
-def test_numbers_with_non_ascii_digits_are_refused(fresh: CallgridProcess, number: str) -> None:
+def test_numbers_with_non_ascii_digits_are_refused(fresh: CallgridServer, number: str) -> None:
     path = "/callgrid/v1/phoneNumbers"
     body = json.dumps({"phoneNumber": number}).encode()
     response = requests.post(fresh.endpoint + path, data=body, headers=_signed_headers(fresh, "POST", path, body))
@@ -107,7 +107,7 @@ def test_numbers_with_non_ascii_digits_are_refused(fresh: CallgridProcess, numbe
         PhoneNumbersClient.from_connection_string(fresh.connection_string).get_purchased_phone_number(number)
 
 
-def test_place_call_from_a_fullwidth_number_is_refused(fresh: CallgridProcess) -> None:
+def test_place_call_from_a_fullwidth_number_is_refused(fresh: CallgridServer) -> None:
     fresh.client().own_number("+14255551212")
     path = "/callgrid/v1/calls"
     body = json.dumps({"from": "+1206555\uff10\uff11\uff10\uff10", "to": "+14255551212"}).encode()
@@ -118,7 +118,7 @@ def test_place_call_from_a_fullwidth_number_is_refused(fresh: CallgridProcess) -
 # ---- 4. dates that overflow, bodies of the wrong type ----------------------------------------------
 
 
-def test_an_x_ms_date_beyond_year_9999_is_401(fresh: CallgridProcess) -> None:
+def test_an_x_ms_date_beyond_year_9999_is_401(fresh: CallgridServer) -> None:
     path = "/callgrid/v1/phoneNumbers"
     body = json.dumps({"phoneNumber": "+14255550777"}).encode()
     headers = _signed_headers(fresh, "POST", path, body)
@@ -146,14 +146,14 @@ def test_an_x_ms_date_beyond_year_9999_is_401(fresh: CallgridProcess) -> None:
         ("/calling/callConnections?api-version=2025-05-15", {"targets": [{"rawId": 7}], "callbackUri": "http://x"}),
     ],
 )
-def test_bodies_of_the_wrong_type_are_400(fresh: CallgridProcess, path: str, body: object) -> None:
+def test_bodies_of_the_wrong_type_are_400(fresh: CallgridServer, path: str, body: object) -> None:
     data = json.dumps(body).encode()
     response = requests.post(fresh.endpoint + path, data=data, headers=_signed_headers(fresh, "POST", path, data))
     assert 400 <= response.status_code < 500, response.text
     _assert_error(response.status_code, response.json(), response.status_code)
 
 
-def test_sdk_create_user_and_token_still_works(fresh: CallgridProcess) -> None:
+def test_sdk_create_user_and_token_still_works(fresh: CallgridServer) -> None:
     client = CommunicationIdentityClient.from_connection_string(fresh.connection_string)
     user, token = client.create_user_and_token(["chat"])
     assert user.properties["id"].startswith("8:acs:") and token.token
@@ -165,7 +165,7 @@ def test_sdk_create_user_and_token_still_works(fresh: CallgridProcess) -> None:
 @pytest.mark.parametrize(
     "path", ["/calling/callConnections/abc:fooBar", "/calling/callConnections/abc/participants:fooBar"]
 )
-def test_an_unknown_call_connection_action_is_404(fresh: CallgridProcess, path: str) -> None:
+def test_an_unknown_call_connection_action_is_404(fresh: CallgridServer, path: str) -> None:
     full = path + "?api-version=2025-05-15"
     response = requests.post(
         fresh.endpoint + quote(full, safe="/:?=&"), data=b"{}", headers=_signed_headers(fresh, "POST", full, b"{}")
@@ -173,12 +173,12 @@ def test_an_unknown_call_connection_action_is_404(fresh: CallgridProcess, path: 
     assert _assert_error(response.status_code, response.json(), 404)["code"] == "NotFound"
 
 
-def _signed_post(server: CallgridProcess, path: str, body: object) -> requests.Response:
+def _signed_post(server: CallgridServer, path: str, body: object) -> requests.Response:
     data = json.dumps(body).encode()
     return requests.post(server.endpoint + path, data=data, headers=_signed_headers(server, "POST", path, data))
 
 
-def _connected_call(server: CallgridProcess) -> str:
+def _connected_call(server: CallgridServer) -> str:
     user = CommunicationIdentityClient.from_connection_string(server.connection_string).create_user().properties["id"]
     server.client().set_endpoint(user, "answer")
     target = {"kind": "communicationUser", "communicationUser": {"id": user}, "rawId": user}
@@ -198,7 +198,7 @@ def _connected_call(server: CallgridProcess) -> str:
     raise AssertionError(f"call {ccid} never connected: {state}")
 
 
-def test_media_actions_with_wrong_types_are_400(fresh: CallgridProcess) -> None:
+def test_media_actions_with_wrong_types_are_400(fresh: CallgridServer) -> None:
     # Found by a type-confusion fuzz of every action's fields: each was a 500 (TypeError, AttributeError).
     ccid = _connected_call(fresh)
     user = "8:acs:x"

@@ -10,13 +10,12 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+import schemathesis
+from hypothesis import HealthCheck, settings
 
 from callgrid.api.openapi import OPENAPI
 from callgrid.security import sign_request
-from tests.support.server import CallgridProcess
-
-schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, settings  # noqa: E402
+from callgrid.testing import CallgridServer
 
 schema = schemathesis.openapi.from_dict(OPENAPI)
 # Out of the schemas too: wrong types, missing fields, extra values.
@@ -40,14 +39,14 @@ class _Hmac(requests.auth.AuthBase):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, shared_tls: Path) -> Iterator[CallgridProcess]:
-    process = CallgridProcess(tmp_path_factory.mktemp("fuzz"), tls_dir=shared_tls).start()
+def server(tmp_path_factory: pytest.TempPathFactory, callgrid_tls_dir: Path) -> Iterator[CallgridServer]:
+    process = CallgridServer(tmp_path_factory.mktemp("fuzz"), tls_dir=callgrid_tls_dir).start()
     yield process
     process.stop()
 
 
 @pytest.fixture(scope="module")
-def session(server: CallgridProcess) -> Iterator[requests.Session]:
+def session(server: CallgridServer) -> Iterator[requests.Session]:
     with requests.Session() as s:
         s.auth = _Hmac(server.access_key)
         s.verify = server.ca_bundle
@@ -57,7 +56,7 @@ def session(server: CallgridProcess) -> Iterator[requests.Session]:
 @schema.parametrize()
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_generated_request_gets_a_5xx(
-    case: schemathesis.Case, server: CallgridProcess, session: requests.Session
+    case: schemathesis.Case, server: CallgridServer, session: requests.Session
 ) -> None:
     response = case.call(base_url=server.endpoint, session=session, timeout=10)
     assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.status_code} {response.text}"

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.server import CallgridProcess, free_port
+from callgrid.testing import CallgridServer, free_port
 
 
 def _callgrid(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -30,8 +30,8 @@ def _refused(result: subprocess.CompletedProcess[str]) -> str:
     return " ".join(output.split())  # rich wraps long lines
 
 
-def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path, shared_tls: Path) -> None:
-    first = CallgridProcess(tmp_path / "data", tls_dir=shared_tls).start()
+def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path, callgrid_tls_dir: Path) -> None:
+    first = CallgridServer(tmp_path / "data", tls_dir=callgrid_tls_dir).start()
     try:
         message = _refused(_serve(first.data_dir, free_port()))
         assert "in use by a running callgrid server" in message and f"port {first.port}" in message
@@ -45,15 +45,15 @@ def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path, shared_
     finally:
         first.stop()
     # Once it has stopped, the data directory is free again.
-    second = CallgridProcess(first.data_dir, tls_dir=shared_tls).start()
+    second = CallgridServer(first.data_dir, tls_dir=callgrid_tls_dir).start()
     try:
         assert [n["phoneNumber"] for n in second.client().list_numbers()["phoneNumbers"]] == ["+14255550100"]
     finally:
         second.stop()
 
 
-def test_a_database_with_damaged_pages_is_refused_at_start(tmp_path: Path, shared_tls: Path) -> None:
-    server = CallgridProcess(tmp_path / "data", tls_dir=shared_tls).start()
+def test_a_database_with_damaged_pages_is_refused_at_start(tmp_path: Path, callgrid_tls_dir: Path) -> None:
+    server = CallgridServer(tmp_path / "data", tls_dir=callgrid_tls_dir).start()
     for i in range(200):
         server.client().own_number(f"+1425555{i:04d}")
     server.stop()

@@ -8,6 +8,7 @@ import time
 import wave
 from collections.abc import Iterator
 
+import av
 import numpy as np
 import pytest
 from azure.communication.callautomation import (
@@ -84,6 +85,25 @@ def test_a_recording_holds_both_parties_of_an_echo_call(world: World) -> None:
         assert bot_at > caller_at  # the echo follows the voice
     finally:
         app.close()
+
+
+def test_an_audio_video_recording_is_an_mp4_with_the_calls_audio(world: World) -> None:
+    server_call_id, _ = answer(world)
+    recording = world.automation.start_recording(
+        ServerCallLocator(server_call_id), recording_content_type="audioVideo", recording_format_type="mp4"
+    )
+    play(world, server_call_id, TONE)
+    time.sleep(1.3)
+    world.automation.stop_recording(recording.recording_id)
+    done = world.webhook.wait_until(lambda: world.system_events("Microsoft.Communication.RecordingFileStatusUpdated"))
+    location = done[0].data["recordingStorageInfo"]["recordingChunks"][0]["contentLocation"]
+    data = world.client.download("/" + location.split("://", 1)[1].split("/", 1)[1])
+    with av.open(io.BytesIO(data)) as container:
+        kinds = sorted(s.type for s in container.streams)
+    assert kinds == ["audio", "video"]
+    pcm = codecs.decode(data)
+    spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64)))
+    assert abs(float(np.argmax(spectrum)) * RATE / len(pcm) - 440) < 10
 
 
 def test_a_mixed_mp3_recording_decodes_to_the_calls_audio(world: World) -> None:

@@ -85,6 +85,9 @@ def test_an_echo_bot_returns_the_callers_voice_in_order(world: World, echo_app: 
     # Only once: the caller never hears themself except through the bot.
     rest = np.concatenate([heard_audio[:at], heard_audio[at + len(signal) :]])
     assert find(signal, rest)[1] < 0.5
+    # The call ends: callgrid closes the socket cleanly.
+    world.automation.get_call_connection(ccid).hang_up(is_for_everyone=True)
+    assert echo_app.wait_for(lambda: echo_app.closes) == [1000]
 
 
 def test_stop_and_start_media_streaming_and_the_subscription_state(world: World, echo_app: MediaApp) -> None:

@@ -25,17 +25,16 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.core.polling import LROPoller
 
 from callgrid.client import CallgridHttpError
+from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.platform.calling_support import CALL_EVENTS, INCOMING_CALL, PSTN_CALLER, phone
 from tests.support.arm import put_subscription
-from tests.support.server import CallgridProcess
-from tests.support.webhook import WebhookReceiver
 
 CALLING_ONLY = PhoneNumberCapabilities(
     calling=PhoneNumberCapabilityType.INBOUND_OUTBOUND, sms=PhoneNumberCapabilityType.NONE
 )
 
 
-def sdk(server: CallgridProcess) -> PhoneNumbersClient:
+def sdk(server: CallgridServer) -> PhoneNumbersClient:
     # polling_interval only matters while an operation runs; on the virtual clock none does.
     return PhoneNumbersClient.from_connection_string(server.connection_string, retry_total=0)
 
@@ -54,7 +53,7 @@ def search(
     )
 
 
-def test_search_purchase_call_update_release(fresh: CallgridProcess, webhook: WebhookReceiver) -> None:
+def test_search_purchase_call_update_release(fresh: CallgridServer, webhook: WebhookReceiver) -> None:
     put_subscription(fresh, "numbers-app", webhook.url + "/eventgrid", included_event_types=CALL_EVENTS)
     client = sdk(fresh)
 
@@ -87,7 +86,7 @@ def test_search_purchase_call_update_release(fresh: CallgridProcess, webhook: We
     # The same store state as `callgrid numbers add`: a PSTN call to it raises IncomingCall.
     callgrid = fresh.client()
     placed = callgrid.place_call(PSTN_CALLER, bought)
-    events = webhook.wait_for(lambda: webhook.events(INCOMING_CALL))
+    events = webhook.wait_until(lambda: webhook.events(INCOMING_CALL))
     assert events[0]["data"]["to"]["rawId"] == phone(bought)
     assert events[0]["data"]["serverCallId"] == placed["serverCallId"]
 
@@ -114,7 +113,7 @@ def test_search_purchase_call_update_release(fresh: CallgridProcess, webhook: We
         client.begin_release_phone_number(bought, polling_interval=0)
 
 
-def test_an_expired_search_refuses_purchase(fresh: CallgridProcess) -> None:
+def test_an_expired_search_refuses_purchase(fresh: CallgridServer) -> None:
     client = sdk(fresh)
     found = search(client).result()
     fresh.advance(15 * 60)
@@ -128,7 +127,7 @@ def test_an_expired_search_refuses_purchase(fresh: CallgridProcess) -> None:
     assert client.get_purchased_phone_number(found.phone_numbers[0])
 
 
-def test_search_and_purchase_errors(fresh: CallgridProcess) -> None:
+def test_search_and_purchase_errors(fresh: CallgridServer) -> None:
     client = sdk(fresh)
     with pytest.raises(ResourceNotFoundError) as unknown:
         client.begin_purchase_phone_numbers(str(uuid.uuid4()), polling_interval=0)
@@ -167,7 +166,7 @@ def test_search_and_purchase_errors(fresh: CallgridProcess) -> None:
     assert "OutOfStock" in str(out.value)
 
 
-def test_update_capabilities_beyond_the_offering_is_refused(fresh: CallgridProcess) -> None:
+def test_update_capabilities_beyond_the_offering_is_refused(fresh: CallgridServer) -> None:
     client = sdk(fresh)
     found = client.begin_search_available_phone_numbers(
         "GB", PhoneNumberType.TOLL_FREE, PhoneNumberAssignmentType.APPLICATION,
@@ -185,7 +184,7 @@ def test_update_capabilities_beyond_the_offering_is_refused(fresh: CallgridProce
         client.begin_update_phone_number_capabilities("+14255550000", calling="inbound", polling_interval=0)
 
 
-def test_catalogue_listings(fresh: CallgridProcess) -> None:
+def test_catalogue_listings(fresh: CallgridServer) -> None:
     client = sdk(fresh)
     assert [c.country_code for c in client.list_available_countries()] == ["US", "CA", "GB"]
     localities = list(client.list_available_localities("US"))
@@ -216,7 +215,7 @@ def test_catalogue_listings(fresh: CallgridProcess) -> None:
         list(client.list_available_offerings("XX"))
 
 
-def test_reservations_and_browse(fresh: CallgridProcess) -> None:
+def test_reservations_and_browse(fresh: CallgridServer) -> None:
     client = sdk(fresh)
     browsed = client.browse_available_phone_numbers(
         country_code="US", phone_number_type=PhoneNumberType.TOLL_FREE, phone_number_prefixes=["833"]
@@ -271,7 +270,7 @@ def test_reservations_and_browse(fresh: CallgridProcess) -> None:
     assert expired.value.error.code == "ReservationExpired"
 
 
-def test_operator_information(fresh: CallgridProcess) -> None:
+def test_operator_information(fresh: CallgridServer) -> None:
     client = sdk(fresh)
     fresh.client().own_number("+14255551212")
     owned = client.search_operator_information("+14255551212").values[0]
@@ -289,10 +288,12 @@ def test_operator_information(fresh: CallgridProcess) -> None:
         client.search_operator_information("4255551212")
 
 
-def test_operations_take_time_on_the_system_clock(tmp_path_factory: pytest.TempPathFactory, shared_tls: Path) -> None:
-    server = CallgridProcess(
+def test_operations_take_time_on_the_system_clock(
+    tmp_path_factory: pytest.TempPathFactory, callgrid_tls_dir: Path
+) -> None:
+    server = CallgridServer(
         tmp_path_factory.mktemp("numbers-system-clock"),
-        tls_dir=shared_tls,
+        tls_dir=callgrid_tls_dir,
         clock="system",
         env={"CALLGRID_NUMBER_OPERATION_SECONDS": "1"},
     ).start()
@@ -338,7 +339,7 @@ def _buy_on_the_system_clock(client: PhoneNumbersClient) -> None:
     assert operations.get_operation(operation_id).status == "succeeded"
 
 
-async def test_async_client_buys_and_releases(fresh: CallgridProcess) -> None:
+async def test_async_client_buys_and_releases(fresh: CallgridServer) -> None:
     async with AsyncPhoneNumbersClient.from_connection_string(fresh.connection_string, retry_total=0) as client:
         poller = await client.begin_search_available_phone_numbers(
             "CA", PhoneNumberType.TOLL_FREE, PhoneNumberAssignmentType.APPLICATION, CALLING_ONLY, polling_interval=0
@@ -353,10 +354,10 @@ async def test_async_client_buys_and_releases(fresh: CallgridProcess) -> None:
             await client.get_purchased_phone_number(found.phone_numbers[0])
 
 
-def test_a_purchase_survives_a_crash(tmp_path_factory: pytest.TempPathFactory, shared_tls: Path) -> None:
-    server = CallgridProcess(
+def test_a_purchase_survives_a_crash(tmp_path_factory: pytest.TempPathFactory, callgrid_tls_dir: Path) -> None:
+    server = CallgridServer(
         tmp_path_factory.mktemp("numbers-crash"),
-        tls_dir=shared_tls,
+        tls_dir=callgrid_tls_dir,
         clock="system",
         env={"CALLGRID_NUMBER_OPERATION_SECONDS": "2"},
     ).start()
@@ -383,7 +384,7 @@ def test_a_purchase_survives_a_crash(tmp_path_factory: pytest.TempPathFactory, s
         server.stop()
 
 
-def test_enum_values_are_case_insensitive(fresh: CallgridProcess) -> None:
+def test_enum_values_are_case_insensitive(fresh: CallgridServer) -> None:
     client = sdk(fresh)
     found = client.begin_search_available_phone_numbers(
         "us", "TollFree", "Application", CALLING_ONLY, polling_interval=0

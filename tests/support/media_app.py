@@ -25,6 +25,7 @@ class MediaApp:
         self.connections = 0
         self.headers: list[dict[str, str]] = []
         self._open: set[web.WebSocketResponse] = set()
+        self.closes: list[int | None] = []  # close codes of sockets callgrid closed
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -66,6 +67,8 @@ class MediaApp:
                 answer = self.reply(frame)
                 if answer is not None:
                     await ws.send_str(answer)
+        if ws in self._open:
+            self.closes.append(ws.close_code)
         self._open.discard(ws)
         return ws
 

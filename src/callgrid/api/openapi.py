@@ -255,7 +255,9 @@ OPENAPI: dict[str, Any] = {
             "get": _op("List the injected faults", "200"),
             "delete": _op("Remove every injected fault", "204"),
         },
-        "/callgrid/v1/faults/{faultId}": {"delete": _op("Remove one injected fault", "204")},
+        "/callgrid/v1/faults/{faultId}": {
+            "delete": _op("Remove one injected fault", "204", parameters=[_path_param("faultId")])
+        },
         "/callgrid/v1/health": {"get": _op("Whether the server is up (unsigned): status, version, clock", "200")},
         "/callgrid/v1/reset": {"post": _op("Forget all state but the resource itself", "204")},
         "/callgrid/v1/clock": {"get": _op("The server's clock", "200")},

@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
+from callgrid.testing import CallgridServer, Received, WebhookReceiver
 from tests.eventgrid.delivery.helpers import raise_incoming_calls
 from tests.support.arm import put_subscription
-from tests.support.server import CallgridProcess
-from tests.support.webhook import Received, WebhookReceiver
 
 CALLS = 300  # more than the engine's 256 in-flight slots
 
@@ -33,13 +32,13 @@ def hanging() -> Iterator[WebhookReceiver]:
 
 
 def test_a_hanging_webhook_does_not_stall_a_healthy_one(
-    quiet: CallgridProcess, webhook: WebhookReceiver, hanging: WebhookReceiver
+    quiet: CallgridServer, webhook: WebhookReceiver, hanging: WebhookReceiver
 ) -> None:
     put_subscription(quiet, "healthy", webhook.url)
     put_subscription(quiet, "hanging", hanging.url)
     began = time.monotonic()
     raise_incoming_calls(quiet, CALLS)
-    webhook.wait_for(lambda: len(webhook.events()) >= CALLS, timeout=30)
+    webhook.wait_until(lambda: len(webhook.events()) >= CALLS, timeout=30)
     first_round = time.monotonic() - began
     assert len(hanging.notifications()) <= 64  # its own share, not every slot
 
@@ -48,6 +47,6 @@ def test_a_hanging_webhook_does_not_stall_a_healthy_one(
         quiet.advance(31 + 60 * round_)
         began = time.monotonic()
         raise_incoming_calls(quiet, 20)
-        webhook.wait_for(lambda n=round_: len(webhook.events()) >= CALLS + 20 * (n + 1), timeout=15)
+        webhook.wait_until(lambda n=round_: len(webhook.events()) >= CALLS + 20 * (n + 1), timeout=15)
         assert time.monotonic() - began < 15
     assert first_round < 30
