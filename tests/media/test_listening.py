@@ -87,7 +87,7 @@ def test_a_wrong_spoken_choice_fails_as_acs_does(world: World) -> None:
     connection = world.automation.get_call_connection(ccid)
     choices = [RecognitionChoice(label="Yes", phrases=["yes"]), RecognitionChoice(label="No", phrases=["no"])]
     connection.start_recognizing_media(RecognizeInputType.CHOICES, PhoneNumberIdentifier(PSTN_CALLER), choices=choices)
-    say(world, server_call_id, "banana bread recipe")
+    say(world, server_call_id, "what is the weather like")
     failed = callback(world, ccid, "RecognizeFailed")
     # Heard, but no choice's phrase (8547), or nothing a grammar of the phrases could take (8563).
     assert failed["resultInformation"]["subCode"] in (8547, 8563)  # type: ignore[index]
