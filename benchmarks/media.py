@@ -189,9 +189,9 @@ async def _run_bench(env: dict[str, str], pid: int, calls: int, seconds: float) 
                 client.request("POST", path, {"audio": audio})
         await asyncio.sleep(1.0)
         app.measuring = True
-        cpu0, t0 = _cpu_seconds(pid), time.monotonic()
+        cpu0, own0, t0 = _cpu_seconds(pid), _cpu_seconds(os.getpid()), time.monotonic()
         await asyncio.sleep(seconds)
-        cpu1, t1 = _cpu_seconds(pid), time.monotonic()
+        cpu1, own1, t1 = _cpu_seconds(pid), _cpu_seconds(os.getpid()), time.monotonic()
         app.measuring = False
     streamed = {k: v for k, v in app.arrivals.items() if not k.startswith("bare")}
     late = _pacing(streamed)
@@ -240,6 +240,9 @@ async def _run_bench(env: dict[str, str], pid: int, calls: int, seconds: float) 
             "bare_websocket_client": round(bare_cpu * 1000, 3),
             "ratio": round(callgrid_cpu / bare_cpu, 2) if bare_cpu else None,
         },
+        # The app (echoing every frame) and the driver share this process: its share of the 2 cores.
+        "app_process_cores": round((own1 - own0) / (t1 - t0), 2),
+        "callgrid_process_cores": round((cpu1 - cpu0) / (t1 - t0), 2),
         "callgrid_media_counters": drops,
     }
 

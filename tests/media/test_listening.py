@@ -13,8 +13,8 @@ from azure.communication.callautomation import (
     TextSource,
 )
 from azure.communication.callautomation._generated.models import RecognizeCompleted
-from callgrid.media.speech import Recognizer
 
+from callgrid.media.speech import Recognizer
 from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.media.voice_support import (
     RATE,

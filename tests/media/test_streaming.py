@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -192,3 +192,16 @@ def test_live_transcription_of_what_the_caller_says(world: World) -> None:
         assert all(isinstance(json.loads(raw), dict) for raw in app.raw)
     finally:
         app.close()
+
+
+def test_the_fast_audio_frame_is_the_wire_models_frame() -> None:
+    from callgrid.media import wire
+    from callgrid.media.streaming import _mixed_frame
+
+    pcm = (np.random.default_rng(1).normal(0, 1000, 320)).astype(np.int16)
+    now = datetime.now(UTC)
+    for frame, silent in ((pcm, False), (np.zeros(320, np.int16), True)):
+        fast = json.loads(_mixed_frame(wire.format_timestamp(now), frame, silent))
+        model = json.loads(wire.AudioData(frame.astype("<i2").tobytes(), now, silent=silent).to_json())
+        assert fast == model
+        assert isinstance(wire.parse_streaming_data(json.dumps(fast)), wire.AudioData)

@@ -11,7 +11,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from callgrid.api.body import ACS_BODY_LIMIT, close_if_unread, read_body
+from callgrid.api.body import ACS_BODY_LIMIT, AUDIO_BODY_LIMIT, close_if_unread, read_body
 from callgrid.api.errors import error_response
 from callgrid.clock import to_datetime
 from callgrid.node import Node
@@ -42,7 +42,15 @@ def _denied(request: Request, exc: HmacAuthError) -> Response:
 def hmac_signed(handler: Handler) -> Handler:
     """The signature's headers are checked before the body is read; the body is hashed as it streams in, up
     to the ACS routes' limit (api/body.py), then the hash and the signature are checked."""
+    return _signed(handler, ACS_BODY_LIMIT)
 
+
+def hmac_signed_audio(handler: Handler) -> Handler:
+    """`hmac_signed` for a route whose body carries audio (api/body.py's AUDIO_BODY_LIMIT)."""
+    return _signed(handler, AUDIO_BODY_LIMIT)
+
+
+def _signed(handler: Handler, limit: int) -> Handler:
     @functools.wraps(handler)
     async def wrapper(request: Request) -> Response:
         node = node_of(request)
@@ -55,7 +63,7 @@ def hmac_signed(handler: Handler) -> Handler:
         except HmacAuthError as exc:
             return _denied(request, exc)
         digest = hashlib.sha256()
-        await read_body(request, ACS_BODY_LIMIT, on_chunk=digest.update)
+        await read_body(request, limit, on_chunk=digest.update)
         try:
             verify_signature(
                 signed,

@@ -8,6 +8,7 @@ Limits, and where they come from:
 - ACS and callgrid routes: 256 KiB. ACS documents no request-size limit for these APIs; the largest bodies
   the SDKs build (a create-call with targets, custom calling context and play sources) are a few KB,
   so 256 KiB refuses nothing real while bounding what an authenticated client can make the server hold.
+- a simulated party's audio (`.../participants/{rawId}:play`): 16 MiB.
 - ARM routes: 4 MiB, ARM's documented limit on the largest request it takes (a deployment template).
 - Event Grid publish: 1 MB per request, Event Grid's documented limit (eventgrid/custom_topics.py).
 """
@@ -22,6 +23,9 @@ from starlette.requests import ClientDisconnect, Request
 from callgrid.errors import PayloadTooLarge, RequestTimeout
 
 ACS_BODY_LIMIT = 256 * 1024
+# callgrid's own route for a simulated party's voice carries a base64 WAV or MP3: about 6 minutes of
+# 16 kHz mono WAV fit.
+AUDIO_BODY_LIMIT = 16 * 1024 * 1024
 ARM_BODY_LIMIT = 4 * 1024 * 1024
 # Kestrel's MinRequestBodyDataRate gives a body a 5 s grace, then wants 240 bytes/s; callgrid only
 # refuses a body that stops altogether, which is what holds a connection and a task forever.

@@ -62,8 +62,8 @@ async def read_json(
         raise InvalidRequest(f"The request body is not valid JSON: {exc}.", code=code) from None
 
 
-async def read_object(request: Request, *, allow_empty: bool = False) -> dict[str, Any]:
-    value = await read_json(request, allow_empty=allow_empty)
+async def read_object(request: Request, *, allow_empty: bool = False, limit: int = ACS_BODY_LIMIT) -> dict[str, Any]:
+    value = await read_json(request, allow_empty=allow_empty, limit=limit)
     if value is None:
         return {}
     if not isinstance(value, dict):

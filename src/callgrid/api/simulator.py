@@ -10,7 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from callgrid.api.auth import hmac_signed, node_of
+from callgrid.api.auth import hmac_signed, hmac_signed_audio, node_of
+from callgrid.api.body import AUDIO_BODY_LIMIT
 from callgrid.api.errors import field, read_object
 from callgrid.errors import InvalidRequest, NotFound
 from callgrid.media import codecs, speech
@@ -102,12 +103,12 @@ async def say(request: Request) -> Response:
     return JSONResponse({"durationMs": round(len(pcm) / 16), "endsInMs": round(ends_in * 1000)}, status_code=202)
 
 
-@hmac_signed
+@hmac_signed_audio
 async def play(request: Request) -> Response:
     """The simulated participant plays audio into the call: `{"url": "https://..."}` or `{"audio": "<base64
     WAV or MP3>"}` (any rate and channels; it is converted)."""
     node = node_of(request)
-    body = await read_object(request)
+    body = await read_object(request, limit=AUDIO_BODY_LIMIT)
     url = field(body, "url", str, required=False)
     audio = field(body, "audio", str, required=False)
     if (url is None) == (audio is None):

@@ -14,6 +14,7 @@ own stream. Frames from the app that are malformed or oversized are dropped and 
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import contextlib
 import logging
@@ -208,6 +209,10 @@ class MediaStream(_Socket):
             if not out:
                 return
             pcm = np.concatenate(out)
+        if raw_id is None and resampler is None:
+            # The common frame (mixed, 16 kHz) by template: the same JSON as wire.AudioData, a third the cost.
+            self.send(_mixed_frame(wire.format_timestamp(now), pcm, frame is None))
+            return
         data = wire.AudioData(pcm.astype("<i2").tobytes(), now, participant_raw_id=raw_id, silent=frame is None)
         self.send(data.to_json())
 
@@ -238,6 +243,15 @@ class MediaStream(_Socket):
             out = self._from_wire.feed(pcm)
             pcm = np.concatenate(out) if out else pcm[:0]
         self._plane.app_audio(self._media, pcm)
+
+
+_SILENT_DATA = base64.b64encode(SILENCE.astype("<i2").tobytes()).decode("ascii")
+
+
+def _mixed_frame(timestamp: str, pcm: Pcm, silent: bool) -> str:
+    data = _SILENT_DATA if silent else base64.b64encode(pcm.astype("<i2").tobytes()).decode("ascii")
+    flag = "true" if silent else "false"
+    return f'{{"kind":"AudioData","audioData":{{"timestamp":"{timestamp}","data":"{data}","silent":{flag}}}}}'
 
 
 class TranscriptionStream(_Socket):
