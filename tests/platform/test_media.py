@@ -4,10 +4,7 @@ reports. What callers say and hear is in tests/media/."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 from azure.communication.callautomation import (
@@ -23,6 +20,7 @@ from azure.core.exceptions import HttpResponseError
 
 from callgrid.platform.audio import wav_bytes
 from callgrid.testing import CallgridServer, WebhookReceiver
+from tests.media.voice_support import FileServer
 from tests.platform.calling_support import ENTRY_NUMBER, PSTN_CALLER, World, make_world, phone
 
 MP3_FRAME = b"\xff\xfb\x90\xc0" + bytes(413)  # MPEG-1 Layer III, 128 kbit/s, 44.1 kHz, mono, silent
@@ -33,33 +31,9 @@ FILES = {
 }
 
 
-class FileServer:
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = FILES.get(self.path)
-                self.send_response(200 if body is not None else 404)
-                self.send_header("Content-Length", str(len(body or b"")))
-                self.end_headers()
-                self.wfile.write(body or b"")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}{path}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 @pytest.fixture
 def files() -> Iterator[FileServer]:
-    server = FileServer()
+    server = FileServer(FILES)
     yield server
     server.close()
 

@@ -54,7 +54,8 @@ ENDED_CALLS_KEPT = 100  # what parties of ended calls heard stays fetchable for 
 
 Pcm = npt.NDArray[np.int16]
 SILENCE: Pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-_TONE_NAMES = {
+# DTMF tone names as ACS spells them -> the key each stands for.
+TONE_KEYS = {
     "zero": "0",
     "one": "1",
     "two": "2",
@@ -432,7 +433,7 @@ class MediaPlane:
         gap = np.zeros(int(0.05 * RATE), dtype=np.int16)
         parts: list[Pcm] = []
         for tone in tones:
-            parts.extend([codecs.dtmf_tone(_TONE_NAMES.get(tone, tone), 0.15, RATE), gap])
+            parts.extend([codecs.dtmf_tone(TONE_KEYS.get(tone, tone), 0.15, RATE), gap])
         if parts:
             self.speak(server_call_id, raw_id, np.concatenate(parts))
         for sink in self.session(server_call_id).sinks.values():

@@ -28,7 +28,7 @@ import certifi
 import numpy as np
 
 from callgrid.media import codecs, speech, wire
-from callgrid.media.plane import RATE, SILENCE, FrameSink, Pcm
+from callgrid.media.plane import RATE, SILENCE, TONE_KEYS, FrameSink, Pcm
 from callgrid.platform.media_port import StreamFailed, StreamOptions, StreamStarted
 
 if TYPE_CHECKING:
@@ -41,25 +41,6 @@ QUEUE_FRAMES = 500  # 10 s of audio
 # ACS's result sub-codes for a stream that could not be opened or broke.
 CONNECT_FAILED = 8581
 STREAM_BROKEN = 8582
-
-_KEYS = {
-    "zero": "0",
-    "one": "1",
-    "two": "2",
-    "three": "3",
-    "four": "4",
-    "five": "5",
-    "six": "6",
-    "seven": "7",
-    "eight": "8",
-    "nine": "9",
-    "asterisk": "*",
-    "pound": "#",
-    "a": "A",
-    "b": "B",
-    "c": "C",
-    "d": "D",
-}
 
 
 def open_stream(plane: MediaPlane, media: CallMedia, options: StreamOptions) -> FrameSink:
@@ -221,7 +202,7 @@ class MediaStream(_Socket):
             return
         now = datetime.now(UTC)
         for tone in tones:
-            key = _KEYS.get(tone)
+            key = TONE_KEYS.get(tone)
             if key is not None:
                 self.send(wire.DtmfData(key, now, participant_raw_id=raw_id).to_json())
 
