@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pytest
@@ -205,3 +206,30 @@ def test_the_fast_audio_frame_is_the_wire_models_frame() -> None:
         model = json.loads(wire.AudioData(frame.astype("<i2").tobytes(), now, silent=silent).to_json())
         assert fast == model
         assert isinstance(wire.parse_streaming_data(json.dumps(fast)), wire.AudioData)
+
+
+def test_intermediate_results_come_while_the_caller_speaks(world: World) -> None:
+    app = MediaApp()
+    try:
+        options = TranscriptionOptions(
+            transport_url=app.url,
+            transport_type=StreamingTransportType.WEBSOCKET,
+            locale="en-US",
+            start_transcription=True,
+            enable_intermediate_results=True,
+        )
+        server_call_id, ccid = answer(world, transcription=options)
+        callback(world, ccid, "TranscriptionStarted")
+        props = world.automation.get_call_connection(ccid).get_call_properties()
+        assert props.transcription_subscription.subscribed_result_types == ["final", "intermediate"]
+        say(world, server_call_id, "I would like to check the balance of my savings account and then pay a bill")
+        app.wait_for(lambda: any(f["transcriptionData"]["resultStatus"] == "Final" for f in data(app)), timeout=40)
+        statuses = [f["transcriptionData"]["resultStatus"] for f in data(app)]
+        # What was said so far, every second of speech, then the whole utterance once it ended.
+        assert statuses[0] == "Intermediate" and statuses[-1] == "Final" and statuses.count("Final") == 1
+    finally:
+        app.close()
+
+
+def data(app: MediaApp) -> list[dict[str, Any]]:
+    return app.of_kind("TranscriptionData")

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import ssl
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -235,12 +236,24 @@ def _mixed_frame(timestamp: str, pcm: Pcm, silent: bool) -> str:
     return f'{{"kind":"AudioData","audioData":{{"timestamp":"{timestamp}","data":"{data}","silent":{flag}}}}}'
 
 
+@dataclass
+class _Talk:
+    """One party's speech as a transcription follows it (for Intermediate results)."""
+
+    ended: int = 0  # utterances of this party that have ended
+    start: float = 0.0
+    frames: list[Pcm] = field(default_factory=list)
+    guessing: bool = False  # an Intermediate recognition is running
+
+
 class TranscriptionStream(_Socket):
-    """Each party's utterances, recognised as they end, sent as Final `TranscriptionData`."""
+    """Each party's utterances, recognised as they end, sent as Final `TranscriptionData`; with
+    `enableIntermediateResults`, what has been said so far every second of speech, as Intermediate."""
 
     def __init__(self, plane: MediaPlane, media: CallMedia, options: StreamOptions) -> None:
         self.locale = options.locale
         self._detectors: dict[str, speech.UtteranceDetector] = {}
+        self._talks: dict[str, _Talk] = {}
         self._frames = 0  # ticks since the transcription started: offsets count from here
         super().__init__(plane, media, options)
 
@@ -262,13 +275,29 @@ class TranscriptionStream(_Socket):
             detector = self._detectors.get(raw_id)
             if detector is None:
                 detector = self._detectors[raw_id] = speech.UtteranceDetector()
+                self._talks[raw_id] = _Talk()
                 # A party who joins later is offset from when the transcription started, not from joining.
                 detector.feed(np.zeros((self._frames - 1) * len(SILENCE), dtype=np.int16))
-            for event in detector.feed(frame if frame is not None else SILENCE):
-                if isinstance(event, speech.UtteranceEnded):
-                    self._plane.spawn(self._transcribe(raw_id, event.pcm, event.start), "transcribe")
+            talk = self._talks[raw_id]
+            audio = frame if frame is not None else SILENCE
+            for event in detector.feed(audio):
+                if isinstance(event, speech.SpeechStarted):
+                    talk.start, talk.frames = event.start, []
+                elif isinstance(event, speech.UtteranceEnded):
+                    talk.ended += 1
+                    talk.frames = []
+                    final = self._transcribe(raw_id, event.pcm, event.start, wire.RESULT_FINAL, talk.ended)
+                    self._plane.spawn(final, "transcribe")
+            if self.options.intermediate_results and detector.in_speech:
+                talk.frames.append(audio)
+                if len(talk.frames) % 50 == 0 and not talk.guessing:
+                    talk.guessing = True
+                    pcm = np.concatenate(talk.frames)
+                    guess = self._transcribe(raw_id, pcm, talk.start, wire.RESULT_INTERMEDIATE, talk.ended)
+                    self._plane.spawn(guess, "transcribe-intermediate")
 
-    async def _transcribe(self, raw_id: str, pcm: Pcm, start: float) -> None:
+    async def _transcribe(self, raw_id: str, pcm: Pcm, start: float, status: wire.ResultStatus, ended: int) -> None:
+        talk = self._talks[raw_id]
         try:
             recognizer = await speech.shared_recognizer_async()
             result = await recognizer.recognize_async(pcm, None)
@@ -276,8 +305,13 @@ class TranscriptionStream(_Socket):
             log.exception("transcription of an utterance failed")
             self._plane.metrics.count("recognitionErrors")
             return
+        finally:
+            if status == wire.RESULT_INTERMEDIATE:
+                talk.guessing = False
         if not result.text.strip() or self._closed:
             return
+        if status == wire.RESULT_INTERMEDIATE and talk.ended != ended:
+            return  # the utterance ended meanwhile: its Final says it all
         words = [
             wire.WordData(
                 text=w,
@@ -292,6 +326,7 @@ class TranscriptionStream(_Socket):
             offset=wire.seconds_to_ticks(start),
             duration=wire.seconds_to_ticks(len(pcm) / RATE),
             participant_raw_id=raw_id,
+            result_status=status,
             words=words,
         )
         self.send(data.to_json())
