@@ -50,6 +50,16 @@ def streaming(url: str, *, start: bool = True, bidirectional: bool = True, **ext
     )
 
 
+def transcription(url: str, **extra: bool) -> TranscriptionOptions:
+    return TranscriptionOptions(
+        transport_url=url,
+        transport_type=StreamingTransportType.WEBSOCKET,
+        locale="en-US",
+        start_transcription=True,
+        **extra,
+    )
+
+
 def test_an_echo_bot_returns_the_callers_voice_in_order(world: World, echo_app: MediaApp) -> None:
     server_call_id, ccid = answer(world, media_streaming=streaming(echo_app.url))
     started = callback(world, ccid, "MediaStreamingStarted")
@@ -163,13 +173,7 @@ def test_24khz_streams_carry_24khz_frames(world: World, echo_app: MediaApp) -> N
 def test_live_transcription_of_what_the_caller_says(world: World) -> None:
     app = MediaApp()
     try:
-        options = TranscriptionOptions(
-            transport_url=app.url,
-            transport_type=StreamingTransportType.WEBSOCKET,
-            locale="en-US",
-            start_transcription=True,
-        )
-        server_call_id, ccid = answer(world, transcription=options)
+        server_call_id, ccid = answer(world, transcription=transcription(app.url))
         started = callback(world, ccid, "TranscriptionStarted")
         assert started["transcriptionUpdate"]["transcriptionStatus"] == "transcriptionStarted"  # type: ignore[index]
         props = world.automation.get_call_connection(ccid).get_call_properties()
@@ -211,14 +215,7 @@ def test_the_fast_audio_frame_is_the_wire_models_frame() -> None:
 def test_intermediate_results_come_while_the_caller_speaks(world: World) -> None:
     app = MediaApp()
     try:
-        options = TranscriptionOptions(
-            transport_url=app.url,
-            transport_type=StreamingTransportType.WEBSOCKET,
-            locale="en-US",
-            start_transcription=True,
-            enable_intermediate_results=True,
-        )
-        server_call_id, ccid = answer(world, transcription=options)
+        server_call_id, ccid = answer(world, transcription=transcription(app.url, enable_intermediate_results=True))
         callback(world, ccid, "TranscriptionStarted")
         props = world.automation.get_call_connection(ccid).get_call_properties()
         assert props.transcription_subscription.subscribed_result_types == ["final", "intermediate"]

@@ -327,7 +327,6 @@ async def _recognize(node: Node, ccid: str, body: dict[str, Any]) -> Response:
         stop_tones=_stop_tones(dtmf.get("stopTones")),
         choices=_choices(options.get("choices")),
         end_silence_seconds=_end_silence(options.get("speechOptions")),
-        speech_language=options.get("speechLanguage") if isinstance(options.get("speechLanguage"), str) else None,
     )
     async with node.store.transaction() as tx:
         await node.calls.media.recognize(

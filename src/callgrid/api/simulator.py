@@ -15,21 +15,12 @@ from callgrid.api.body import AUDIO_BODY_LIMIT
 from callgrid.api.errors import field, read_object
 from callgrid.errors import InvalidRequest, NotFound
 from callgrid.media import codecs, speech
+from callgrid.media.plane import TONE_KEYS
 from callgrid.node import Node
 from callgrid.platform.calls.models import CallState
 
-_KEYS = {
-    **{
-        str(d): n
-        for d, n in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
-    },
-    "*": "asterisk",
-    "#": "pound",
-    "a": "a",
-    "b": "b",
-    "c": "c",
-    "d": "d",
-}
+# A key as typed (1, #, a) -> the tone name ACS uses.
+_KEYS = {key.lower(): name for name, key in TONE_KEYS.items()}
 
 
 @hmac_signed
@@ -131,7 +122,7 @@ async def play(request: Request) -> Response:
 
 @hmac_signed
 async def heard(request: Request) -> Response:
-    """What the simulated participant heard since joining, as 16 kHz mono WAV (the last 30 minutes)."""
+    """What the simulated participant heard since joining, as 16 kHz mono WAV (its last 5 minutes in the call)."""
     node = node_of(request)
     server_call_id, raw_id = request.path_params["serverCallId"], unquote(request.path_params["rawId"])
     async with node.store.transaction() as tx:

@@ -11,7 +11,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from callgrid.media import speech
-from callgrid.media.plane import SILENCE, FrameSink, Pcm
+from callgrid.media.codecs import Pcm
+from callgrid.media.plane import SILENCE, FrameSink
 from callgrid.platform.media_port import SpeechRecognized, SpeechStarted
 
 if TYPE_CHECKING:
@@ -30,14 +31,12 @@ class SpeechListener(FrameSink):
         target: str,
         phrases: list[str] | None,
         end_silence_seconds: float,
-        report_speech_start: bool,
     ) -> None:
         self._plane = plane
         self._server_call_id = media.server_call_id
         self._op_id = op_id
         self._target = target
         self._phrases = phrases
-        self._report_start = report_speech_start
         self._detector = speech.UtteranceDetector(end_silence=end_silence_seconds)
         self._done = False
 
@@ -47,8 +46,7 @@ class SpeechListener(FrameSink):
         frame = by_party.get(self._target)
         for event in self._detector.feed(frame if frame is not None else SILENCE):
             if isinstance(event, speech.SpeechStarted):
-                if self._report_start:
-                    self._plane.emit(SpeechStarted(self._server_call_id, self._op_id))
+                self._plane.emit(SpeechStarted(self._server_call_id, self._op_id))
             elif isinstance(event, speech.UtteranceEnded):
                 self._done = True
                 self._plane.spawn(self._recognize(event.pcm), f"recognize-{self._op_id}")

@@ -29,15 +29,10 @@ import numpy as np
 import numpy.typing as npt
 
 from callgrid.media import codecs
+from callgrid.media.codecs import Pcm
 from callgrid.media.metrics import MediaMetrics
 from callgrid.media.prompts import PromptCache
-from callgrid.platform.media_port import (
-    MediaEvent,
-    Party,
-    SpeechRecognized,
-    SpeechStarted,
-    StreamOptions,
-)
+from callgrid.platform.media_port import MediaEvent, Party, StreamOptions
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +47,6 @@ MAX_CATCH_UP_TICKS = 50  # a loop stalled for longer than a second skips ahead i
 MAX_JUMP_FRAMES = 3600 * 50
 ENDED_CALLS_KEPT = 100  # what parties of ended calls heard stays fetchable for the latest ones
 
-Pcm = npt.NDArray[np.int16]
 SILENCE: Pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 # DTMF tone names as ACS spells them -> the key each stands for.
 TONE_KEYS = {
@@ -192,15 +186,14 @@ class _Recording:
     channel_type: str
     active: bool
     mixed: list[Pcm] = field(default_factory=list)
-    # unmixed: a channel per party, in the order they were first heard, and the app's own audio last
+    # unmixed: a channel per party, in the order they joined (the app's audio is its own leg's channel)
     channels: dict[str, list[Pcm]] = field(default_factory=dict)
     length: int = 0  # frames recorded
 
 
 class CallMedia:
-    def __init__(self, server_call_id: str, tick: int) -> None:
+    def __init__(self, server_call_id: str) -> None:
         self.server_call_id = server_call_id
-        self.started_tick = tick
         self.legs: dict[str, _Leg] = {}
         self.departed: dict[str, _Leg] = {}  # who left: what they heard is still fetchable
         self.prompts: list[_Prompt] = []
@@ -297,9 +290,8 @@ class MediaPlane:
         self._events: asyncio.Queue[MediaEvent] = asyncio.Queue()
         self._event_task: asyncio.Task[None] | None = None
         self._handler: EventHandler | None = None
-        self._closing = False
         self._background: set[asyncio.Task[Any]] = set()
-        # Set by `callgrid.media.streaming` / `callgrid.media.listening` when they are wired in.
+        # What opens a stream or a listener: wired in by the node (`media.streaming`, `media.listening`).
         self.stream_factory: Callable[[MediaPlane, CallMedia, StreamOptions], FrameSink] | None = None
         self.listener_factory: Callable[..., FrameSink] | None = None
 
@@ -311,7 +303,6 @@ class MediaPlane:
         self._event_task = asyncio.create_task(self._dispatch(), name="media-events")
 
     async def stop(self) -> None:
-        self._closing = True
         for media in list(self._calls.values()):
             self._end(media)
         for task in (self._task, self._event_task, *self._background):
@@ -342,7 +333,7 @@ class MediaPlane:
     def session(self, server_call_id: str) -> CallMedia:
         media = self._calls.get(server_call_id)
         if media is None:
-            media = self._calls[server_call_id] = CallMedia(server_call_id, self.now_tick())
+            media = self._calls[server_call_id] = CallMedia(server_call_id)
         return media
 
     def wake(self) -> None:
@@ -396,7 +387,6 @@ class MediaPlane:
         *,
         phrases: list[str] | None,
         end_silence_seconds: float,
-        report_speech_start: bool,
     ) -> None:
         if self.listener_factory is None:
             return
@@ -408,7 +398,6 @@ class MediaPlane:
             target=target,
             phrases=phrases,
             end_silence_seconds=end_silence_seconds,
-            report_speech_start=report_speech_start,
         )
         self.wake()
 
@@ -590,8 +579,6 @@ __all__ = [
     "CallMedia",
     "FrameSink",
     "MediaPlane",
-    "SpeechRecognized",
-    "SpeechStarted",
     "frames_of",
     "mix",
 ]

@@ -11,17 +11,15 @@ import hashlib
 
 import aiohttp
 import numpy as np
-import numpy.typing as npt
 
 from callgrid.media import codecs, speech
+from callgrid.media.codecs import Pcm
 from callgrid.platform.audio import Probe, UnsupportedAudio, duration_of
 
-RATE = 16000
+RATE = speech.SAMPLE_RATE
 MAX_FILE_BYTES = 50 * 1024 * 1024
 FETCH_TIMEOUT_SECONDS = 15.0
 CACHE_BYTES = 256 * 1024 * 1024
-
-Pcm = npt.NDArray[np.int16]
 
 
 class PromptCache:
@@ -110,8 +108,3 @@ class PromptLoader:
                 return Probe(sub_code=8565, message=f"Action failed, text-to-speech failed: {exc}")
             self.cache.put(key, pcm)
         return Probe(duration=max(len(self.cache.get(key)) / RATE, 0.02), key=key)
-
-    async def speech_of(self, text: str, voice: str | None = None) -> Pcm:
-        """What a simulated party says: synthesised, not cached (each utterance is its own)."""
-        pcm: Pcm = await speech.synthesize(text, voice=voice)
-        return pcm

@@ -29,7 +29,8 @@ import certifi
 import numpy as np
 
 from callgrid.media import codecs, speech, wire
-from callgrid.media.plane import RATE, SILENCE, TONE_KEYS, FrameSink, Pcm
+from callgrid.media.codecs import Pcm
+from callgrid.media.plane import RATE, SILENCE, TONE_KEYS, FrameSink
 from callgrid.platform.media_port import StreamFailed, StreamOptions, StreamStarted
 
 if TYPE_CHECKING:
@@ -39,9 +40,6 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 QUEUE_FRAMES = 500  # 10 s of audio
-# ACS's result sub-codes for a stream that could not be opened or broke.
-CONNECT_FAILED = 8581
-STREAM_BROKEN = 8582
 
 
 def open_stream(plane: MediaPlane, media: CallMedia, options: StreamOptions) -> FrameSink:
@@ -60,8 +58,6 @@ def _ssl_context() -> ssl.SSLContext:
 class _Socket(FrameSink):
     """A WebSocket to the app: connects, sends queued text frames in order, closes cleanly."""
 
-    kind = ""
-
     def __init__(self, plane: MediaPlane, media: CallMedia, options: StreamOptions) -> None:
         self._plane = plane
         self._media = media
@@ -69,7 +65,7 @@ class _Socket(FrameSink):
         self._out: collections.deque[str] = collections.deque()
         self._ready = asyncio.Event()
         self._closed = False
-        self._task = plane.spawn(self._run(), f"{options.kind}-{options.call_connection_id}")
+        plane.spawn(self._run(), f"{options.kind}-{options.call_connection_id}")
 
     def first_frame(self) -> str:
         raise NotImplementedError
@@ -121,7 +117,7 @@ class _Socket(FrameSink):
                 self._closed = True
                 self._plane.metrics.count(f"{o.kind}Failed")
                 message = f"The WebSocket at {o.transport_url} could not be used: {type(exc).__name__}: {exc}"
-                self._plane.emit(StreamFailed(o.server_call_id, o.kind, o.call_connection_id, CONNECT_FAILED, message))
+                self._plane.emit(StreamFailed(o.server_call_id, o.kind, o.call_connection_id, False, message))
 
     async def _write(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
@@ -150,7 +146,7 @@ class _Socket(FrameSink):
                     o.server_call_id,
                     o.kind,
                     o.call_connection_id,
-                    STREAM_BROKEN,
+                    True,
                     f"The app closed the WebSocket at {o.transport_url}.",
                 )
             )

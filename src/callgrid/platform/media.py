@@ -40,7 +40,6 @@ SPEECH_OPTION_MATCHED: Result = (200, 8545, "Action completed, speech option mat
 SPEECH_RECOGNIZED: Result = (200, 8569, "Action completed, speech was recognized.")
 SPEECH_OPTION_NOT_MATCHED: Result = (400, 8547, "Action failed, recognized phrase does not match a valid option.")
 SPEECH_NOT_RECOGNIZED: Result = (400, 8563, "Action failed, speech could not be recognized.")
-NOT_SIMULATED = 8565
 # What the speech recogniser waits for after the caller stops talking (ACS's default endSilenceTimeout).
 END_SILENCE_SECONDS = 0.5
 # Once the caller is talking, the initial silence timeout no longer applies; this bounds an utterance.
@@ -60,7 +59,6 @@ class RecognizeOptions:
     # recognizeInputType "choices": each {"label", "phrases"?, "tone"?}.
     choices: list[dict[str, Any]] = field(default_factory=list)
     end_silence_seconds: float = END_SILENCE_SECONDS
-    speech_language: str | None = None
 
 
 class MediaService:
@@ -350,20 +348,19 @@ class MediaService:
             target = [op["target"]]
             tx.after_commit(lambda: plane.play(server_call_id, op_id, keys, target, False))
             if op["interruptPrompt"]:
-                self._hear_speech(tx, call, op, report_start=True)
+                self._hear_speech(tx, call, op)
         else:
             self._listen(tx, call, op, now, op["initialSilence"])
         call.record(now, "mediaStarted", kind=op["kind"], operationId=op["id"])
         await self._schedule(tx, call, op)
 
     def _listen(self, tx: StoreTx, call: Call, op: dict[str, Any], now: float, wait: float) -> None:
-        first = op["phase"] != "listening"
         op["phase"] = "listening"
         op["dueAt"] = now + wait
-        if first and not op.get("hearing"):
-            self._hear_speech(tx, call, op, report_start=True)
+        if not op.get("hearing"):
+            self._hear_speech(tx, call, op)
 
-    def _hear_speech(self, tx: StoreTx, call: Call, op: dict[str, Any], *, report_start: bool) -> None:
+    def _hear_speech(self, tx: StoreTx, call: Call, op: dict[str, Any]) -> None:
         """Ask the media plane to recognise what the target says, for input types that take speech."""
         phrases = _speech_phrases(op)
         if op["kind"] != "recognize" or op["inputType"] == "dtmf" or phrases == []:
@@ -378,7 +375,6 @@ class MediaService:
                 target,
                 phrases=phrases,
                 end_silence_seconds=end_silence,
-                report_speech_start=report_start,
             )
         )
 

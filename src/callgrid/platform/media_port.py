@@ -60,9 +60,9 @@ class MediaPlanePort(Protocol):
         *,
         phrases: list[str] | None,
         end_silence_seconds: float,
-        report_speech_start: bool,
     ) -> None:
-        """Recognise what `target` says next (against `phrases` when given); report SpeechRecognized."""
+        """Recognise what `target` says next (against `phrases` when given): report SpeechStarted when it
+        begins (barge-in), then SpeechRecognized."""
 
     def stop_listen(self, server_call_id: str, op_id: str) -> None: ...
 
@@ -115,19 +115,12 @@ class StreamStarted:
 
 
 @dataclass(frozen=True)
-class StreamStopped:
-    server_call_id: str
-    kind: str
-    call_connection_id: str
-
-
-@dataclass(frozen=True)
 class StreamFailed:
     server_call_id: str
     kind: str
     call_connection_id: str
-    sub_code: int
+    connected: bool  # False: the app's WebSocket could not be opened; True: it was, and then broke
     message: str
 
 
-MediaEvent = SpeechStarted | SpeechRecognized | StreamStarted | StreamStopped | StreamFailed
+MediaEvent = SpeechStarted | SpeechRecognized | StreamStarted | StreamFailed

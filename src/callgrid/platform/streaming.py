@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from callgrid.errors import InvalidRequest
 from callgrid.platform.calls.models import Call, CallConnection, CallState, ConnectionState
-from callgrid.platform.calls.results import Result
+from callgrid.platform.calls.results import SUCCESS, Result
 from callgrid.platform.media_port import MediaEvent, StreamFailed, StreamOptions, StreamStarted
 from callgrid.store import StoreTx
 
@@ -26,11 +26,7 @@ MEDIA_STREAMING = "mediaStreaming"
 TRANSCRIPTION = "transcription"
 _AUDIO_FORMATS = {"pcm16kmono": "Pcm16KMono", "pcm24kmono": "Pcm24KMono"}
 _NAMES = {MEDIA_STREAMING: "MediaStreaming", TRANSCRIPTION: "Transcription"}
-STARTED: Result = (200, 0, "Action completed successfully.")
-STOPPED: Result = (200, 0, "Action completed successfully.")
-UPDATED: Result = (200, 0, "Action completed successfully.")
 NOT_CONFIGURED = 8522  # ACS: the action needs options given when the call was created or answered
-CONNECT_FAILED = 8581  # what the media plane says when the app's WebSocket could not be opened
 # What ACS reports when the app's WebSocket cannot be opened or breaks (media: captured payloads;
 # transcription: the documented code table).
 _WEBSOCKET_FAILED: dict[str, Result] = {
@@ -146,18 +142,8 @@ class StreamingService:
         sub.update(state="inactive", pending=False)
         plane, server_call_id, ccid = self._core.media_plane, call.server_call_id, connection.call_connection_id
         tx.after_commit(lambda: plane.stop_stream(server_call_id, kind, ccid))
-        status = {MEDIA_STREAMING: "mediaStreamingStopped", TRANSCRIPTION: "transcriptionStopped"}[kind]
         await self._tell(
-            tx,
-            call,
-            connection,
-            kind,
-            "Stopped",
-            STOPPED,
-            status,
-            "subscriptionStopped",
-            operation_context,
-            callback_uri,
+            tx, call, connection, kind, "Stopped", SUCCESS, "subscriptionStopped", operation_context, callback_uri
         )
         await self._core.save(tx, call)
 
@@ -183,8 +169,7 @@ class StreamingService:
             connection,
             TRANSCRIPTION,
             "Updated",
-            UPDATED,
-            "transcriptionUpdated",
+            SUCCESS,
             "transcriptionLocaleUpdated",
             operation_context,
             callback_uri,
@@ -225,19 +210,13 @@ class StreamingService:
         context, url = sub.get("operationContext"), sub.get("callbackUri")
         if isinstance(event, StreamStarted):
             sub.update(state="active", pending=False)
-            status = {MEDIA_STREAMING: "mediaStreamingStarted", TRANSCRIPTION: "transcriptionStarted"}[event.kind]
-            await self._tell(
-                tx, call, connection, event.kind, "Started", STARTED, status, "subscriptionStarted", context, url
-            )
+            await self._tell(tx, call, connection, event.kind, "Started", SUCCESS, "subscriptionStarted", context, url)
         else:
             sub.update(state="inactive", pending=False)
-            status = {MEDIA_STREAMING: "mediaStreamingFailed", TRANSCRIPTION: "transcriptionFailed"}[event.kind]
-            details = (
-                "streamConnectionUnsuccessful" if event.sub_code == CONNECT_FAILED else "streamConnectionInterrupted"
-            )
+            details = "streamConnectionInterrupted" if event.connected else "streamConnectionUnsuccessful"
             code, sub_code, message = _WEBSOCKET_FAILED[event.kind]
             failure = (code, sub_code, f"{message} {event.message}")
-            await self._tell(tx, call, connection, event.kind, "Failed", failure, status, details, context, url)
+            await self._tell(tx, call, connection, event.kind, "Failed", failure, details, context, url)
         await self._core.save(tx, call)
 
     # ---- internals ----------------------------------------------------------------------------------
@@ -291,11 +270,11 @@ class StreamingService:
         kind: str,
         what: str,
         result: Result,
-        status: str,
         details: str,
         operation_context: str | None,
         callback_uri: str | None,
     ) -> None:
+        status = kind + what  # mediaStreamingStarted, transcriptionUpdated, ...
         update: dict[str, Any]
         if kind == MEDIA_STREAMING:
             update = {
