@@ -135,6 +135,8 @@ def test_an_x_ms_date_beyond_year_9999_is_401(fresh: CallgridServer) -> None:
         ("/identities?api-version=2023-10-01", {"createTokenWithScopes": ["chat"], "expiresInMinutes": 10**30}),
         ("/callgrid/v1/clock:advance", {"seconds": "ten"}),
         ("/callgrid/v1/clock:advance", {"seconds": 1e309}),
+        ("/callgrid/v1/clock:advance", {"seconds": 1e300}),  # past the year 9999: the clock would be infinite
+        ("/callgrid/v1/clock:advance", {"seconds": 1, "patienceSeconds": 1e300}),
         ("/callgrid/v1/phoneNumbers", {"phoneNumber": ["+14255550777"]}),
         ("/callgrid/v1/calls", {"from": {"x": 1}, "to": 5}),
         ("/callgrid/v1/calls", {"from": "+12065550100", "to": "+14255551212", "customContext": [1]}),

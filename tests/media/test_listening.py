@@ -96,7 +96,7 @@ def test_a_wrong_spoken_choice_fails_as_acs_does(world: World) -> None:
 def test_the_caller_hears_a_spoken_prompt(world: World, recognizer: Recognizer) -> None:
     server_call_id, ccid = answer(world)
     connection = world.automation.get_call_connection(ccid)
-    text = "Thank you for calling. Your order has been shipped today."
+    text = "I would like to speak to an agent about my bill"
     connection.play_media_to_all([TextSource(text=text, source_locale="en-US", voice_name="en-US-JennyNeural")])
     assert callback(world, ccid, "PlayStarted")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from starlette.requests import Request
@@ -153,6 +154,10 @@ async def get_clock(request: Request) -> Response:
     return JSONResponse({"now": node.clock.now(), "virtual": node.virtual_clock is not None})
 
 
+_LAST_TIMESTAMP = 253402300799.0  # 9999-12-31T23:59:59Z
+_MAX_PATIENCE_SECONDS = 600
+
+
 @hmac_signed
 async def advance_clock(request: Request) -> Response:
     node = node_of(request)
@@ -166,9 +171,12 @@ async def advance_clock(request: Request) -> Response:
     seconds = field(body, "seconds", (int, float))
     if seconds < 0:
         raise InvalidRequest("seconds must be >= 0: the clock does not go backwards.")
+    if not math.isfinite(seconds) or node.clock.now() + seconds > _LAST_TIMESTAMP:
+        # Times are written as ISO dates: a clock past 9999-12-31 could not be told (found by fuzzing).
+        raise InvalidRequest("seconds would take the clock past the year 9999.")
     patience = field(body, "patienceSeconds", (int, float), required=False)
-    if patience is not None and patience < 0:
-        raise InvalidRequest("patienceSeconds must be >= 0.")
+    if patience is not None and not 0 <= patience <= _MAX_PATIENCE_SECONDS:
+        raise InvalidRequest(f"patienceSeconds must be between 0 and {_MAX_PATIENCE_SECONDS}.")
     now = await node.advance_clock(float(seconds), patience=None if patience is None else float(patience))
     return JSONResponse({"now": now, "virtual": True})
 
