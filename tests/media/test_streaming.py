@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +23,7 @@ from azure.core.exceptions import HttpResponseError
 
 from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.media.voice_support import CALLER, RATE, answer, callback, chirp, find, heard, play, say, wait, words_of
-from tests.platform.calling_support import World, make_world
+from tests.platform.calling_support import ENTRY_NUMBER, PSTN_CALLER, World, make_world
 from tests.support.media_app import MediaApp
 
 
@@ -230,3 +231,41 @@ def test_intermediate_results_come_while_the_caller_speaks(world: World) -> None
 
 def data(app: MediaApp) -> list[dict[str, Any]]:
     return app.of_kind("TranscriptionData")
+
+
+def test_a_stalled_consumer_loses_only_its_own_frames(world: World, echo_app: MediaApp) -> None:
+    """An app that stops reading its socket: callgrid keeps 10 s of its frames, then drops the oldest and
+    counts them; another call's stream goes on at real-time pace, and the stalled call stays connected."""
+    stalled = MediaApp(stall=True)
+    try:
+        _, stuck = answer(world, media_streaming=streaming(stalled.url, bidirectional=False))
+        callback(world, stuck, "MediaStreamingStarted")
+        placed = world.place_call(PSTN_CALLER, ENTRY_NUMBER)
+        context = world.incoming(1).data["incomingCallContext"]
+        healthy = world.automation.answer_call(
+            context, world.callback_url, media_streaming=streaming(echo_app.url)
+        ).call_connection_id
+        assert healthy is not None and placed["serverCallId"]
+
+        started = time.monotonic()
+        dropped = wait_for_metric(world, "callgrid_media_media_streaming_frames_dropped", timeout=90)
+        assert dropped > 0
+        # The healthy stream kept pace all along: about 50 frames a second since it began.
+        seconds = time.monotonic() - started
+        frames = len(echo_app.of_kind("AudioData"))
+        assert frames >= 0.8 * 50 * seconds, (frames, seconds)
+        stuck_call = world.automation.get_call_connection(stuck).get_call_properties()
+        assert stuck_call.call_connection_state == "connected"
+    finally:
+        stalled.close()
+
+
+def wait_for_metric(world: World, name: str, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = world.server.client()._send("GET", "/metrics", b"", {}, json_body=False, as_bytes=True).decode()
+        for line in text.splitlines():
+            if line.startswith(name + " ") and float(line.split()[1]) > 0:
+                return float(line.split()[1])
+        time.sleep(0.25)
+    raise AssertionError(f"{name} stayed 0 for {timeout} s")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -17,14 +18,23 @@ from aiohttp import WSMsgType, web
 
 
 class MediaApp:
-    def __init__(self, *, echo: bool = False, reply: Callable[[dict[str, Any]], str | None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        echo: bool = False,
+        reply: Callable[[dict[str, Any]], str | None] | None = None,
+        stall: bool = False,
+    ) -> None:
         self.echo = echo
+        self.stall = stall  # accept the socket, then never read from it: a consumer slower than real time
         self.reply = reply
         self.frames: list[dict[str, Any]] = []
         self.raw: list[str] = []
         self.connections = 0
         self.headers: list[dict[str, str]] = []
         self._open: set[web.WebSocketResponse] = set()
+        self._stalled: list[asyncio.BaseTransport] = []
+        self._closing = asyncio.Event()
         self.closes: list[int | None] = []  # close codes of sockets callgrid closed
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -39,9 +49,13 @@ class MediaApp:
         app.router.add_get("/ws", self._ws)
         self._runner = web.AppRunner(app)
         self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        listener = socket.create_server(("127.0.0.1", 0))
+        if self.stall:
+            # A small receive window (inherited by accepted sockets) so the sender's buffers fill in seconds.
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        site = web.SockSite(self._runner, listener)
         self._loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = listener.getsockname()[1]
         self._ready.set()
         self._loop.run_forever()
 
@@ -52,6 +66,12 @@ class MediaApp:
         with self._lock:
             self.connections += 1
             self.headers.append(dict(request.headers))
+        if self.stall:
+            assert request.transport is not None
+            request.transport.pause_reading()
+            self._open.discard(ws)
+            self._stalled.append(request.transport)
+            await self._closing.wait()  # held open, unread, until the app closes
         async for message in ws:
             if message.type != WSMsgType.TEXT:
                 continue
@@ -99,6 +119,9 @@ class MediaApp:
             # The app hangs up its sockets first: callgrid would stream into them for as long as the call lasts.
             for ws in list(self._open):
                 await ws.close()
+            self._closing.set()
+            for transport in self._stalled:
+                transport.close()  # a stalled app reads no closing handshake: it just drops the connection
             await self._runner.cleanup()
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)

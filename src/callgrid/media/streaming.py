@@ -5,10 +5,10 @@ parties' voices; unmixed: one frame per party with its raw id), and with bidirec
 the app's `AudioData` into the call (`StopAudio` drops what is queued). A transcription sends the
 `TranscriptionMetadata` frame, then a `TranscriptionData` frame for each utterance a party says.
 
-Drop policy: frames to an app that reads slower than real time wait in a bounded queue (10 s); past it
-the oldest are dropped and counted (`mediaStreamingFramesDropped`), so a slow consumer delays only its
-own stream. Frames from the app that are malformed or oversized are dropped and counted
-(`mediaStreamingFramesRejected`); the socket stays open.
+Drop policy: frames to an app that reads slower than real time wait in a bounded queue (10 s, behind the
+socket's fixed send buffer of a few seconds); past it the oldest are dropped and counted
+(`mediaStreamingFramesDropped`), so a slow consumer delays only its own stream. Frames from the app that
+are malformed or oversized are dropped and counted (`mediaStreamingFramesRejected`); the socket stays open.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import collections
 import contextlib
 import logging
 import os
+import socket
 import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 QUEUE_FRAMES = 500  # 10 s of audio
+# The kernel's send buffer for a stream socket, fixed rather than autotuned (up to 4 MiB, over a minute of
+# audio): with it the drop policy starts after about 15 s of backlog, not after minutes.
+SEND_BUFFER_BYTES = 128 * 1024
 
 
 def open_stream(plane: MediaPlane, media: CallMedia, options: StreamOptions) -> FrameSink:
@@ -99,6 +103,9 @@ class _Socket(FrameSink):
                     heartbeat=30,
                     max_msg_size=wire.DEFAULT_MAX_FRAME_BYTES,
                 ) as ws:
+                    sock = ws.get_extra_info("socket")
+                    if sock is not None:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
                     self._plane.emit(StreamStarted(o.server_call_id, o.kind, o.call_connection_id))
                     await ws.send_str(self.first_frame())
                     reader = asyncio.create_task(self._read(ws))
