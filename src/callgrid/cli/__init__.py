@@ -18,6 +18,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Sub-commands inherit this from the root context: `-h` works everywhere `--help` does.
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from callgrid.cli.common import DataDir, PortOption, client_for, console, fail
@@ -14,7 +12,7 @@ def register(app: typer.Typer) -> None:
     app.command()(health)
 
 
-def reset(data_dir: DataDir = Path(".callgrid"), port: PortOption = None) -> None:
+def reset(data_dir: DataDir = None, port: PortOption = None) -> None:
     """Forget calls, identities, numbers, subscriptions and deliveries; the resource and its keys stay."""
     try:
         client_for(data_dir, port).request("POST", "/callgrid/v1/reset")
@@ -23,7 +21,7 @@ def reset(data_dir: DataDir = Path(".callgrid"), port: PortOption = None) -> Non
     console.print("callgrid reset: the resource is empty again.")
 
 
-def health(data_dir: DataDir = Path(".callgrid"), port: PortOption = None) -> None:
+def health(data_dir: DataDir = None, port: PortOption = None) -> None:
     """Ask the running server whether it is up (exit status 1 if it does not answer)."""
     try:
         status = client_for(data_dir, port).request("GET", "/callgrid/v1/health")

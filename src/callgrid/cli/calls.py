@@ -30,7 +30,7 @@ def call(
         Path | None, typer.Option("--play", help="Once connected, the caller plays this WAV/MP3 as their voice.")
     ] = None,
     speak_after: Annotated[float, typer.Option(help="Seconds after connecting before --say / --play.")] = 1.0,
-    data_dir: DataDir = Path(".callgrid"),
+    data_dir: DataDir = None,
     port: PortOption = None,
 ) -> None:
     """Place a call: raises IncomingCall, then shows the call's timeline as it happens; the caller can speak."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -35,7 +34,7 @@ def deliveries(
     subscription: Subscription = None,
     status: Annotated[str | None, typer.Option(help="pending, delivered, dropped or deadLettered.")] = None,
     attempts: Annotated[bool, typer.Option("--attempts", help="Show every attempt.")] = False,
-    data_dir: DataDir = Path(".callgrid"),
+    data_dir: DataDir = None,
     port: PortOption = None,
 ) -> None:
     """Recent deliveries (Event Grid and callbacks) and their attempts."""
@@ -78,7 +77,7 @@ def deliveries(
 def list_dead_letters(
     limit: Limit = 20,
     subscription: Subscription = None,
-    data_dir: DataDir = Path(".callgrid"),
+    data_dir: DataDir = None,
     port: PortOption = None,
 ) -> None:
     """Dead-lettered events: why, when, and where they were written."""
@@ -111,7 +110,7 @@ def list_dead_letters(
 @dead_letters_app.command("replay")
 def replay_dead_letter(
     dead_letter_id: Annotated[str, typer.Argument(help="The dead letter's id (see `dead-letters list`).")],
-    data_dir: DataDir = Path(".callgrid"),
+    data_dir: DataDir = None,
     port: PortOption = None,
 ) -> None:
     """Send a dead-lettered event to its subscription again, as a new delivery."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,7 +13,7 @@ identities_app = typer.Typer(help="Communication identities.", no_args_is_help=T
 
 @identities_app.command("create")
 def identities_create(
-    data_dir: DataDir = Path(".callgrid"),
+    data_dir: DataDir = None,
     port: PortOption = None,
     answer: Annotated[bool, typer.Option("--answer", help="Its simulated device answers when it rings.")] = False,
 ) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 from rich.table import Table
 
@@ -13,7 +11,7 @@ numbers_app = typer.Typer(help="Phone numbers the resource owns.", no_args_is_he
 
 
 @numbers_app.command("add")
-def numbers_add(number: str, data_dir: DataDir = Path(".callgrid"), port: PortOption = None) -> None:
+def numbers_add(number: str, data_dir: DataDir = None, port: PortOption = None) -> None:
     """Own a phone number (E.164)."""
     try:
         doc = client_for(data_dir, port).own_number(number)
@@ -23,7 +21,7 @@ def numbers_add(number: str, data_dir: DataDir = Path(".callgrid"), port: PortOp
 
 
 @numbers_app.command("list")
-def numbers_list(data_dir: DataDir = Path(".callgrid"), port: PortOption = None) -> None:
+def numbers_list(data_dir: DataDir = None, port: PortOption = None) -> None:
     """List owned phone numbers."""
     try:
         page = client_for(data_dir, port).list_numbers()["phoneNumbers"]
@@ -42,7 +40,7 @@ def numbers_list(data_dir: DataDir = Path(".callgrid"), port: PortOption = None)
 
 
 @numbers_app.command("remove")
-def numbers_remove(number: str, data_dir: DataDir = Path(".callgrid"), port: PortOption = None) -> None:
+def numbers_remove(number: str, data_dir: DataDir = None, port: PortOption = None) -> None:
     """Release an owned phone number."""
     try:
         client_for(data_dir, port).release_number(number)
