@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from callgrid.cli.common import DataDir, PortOption, client_for, console, fail
+from callgrid.cli.common import AsJson, DataDir, PortOption, client_for, console, fail, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -21,10 +21,13 @@ def reset(data_dir: DataDir = None, port: PortOption = None) -> None:
     console.print("callgrid reset: the resource is empty again.")
 
 
-def health(data_dir: DataDir = None, port: PortOption = None) -> None:
+def health(as_json: AsJson = False, data_dir: DataDir = None, port: PortOption = None) -> None:
     """Ask the running server whether it is up (exit status 1 if it does not answer)."""
     try:
         status = client_for(data_dir, port).request("GET", "/callgrid/v1/health")
     except Exception as exc:
         fail(exc)
+    if as_json:
+        print_json(status)
+        return
     console.print(f"{status['status']}: callgrid {status['version']}, clock {status['clock']}")

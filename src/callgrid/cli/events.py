@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from callgrid.cli.common import DataDir, PortOption, client_for, console, fail
+from callgrid.cli.common import AsJson, DataDir, PortOption, client_for, console, fail, print_json
 
 dead_letters_app = typer.Typer(help="Dead-lettered events: list them, send them again.", no_args_is_help=True)
 
@@ -34,6 +34,7 @@ def deliveries(
     subscription: Subscription = None,
     status: Annotated[str | None, typer.Option(help="pending, delivered, dropped or deadLettered.")] = None,
     attempts: Annotated[bool, typer.Option("--attempts", help="Show every attempt.")] = False,
+    as_json: AsJson = False,
     data_dir: DataDir = None,
     port: PortOption = None,
 ) -> None:
@@ -44,6 +45,9 @@ def deliveries(
         )["value"]
     except Exception as exc:
         fail(exc)
+    if as_json:
+        print_json(rows)
+        return
     table = Table("kind", "subscription", "status", "attempts", "last", "next", "url", "event")
     for r in rows:
         last = f"{r['lastStatus'] or ''} {r['lastOutcome'] or ''}".strip()
@@ -77,6 +81,7 @@ def deliveries(
 def list_dead_letters(
     limit: Limit = 20,
     subscription: Subscription = None,
+    as_json: AsJson = False,
     data_dir: DataDir = None,
     port: PortOption = None,
 ) -> None:
@@ -87,6 +92,9 @@ def list_dead_letters(
         ]
     except Exception as exc:
         fail(exc)
+    if as_json:
+        print_json(rows)
+        return
     table = Table("id", "subscription", "reason", "attempts", "last outcome", "written to", "replayed", "event")
     for r in rows:
         event = r["event"]

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from callgrid.cli.options import DataDir
+from callgrid.cli.options import AsJson, DataDir
 from callgrid.datadir import locate_data_dir
 from callgrid.router.assignments import import_csv, make_assignment
 from callgrid.router.config import (
@@ -66,7 +66,6 @@ PublicUrl = Annotated[
         envvar="CALLGRID_ROUTER_PUBLIC_URL",
     ),
 ]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _fail(message: str) -> NoReturn:
@@ -282,9 +281,13 @@ def unblock(
 
 
 @router_app.command()
-def blocked(db: Db = None, data_dir: DataDir = None) -> None:
+def blocked(as_json: AsJson = False, db: Db = None, data_dir: DataDir = None) -> None:
     """The block list."""
-    for key, note in _store(db, data_dir, create=False).blocked():
+    rows = _store(db, data_dir, create=False).blocked()
+    if as_json:
+        print(json.dumps([{"caller": key, "note": note} for key, note in rows], indent=2))
+        return
+    for key, note in rows:
         console.print(f"{key}  {note or ''}", highlight=False)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from callgrid.cli.common import DataDir, PortOption, console, existing_state, fail
+from callgrid.cli.common import AsJson, DataDir, PortOption, console, existing_state, fail, print_json
 
 API = "api-version=2025-02-15"
 INCOMING_CALL = "Microsoft.Communication.IncomingCall"
@@ -73,13 +73,16 @@ def create(
 
 
 @subscriptions_app.command("list")
-def list_(data_dir: DataDir = None, port: PortOption = None) -> None:
+def list_(as_json: AsJson = False, data_dir: DataDir = None, port: PortOption = None) -> None:
     """List the resource's event subscriptions."""
     state = existing_state(data_dir, port)
     try:
         docs = state.client().arm("GET", _path(state.resource.arm_id), token=state.arm_token())["value"]
     except Exception as exc:
         fail(exc)
+    if as_json:
+        print_json(docs)
+        return
     table = Table("name", "state", "endpoint", "event types", "schema")
     for doc in docs:
         props = doc["properties"]
@@ -95,13 +98,16 @@ def list_(data_dir: DataDir = None, port: PortOption = None) -> None:
 
 
 @subscriptions_app.command("show")
-def show(name: str, data_dir: DataDir = None, port: PortOption = None) -> None:
-    """Show one subscription as ARM returns it."""
+def show(name: str, as_json: AsJson = False, data_dir: DataDir = None, port: PortOption = None) -> None:
+    """Show one subscription as ARM returns it (--json: plain, uncoloured)."""
     state = existing_state(data_dir, port)
     try:
         doc = state.client().arm("GET", _path(state.resource.arm_id, name), token=state.arm_token())
     except Exception as exc:
         fail(exc)
+    if as_json:
+        print_json(doc)
+        return
     console.print_json(data=doc)
 
 
