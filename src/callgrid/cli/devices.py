@@ -21,7 +21,6 @@ BEHAVIOURS = ("ring", "answer", "decline", "busy", "unreachable")
 RawId = Annotated[
     str, typer.Argument(help="An identity's raw id (8:acs:...) or a phone number (+1425... or 4:+1425...).")
 ]
-Duration = Annotated[str | None, typer.Option(help="A duration: 30s, 250ms, 5m, 1h30m, or seconds.")]
 
 
 def register(app: typer.Typer) -> None:
