@@ -47,6 +47,8 @@ def test_the_rule_named_then_upwards_then_per_user(tmp_path: Path, monkeypatch: 
 def test_commands_outside_any_data_dir_say_so_and_create_nothing(tmp_path: Path) -> None:
     home, work = tmp_path / "home", tmp_path / "elsewhere"
     work.mkdir(parents=True)
+    above = [p for p in work.parents if (p / ".callgrid").is_dir()]
+    assert not above, f"a .callgrid folder above the test's temporary directory would be found: {above}"
     for args in (["numbers", "list"], ["env"], ["calls", "list", "--json"], ["device", "list"], ["clock", "show"]):
         result = _callgrid(*args, cwd=work, home=home)
         assert result.returncode == 1, result.stdout
