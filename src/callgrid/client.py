@@ -23,8 +23,9 @@ class CallgridHttpError(Exception):
         self.message = message
 
 
-class CallgridUnreachable(Exception):
-    """No answer at all: nothing listens on the endpoint, or the connection failed."""
+class CallgridUnreachable(OSError):
+    """No answer at all: nothing listens on the endpoint, the connection failed or timed out. An OSError, as
+    urllib's own errors were, so callers that caught those still do."""
 
     def __init__(self, endpoint: str, reason: str) -> None:
         super().__init__(f"cannot reach {endpoint}: {reason}")
