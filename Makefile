@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 ## Start callgrid (https://localhost:$(PORT)) and the router with a demo number; state in ./.callgrid
 run: $(STAMP)
-	$(BIN)/callgrid demo --port $(PORT)
+	$(BIN)/callgrid demo --port $(PORT) --data-dir .callgrid
 
 ## The whole test suite (a real server, the official SDKs)
 test: $(STAMP)

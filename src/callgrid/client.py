@@ -23,6 +23,16 @@ class CallgridHttpError(Exception):
         self.message = message
 
 
+class CallgridUnreachable(OSError):
+    """No answer at all: nothing listens on the endpoint, the connection failed or timed out. An OSError, as
+    urllib's own errors were, so callers that caught those still do."""
+
+    def __init__(self, endpoint: str, reason: str) -> None:
+        super().__init__(f"cannot reach {endpoint}: {reason}")
+        self.endpoint = endpoint
+        self.reason = reason
+
+
 @dataclass
 class CallgridClient:
     endpoint: str
@@ -66,6 +76,11 @@ class CallgridClient:
                 raise CallgridHttpError(exc.code, error.get("code", ""), error.get("message", "")) from None
             except (ValueError, KeyError, TypeError):
                 raise CallgridHttpError(exc.code, "", raw.decode(errors="replace")) from None
+        except urllib.error.URLError as exc:
+            reason = exc.reason.strerror if isinstance(exc.reason, OSError) and exc.reason.strerror else exc.reason
+            raise CallgridUnreachable(self.endpoint, str(reason).lower()) from None
+        except (TimeoutError, ConnectionError) as exc:
+            raise CallgridUnreachable(self.endpoint, str(exc) or type(exc).__name__) from None
         if as_bytes:
             return raw
         return json.loads(raw) if raw else None

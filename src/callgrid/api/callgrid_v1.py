@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from callgrid import __version__
 from callgrid.api.auth import hmac_signed, node_of
+from callgrid.api.deliveries import query_limit
 from callgrid.api.errors import error_response, field, read_object
 from callgrid.api.openapi import OPENAPI
 from callgrid.errors import InvalidRequest
@@ -111,9 +112,27 @@ async def get_call(request: Request) -> Response:
 @hmac_signed
 async def list_calls(request: Request) -> Response:
     node = node_of(request)
+    limit = query_limit(request)
     async with node.store.transaction() as tx:
-        calls = await node.calls.list_calls(tx)
+        calls = await node.calls.list_calls(tx, limit)
     return JSONResponse({"value": [call_view(c) for c in calls]})
+
+
+@hmac_signed
+async def list_identities(request: Request) -> Response:
+    node = node_of(request)
+    limit = query_limit(request)
+    async with node.store.transaction() as tx:
+        identities = await node.identities.list_identities(tx, limit)
+    return JSONResponse({"value": identities})
+
+
+@hmac_signed
+async def list_endpoints(request: Request) -> Response:
+    node = node_of(request)
+    async with node.store.transaction() as tx:
+        devices = await node.calls.list_devices(tx)
+    return JSONResponse({"value": devices})
 
 
 @hmac_signed
@@ -203,6 +222,8 @@ routes = [
     Route("/callgrid/v1/calls", place_call, methods=["POST"]),
     Route("/callgrid/v1/calls", list_calls, methods=["GET"]),
     Route("/callgrid/v1/calls/{serverCallId}", get_call, methods=["GET"]),
+    Route("/callgrid/v1/identities", list_identities, methods=["GET"]),
+    Route("/callgrid/v1/endpoints", list_endpoints, methods=["GET"]),
     Route("/callgrid/v1/endpoints/{rawId}", put_endpoint, methods=["PUT"]),
     Route("/callgrid/v1/endpoints/{rawId}", get_endpoint, methods=["GET"]),
     Route("/callgrid/v1/reset", reset, methods=["POST"]),

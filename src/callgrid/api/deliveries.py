@@ -77,7 +77,8 @@ def dead_letter_view(row: DeadLetterRow) -> dict[str, Any]:
     }
 
 
-def _limit(request: Request) -> int:
+def query_limit(request: Request) -> int:
+    """`?limit=`: 1 to 1000, 100 when absent."""
     raw = request.query_params.get("limit", "100")
     if not raw.isascii() or not raw.strip().isdigit():  # int() also reads fullwidth digits
         raise InvalidRequest(f"limit must be an integer; got '{raw}'.")
@@ -95,7 +96,7 @@ def _subscription(request: Request) -> str | None:
 @hmac_signed
 async def list_deliveries(request: Request) -> Response:
     node = node_of(request)
-    limit = _limit(request)
+    limit = query_limit(request)
     status = request.query_params.get("status")
     if status is not None and status not in STATUSES:
         raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}; got '{status}'.")
@@ -108,7 +109,7 @@ async def list_deliveries(request: Request) -> Response:
 @hmac_signed
 async def list_dead_letters(request: Request) -> Response:
     node = node_of(request)
-    limit = _limit(request)
+    limit = query_limit(request)
     async with node.store.transaction() as tx:
         rows = await tx.list_dead_letters(limit, _subscription(request))
     return JSONResponse({"value": [dead_letter_view(r) for r in rows]})

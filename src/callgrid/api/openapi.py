@@ -30,6 +30,8 @@ def _path_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
 
+_LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
@@ -83,7 +85,7 @@ OPENAPI: dict[str, Any] = {
             "Endpoint": {
                 "type": "object",
                 "properties": {
-                    "onIncomingCall": {"enum": ["ring", "answer", "decline", "busy"]},
+                    "onIncomingCall": {"enum": ["ring", "answer", "decline", "busy", "unreachable"]},
                     "answerDelayMs": {"type": "integer", "minimum": 0},
                     "connectDelayMs": {"type": "integer", "minimum": 0, "maximum": 600000},
                 },
@@ -100,7 +102,13 @@ OPENAPI: dict[str, Any] = {
         },
         "/callgrid/v1/calls": {
             "post": _op("Place a call (raises IncomingCall)", "201", {"$ref": "#/components/schemas/PlaceCall"}),
-            "get": _op("List recent calls", "200"),
+            "get": _op("Recent calls, last changed first", "200", parameters=[_LIMIT]),
+        },
+        "/callgrid/v1/identities": {
+            "get": _op("The resource's identities, newest first", "200", parameters=[_LIMIT]),
+        },
+        "/callgrid/v1/endpoints": {
+            "get": _op("The scripted simulated devices (any other one rings until the ring timeout)", "200"),
         },
         "/callgrid/v1/calls/{serverCallId}": {
             "get": _op("A call with participants and timeline", "200", parameters=[_path_param("serverCallId")]),

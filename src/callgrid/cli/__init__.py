@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from callgrid import __version__
-from callgrid.cli import admin, calls, calls_sim, demo, events, serve
+from callgrid.cli import admin, calls, calls_sim, clock, demo, devices, events, serve
 from callgrid.cli.identities import identities_app
 from callgrid.cli.numbers import numbers_app
 from callgrid.cli.router import router_app
@@ -18,6 +18,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Sub-commands inherit this from the root context: `-h` works everywhere `--help` does.
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -40,6 +42,8 @@ serve.register(app)
 admin.register(app)
 calls.register(app)
 calls_sim.register(app)
+devices.register(app)
+clock.register(app)
 events.register(app)
 app.add_typer(numbers_app, name="numbers")
 app.add_typer(identities_app, name="identities")

@@ -1,21 +1,26 @@
-"""`callgrid call`: drive the simulator and watch what happens."""
+"""`callgrid call`: drive the simulator and watch what happens; `callgrid calls list|show`: what the server
+knows of calls (participants, offers, state, timeline)."""
 
 from __future__ import annotations
 
 import base64
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
+from rich.table import Table
 
-from callgrid.cli.common import DataDir, PortOption, client_for, console, fail
+from callgrid.cli.common import AsJson, DataDir, PortOption, client_for, console, fail, print_json
+
+calls_app = typer.Typer(help="Calls as the server knows them: list them, show one.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
     app.command()(call)
+    app.add_typer(calls_app, name="calls")
 
 
 def call(
@@ -30,7 +35,7 @@ def call(
         Path | None, typer.Option("--play", help="Once connected, the caller plays this WAV/MP3 as their voice.")
     ] = None,
     speak_after: Annotated[float, typer.Option(help="Seconds after connecting before --say / --play.")] = 1.0,
-    data_dir: DataDir = Path(".callgrid"),
+    data_dir: DataDir = None,
     port: PortOption = None,
 ) -> None:
     """Place a call: raises IncomingCall, then shows the call's timeline as it happens; the caller can speak."""
@@ -125,3 +130,84 @@ def _timeline_line(entry: dict[str, Any], started: float) -> str:
     offset = entry["time"] - started
     detail = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("time", "event"))
     return f"  [dim]+{offset * 1000:7.1f} ms[/dim]  [bold]{entry['event']}[/bold]  {detail}"
+
+
+def _when(ts: float | None) -> str:
+    return "" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _callee(view: dict[str, Any]) -> str:
+    """Whom the call was first offered to (later offers are redirects, transfers, added participants)."""
+    return str(view["offers"][0]["target"]) if view["offers"] else ""
+
+
+@calls_app.command("list")
+def calls_list(
+    limit: Annotated[int, typer.Option(help="At most this many, last changed first.", min=1, max=1000)] = 20,
+    state: Annotated[str | None, typer.Option(help="Only calls in this state (ringing, connected, ...).")] = None,
+    as_json: AsJson = False,
+    data_dir: DataDir = None,
+    port: PortOption = None,
+) -> None:
+    """Recent calls: state, who called whom, when."""
+    try:
+        views = client_for(data_dir, port).request("GET", f"/callgrid/v1/calls?limit={limit}")["value"]
+    except Exception as exc:
+        fail(exc)
+    if state is not None:
+        views = [v for v in views if v["state"] == state]
+    if as_json:
+        print_json(views)
+        return
+    table = Table("server call id", "state", "from", "to", "started (UTC)", "participants", "ended", title="calls")
+    for v in views:
+        ended = v["endReason"] or ("" if v["endedAt"] is None else _when(v["endedAt"]))
+        table.add_row(
+            v["serverCallId"],
+            v["state"],
+            v["source"] or "",
+            _callee(v),
+            _when(v["createdAt"]),
+            str(len(v["participants"])),
+            str(ended),
+        )
+    console.print(table)
+
+
+@calls_app.command("show")
+def calls_show(
+    server_call_id: Annotated[str, typer.Argument(help="The call's serverCallId (see `callgrid calls list`).")],
+    as_json: AsJson = False,
+    data_dir: DataDir = None,
+    port: PortOption = None,
+) -> None:
+    """One call: state, participants, offers (who rang, what became of it) and its timeline."""
+    client = client_for(data_dir, port)
+    try:
+        view = client.get_call(server_call_id)
+        deliveries = client.deliveries(200)["value"]
+    except Exception as exc:
+        fail(exc)
+    if as_json:
+        print_json(view)
+        return
+    console.print(f"call [bold]{view['serverCallId']}[/bold]: [bold]{view['state']}[/bold]", highlight=False)
+    console.print(f"  from {view['source'] or '?'} to {_callee(view)}", highlight=False, soft_wrap=True)
+    console.print(f"  correlation id {view['correlationId']}, started {_when(view['createdAt'])} UTC", highlight=False)
+    if view["endedAt"] is not None:
+        console.print(
+            f"  ended {_when(view['endedAt'])} UTC ({view['endReason'] or 'no reason given'})", highlight=False
+        )
+    participants = Table("participant", "role", "joined (UTC)", "call connection", title="participants")
+    for p in view["participants"]:
+        participants.add_row(p["rawId"], p["role"], _when(p["joinedAt"]), p["callConnectionId"] or "")
+    console.print(participants)
+    offers = Table("offered to", "from", "scenario", "state", "outcome", title="offers (IncomingCall)")
+    for o in view["offers"]:
+        offers.add_row(o["target"], o["from"] or "", o["scenario"], o["state"], o["outcome"] or "")
+    console.print(offers)
+    console.print("[bold]timeline[/bold]")
+    entries = _entries(view, deliveries)
+    started = entries[0][1]["time"] if entries else 0.0
+    for _, entry in entries:
+        console.print(_timeline_line(entry, started), highlight=False, soft_wrap=True)

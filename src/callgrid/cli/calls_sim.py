@@ -38,7 +38,7 @@ def hang_up(
         str | None,
         typer.Option("--participant", help="Raw id of who hangs up (default: the caller, abandoning a ringing call)."),
     ] = None,
-    data_dir: DataDir = Path(".callgrid"),
+    data_dir: DataDir = None,
     port: PortOption = None,
 ) -> None:
     """A simulated party hangs up: the caller by default, or --participant."""
@@ -56,7 +56,7 @@ def send_dtmf(
     server_call_id: Annotated[str, typer.Argument(help="The call's serverCallId.")],
     raw_id: Annotated[str, typer.Argument(help="Raw id of the participant pressing keys (e.g. 4:+12065550100).")],
     tones: Annotated[str, typer.Argument(help="Keys to press: 0-9, *, #, A-D (e.g. '42#').")],
-    data_dir: DataDir = Path(".callgrid"),
+    data_dir: DataDir = None,
     port: PortOption = None,
 ) -> None:
     """A simulated participant presses keys; Call Automation recognizers in the call hear them."""
@@ -74,7 +74,7 @@ def say(
     raw_id: Annotated[str, typer.Argument(help="Raw id of the participant speaking (e.g. 4:+12065550100).")],
     text: Annotated[str, typer.Argument(help="What they say (synthesised with espeak-ng).")],
     voice: Annotated[str | None, typer.Option(help="An Azure voice name or locale, e.g. en-GB.")] = None,
-    data_dir: DataDir = Path(".callgrid"),
+    data_dir: DataDir = None,
     port: PortOption = None,
 ) -> None:
     """A simulated participant speaks: the app's recognizers, streams, transcription and recordings hear it."""
@@ -92,7 +92,7 @@ def play_audio(
     server_call_id: Annotated[str, typer.Argument(help="The call's serverCallId.")],
     raw_id: Annotated[str, typer.Argument(help="Raw id of the participant whose microphone plays the file.")],
     file: Annotated[Path, typer.Argument(help="A WAV or MP3 file (any rate; it is converted).", exists=True)],
-    data_dir: DataDir = Path(".callgrid"),
+    data_dir: DataDir = None,
     port: PortOption = None,
 ) -> None:
     """A simulated participant plays a file into the call, as if speaking it."""
@@ -109,7 +109,7 @@ def listen(
     server_call_id: Annotated[str, typer.Argument(help="The call's serverCallId.")],
     raw_id: Annotated[str, typer.Argument(help="Raw id of the participant whose ears to borrow.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the WAV file.")],
-    data_dir: DataDir = Path(".callgrid"),
+    data_dir: DataDir = None,
     port: PortOption = None,
 ) -> None:
     """Write what a simulated participant has heard so far (16 kHz mono WAV)."""
@@ -147,7 +147,7 @@ def download(
     metadata: Annotated[
         Path | None, typer.Option("--metadata", help="Also write the recording's metadata JSON here.")
     ] = None,
-    data_dir: DataDir = Path(".callgrid"),
+    data_dir: DataDir = None,
     port: PortOption = None,
 ) -> None:
     """Download a stopped recording's file and, with --metadata, its metadata document."""

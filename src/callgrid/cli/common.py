@@ -7,22 +7,23 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 
-from callgrid.client import CallgridClient, CallgridHttpError
+from callgrid.cli.options import AsJson as AsJson  # re-exported: the command modules import them from here
+from callgrid.cli.options import DataDir as DataDir
+from callgrid.cli.options import PortOption as PortOption
+from callgrid.client import CallgridClient, CallgridHttpError, CallgridUnreachable
 from callgrid.config import Settings
+from callgrid.datadir import DATA_DIR_ENV, LocatedDataDir, locate_data_dir
 from callgrid.platform.resource import CommunicationResource, load_or_create_resource
 from callgrid.security import TlsMaterial, ensure_tls_material, issue_arm_token, load_or_create_rsa_key
 from callgrid.store import StoreUnusable, open_store
 
 console = Console()
 err = Console(stderr=True)
-
-DataDir = Annotated[Path, typer.Option("--data-dir", "-d", help="Where state lives.", envvar="CALLGRID_DATA_DIR")]
-PortOption = Annotated[int | None, typer.Option("--port", "-p", help="The server's port (default: as last served).")]
 
 
 @dataclass
@@ -63,7 +64,9 @@ class LocalState:
         return CallgridClient(self.endpoint, self.resource.access_key, self.tls.ca_bundle if self.tls else None)
 
 
-def settings_for(data_dir: Path, port: int | None, insecure: bool | None = None, **extra: Any) -> Settings:
+def settings_for(data_dir: Path | None, port: int | None, insecure: bool | None = None, **extra: Any) -> Settings:
+    """Settings for a command that may create its data directory (`serve`, `demo`, `env --data-dir`)."""
+    data_dir = locate_data_dir(data_dir).path
     saved = saved_server(data_dir)
     overrides: dict[str, Any] = {"data_dir": data_dir, **extra}
     overrides["port"] = port if port is not None else saved.get("port")
@@ -110,13 +113,50 @@ def local_state(settings: Settings, *, verify_store: bool = False) -> LocalState
     return LocalState(settings, resource, tls)
 
 
-def client_for(data_dir: Path, port: int | None) -> CallgridClient:
-    return local_state(settings_for(data_dir, port)).client()
+def served_data_dir(data_dir: Path | None) -> LocatedDataDir:
+    """The data directory of a server that has run, or exit 1 saying where we looked and what to do.
+
+    Client commands never create one: a new data directory would mean a new CA and keys that no running
+    server knows, and every request would then fail in a less helpful way.
+    """
+    located = locate_data_dir(data_dir)
+    if not (located.path / "server.json").is_file():
+        err.print(
+            f"[red]error[/red] no callgrid server has run with the data directory {located.path.resolve()} "
+            f"({located.how}).\nStart one with `callgrid serve` (or `make run` in the repository), or name the "
+            f"data directory of a running one: --data-dir DIR or {DATA_DIR_ENV}=DIR.",
+            soft_wrap=True,
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    return located
+
+
+def existing_state(data_dir: Path | None, port: int | None) -> LocalState:
+    """What a client command needs of a data directory that a server has used."""
+    return local_state(settings_for(served_data_dir(data_dir).path, port))
+
+
+def client_for(data_dir: Path | None, port: int | None) -> CallgridClient:
+    return existing_state(data_dir, port).client()
 
 
 def fail(exc: Exception) -> NoReturn:
+    if isinstance(exc, typer.Exit):  # already said why (e.g. `served_data_dir`) inside a command's `try`
+        raise exc
     if isinstance(exc, CallgridHttpError):
-        err.print(f"[red]error[/red] {exc.code or exc.status}: {exc.message}")
+        err.print(f"[red]error[/red] {exc.code or exc.status}: {exc.message}", soft_wrap=True, highlight=False)
+    elif isinstance(exc, CallgridUnreachable):
+        err.print(
+            f"[red]error[/red] cannot reach callgrid at {exc.endpoint} ({exc.reason}). Is `callgrid serve` running?",
+            soft_wrap=True,
+            highlight=False,
+        )
     else:
-        err.print(f"[red]error[/red] cannot reach callgrid: {exc}. Is `callgrid serve` running?")
+        err.print(f"[red]error[/red] cannot reach callgrid: {exc}. Is `callgrid serve` running?", highlight=False)
     raise typer.Exit(1)
+
+
+def print_json(data: Any) -> None:
+    """--json output: plain JSON on stdout (no colour codes), keys as the server spells them."""
+    print(json.dumps(data, indent=2, sort_keys=True))

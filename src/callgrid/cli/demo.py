@@ -25,6 +25,7 @@ import typer
 from callgrid.cli.common import DataDir, console, local_state, settings_for
 from callgrid.client import CallgridHttpError
 from callgrid.config import DEFAULT_PORT
+from callgrid.datadir import locate_data_dir
 
 DEMO_NUMBER = "+14255551212"
 DEMO_CALLER = "+12065550100"
@@ -35,7 +36,7 @@ def register(app: typer.Typer) -> None:
 
 
 def demo(
-    data_dir: DataDir = Path(".callgrid"),
+    data_dir: DataDir = None,
     port: Annotated[int, typer.Option("--port", "-p", help="callgrid's port.")] = DEFAULT_PORT,
     router_port: Annotated[int, typer.Option(help="The router's port.")] = DEFAULT_PORT + 10,
     number: Annotated[str, typer.Option(help="The owned number to assign.")] = DEMO_NUMBER,
@@ -48,6 +49,7 @@ def demo(
             # Else the readiness probe would find the other server and call the demo ready.
             console.print(f"[red]Port {taken} ({what}) is in use[/red]: stop what runs there, or pass another port.")
             raise typer.Exit(1)
+    data_dir = locate_data_dir(data_dir).path
     data_dir.mkdir(parents=True, exist_ok=True)
     callgrid_cmd = [sys.executable, "-m", "callgrid"]
     server = subprocess.Popen([*callgrid_cmd, "serve", "--data-dir", str(data_dir), "--port", str(port)])
@@ -96,7 +98,7 @@ def demo(
         console.print(
             f"  {exe} call --from {DEMO_CALLER} --to {number} --data-dir {dd}", highlight=False, soft_wrap=True
         )
-        console.print(f"  {exe} router log --db {shlex.quote(str(db))}", highlight=False, soft_wrap=True)
+        console.print(f"  {exe} router log --data-dir {dd}", highlight=False, soft_wrap=True)
         console.print("\nCtrl-C stops both servers.")
         while server.poll() is None and router.poll() is None:
             time.sleep(0.5)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from callgrid.cli.common import DataDir, PortOption, client_for, console, fail
+from callgrid.cli.common import AsJson, DataDir, PortOption, client_for, console, fail, print_json
 
 dead_letters_app = typer.Typer(help="Dead-lettered events: list them, send them again.", no_args_is_help=True)
 
@@ -35,7 +34,8 @@ def deliveries(
     subscription: Subscription = None,
     status: Annotated[str | None, typer.Option(help="pending, delivered, dropped or deadLettered.")] = None,
     attempts: Annotated[bool, typer.Option("--attempts", help="Show every attempt.")] = False,
-    data_dir: DataDir = Path(".callgrid"),
+    as_json: AsJson = False,
+    data_dir: DataDir = None,
     port: PortOption = None,
 ) -> None:
     """Recent deliveries (Event Grid and callbacks) and their attempts."""
@@ -45,6 +45,9 @@ def deliveries(
         )["value"]
     except Exception as exc:
         fail(exc)
+    if as_json:
+        print_json(rows)
+        return
     table = Table("kind", "subscription", "status", "attempts", "last", "next", "url", "event")
     for r in rows:
         last = f"{r['lastStatus'] or ''} {r['lastOutcome'] or ''}".strip()
@@ -78,7 +81,8 @@ def deliveries(
 def list_dead_letters(
     limit: Limit = 20,
     subscription: Subscription = None,
-    data_dir: DataDir = Path(".callgrid"),
+    as_json: AsJson = False,
+    data_dir: DataDir = None,
     port: PortOption = None,
 ) -> None:
     """Dead-lettered events: why, when, and where they were written."""
@@ -88,6 +92,9 @@ def list_dead_letters(
         ]
     except Exception as exc:
         fail(exc)
+    if as_json:
+        print_json(rows)
+        return
     table = Table("id", "subscription", "reason", "attempts", "last outcome", "written to", "replayed", "event")
     for r in rows:
         event = r["event"]
@@ -111,7 +118,7 @@ def list_dead_letters(
 @dead_letters_app.command("replay")
 def replay_dead_letter(
     dead_letter_id: Annotated[str, typer.Argument(help="The dead letter's id (see `dead-letters list`).")],
-    data_dir: DataDir = Path(".callgrid"),
+    data_dir: DataDir = None,
     port: PortOption = None,
 ) -> None:
     """Send a dead-lettered event to its subscription again, as a new delivery."""

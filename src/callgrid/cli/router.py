@@ -1,7 +1,9 @@
 """`callgrid router ...`: the number-assignment application, against Azure or callgrid alike.
 
 These commands use only callgrid.router (itself a plain SDK user), never callgrid's platform: the same
-commands run in front of a real Communication resource.
+commands run in front of a real Communication resource. Their SQLite file is `--db`, else
+`<data dir>/router/router.db` with the data directory every callgrid command finds (`callgrid.datadir`):
+the one `callgrid demo` runs its router on.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from callgrid.cli.options import AsJson, DataDir
+from callgrid.datadir import locate_data_dir
 from callgrid.router.assignments import import_csv, make_assignment
 from callgrid.router.config import (
-    DEFAULT_DB,
     DEFAULT_PORT,
     ConfigError,
     RouterConfig,
@@ -38,7 +41,15 @@ router_app = typer.Typer(
 console = Console()
 err = Console(stderr=True)
 
-Db = Annotated[Path, typer.Option("--db", help="The router's SQLite file.", envvar="CALLGRID_ROUTER_DB")]
+Db = Annotated[
+    Path | None,
+    typer.Option(
+        "--db",
+        help="The router's SQLite file (default: router/router.db in the data directory).",
+        envvar="CALLGRID_ROUTER_DB",
+        show_default=False,
+    ),
+]
 ConnectionString = Annotated[
     str,
     typer.Option(
@@ -55,7 +66,6 @@ PublicUrl = Annotated[
         envvar="CALLGRID_ROUTER_PUBLIC_URL",
     ),
 ]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _fail(message: str) -> NoReturn:
@@ -63,8 +73,20 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _store(db: Path) -> RouterStore:
-    return RouterStore(db)
+def _db_path(db: Path | None, data_dir: Path | None) -> Path:
+    return db if db is not None else locate_data_dir(data_dir).path / "router" / "router.db"
+
+
+def _store(db: Path | None, data_dir: Path | None, *, create: bool = True) -> RouterStore:
+    """The router's store; commands that only read it say so when there is none rather than make one."""
+    path = _db_path(db, data_dir)
+    if not create and not path.is_file():
+        how = "--db" if db is not None else f"router/router.db in the data directory, {locate_data_dir(data_dir).how}"
+        _fail(
+            f"no router database at {path.resolve()} ({how}). `callgrid demo` (make run), `callgrid router serve` "
+            "and `callgrid router assign` create one; or pass --db / --data-dir."
+        )
+    return RouterStore(path)
 
 
 @router_app.command()
@@ -73,7 +95,8 @@ def serve(
     public_url: PublicUrl = None,
     port: Annotated[int, typer.Option("--port", "-p", envvar="CALLGRID_ROUTER_PORT")] = DEFAULT_PORT,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    db: Db = DEFAULT_DB,
+    db: Db = None,
+    data_dir: DataDir = None,
     jwt_audience: Annotated[
         str | None,
         typer.Option(
@@ -97,6 +120,7 @@ def serve(
     except ConfigError as exc:
         _fail(str(exc))
     extra: dict[str, Any] = {"jwt_issuer": jwt_issuer} if jwt_issuer else {}
+    db = _db_path(db, data_dir)
     config = RouterConfig(
         connection_string=connection_string,
         db=db,
@@ -124,27 +148,28 @@ def assign(
     phone_number: Annotated[str, typer.Argument(help="E.164 number, e.g. +14255551212.")],
     identity: Annotated[str, typer.Argument(help="The ACS identity's raw id (8:acs:...).")],
     display_name: Annotated[str | None, typer.Option("--display-name")] = None,
-    db: Db = DEFAULT_DB,
+    db: Db = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Assign a number to an identity (replaces an earlier assignment of the number)."""
     try:
         a = make_assignment(phone_number, identity, display_name)
     except InvalidValue as exc:
         _fail(f"{exc} Nothing was stored.")
-    created = _store(db).assign(a)
+    created = _store(db, data_dir).assign(a)
     console.print(
         f"{'assigned' if created else 'reassigned'} [bold]{a.phone_number}[/bold] → {a.identity}", soft_wrap=True
     )
 
 
 @router_app.command()
-def unassign(phone_number: str, db: Db = DEFAULT_DB) -> None:
+def unassign(phone_number: str, db: Db = None, data_dir: DataDir = None) -> None:
     """Remove a number's assignment."""
     try:
         number = phone_number_of(phone_number)
     except InvalidValue as exc:
         _fail(str(exc))
-    if not _store(db).unassign(number):
+    if not _store(db, data_dir).unassign(number):
         _fail(f"{number} is not assigned.")
     console.print(f"unassigned [bold]{number}[/bold]")
 
@@ -154,10 +179,11 @@ def list_(
     limit: Annotated[int, typer.Option(help="At most this many.")] = 1000,
     after: Annotated[str, typer.Option(help="Start after this number (paging).")] = "",
     as_json: AsJson = False,
-    db: Db = DEFAULT_DB,
+    db: Db = None,
+    data_dir: DataDir = None,
 ) -> None:
     """List assignments in number order."""
-    store = _store(db)
+    store = _store(db, data_dir, create=False)
     page = store.assignments(after=after, limit=limit)
     if as_json:
         print(json.dumps([a.view() for a in page], indent=2))
@@ -174,14 +200,15 @@ def import_(
     all_or_nothing: Annotated[
         bool, typer.Option("--all-or-nothing/--skip-bad", help="Any bad row stops the import, or skip bad rows.")
     ] = True,
-    db: Db = DEFAULT_DB,
+    db: Db = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Import assignments from a CSV file; every bad row is reported with its line number."""
     try:
         text = file.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         _fail(f"cannot read {file}: {exc}")
-    report = import_csv(_store(db), text, all_or_nothing=all_or_nothing)
+    report = import_csv(_store(db, data_dir), text, all_or_nothing=all_or_nothing)
     for e in report.errors:
         err.print(f"[red]{file}:{e.line}[/red] {e.message}", highlight=False)
     if report.errors and not report.applied:
@@ -202,10 +229,11 @@ def rules(
         str | None, typer.Option(help="Fallback target: an identity (8:acs:...) or an E.164 number.")
     ] = None,
     no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Remove the fallback target.")] = False,
-    db: Db = DEFAULT_DB,
+    db: Db = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Show or change the routing rules."""
-    store = _store(db)
+    store = _store(db, data_dir)
     current = store.rules()
     new_fallback = None if no_fallback else current.fallback
     if fallback is not None:
@@ -226,33 +254,40 @@ def rules(
 def block(
     number_or_id: Annotated[str, typer.Argument(metavar="CALLER", help="E.164 number or raw id.")],
     note: Annotated[str | None, typer.Option()] = None,
-    db: Db = DEFAULT_DB,
+    db: Db = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Reject calls from this caller as forbidden."""
     try:
         key = caller(number_or_id)
     except InvalidValue as exc:
         _fail(str(exc))
-    _store(db).block(key, note)
+    _store(db, data_dir).block(key, note)
     console.print(f"blocked [bold]{key}[/bold]")
 
 
 @router_app.command()
-def unblock(number_or_id: Annotated[str, typer.Argument(metavar="CALLER")], db: Db = DEFAULT_DB) -> None:
+def unblock(
+    number_or_id: Annotated[str, typer.Argument(metavar="CALLER")], db: Db = None, data_dir: DataDir = None
+) -> None:
     """Take a caller off the block list."""
     try:
         key = caller(number_or_id)
     except InvalidValue as exc:
         _fail(str(exc))
-    if not _store(db).unblock(key):
+    if not _store(db, data_dir).unblock(key):
         _fail(f"{key} is not blocked.")
     console.print(f"unblocked [bold]{key}[/bold]")
 
 
 @router_app.command()
-def blocked(db: Db = DEFAULT_DB) -> None:
+def blocked(as_json: AsJson = False, db: Db = None, data_dir: DataDir = None) -> None:
     """The block list."""
-    for key, note in _store(db).blocked():
+    rows = _store(db, data_dir, create=False).blocked()
+    if as_json:
+        print(json.dumps([{"caller": key, "note": note} for key, note in rows], indent=2))
+        return
+    for key, note in rows:
         console.print(f"{key}  {note or ''}", highlight=False)
 
 
@@ -262,10 +297,11 @@ def log(
     event_id: Annotated[str | None, typer.Option("--event-id")] = None,
     server_call_id: Annotated[str | None, typer.Option("--server-call-id")] = None,
     as_json: AsJson = False,
-    db: Db = DEFAULT_DB,
+    db: Db = None,
+    data_dir: DataDir = None,
 ) -> None:
     """The decision log: each IncomingCall, the rule that fired, and every SDK call's outcome."""
-    rows = _store(db).decisions(limit=limit, event_id=event_id, server_call_id=server_call_id)
+    rows = _store(db, data_dir, create=False).decisions(limit=limit, event_id=event_id, server_call_id=server_call_id)
     if as_json:
         print(json.dumps([d.view() for d in rows], indent=2))
         return
@@ -289,15 +325,15 @@ def log(
 
 
 @router_app.command()
-def info(db: Db = DEFAULT_DB, public_url: PublicUrl = None) -> None:
+def info(db: Db = None, data_dir: DataDir = None, public_url: PublicUrl = None) -> None:
     """The router's webhook URL (with its secret) and API key, for scripts and Event Grid."""
     from callgrid.router.app import webhook_url
 
-    store = _store(db)
+    store = _store(db, data_dir, create=False)
     base = public_url or store.meta("public_url") or f"http://127.0.0.1:{DEFAULT_PORT}"
     print(f"webhook_url={webhook_url(base, store.secret('webhook_secret'))}")
     print(f"api_key={store.secret('api_key')}")
-    print(f"db={db.resolve()}")
+    print(f"db={store.path.resolve()}")
 
 
 @router_app.command()
@@ -336,7 +372,8 @@ def subscribe(
         bool, typer.Option("--force", help="Rewrite every subscription (e.g. after a new secret).")
     ] = False,
     as_json: AsJson = False,
-    db: Db = DEFAULT_DB,
+    db: Db = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Create or update the router's Event Grid subscriptions (25 numbers each), delete stale ones."""
     from azure.core.exceptions import AzureError
@@ -344,7 +381,7 @@ def subscribe(
     from callgrid.router.app import webhook_url
     from callgrid.router.subscribe import Scope, SubscribeError, Subscriber, credential_for
 
-    store = _store(db)
+    store = _store(db, data_dir)
     try:
         chosen = Scope(scope)
     except ValueError:

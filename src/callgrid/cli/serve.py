@@ -5,14 +5,22 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from callgrid.cli.common import DataDir, LocalState, PortOption, console, err, local_state, settings_for
+from callgrid.cli.common import (
+    DataDir,
+    LocalState,
+    PortOption,
+    console,
+    err,
+    local_state,
+    served_data_dir,
+    settings_for,
+)
 from callgrid.config import DEFAULT_PORT
-from callgrid.datadir import DataDirInUse, lock_data_dir
+from callgrid.datadir import DataDirInUse, locate_data_dir, lock_data_dir
 
 Port = Annotated[int, typer.Option("--port", "-p", help="Port on 127.0.0.1.", envvar="CALLGRID_PORT")]
 Insecure = Annotated[bool, typer.Option("--insecure-http", help="Plain HTTP instead of TLS.")]
@@ -24,7 +32,7 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(
-    data_dir: DataDir = Path(".callgrid"),
+    data_dir: DataDir = None,
     port: Port = DEFAULT_PORT,
     insecure_http: Insecure = False,
     clock: Annotated[
@@ -38,7 +46,8 @@ def serve(
     from callgrid.node import Node
     from callgrid.server import build_app
 
-    settings = settings_for(data_dir, port, insecure_http, clock=clock, ring_timeout_seconds=ring_timeout)
+    located = locate_data_dir(data_dir)
+    settings = settings_for(located.path, port, insecure_http, clock=clock, ring_timeout_seconds=ring_timeout)
     try:
         # Before anything is written to the data directory (server.json names the port clients use).
         lock = lock_data_dir(settings.data_dir, port=settings.port)
@@ -50,7 +59,7 @@ def serve(
     (settings.data_dir / "server.json").write_text(
         json.dumps({"port": settings.port, "tls": settings.tls, "endpoint": settings.endpoint})
     )
-    _banner(state)
+    _banner(state, located.how)
     node = Node(settings)
     ssl_args: dict[str, Any] = {}
     if state.tls is not None:
@@ -75,7 +84,7 @@ def serve(
 SHUTDOWN_GRACE_SECONDS = 2
 
 
-def _banner(state: LocalState) -> None:
+def _banner(state: LocalState, how: str) -> None:
     s = state.settings
     console.rule("[bold]callgrid[/bold]")
     console.print(f"[bold]endpoint[/bold]           {state.endpoint}", soft_wrap=True)
@@ -84,6 +93,7 @@ def _banner(state: LocalState) -> None:
     console.print(
         f"[bold]state[/bold]              {s.resolved_store_url} (data dir {s.data_dir.resolve()})", soft_wrap=True
     )
+    console.print(f"[bold]data dir chosen by[/bold] {how}", soft_wrap=True, highlight=False)
     console.print(f"[bold]clock[/bold]              {s.clock}", soft_wrap=True)
     if state.tls is not None:
         console.print(
@@ -92,11 +102,19 @@ def _banner(state: LocalState) -> None:
         bundle = shlex.quote(str(state.tls.ca_bundle.resolve()))
         console.print(f"  export REQUESTS_CA_BUNDLE={bundle}", highlight=False, soft_wrap=True)
         console.print(f"  export SSL_CERT_FILE={bundle}", highlight=False, soft_wrap=True)
-    console.print(f"\nAll variables: [bold]callgrid env --data-dir {shlex.quote(str(s.data_dir))}[/bold]\n")
+    console.print(
+        f"\nAll variables: [bold]callgrid env --data-dir {shlex.quote(str(s.data_dir.resolve()))}[/bold] "
+        "(or `callgrid env` where this data directory is found)\n",
+        soft_wrap=True,
+    )
 
 
-def env(data_dir: DataDir = Path(".callgrid"), port: PortOption = None) -> None:
+def env(data_dir: DataDir = None, port: PortOption = None) -> None:
     """Print `export NAME=value` lines: connection string, resource id, ARM token, CA trust."""
-    state = local_state(settings_for(data_dir, port))
+    located = locate_data_dir(data_dir)
+    # A named data directory may be new (the test plugin prepares one before serving it); a found or default
+    # one must be a server's, else the values printed would name keys and a CA that no server uses.
+    where = located.path if located.explicit else served_data_dir(data_dir).path
+    state = local_state(settings_for(where, port))
     for name, value in state.env().items():
         print(f"export {name}={shlex.quote(value)}")

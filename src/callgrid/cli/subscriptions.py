@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from callgrid.cli.common import DataDir, PortOption, console, fail, local_state, settings_for
+from callgrid.cli.common import AsJson, DataDir, PortOption, console, existing_state, fail, print_json
 
 API = "api-version=2025-02-15"
 INCOMING_CALL = "Microsoft.Communication.IncomingCall"
@@ -46,11 +45,11 @@ def create(
         list[str] | None, typer.Option("--to-identity", help="Only calls to these identities (repeatable).")
     ] = None,
     cloud_events: Annotated[bool, typer.Option("--cloud-events", help="CloudEventSchemaV1_0 delivery.")] = False,
-    data_dir: DataDir = Path(".callgrid"),
+    data_dir: DataDir = None,
     port: PortOption = None,
 ) -> None:
     """Create or update a WebHook subscription; waits for the validation handshake."""
-    state = local_state(settings_for(data_dir, port))
+    state = existing_state(data_dir, port)
     client, token = state.client(), state.arm_token()
     properties: dict[str, Any] = {
         "destination": {"endpointType": "WebHook", "properties": {"endpointUrl": endpoint}},
@@ -74,13 +73,16 @@ def create(
 
 
 @subscriptions_app.command("list")
-def list_(data_dir: DataDir = Path(".callgrid"), port: PortOption = None) -> None:
+def list_(as_json: AsJson = False, data_dir: DataDir = None, port: PortOption = None) -> None:
     """List the resource's event subscriptions."""
-    state = local_state(settings_for(data_dir, port))
+    state = existing_state(data_dir, port)
     try:
         docs = state.client().arm("GET", _path(state.resource.arm_id), token=state.arm_token())["value"]
     except Exception as exc:
         fail(exc)
+    if as_json:
+        print_json(docs)
+        return
     table = Table("name", "state", "endpoint", "event types", "schema")
     for doc in docs:
         props = doc["properties"]
@@ -96,20 +98,23 @@ def list_(data_dir: DataDir = Path(".callgrid"), port: PortOption = None) -> Non
 
 
 @subscriptions_app.command("show")
-def show(name: str, data_dir: DataDir = Path(".callgrid"), port: PortOption = None) -> None:
-    """Show one subscription as ARM returns it."""
-    state = local_state(settings_for(data_dir, port))
+def show(name: str, as_json: AsJson = False, data_dir: DataDir = None, port: PortOption = None) -> None:
+    """Show one subscription as ARM returns it (--json: plain, uncoloured)."""
+    state = existing_state(data_dir, port)
     try:
         doc = state.client().arm("GET", _path(state.resource.arm_id, name), token=state.arm_token())
     except Exception as exc:
         fail(exc)
+    if as_json:
+        print_json(doc)
+        return
     console.print_json(data=doc)
 
 
 @subscriptions_app.command("delete")
-def delete(name: str, data_dir: DataDir = Path(".callgrid"), port: PortOption = None) -> None:
+def delete(name: str, data_dir: DataDir = None, port: PortOption = None) -> None:
     """Delete a subscription (its pending deliveries are dropped, as in Azure)."""
-    state = local_state(settings_for(data_dir, port))
+    state = existing_state(data_dir, port)
     try:
         state.client().arm("DELETE", _path(state.resource.arm_id, name), token=state.arm_token())
     except Exception as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -37,6 +38,17 @@ class IdentityService:
         user_id = self.new_user_id()
         await tx.add_identity(user_id, self._clock.now())
         return user_id
+
+    async def list_identities(self, tx: StoreTx, limit: int) -> list[dict[str, Any]]:
+        """The newest identities first: raw id, when created, when its tokens were last revoked."""
+        return [
+            {
+                "rawId": row["id"],
+                "createdAt": iso_z(row["createdAt"]),
+                "tokensRevokedAt": None if row["tokensRevokedAt"] is None else iso_z(row["tokensRevokedAt"]),
+            }
+            for row in await tx.list_identities(limit)
+        ]
 
     async def exists(self, tx: StoreTx, user_id: str) -> bool:
         return await tx.get_identity(user_id) is not None

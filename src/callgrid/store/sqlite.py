@@ -287,6 +287,12 @@ class _SqliteTx:
             return None
         return {"id": row[0], "createdAt": row[1], "tokensRevokedAt": row[2]}
 
+    async def list_identities(self, limit: int) -> list[dict[str, Any]]:
+        rows = self._c.execute(
+            "SELECT id, created_at, tokens_revoked_at FROM identities ORDER BY created_at DESC, id LIMIT ?", (limit,)
+        ).fetchall()
+        return [{"id": r[0], "createdAt": r[1], "tokensRevokedAt": r[2]} for r in rows]
+
     async def delete_identity(self, identity_id: str) -> bool:
         return self._c.execute("DELETE FROM identities WHERE id = ?", (identity_id,)).rowcount > 0
 
@@ -383,6 +389,9 @@ class _SqliteTx:
 
     async def get_endpoint(self, raw_id: str) -> dict[str, Any] | None:
         return _doc(self._one("SELECT doc FROM endpoints WHERE raw_id = ?", raw_id))
+
+    async def list_endpoints(self) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in self._c.execute("SELECT doc FROM endpoints ORDER BY raw_id").fetchall()]
 
     # calls
     async def put_call(self, server_call_id: str, doc: dict[str, Any], updated_at: float) -> None:

@@ -313,6 +313,10 @@ class CallService:
         found.setdefault("connectDelayMs", 0)
         return found
 
+    async def list_devices(self, tx: StoreTx) -> list[dict[str, Any]]:
+        """The scripted devices (every other identity and number rings until the ring timeout)."""
+        return [{"connectDelayMs": 0, **doc} for doc in await tx.list_endpoints()]
+
     # ---- an app places or joins a call ------------------------------------------------------------
 
     async def create_call(
