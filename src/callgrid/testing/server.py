@@ -324,6 +324,22 @@ class CallgridServer:
         call: dict[str, Any] = self.client().request("GET", f"/callgrid/v1/calls/{server_call_id}")
         return call
 
+    def wait_for_call(self, server_call_id: str, state: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The call once it is in `state` (ringing, connected, disconnected...), waiting up to `timeout` real
+        seconds; on timeout, an AssertionError that says the state it was in and its timeline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            call = self.get_call(server_call_id)
+            if call["state"] == state:
+                return call
+            if time.monotonic() >= deadline:
+                timeline = "\n".join(f"  {entry}" for entry in call.get("timeline", []))
+                raise AssertionError(
+                    f"call {server_call_id} is {call['state']}, not {state}, after {timeout:g} s; its timeline:\n"
+                    f"{timeline or '  (empty)'}"
+                )
+            time.sleep(0.02)
+
     def set_device(
         self, raw_id: str, behaviour: str, *, answer_delay_ms: int = 0, connect_delay_ms: int = 0
     ) -> dict[str, Any]:
