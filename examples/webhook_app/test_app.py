@@ -4,9 +4,8 @@ import threading
 import time
 
 import pytest
-from werkzeug.serving import make_server
-
 from app import create_app
+from werkzeug.serving import make_server
 
 SUPPORT_LINE = "+14255550100"
 CUSTOMER = "+12065550123"

@@ -390,8 +390,9 @@ class _Reader:
                 continue
             if name not in spec.options:
                 takes = ", ".join(f"`{o}`" for o in spec.options) or "no options"
-                self.problem(option_key, f"`{action}` has no option `{name}`{_closest(name, spec.options)}; "
-                             f"it takes {takes}")
+                self.problem(
+                    option_key, f"`{action}` has no option `{name}`{_closest(name, spec.options)}; it takes {takes}"
+                )
                 continue
             options[name] = self.value(option_value, spec.options[name], action, f"`{name}`")
         for name, option in spec.options.items():
@@ -403,7 +404,9 @@ class _Reader:
                     self.problem(node, f"a {argument} fault needs `{name}:`")
             for name in options:
                 if name not in _FAULT_TAKES[argument]:
-                    self.problem(node, f"a {argument} fault takes no `{name}` (it takes {', '.join(_FAULT_TAKES[argument])})")
+                    self.problem(
+                        node, f"a {argument} fault takes no `{name}` (it takes {', '.join(_FAULT_TAKES[argument])})"
+                    )
         return Step(action, argument, options, node.start_mark.line + 1)
 
     def check_order(self, steps: list[Step]) -> None:
@@ -412,14 +415,19 @@ class _Reader:
         for step in steps:
             need = _NEEDS.get(step.action)
             if need == "offer" and not offered:
-                self.problems.append(f"{self.path}:{step.line}: `{step.action}` acts on an IncomingCall: "
-                                     "add `- expect: IncomingCall` before it")
+                self.problems.append(
+                    f"{self.path}:{step.line}: `{step.action}` acts on an IncomingCall: "
+                    "add `- expect: IncomingCall` before it"
+                )
             elif need == "connection" and not connected:
-                self.problems.append(f"{self.path}:{step.line}: `{step.action}` needs the app in a call: "
-                                     "`answer` or `create call` before it")
+                self.problems.append(
+                    f"{self.path}:{step.line}: `{step.action}` needs the app in a call: "
+                    "`answer` or `create call` before it"
+                )
             elif need == "call" and not placed:
-                self.problems.append(f"{self.path}:{step.line}: `{step.action}` acts on a placed call: "
-                                     "`call` or `create call` before it")
+                self.problems.append(
+                    f"{self.path}:{step.line}: `{step.action}` acts on a placed call: `call` or `create call` before it"
+                )
             if step.action == "expect" and isinstance(step.argument, str):
                 offered = offered or event_type(step.argument) == event_type("IncomingCall")
             connected = connected or step.action in ("answer", "create call")
@@ -486,7 +494,7 @@ class _Reader:
                 if len(ops) != 1:
                     self.problem(value_node, f"the test of `{path}` is one of {', '.join(OPERATORS)}")
                     continue
-                (operator, operand_node), = ops.items()
+                ((operator, operand_node),) = ops.items()
                 operand = self.plain(operand_node)
                 self.walk_variables(operand_node)
                 if operator == "matches":
@@ -584,6 +592,6 @@ def _show(value: Any) -> str:
 
 def _show_predicate(value: Any) -> str:
     if isinstance(value, dict) and len(value) == 1:
-        (operator, operand), = value.items()
+        ((operator, operand),) = value.items()
         return f"{operator} {operand!r}" if operator != "equals" else f"= {operand!r}"
     return f"= {value!r}"

@@ -243,8 +243,9 @@ class _Run:
 
     def do_device(self, step: Step) -> None:
         delay = round((step.options.get("after") or 0) * 1000)
-        self.server.set_device(_raw_or_number(self.party(step.argument), raw=True), step.options["does"],
-                               answer_delay_ms=delay)
+        self.server.set_device(
+            _raw_or_number(self.party(step.argument), raw=True), step.options["does"], answer_delay_ms=delay
+        )
 
     # the app's side
 
@@ -439,9 +440,9 @@ def lookup(event: dict[str, Any], path: str) -> Any:
 def holds(predicate: Any, seen: Any) -> bool:
     """Whether a `where` entry's test holds for a seen value."""
     if isinstance(predicate, dict) and len(predicate) == 1:
-        (operator, operand), = predicate.items()
+        ((operator, operand),) = predicate.items()
         if operator == "exists":
-            return (seen is not _MISSING) == bool(operand)
+            return bool((seen is not _MISSING) == bool(operand))
         if seen is _MISSING:
             return operator == "not"
         text = seen if isinstance(seen, str) else str(seen)
@@ -486,7 +487,7 @@ def _describe(event: dict[str, Any], where: dict[str, Any]) -> list[str]:
 
 def _show_predicate(predicate: Any) -> str:
     if isinstance(predicate, dict) and len(predicate) == 1:
-        (operator, operand), = predicate.items()
+        ((operator, operand),) = predicate.items()
         return _repr(operand) if operator == "equals" else f"{operator} {_repr(operand)}"
     return _repr(predicate)
 
