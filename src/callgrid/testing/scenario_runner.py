@@ -444,7 +444,7 @@ def holds(predicate: Any, seen: Any) -> bool:
         if operator == "exists":
             return bool((seen is not _MISSING) == bool(operand))
         if seen is _MISSING:
-            return operator == "not"
+            return bool(operator == "not")
         text = seen if isinstance(seen, str) else str(seen)
         checks: dict[str, Callable[[], bool]] = {
             "equals": lambda: _equal(operand, seen),
