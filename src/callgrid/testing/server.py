@@ -327,6 +327,7 @@ class CallgridServer:
     def wait_for_call(self, server_call_id: str, state: str, timeout: float = 10.0) -> dict[str, Any]:
         """The call once it is in `state` (ringing, connected, disconnected...), waiting up to `timeout` real
         seconds; on timeout, an AssertionError that says the state it was in and its timeline."""
+        __tracebackhide__ = True
         deadline = time.monotonic() + timeout
         while True:
             call = self.get_call(server_call_id)
@@ -368,6 +369,7 @@ class CallgridServer:
         `to` narrows IncomingCall to calls for these numbers (+1425...) or identities (8:acs:...), the filter
         Azure's docs recommend. With `wait`, returns once the webhook's handshake has been answered.
         """
+        __tracebackhide__ = True  # a failure points at the test's line, not at this helper's insides
         name = name or f"sub-{free_port()}"
         filter_: dict[str, Any] = {"includedEventTypes": list(event_types)}
         advanced = list(advanced_filters)

@@ -136,6 +136,7 @@ class WebhookReceiver:
         """The next event of `event_type` (Event Grid's `eventType` or a CloudEvent's `type`) for which
         `predicate` is true, waiting up to `timeout` real seconds. Each event is returned once: waiting
         twice for IncomingCall gives the first call's, then the second's."""
+        __tracebackhide__ = True  # a failure points at the test's line, not at this helper's insides
 
         def find() -> dict[str, Any] | None:
             for event in self.all_events():
@@ -164,6 +165,7 @@ class WebhookReceiver:
 
     def wait_until(self, condition: Callable[[], Any], timeout: float = 10.0) -> Any:
         """Poll `condition` until it returns something truthy, and return that."""
+        __tracebackhide__ = True
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             result = condition()
