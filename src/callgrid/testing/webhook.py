@@ -60,6 +60,7 @@ class WebhookReceiver:
                 item = Received(self.command, self.path, dict(self.headers.items()), body, raw)
                 with receiver._lock:
                     receiver.received.append(item)
+                    receiver._lock.notify_all()
                 answer = receiver._respond(item)
                 status, payload = answer[0], answer[1]
                 out = b"" if payload is None else json.dumps(payload).encode()
@@ -76,7 +77,8 @@ class WebhookReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._lock = threading.Lock()
+        # A condition, so that a waiting test wakes when a request arrives instead of on its next poll.
+        self._lock = threading.Condition()
         self._returned: set[tuple[Any, str]] = set()
         self._server = _Server(("127.0.0.1", 0), Handler)
         # A short poll: close() waits for serve_forever to notice, up to one interval (0.5 s by default).
@@ -152,6 +154,8 @@ class WebhookReceiver:
 
         deadline = time.monotonic() + timeout
         while True:
+            with self._lock:
+                count = len(self.received)
             found = find()
             if found is not None:
                 return found
@@ -161,7 +165,9 @@ class WebhookReceiver:
                     f"no {event_type} event{' matching the predicate' if predicate else ''} reached {self.url} "
                     f"within {timeout:g} s; it received: {seen or 'nothing'}"
                 )
-            time.sleep(0.01)
+            with self._lock:
+                if len(self.received) == count:  # nothing new since find() looked: sleep until something is
+                    self._lock.wait(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def wait_until(self, condition: Callable[[], Any], timeout: float = 10.0) -> Any:
         """Poll `condition` until it returns something truthy, and return that."""
