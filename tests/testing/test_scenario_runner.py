@@ -119,3 +119,41 @@ steps:
     result = await run_scenario(loads(story), callgrid, progress=steps.append)
     assert result.passed, result.report()
     assert callgrid.faults.list() == []
+
+
+async def test_the_other_actions_and_a_filtered_cloud_events_subscription(callgrid: CallgridServer) -> None:
+    story = """\
+name: the app calls a user, speaks and leaves; then rejects a call for its number
+given:
+  users: [ada, bob]
+  numbers: ["+14255550100"]
+  subscription:
+    events: [IncomingCall]
+    to: ["+14255550100"]
+    schema: CloudEvents
+steps:
+  - device: $bob
+    does: answer
+  - create call: $bob
+  - expect: CallConnected
+  - play: Hello Bob.
+    to: $bob
+  - expect: PlayStarted
+  - say: hello there
+    by: $bob
+  - hang up:
+  - expect: CallDisconnected
+  - call: $bob                  # not for the subscription's number: filtered out
+    from: $ada
+  - expect no: IncomingCall
+    within: 300ms
+  - call: "+14255550100"
+    from: $ada
+  - expect: IncomingCall
+    where:
+      to.rawId: "4:+14255550100"
+  - reject: busy
+  - state: disconnected
+"""
+    result = await run_scenario(loads(story), callgrid)
+    assert result.passed, result.report()

@@ -104,19 +104,14 @@ class WebhookReceiver:
             return [r for r in self.received if r.header("aeg-event-type") == "Notification"]
 
     def events(self, event_type: str | None = None) -> list[dict[str, Any]]:
-        """Every Event Grid event received in notifications, in arrival order."""
-        out = []
-        for r in self.notifications():
-            for event in r.body:
-                if event_type is None or event["eventType"] == event_type:
-                    out.append(event)
-        return out
+        """Every Event Grid event received in notifications (either schema), in arrival order."""
+        return [e for r in self.notifications() for e in _events_in(r.body) if event_type in (None, _type_of(e))]
 
     def callbacks(self) -> list[dict[str, Any]]:
         """Every CloudEvent POSTed as a Call Automation callback (JSON arrays without aeg headers)."""
         with self._lock:
             items = [r for r in self.received if r.method == "POST" and r.header("aeg-event-type") is None]
-        return [event for r in items for event in r.body]
+        return [event for r in items for event in _events_in(r.body)]
 
     def all_events(self) -> list[dict[str, Any]]:
         """Every event received, in arrival order: Event Grid notifications (Event Grid or CloudEvents
@@ -127,7 +122,7 @@ class WebhookReceiver:
                 for r in self.received
                 if r.method == "POST" and r.header("aeg-event-type") != "SubscriptionValidation"
             ]
-        return [e for r in items if isinstance(r.body, list) for e in r.body if isinstance(e, dict)]
+        return [e for r in items for e in _events_in(r.body)]
 
     def wait_for(
         self,
@@ -189,6 +184,13 @@ class WebhookReceiver:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def _events_in(body: Any) -> list[dict[str, Any]]:
+    """The events of a request's body: an array (Event Grid schema, batches, callbacks), or one object (a
+    CloudEvent delivered alone, as Event Grid does without batching)."""
+    items = body if isinstance(body, list) else [body]
+    return [e for e in items if isinstance(e, dict)]
 
 
 def _type_of(event: dict[str, Any]) -> str | None:
