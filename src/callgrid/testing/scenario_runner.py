@@ -110,7 +110,8 @@ async def run_scenario(
         scenario = load(scenario)
     results = [StepResult(i, step, "skipped") for i, step in enumerate(scenario.steps)]
     outcome = ScenarioResult(scenario, results)
-    with contextlib.ExitStack() as stack:
+    stack = contextlib.ExitStack()  # the webhook, the SDK transports, the faults: closed off the event loop
+    try:
         try:
             if reset:
                 await asyncio.to_thread(server.reset)
@@ -134,6 +135,8 @@ async def run_scenario(
                 progress(result)
             if result.status == "failed":
                 break
+    finally:
+        await asyncio.to_thread(stack.close)
     return outcome
 
 
@@ -207,6 +210,8 @@ class _Run:
         expected = str(step.options["fails with"])
         try:
             handler(step)
+        except StepFailed:
+            raise
         except Exception as exc:
             code = _acs_error(exc)
             if code is None:
