@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import ssl
 import urllib.error
 import urllib.request
@@ -31,6 +33,19 @@ class CallgridUnreachable(OSError):
         super().__init__(f"cannot reach {endpoint}: {reason}")
         self.endpoint = endpoint
         self.reason = reason
+
+
+def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """One context per CA file (read again if the file changes): loading a bundle with certifi's roots takes
+    tens of milliseconds, more than the request it is for."""
+    if ca_file is None:
+        return _cached_context(None, 0)
+    return _cached_context(str(ca_file), os.stat(ca_file).st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_context(ca_file: str | None, _version: int) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file)
 
 
 @dataclass
@@ -63,9 +78,7 @@ class CallgridClient:
         if json_body:
             headers["Content-Type"] = "application/json"
         req = urllib.request.Request(self.endpoint + path, data=data or None, method=method, headers=headers)
-        context = None
-        if urlsplit(self.endpoint).scheme == "https":
-            context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        context = _tls_context(self.ca_file) if urlsplit(self.endpoint).scheme == "https" else None
         try:
             with urllib.request.urlopen(req, timeout=self.timeout, context=context) as response:
                 raw = response.read()

@@ -159,3 +159,48 @@ def test_a_server_per_module_with_the_ini_option_and_the_async_clients(pytester:
     result.assert_outcomes(passed=2)
     ports = {m.group(1) for line in result.outlines if (m := re.search(r"PORT=(\d+)", line))}
     assert len(ports) == 2, result.outlines
+
+
+GOOD_SCENARIO = """\
+name: A customer calls the support line and the app answers
+given:
+  numbers: ["+14255550100"]
+steps:
+  - call: "+14255550100"
+    from: "+12065550123"
+  - expect: IncomingCall
+    where:
+      to.phoneNumber.value: "+14255550100"
+  - answer:
+  - expect: CallConnected
+"""
+
+
+def test_scenario_files_are_collected_as_tests_and_fail_with_a_diff(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".scenario.yaml", support_line=GOOD_SCENARIO)
+    pytester.makefile(
+        ".scenario.yaml",
+        wrong_line=GOOD_SCENARIO.replace('value: "+14255550100"', 'value: "+14255550199"\n    within: 1s'),
+    )
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    result = _run(pytester, "-v")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "support_line.scenario.yaml::support_line PASSED*",
+            "wrong_line.scenario.yaml::wrong_line FAILED*",
+            "*_ scenario: A customer calls the support line and the app answers _*",
+            "step 2 (*wrong_line.scenario.yaml:7): expect IncomingCall where to.phoneNumber.value = '+14255550199' "
+            "within 1s",
+            "  no IncomingCall matching arrived within 1 s; the closest of 1 seen (- expected, + seen):",
+            '  - to.phoneNumber.value: "+14255550199"',
+            '  + to.phoneNumber.value: "+14255550100"',
+        ]
+    )
+
+
+def test_a_malformed_scenario_file_is_a_collection_error_at_its_line(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".scenario.yaml", broken="name: broken\nsteps:\n  - answr:\n")
+    result = _run(pytester)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*broken.scenario.yaml:3: unknown action `answr` (did you mean `answer`?)*"])

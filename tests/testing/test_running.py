@@ -47,3 +47,11 @@ def test_wait_for_returns_each_event_once_and_says_what_came_instead() -> None:
 
 def _notification(event: dict[str, object]) -> Received:
     return Received("POST", "/", {"aeg-event-type": "Notification"}, [event], b"")
+
+
+def test_a_cloud_event_delivered_alone_is_an_event_too() -> None:
+    with WebhookReceiver() as hook:
+        event = {"id": "1", "type": INCOMING_CALL, "specversion": "1.0", "data": {"to": {"rawId": "4:+1"}}}
+        hook.received.append(Received("POST", "/", {"aeg-event-type": "Notification"}, event, b""))
+        assert hook.wait_for(INCOMING_CALL, timeout=0.1) == event
+        assert hook.events(INCOMING_CALL) == [event]

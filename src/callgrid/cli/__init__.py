@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from callgrid import __version__
-from callgrid.cli import admin, calls, calls_sim, clock, demo, devices, events, serve
+from callgrid.cli import admin, calls, calls_sim, clock, demo, devices, events, scenario, serve
 from callgrid.cli.identities import identities_app
 from callgrid.cli.numbers import numbers_app
 from callgrid.cli.router import router_app
@@ -50,6 +50,7 @@ app.add_typer(identities_app, name="identities")
 app.add_typer(router_app, name="router")
 app.add_typer(subscriptions_app, name="subscriptions")
 demo.register(app)
+scenario.register(app)
 
 
 def main() -> None:

@@ -12,21 +12,27 @@ Fixtures:
 
 The test process trusts the session's CA from `pytest_configure` on, before test modules import aiohttp
 (which reads SSL_CERT_FILE once): apps under test that build their own SDK clients work unchanged.
+Scenario files (`*.scenario.yaml`, see callgrid.testing.scenario) are collected as tests: each runs on the
+`callgrid` fixture's server, and a failing step reports what was expected against what was seen.
+
 `-p no:callgrid` turns all of it off; `--callgrid-arg=--ring-timeout=10` passes options to `callgrid serve`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from callgrid.testing.scenario import SUFFIX, Scenario, ScenarioError, load
+from callgrid.testing.scenario_runner import ScenarioResult, run_scenario
 from callgrid.testing.server import CallgridServer, Clock, FaultInjector, make_tls_dir, trusting
 from callgrid.testing.webhook import WebhookReceiver
 
@@ -210,3 +216,58 @@ def phone_numbers_client_async(callgrid: CallgridServer) -> Any:
     from azure.communication.phonenumbers.aio import PhoneNumbersClient
 
     return PhoneNumbersClient.from_connection_string(callgrid.connection_string, **_sdk_options(callgrid))
+
+
+# ---------------------------------------------------------------------- scenario files as tests
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.name.endswith(SUFFIX):
+        collector: pytest.Collector = ScenarioFile.from_parent(parent, path=file_path)
+        return collector
+    return None
+
+
+class ScenarioFailed(Exception):
+    def __init__(self, result: ScenarioResult) -> None:
+        super().__init__(result.report())
+        self.result = result
+
+
+class ScenarioFile(pytest.File):
+    """A `*.scenario.yaml` file: one test, or a collection error that lists the file's problems by line."""
+
+    def collect(self) -> Iterable[pytest.Item]:
+        try:
+            scenario = load(self.path)
+        except ScenarioError as exc:
+            raise self.CollectError("\n".join(exc.problems)) from None
+        yield ScenarioItem.from_parent(
+            self, name=self.path.name.removesuffix(SUFFIX), callobj=_scenario_test(scenario), scenario=scenario
+        )
+
+
+class ScenarioItem(pytest.Function):
+    """A scenario run as a test function that takes the `callgrid` fixture (so it shares the session's
+    server, reset), with a failure report that is the scenario's own: the step, its line, the diff."""
+
+    def __init__(self, *, scenario: Scenario, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scenario = scenario
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, 0, f"scenario: {self.scenario.name}"
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, ScenarioFailed):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+def _scenario_test(scenario: Scenario) -> Callable[[CallgridServer], None]:
+    def run(callgrid: CallgridServer) -> None:
+        result = asyncio.run(run_scenario(scenario, callgrid))
+        if not result.passed:
+            raise ScenarioFailed(result)
+
+    return run

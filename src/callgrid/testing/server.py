@@ -225,7 +225,9 @@ class CallgridServer:
             env[name] = shlex.split(value)[0]
         self.env = env
 
-    def _wait_ready(self, timeout: float = 20.0) -> None:
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        # Generous: a loaded CI machine takes tens of seconds to start two interpreters; a server that dies
+        # is reported at once anyway.
         context = ssl.create_default_context(cafile=self.ca_bundle)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -324,6 +326,23 @@ class CallgridServer:
         call: dict[str, Any] = self.client().request("GET", f"/callgrid/v1/calls/{server_call_id}")
         return call
 
+    def wait_for_call(self, server_call_id: str, state: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The call once it is in `state` (ringing, connected, disconnected...), waiting up to `timeout` real
+        seconds; on timeout, an AssertionError that says the state it was in and its timeline."""
+        __tracebackhide__ = True
+        deadline = time.monotonic() + timeout
+        while True:
+            call = self.get_call(server_call_id)
+            if call["state"] == state:
+                return call
+            if time.monotonic() >= deadline:
+                timeline = "\n".join(f"  {entry}" for entry in call.get("timeline", []))
+                raise AssertionError(
+                    f"call {server_call_id} is {call['state']}, not {state}, after {timeout:g} s; its timeline:\n"
+                    f"{timeline or '  (empty)'}"
+                )
+            time.sleep(0.02)
+
     def set_device(
         self, raw_id: str, behaviour: str, *, answer_delay_ms: int = 0, connect_delay_ms: int = 0
     ) -> dict[str, Any]:
@@ -352,6 +371,7 @@ class CallgridServer:
         `to` narrows IncomingCall to calls for these numbers (+1425...) or identities (8:acs:...), the filter
         Azure's docs recommend. With `wait`, returns once the webhook's handshake has been answered.
         """
+        __tracebackhide__ = True  # a failure points at the test's line, not at this helper's insides
         name = name or f"sub-{free_port()}"
         filter_: dict[str, Any] = {"includedEventTypes": list(event_types)}
         advanced = list(advanced_filters)

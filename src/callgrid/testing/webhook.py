@@ -60,6 +60,7 @@ class WebhookReceiver:
                 item = Received(self.command, self.path, dict(self.headers.items()), body, raw)
                 with receiver._lock:
                     receiver.received.append(item)
+                    receiver._lock.notify_all()
                 answer = receiver._respond(item)
                 status, payload = answer[0], answer[1]
                 out = b"" if payload is None else json.dumps(payload).encode()
@@ -76,7 +77,8 @@ class WebhookReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._lock = threading.Lock()
+        # A condition, so that a waiting test wakes when a request arrives instead of on its next poll.
+        self._lock = threading.Condition()
         self._returned: set[tuple[Any, str]] = set()
         self._server = _Server(("127.0.0.1", 0), Handler)
         # A short poll: close() waits for serve_forever to notice, up to one interval (0.5 s by default).
@@ -102,19 +104,14 @@ class WebhookReceiver:
             return [r for r in self.received if r.header("aeg-event-type") == "Notification"]
 
     def events(self, event_type: str | None = None) -> list[dict[str, Any]]:
-        """Every Event Grid event received in notifications, in arrival order."""
-        out = []
-        for r in self.notifications():
-            for event in r.body:
-                if event_type is None or event["eventType"] == event_type:
-                    out.append(event)
-        return out
+        """Every Event Grid event received in notifications (either schema), in arrival order."""
+        return [e for r in self.notifications() for e in _events_in(r.body) if event_type in (None, _type_of(e))]
 
     def callbacks(self) -> list[dict[str, Any]]:
         """Every CloudEvent POSTed as a Call Automation callback (JSON arrays without aeg headers)."""
         with self._lock:
             items = [r for r in self.received if r.method == "POST" and r.header("aeg-event-type") is None]
-        return [event for r in items for event in r.body]
+        return [event for r in items for event in _events_in(r.body)]
 
     def all_events(self) -> list[dict[str, Any]]:
         """Every event received, in arrival order: Event Grid notifications (Event Grid or CloudEvents
@@ -125,7 +122,7 @@ class WebhookReceiver:
                 for r in self.received
                 if r.method == "POST" and r.header("aeg-event-type") != "SubscriptionValidation"
             ]
-        return [e for r in items if isinstance(r.body, list) for e in r.body if isinstance(e, dict)]
+        return [e for r in items for e in _events_in(r.body)]
 
     def wait_for(
         self,
@@ -136,6 +133,7 @@ class WebhookReceiver:
         """The next event of `event_type` (Event Grid's `eventType` or a CloudEvent's `type`) for which
         `predicate` is true, waiting up to `timeout` real seconds. Each event is returned once: waiting
         twice for IncomingCall gives the first call's, then the second's."""
+        __tracebackhide__ = True  # a failure points at the test's line, not at this helper's insides
 
         def find() -> dict[str, Any] | None:
             for event in self.all_events():
@@ -151,6 +149,8 @@ class WebhookReceiver:
 
         deadline = time.monotonic() + timeout
         while True:
+            with self._lock:
+                count = len(self.received)
             found = find()
             if found is not None:
                 return found
@@ -160,10 +160,13 @@ class WebhookReceiver:
                     f"no {event_type} event{' matching the predicate' if predicate else ''} reached {self.url} "
                     f"within {timeout:g} s; it received: {seen or 'nothing'}"
                 )
-            time.sleep(0.01)
+            with self._lock:
+                if len(self.received) == count:  # nothing new since find() looked: sleep until something is
+                    self._lock.wait(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def wait_until(self, condition: Callable[[], Any], timeout: float = 10.0) -> Any:
         """Poll `condition` until it returns something truthy, and return that."""
+        __tracebackhide__ = True
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             result = condition()
@@ -181,6 +184,13 @@ class WebhookReceiver:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def _events_in(body: Any) -> list[dict[str, Any]]:
+    """The events of a request's body: an array (Event Grid schema, batches, callbacks), or one object (a
+    CloudEvent delivered alone, as Event Grid does without batching)."""
+    items = body if isinstance(body, list) else [body]
+    return [e for e in items if isinstance(e, dict)]
 
 
 def _type_of(event: dict[str, Any]) -> str | None:
