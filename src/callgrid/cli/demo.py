@@ -99,6 +99,12 @@ def demo(
             f"  {exe} call --from {DEMO_CALLER} --to {number} --data-dir {dd}", highlight=False, soft_wrap=True
         )
         console.print(f"  {exe} router log --data-dir {dd}", highlight=False, soft_wrap=True)
+        # The router answers this number only: a user's own app beside the demo takes another (README).
+        console.print(
+            f"\nYour own app beside the demo: give it another number than {number} (README: "
+            "“Your app beside make run”).",
+            soft_wrap=True,
+        )
         console.print("\nCtrl-C stops both servers.")
         while server.poll() is None and router.poll() is None:
             time.sleep(0.5)
