@@ -264,10 +264,6 @@ class Scenario:
     subscription: Subscription
     steps: list[Step]
 
-    @property
-    def location(self) -> str:
-        return str(self.path)
-
 
 def event_type(name: str) -> str:
     """`IncomingCall` → `Microsoft.Communication.IncomingCall`; a dotted type is kept as given."""
