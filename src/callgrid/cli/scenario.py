@@ -8,6 +8,7 @@ it finishes; a failed step prints what was expected against what was seen. Exit 
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +17,7 @@ import typer
 from rich.markup import escape
 
 from callgrid.cli.common import console, err
+from callgrid.cli.options import AsJson
 from callgrid.testing.scenario import SUFFIX, Scenario, ScenarioError, load, loads
 from callgrid.testing.scenario_runner import ScenarioResult, StepResult, run_scenario, shipped_scenarios
 from callgrid.testing.server import CallgridServer
@@ -32,11 +34,17 @@ def register(app: typer.Typer) -> None:
 
 
 @scenario_app.command("list")
-def list_scenarios() -> None:
+def list_scenarios(as_json: AsJson = False) -> None:
     """The scenarios that ship with callgrid (one per cell of the incoming-call scenario table)."""
-    for item in shipped_scenarios():
-        scenario = loads(item.read_text(encoding="utf-8"), item.name)
-        console.print(f"[bold]{item.name.removesuffix(SUFFIX)}[/]  {escape(scenario.name)}")
+    shipped = [
+        (item.name.removesuffix(SUFFIX), loads(item.read_text(encoding="utf-8"), item.name))
+        for item in shipped_scenarios()
+    ]
+    if as_json:
+        print(json.dumps([{"name": name, "title": scenario.name} for name, scenario in shipped], indent=2))
+        return
+    for name, scenario in shipped:
+        console.print(f"[bold]{name}[/]  {escape(scenario.name)}")
 
 
 @scenario_app.command("run")
