@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from callgrid import __version__
-from callgrid.cli import admin, calls, calls_sim, demo, events, serve
+from callgrid.cli import admin, calls, calls_sim, demo, events, serve, tokens
 from callgrid.cli.identities import identities_app
 from callgrid.cli.numbers import numbers_app
 from callgrid.cli.router import router_app
@@ -37,6 +37,7 @@ def _options(
 
 
 serve.register(app)
+tokens.register(app)
 admin.register(app)
 calls.register(app)
 calls_sim.register(app)

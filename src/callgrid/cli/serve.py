@@ -96,7 +96,7 @@ def _banner(state: LocalState) -> None:
 
 
 def env(data_dir: DataDir = Path(".callgrid"), port: PortOption = None) -> None:
-    """Print `export NAME=value` lines: connection string, resource id, ARM token, CA trust."""
+    """Print `export NAME=value` lines: connection string, resource id, ARM and ACS bearer tokens, CA trust."""
     state = local_state(settings_for(data_dir, port))
     for name, value in state.env().items():
         print(f"export {name}={shlex.quote(value)}")
