@@ -342,7 +342,7 @@ def test_callgrid_token_refuses_a_lifetime_it_cannot_mint(callgrid: CallgridServ
 
 
 def test_callgrid_env_exports_an_acs_token(callgrid: CallgridServer) -> None:
-    token = callgrid.env["CALLGRID_ACS_TOKEN"]
+    token = callgrid.acs_token
     client = CommunicationIdentityClient(
         callgrid.endpoint, CallgridCredential(token), connection_verify=callgrid.ca_bundle
     )
