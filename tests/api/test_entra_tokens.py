@@ -151,9 +151,10 @@ def test_call_automation_client_with_a_token_credential(
     client = CallAutomationClient(callgrid.endpoint, credential, connection_verify=callgrid.ca_bundle)
     created = client.create_call(CommunicationUserIdentifier(user), webhook.url + "/callbacks")
     webhook.wait_until(lambda: any(e["type"].endswith("CallConnected") for e in webhook.callbacks()))
+    assert created.call_connection_id is not None
     connection = client.get_call_connection(created.call_connection_id)
     assert connection.get_call_properties().call_connection_state == "connected"
-    assert user in [p.identifier.raw_id for p in connection.list_participants()]
+    assert user in [p.identifier.raw_id for p in connection.list_participants() if p.identifier is not None]
     connection.hang_up(is_for_everyone=True)
     assert set(credential.scopes) == {ACS_SCOPE}
 
@@ -168,6 +169,7 @@ async def test_call_automation_aio_client_with_a_token_credential(
     ) as client:
         created = await client.create_call(CommunicationUserIdentifier(user), webhook.url + "/callbacks")
         webhook.wait_until(lambda: any(e["type"].endswith("CallConnected") for e in webhook.callbacks()))
+        assert created.call_connection_id is not None
         connection = client.get_call_connection(created.call_connection_id)
         assert (await connection.get_call_properties()).call_connection_state == "connected"
         await connection.hang_up(is_for_everyone=True)

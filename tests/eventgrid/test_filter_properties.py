@@ -11,7 +11,7 @@ CALLGRID_HYPOTHESIS_EXAMPLES raises the counts, CALLGRID_HYPOTHESIS_RANDOM=1 dra
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -38,14 +38,14 @@ PROPERTY = settings(
 MISSING = object()
 
 NUMBER_SETS = {"NumberIn": False, "NumberNotIn": True}
-NUMBER_COMPARE = {
+NUMBER_COMPARE: dict[str, Callable[[Decimal, Decimal], bool]] = {
     "NumberLessThan": lambda v, x: v < x,
     "NumberGreaterThan": lambda v, x: v > x,
     "NumberLessThanOrEquals": lambda v, x: v <= x,
     "NumberGreaterThanOrEquals": lambda v, x: v >= x,
 }
 NUMBER_RANGES = {"NumberInRange": False, "NumberNotInRange": True}
-STRING_TESTS = {
+STRING_TESTS: dict[str, tuple[bool, Callable[[str, str], bool]]] = {
     "StringIn": (False, lambda v, x: v == x),
     "StringNotIn": (True, lambda v, x: v == x),
     "StringBeginsWith": (False, lambda v, x: v.startswith(x)),
@@ -169,7 +169,7 @@ values = st.one_of(
 
 @st.composite
 def data_objects(draw: st.DrawFn, depth: int = 0) -> dict[str, Any]:
-    names = draw(st.lists(st.sampled_from(FIELDS[:-1]), min_size=1 if depth else 2, max_size=4, unique_by=str.lower))
+    names = draw(st.lists(st.sampled_from(FIELDS[:-1]), min_size=1 if depth else 2, max_size=4, unique=True))
     out: dict[str, Any] = {}
     for name in names:
         if name == "nested" and depth < 2:
