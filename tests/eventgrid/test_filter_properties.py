@@ -236,11 +236,12 @@ def _fitting(found: Any) -> tuple[str, ...]:
     """Operators whose type fits the value (or its first element), so that they can hit."""
     sample = found[0] if isinstance(found, list) and found else found
     if isinstance(sample, bool):
-        return ("BoolEquals", "IsNotNull")
+        return ("BoolEquals",)
     if isinstance(sample, int | float):
-        return (*NUMBER_SETS, *NUMBER_COMPARE, *NUMBER_RANGES, "IsNotNull")
+        return (*NUMBER_SETS, *NUMBER_COMPARE, *NUMBER_RANGES)
     if isinstance(sample, str):
-        return (*STRING_TESTS, "IsNotNull")
+        return tuple(STRING_TESTS)
+    # Nulls, objects, empty arrays: what the presence operators are about.
     return ("IsNullOrUndefined", "IsNotNull")
 
 
