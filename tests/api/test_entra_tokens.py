@@ -297,6 +297,11 @@ def test_the_same_requests_pass_with_a_good_token(callgrid: CallgridServer) -> N
         callgrid.endpoint + IDENTITIES, headers=headers, data=b"{}", verify=callgrid.ca_bundle, timeout=30
     )
     assert created.status_code == 201, created.text
+    # callgrid's own routes take the same token as the access key.
+    clock = requests.get(
+        callgrid.endpoint + "/callgrid/v1/clock", headers=headers, verify=callgrid.ca_bundle, timeout=30
+    )
+    assert clock.status_code == 200, clock.text
 
 
 def test_a_refused_token_fails_the_sdk_call(callgrid: CallgridServer) -> None:
