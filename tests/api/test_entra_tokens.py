@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from callgrid.security import issue_acs_access_token, issue_arm_token, issue_entra_token, load_or_create_rsa_key
 from callgrid.testing import CallgridServer, WebhookReceiver
+from tests.platform.calling_support import ENTRY_NUMBER, PSTN_CALLER, make_world
 from tests.support.credential import AsyncCallgridCredential, CallgridCredential, expires_on
 
 # What the azure-communication-* clients ask a TokenCredential for (their auth_policy_utils), verbatim.
@@ -354,3 +355,27 @@ def test_callgrid_env_exports_an_acs_token(callgrid: CallgridServer) -> None:
         callgrid.endpoint, CallgridCredential(token), connection_verify=callgrid.ca_bundle
     )
     assert client.create_user().properties["id"].startswith("8:acs:")
+
+
+def test_recordings_with_a_token_credential(
+    callgrid: CallgridServer, credential: CallgridCredential, webhook: WebhookReceiver
+) -> None:
+    world = make_world(callgrid, webhook)
+    client = CallAutomationClient(callgrid.endpoint, credential, connection_verify=callgrid.ca_bundle)
+    placed = world.place_call(PSTN_CALLER, ENTRY_NUMBER)
+    answered = client.answer_call(world.incoming(0).data["incomingCallContext"], world.callback_url)
+    assert answered.call_connection_id is not None
+    world.callbacks(answered.call_connection_id, 2)
+    started = client.start_recording(server_call_id=placed["serverCallId"])
+    assert client.get_recording_properties(started.recording_id).recording_state == "active"
+    callgrid.advance(2)
+    client.stop_recording(started.recording_id)
+    event = webhook.wait_until(lambda: world.system_events("Microsoft.Communication.RecordingFileStatusUpdated"))[0]
+    chunk = event.data["recordingStorageInfo"]["recordingChunks"][0]
+    # The SDK's download_recording only fetches from Azure's recording hosts, so an app GETs
+    # contentLocation itself, with the same bearer token.
+    bearer = {"Authorization": f"Bearer {credential.token}"}
+    content = requests.get(chunk["contentLocation"], headers=bearer, verify=callgrid.ca_bundle, timeout=30)
+    assert content.status_code == 200 and content.content[:4] == b"RIFF"
+    deleted = requests.delete(chunk["deleteLocation"], headers=bearer, verify=callgrid.ca_bundle, timeout=30)
+    assert deleted.status_code == 204
