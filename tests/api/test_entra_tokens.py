@@ -367,6 +367,7 @@ def test_recordings_with_a_token_credential(
     assert answered.call_connection_id is not None
     world.callbacks(answered.call_connection_id, 2)
     started = client.start_recording(server_call_id=placed["serverCallId"])
+    assert started.recording_id is not None
     assert client.get_recording_properties(started.recording_id).recording_state == "active"
     callgrid.advance(2)
     client.stop_recording(started.recording_id)
