@@ -141,7 +141,12 @@ class Node:
             on_dead_letter=self.dead_letters.wake,
         )
         self.retention = Retention(self.store, self.clock, s.delivery_retention_hours * 3600.0)
-        self.publisher = EventPublisher(self.clock, self.subscription_table, on_enqueued=self.delivery.wake)
+        self.publisher = EventPublisher(
+            self.clock,
+            self.subscription_table,
+            on_enqueued=self.delivery.wake,
+            cloud_event_dataschema=s.cloud_event_dataschema,
+        )
         # Tokens are checked by clients against real time, so they are stamped with it.
         self.identities = IdentityService(self.resource, self.keys.token_key, self.wall_clock)
         self.numbers = PhoneNumberService(self.clock)

@@ -19,9 +19,11 @@ from callgrid.security.tokens import (
     TokenError,
     issue_acs_access_token,
     issue_arm_token,
+    issue_entra_token,
     sign_callback_token,
     verify_acs_access_token,
     verify_arm_token,
+    verify_entra_token,
 )
 
 RESOURCE = "11111111-2222-3333-4444-555555555555"
@@ -192,3 +194,29 @@ def test_arm_token_errors(key: rsa.RSAPrivateKey, other_key: rsa.RSAPrivateKey) 
     # An ACS user token has no audience at all.
     with pytest.raises(TokenError, match="'aud'"):
         verify_arm_token(key.public_key(), _acs(key, _user()), now=NOW)
+
+
+def test_entra_token_round_trip_and_audience_spellings(key: rsa.RSAPrivateKey) -> None:
+    now = datetime(2026, 11, 29, 5, 0, tzinfo=UTC)
+    common = {"issuer": "https://localhost:8443", "resource_id": "res-1"}
+    for audience in ("https://communication.azure.com", "https://communication.azure.com/"):
+        token = issue_entra_token(key, now=now, audience=audience, **common)
+        claims = verify_entra_token(key.public_key(), token, now=now + timedelta(minutes=59), **common)
+        assert claims["resourceId"] == "res-1" and claims["exp"] - claims["iat"] == 3600
+    token = issue_entra_token(key, now=now, **common)
+    with pytest.raises(TokenError, match="expired"):
+        verify_entra_token(key.public_key(), token, now=now + timedelta(hours=1), **common)
+    with pytest.raises(TokenError, match="another Communication resource"):
+        verify_entra_token(key.public_key(), token, now=now, issuer=common["issuer"], resource_id="res-2")
+    with pytest.raises(ValueError, match="positive"):
+        issue_entra_token(key, now=now, lifetime=timedelta(0), **common)
+
+
+def test_entra_token_refuses_an_arm_token_and_the_reverse(key: rsa.RSAPrivateKey) -> None:
+    now = datetime(2026, 11, 29, 5, 0, tzinfo=UTC)
+    arm = issue_arm_token(key, issuer="https://localhost:8443", now=now)
+    with pytest.raises(TokenError, match="missing"):
+        verify_entra_token(key.public_key(), arm, issuer="https://localhost:8443", resource_id="r", now=now)
+    entra = issue_entra_token(key, issuer="https://localhost:8443", resource_id="r", now=now)
+    with pytest.raises(TokenError, match="audience"):
+        verify_arm_token(key.public_key(), entra, now=now)

@@ -1,4 +1,5 @@
-"""Request authentication: HMAC for ACS and callgrid routes, bearer tokens for ARM routes."""
+"""Request authentication: HMAC or an Entra ID-shaped bearer token for ACS and callgrid routes, bearer tokens
+for ARM routes."""
 
 from __future__ import annotations
 
@@ -15,7 +16,15 @@ from callgrid.api.body import ACS_BODY_LIMIT, AUDIO_BODY_LIMIT, close_if_unread,
 from callgrid.api.errors import error_response
 from callgrid.clock import to_datetime
 from callgrid.node import Node
-from callgrid.security import HmacAuthError, TokenError, check_headers, verify_arm_token, verify_signature
+from callgrid.platform.resource import CommunicationResource
+from callgrid.security import (
+    HmacAuthError,
+    TokenError,
+    check_headers,
+    verify_arm_token,
+    verify_entra_token,
+    verify_signature,
+)
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -33,15 +42,36 @@ def raw_target(request: Request) -> str:
     return f"{target}?{query.decode('latin-1')}" if query else target
 
 
-def _denied(request: Request, exc: HmacAuthError) -> Response:
+def _denied(request: Request, exc: HmacAuthError | TokenError) -> Response:
     # The real service says only the first sentence; the second tells a developer what to fix.
     message = f"Denied by the resource provider. {exc}"
     return error_response(401, "Denied", message, headers=close_if_unread(request))
 
 
+def verify_acs_bearer(node: Node, resource: CommunicationResource, token: str) -> None:
+    """Accept `token` only if callgrid issued it (`callgrid token`) for `resource`'s data plane: RS256 by the
+    token key, this server's issuer, the ACS audience, `resource` in its claims, and in date on the server's
+    clock. Raise :class:`TokenError` otherwise."""
+    verify_entra_token(
+        node.keys.token_key.public_key(),
+        token,
+        issuer=node.settings.endpoint,
+        resource_id=resource.immutable_id,
+        now=to_datetime(node.wall_clock.now()),
+    )
+
+
+def _bearer_token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
 def hmac_signed(handler: Handler) -> Handler:
     """The signature's headers are checked before the body is read; the body is hashed as it streams in, up
-    to the ACS routes' limit (api/body.py), then the hash and the signature are checked."""
+    to the ACS routes' limit (api/body.py), then the hash and the signature are checked.
+
+    Every ACS client also takes a TokenCredential and then sends `Authorization: Bearer <token>` instead:
+    such a request is checked by `verify_acs_bearer` before its body is read."""
     return _signed(handler, ACS_BODY_LIMIT)
 
 
@@ -54,6 +84,17 @@ def _signed(handler: Handler, limit: int) -> Handler:
     @functools.wraps(handler)
     async def wrapper(request: Request) -> Response:
         node = node_of(request)
+        resource = node.resource  # the resource this request is addressed to
+        token = _bearer_token(request)
+        if token is not None:
+            try:
+                if not token:
+                    raise TokenError("the Authorization header has no token after 'Bearer'")
+                verify_acs_bearer(node, resource, token)
+            except TokenError as exc:
+                return _denied(request, TokenError(f"The bearer token is refused: {exc}."))
+            await read_body(request, limit)
+            return await handler(request)
         try:
             signed = check_headers(
                 request.headers,
@@ -71,7 +112,7 @@ def _signed(handler: Handler, limit: int) -> Handler:
                 raw_target=raw_target(request),
                 host=request.headers.get("host", ""),
                 body_digest=digest.digest(),
-                access_key=node.resource.access_key,
+                access_key=resource.access_key,
             )
         except HmacAuthError as exc:
             return _denied(request, exc)

@@ -10,7 +10,7 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 def _op(summary: str, status: str, body: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
-        "security": [{"hmac": []}],
+        "security": [{"hmac": []}, {"bearer": []}],
         "responses": {
             status: {"description": "Success"},
             "400": {"description": "Bad request", "content": {"application/json": {"schema": _ERROR}}},
@@ -38,7 +38,8 @@ OPENAPI: dict[str, Any] = {
         "title": "callgrid",
         "version": "1",
         "description": "callgrid's own API: own numbers, place calls, script simulated devices, inspect "
-        "deliveries. Signed with the ACS HMAC scheme and the resource's access key.",
+        "deliveries. Signed with the ACS HMAC scheme and the resource's access key, or with a bearer token from "
+        "`callgrid token`.",
     },
     "components": {
         "securitySchemes": {
@@ -47,7 +48,13 @@ OPENAPI: dict[str, Any] = {
                 "in": "header",
                 "name": "Authorization",
                 "description": "HMAC-SHA256 SignedHeaders=x-ms-date;host;x-ms-content-sha256&Signature=...",
-            }
+            },
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "A token from `callgrid token` (audience https://communication.azure.com).",
+            },
         },
         "schemas": {
             "Error": {

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from callgrid import __version__
-from callgrid.cli import admin, calls, calls_sim, clock, demo, devices, events, scenario, serve
+from callgrid.cli import admin, calls, calls_sim, clock, demo, devices, events, scenario, serve, tokens
 from callgrid.cli.identities import identities_app
 from callgrid.cli.numbers import numbers_app
 from callgrid.cli.router import router_app
@@ -39,6 +39,7 @@ def _options(
 
 
 serve.register(app)
+tokens.register(app)
 admin.register(app)
 calls.register(app)
 calls_sim.register(app)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+from cryptography.hazmat.primitives.asymmetric import rsa
 from rich.console import Console
 
 from callgrid.cli.options import AsJson as AsJson  # re-exported: the command modules import them from here
@@ -19,11 +20,23 @@ from callgrid.client import CallgridClient, CallgridHttpError, CallgridUnreachab
 from callgrid.config import Settings
 from callgrid.datadir import DATA_DIR_ENV, LocatedDataDir, locate_data_dir
 from callgrid.platform.resource import CommunicationResource, load_or_create_resource
-from callgrid.security import TlsMaterial, ensure_tls_material, issue_arm_token, load_or_create_rsa_key
+from callgrid.security import (
+    TlsMaterial,
+    ensure_tls_material,
+    issue_arm_token,
+    issue_entra_token,
+    load_or_create_rsa_key,
+)
 from callgrid.store import StoreUnusable, open_store
 
 console = Console()
 err = Console(stderr=True)
+
+
+# The tokens `callgrid env` prints serve scripts and test sessions (whose virtual clock may run days
+# ahead), so they last as long as the ARM token always has; `callgrid token` mints Entra ID's hour.
+ARM_TOKEN_LIFETIME = timedelta(days=365)
+ENV_ACS_TOKEN_LIFETIME = timedelta(days=365)
 
 
 @dataclass
@@ -40,9 +53,21 @@ class LocalState:
     def connection_string(self) -> str:
         return self.resource.connection_string(self.endpoint)
 
-    def arm_token(self) -> str:
-        key = load_or_create_rsa_key(self.settings.data_dir / "keys" / "token-signing.pem")
-        return issue_arm_token(key, issuer=self.endpoint, now=datetime.now(UTC))
+    def _token_key(self) -> rsa.RSAPrivateKey:
+        return load_or_create_rsa_key(self.settings.data_dir / "keys" / "token-signing.pem")
+
+    def arm_token(self, lifetime: timedelta = ARM_TOKEN_LIFETIME) -> str:
+        return issue_arm_token(self._token_key(), issuer=self.endpoint, now=datetime.now(UTC), lifetime=lifetime)
+
+    def acs_token(self, lifetime: timedelta = ENV_ACS_TOKEN_LIFETIME) -> str:
+        """An Entra ID-shaped bearer token for the resource's ACS routes (api/auth.py checks it)."""
+        return issue_entra_token(
+            self._token_key(),
+            issuer=self.endpoint,
+            resource_id=self.resource.immutable_id,
+            now=datetime.now(UTC),
+            lifetime=lifetime,
+        )
 
     def env(self) -> dict[str, str]:
         values = {
@@ -52,6 +77,7 @@ class LocalState:
             "CALLGRID_RESOURCE_ID": self.resource.arm_id,
             "CALLGRID_IMMUTABLE_RESOURCE_ID": self.resource.immutable_id,
             "CALLGRID_ARM_TOKEN": self.arm_token(),
+            "CALLGRID_ACS_TOKEN": self.acs_token(),
         }
         if self.tls is not None:
             bundle = str(self.tls.ca_bundle.resolve())

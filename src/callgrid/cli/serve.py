@@ -110,7 +110,7 @@ def _banner(state: LocalState, how: str) -> None:
 
 
 def env(data_dir: DataDir = None, port: PortOption = None) -> None:
-    """Print `export NAME=value` lines: connection string, resource id, ARM token, CA trust."""
+    """Print `export NAME=value` lines: connection string, resource id, ARM and ACS bearer tokens, CA trust."""
     located = locate_data_dir(data_dir)
     # A named data directory may be new (the test plugin prepares one before serving it); a found or default
     # one must be a server's, else the values printed would name keys and a CA that no server uses.

@@ -79,18 +79,30 @@ def is_cloud_event(event: dict[str, Any]) -> bool:
     return "specversion" in event
 
 
-def filter_view(event: dict[str, Any]) -> dict[str, Any]:
-    """The shape subscription filters read (eventgrid.md 3.3).
+class FilterViews:
+    """An event as subscription filters read it: in the schema the subscription receives it in.
 
-    Event Grid events are used as they are. A CloudEvent keeps its own attribute names (`type`,
-    `source`, extensions are filter keys) and gains `eventType` (= `type`), which the event-type
-    filter reads; `subject` is shared by both schemas.
+    A subscription delivering Event Grid schema (or custom input, whose topic stores the Event Grid
+    envelope with the original event as `data`) filters the envelope (`eventType`, `topic`, ...). One
+    delivering CloudEvents 1.0 filters the CloudEvent it is sent: keys name its attributes (`type`,
+    `source`, `id`, `time`, `specversion`, `dataschema`, extensions) and `data.*`, and an envelope
+    name such as `eventType` is a literal key the CloudEvent does not have (observed on Azure,
+    azure-docs#86764). Each view is made once, on first use.
     """
-    if not is_cloud_event(event):
-        return event
-    view = dict(event)
-    view.setdefault("eventType", event.get("type"))
-    return view
+
+    __slots__ = ("_cloud", "_dataschema", "event")
+
+    def __init__(self, event: dict[str, Any], *, dataschema: bool = True) -> None:
+        self.event = event
+        self._dataschema = dataschema
+        self._cloud: dict[str, Any] | None = None
+
+    def view(self, cloud_events: bool) -> dict[str, Any]:
+        if not cloud_events or is_cloud_event(self.event):
+            return self.event
+        if self._cloud is None:
+            self._cloud = to_cloud_event(self.event, include_dataschema=self._dataschema)
+        return self._cloud
 
 
 def validation_event(*, topic: str, validation_code: str, validation_url: str, now: float) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 Contract: eventgrid.md §2.3 (the `filter` object), §3 (semantics, limits, vectors) and §8 (O1-O5, O11).
 Points the spec leaves OPEN are settings of `FilterOptions`, whose defaults are its recommendations.
 
-The matcher works on one event in Event Grid schema (`id`, `topic`, `subject`, `eventType`,
-`dataVersion`, `data`, ...). Callers holding CloudEvents map them to that shape first.
+The matcher works on one event in the schema its subscription receives: Event Grid schema (`id`, `topic`,
+`subject`, `eventType`, `dataVersion`, `data`, ...) or, compiled with `cloud_events`, a CloudEvent
+(`type` is then the event type; every other key is looked up as written). See events.FilterViews.
 
 Case-insensitive comparison everywhere uses `fold` (``str.lower``): an index built beside the
 matcher must fold with the same function to agree with it.
@@ -466,6 +467,8 @@ class CompiledFilter:
         "_subject_ends",
         "_subject_folded",
         "arrays_enabled",
+        "cloud_events",
+        "event_type_key",
         "included_event_types",
         "is_subject_case_sensitive",
         "subject_begins_with",
@@ -482,7 +485,11 @@ class CompiledFilter:
         arrays_enabled: bool,
         advanced: Sequence[_Advanced],
         options: FilterOptions,
+        cloud_events: bool = False,
     ) -> None:
+        self.cloud_events = cloud_events
+        # The attribute includedEventTypes reads: a CloudEvent's type is `type`.
+        self.event_type_key = "type" if cloud_events else "eventType"
         self.included_event_types: frozenset[str] | None = (
             None if included_event_types is None else frozenset(fold(t) for t in included_event_types)
         )
@@ -519,11 +526,12 @@ class CompiledFilter:
         )
 
     def matches(self, event: Mapping[str, Any]) -> bool:
-        """Whether one Event Grid schema event passes the type, subject and all advanced filters (§3.1)."""
+        """Whether one event (Event Grid schema, or a CloudEvent when compiled with `cloud_events`) passes
+        the type, subject and all advanced filters (§3.1)."""
         if self.included_event_types is not None:
-            event_type = event.get("eventType", MISSING)
+            event_type = event.get(self.event_type_key, MISSING)
             if event_type is MISSING:
-                event_type = lookup(event, "eventType")
+                event_type = lookup(event, self.event_type_key)
             if not isinstance(event_type, str):
                 return False
             if self._event_types_exact is not None:
@@ -548,7 +556,7 @@ class CompiledFilter:
             f"CompiledFilter(included_event_types={self.included_event_types!r}, "
             f"subject_begins_with={self.subject_begins_with!r}, "
             f"subject_ends_with={self.subject_ends_with!r}, "
-            f"advanced={list(self._advanced)!r})"
+            f"advanced={list(self._advanced)!r}, cloud_events={self.cloud_events!r})"
         )
 
 
@@ -769,8 +777,12 @@ class _FilterCompiler:
         return low, high
 
 
-def compile_filter(spec: Mapping[str, Any] | None, options: FilterOptions = DEFAULT_OPTIONS) -> CompiledFilter:
+def compile_filter(
+    spec: Mapping[str, Any] | None, options: FilterOptions = DEFAULT_OPTIONS, *, cloud_events: bool = False
+) -> CompiledFilter:
     """Validate an event subscription's `filter` object as ARM does on PUT, and compile it.
+
+    `cloud_events`: the subscription receives CloudEvents 1.0, so its filter reads them (FilterViews).
 
     `spec` is the JSON object as the REST API / azure-mgmt-eventgrid sends it (camelCase property
     names, matched case-insensitively); None means no filter. Raises `InvalidFilter` on anything ARM
@@ -817,4 +829,5 @@ def compile_filter(spec: Mapping[str, Any] | None, options: FilterOptions = DEFA
         arrays_enabled=arrays,
         advanced=advanced,
         options=options,
+        cloud_events=cloud_events,
     )

@@ -7,6 +7,9 @@ An event only visits the groups of its source and its folded event type, looks u
 few keys the group indexes, and runs the full `CompiledFilter.matches` on those candidates and on
 the group's unindexed subscriptions. The index relies only on the necessary conditions documented
 on `CompiledFilter` (filters.py), so it never changes an answer, only how many filters are asked.
+
+Subscriptions that receive CloudEvents read the event as a CloudEvent (events.FilterViews): they are
+indexed apart, and asked about that view.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from callgrid.eventgrid.events import FilterViews
 from callgrid.eventgrid.filters import fold, lookup
 from callgrid.eventgrid.subscriptions import ActiveSubscription
 
@@ -56,11 +60,12 @@ class _Group:
 
 
 class _SourceIndex:
-    __slots__ = ("any_type", "by_type")
+    __slots__ = ("any_type", "by_type", "event_type_key")
 
-    def __init__(self) -> None:
+    def __init__(self, event_type_key: str) -> None:
         self.by_type: dict[str, _Group] = {}
         self.any_type = _Group()
+        self.event_type_key = event_type_key
 
     def add(self, sub: ActiveSubscription) -> None:
         types = sub.filter.included_event_types
@@ -75,28 +80,43 @@ class SubscriptionIndex:
     """Immutable once built; rebuild (cheaply, see topics.SubscriptionTable) when subscriptions change."""
 
     def __init__(self, subscriptions: Iterable[ActiveSubscription]) -> None:
-        self._sources: dict[str, _SourceIndex] = {}
+        # (source, reads CloudEvents) -> index
+        self._sources: dict[tuple[str, bool], _SourceIndex] = {}
         self.size = 0
         for sub in subscriptions:
-            self._sources.setdefault(sub.source, _SourceIndex()).add(sub)
+            key = (sub.source, sub.filter.cloud_events)
+            index = self._sources.get(key)
+            if index is None:
+                index = self._sources[key] = _SourceIndex(sub.filter.event_type_key)
+            index.add(sub)
             self.size += 1
 
-    def match(self, source: str, event: dict[str, Any], now: float | None = None) -> list[ActiveSubscription]:
-        """Subscriptions of `source` (lower-cased) whose filter passes `event` (Event Grid shape)."""
-        index = self._sources.get(source)
-        if index is None:
-            return []
-        candidates: dict[str, ActiveSubscription] = {}
-        event_type = event.get("eventType")
-        if event_type is None:
-            event_type = lookup(event, "eventType")
-        if isinstance(event_type, str) and index.by_type:
-            group = index.by_type.get(fold(event_type))
-            if group is not None:
-                group.candidates(event, candidates)
-        index.any_type.candidates(event, candidates)
-        return [
-            sub
-            for sub in candidates.values()
-            if (now is None or sub.expires_at is None or now < sub.expires_at) and sub.filter.matches(event)
-        ]
+    def match(
+        self, source: str, event: dict[str, Any] | FilterViews, now: float | None = None
+    ) -> list[ActiveSubscription]:
+        """Subscriptions of `source` (lower-cased) whose filter passes `event`, each seeing it in the schema
+        it receives (a bare event is taken as published)."""
+        views = event if isinstance(event, FilterViews) else FilterViews(event)
+        matched: list[ActiveSubscription] = []
+        for cloud_events in (False, True):
+            index = self._sources.get((source, cloud_events))
+            if index is not None:
+                matched.extend(_match(index, views.view(cloud_events), now))
+        return matched
+
+
+def _match(index: _SourceIndex, event: dict[str, Any], now: float | None) -> list[ActiveSubscription]:
+    candidates: dict[str, ActiveSubscription] = {}
+    event_type = event.get(index.event_type_key)
+    if event_type is None:
+        event_type = lookup(event, index.event_type_key)
+    if isinstance(event_type, str) and index.by_type:
+        group = index.by_type.get(fold(event_type))
+        if group is not None:
+            group.candidates(event, candidates)
+    index.any_type.candidates(event, candidates)
+    return [
+        sub
+        for sub in candidates.values()
+        if (now is None or sub.expires_at is None or now < sub.expires_at) and sub.filter.matches(event)
+    ]

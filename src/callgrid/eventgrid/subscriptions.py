@@ -282,14 +282,15 @@ def active_subscription(doc: dict[str, Any]) -> ActiveSubscription | None:
     if props.get("provisioningState") != SUCCEEDED:
         return None
     private = doc.get("callgrid", {})
+    delivery_schema = props.get("eventDeliverySchema", EVENT_GRID_SCHEMA)
     return ActiveSubscription(
         id=doc["id"].lower(),
         name=doc["name"],
         topic=props["topic"],
         source=str(private.get("source") or props["topic"]).lower(),
-        filter=compile_filter(props.get("filter")),
+        filter=compile_filter(props.get("filter"), cloud_events=delivery_schema == CLOUD_EVENT_SCHEMA),
         endpoint_url=props["destination"]["properties"]["endpointUrl"],
-        delivery_schema=props.get("eventDeliverySchema", EVENT_GRID_SCHEMA),
+        delivery_schema=delivery_schema,
         max_delivery_attempts=props["retryPolicy"]["maxDeliveryAttempts"],
         event_ttl_minutes=props["retryPolicy"]["eventTimeToLiveInMinutes"],
         expires_at=private.get("expiresAt"),

@@ -13,7 +13,7 @@ from typing import Any
 
 from callgrid.clock import Clock
 from callgrid.eventgrid.delivery.metrics import MetricCounts
-from callgrid.eventgrid.events import event_grid_event, filter_view
+from callgrid.eventgrid.events import FilterViews, event_grid_event
 from callgrid.eventgrid.index import SubscriptionIndex
 from callgrid.eventgrid.subscriptions import ActiveSubscription, active_subscription
 from callgrid.store import DeliveryRow, StoreTx
@@ -51,19 +51,24 @@ class SubscriptionTable:
         return [sub for _, sub in self._compiled.values() if sub is not None]
 
     async def matching(
-        self, tx: StoreTx, topic: str, event: dict[str, Any], now: float | None = None
+        self, tx: StoreTx, topic: str, event: dict[str, Any] | FilterViews, now: float | None = None
     ) -> list[ActiveSubscription]:
-        """Subscriptions listening to `topic` (an event source id) whose filters pass `event` (EG shape)."""
+        """Subscriptions listening to `topic` (an event source id) whose filters pass `event`, each in the
+        schema it receives."""
         return (await self.index(tx)).match(topic.lower(), event, now)
 
 
 class EventPublisher:
     """Writes events and their deliveries into the outbox, inside the caller's transaction."""
 
-    def __init__(self, clock: Clock, table: SubscriptionTable, on_enqueued: Any = None) -> None:
+    def __init__(
+        self, clock: Clock, table: SubscriptionTable, on_enqueued: Any = None, *, cloud_event_dataschema: bool = True
+    ) -> None:
         self._clock = clock
         self._table = table
         self._on_enqueued = on_enqueued
+        # As the delivery engine writes CloudEvents: a CloudEvents subscription filters what it is sent.
+        self._dataschema = cloud_event_dataschema
 
     async def publish(
         self,
@@ -83,7 +88,8 @@ class EventPublisher:
         Metrics go to `counts` when the caller writes many events' counts at once, else straight to `tx`.
         """
         now = self._clock.now()
-        subs = await self._table.matching(tx, topic_source, filter_view(event), now)
+        views = FilterViews(event, dataschema=self._dataschema)
+        subs = await self._table.matching(tx, topic_source, views, now)
         local = counts if counts is not None else MetricCounts()
         local.published(topic_source, (s.id for s in subs))
         if counts is None:

@@ -24,9 +24,11 @@ from callgrid.security.tokens import (
     TokenError,
     issue_acs_access_token,
     issue_arm_token,
+    issue_entra_token,
     sign_callback_token,
     verify_acs_access_token,
     verify_arm_token,
+    verify_entra_token,
 )
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "format_http_date",
     "issue_acs_access_token",
     "issue_arm_token",
+    "issue_entra_token",
     "jwks",
     "key_id",
     "load_or_create_rsa_key",
@@ -52,6 +55,7 @@ __all__ = [
     "sign_request",
     "verify_acs_access_token",
     "verify_arm_token",
+    "verify_entra_token",
     "verify_request",
     "verify_signature",
 ]

@@ -100,7 +100,8 @@ def _parse_authorization(value: str) -> tuple[list[str], str]:
     if not scheme:
         raise HmacAuthError("the Authorization header is empty")
     if scheme.lower() == "bearer":
-        raise HmacAuthError("bearer tokens are not accepted here; sign the request with the access key (HMAC-SHA256)")
+        # Servers take bearer tokens before the HMAC check (api/auth.py); a bare verifier cannot.
+        raise HmacAuthError("a bearer token is not an HMAC signature; sign the request with the access key")
     if scheme.upper() != SCHEME:
         raise HmacAuthError(f"unsupported authorization scheme {scheme!r}; expected {SCHEME}")
     fields: dict[str, str] = {}

@@ -1,4 +1,5 @@
-"""JWTs the emulator issues: ACS user access tokens, callback tokens and ARM bearer tokens (all RS256)."""
+"""JWTs the emulator issues: ACS user access tokens, callback tokens, ARM bearer tokens and Entra ID-shaped
+bearer tokens for the ACS data plane (all RS256)."""
 
 from __future__ import annotations
 
@@ -16,18 +17,25 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from callgrid.security.keys import key_id
 
 __all__ = [
+    "ACS_AUDIENCE",
     "ARM_AUDIENCE",
     "ARM_SUBJECT",
     "TokenError",
     "issue_acs_access_token",
     "issue_arm_token",
+    "issue_entra_token",
     "sign_callback_token",
     "verify_acs_access_token",
     "verify_arm_token",
+    "verify_entra_token",
 ]
 
 ARM_AUDIENCE = "https://management.azure.com/"
 ARM_SUBJECT = "callgrid-local-user"
+# The resource the ACS SDKs ask Entra ID for: scope "https://communication.azure.com//.default" (sic, the
+# azure-communication-* auth_policy_utils), so the token's audience is the resource without the scope.
+ACS_AUDIENCE = "https://communication.azure.com"
+ENTRA_LIFETIME = timedelta(hours=1)  # what Entra ID gives by default (60-90 minutes)
 # ``scp`` value seen in real ACS tokens.
 ACS_SCP = 1792
 RESOURCE_LOCATION = "unitedstates"
@@ -194,5 +202,64 @@ def verify_arm_token(key: rsa.RSAPublicKey, token: str, *, now: datetime) -> dic
     # ARM clients ask for "https://management.azure.com/.default"; tolerate the slash-less spelling too.
     if not any(isinstance(a, str) and a.rstrip("/") == ARM_AUDIENCE.rstrip("/") for a in audiences):
         raise TokenError(f"token audience is {claims['aud']!r}, expected {ARM_AUDIENCE!r}")
+    _check_times(claims, now)
+    return claims
+
+
+def _audiences(claims: dict[str, Any]) -> list[Any]:
+    aud = claims["aud"]
+    return aud if isinstance(aud, list) else [aud]
+
+
+def issue_entra_token(
+    key: rsa.RSAPrivateKey,
+    *,
+    issuer: str,
+    resource_id: str,
+    now: datetime,
+    lifetime: timedelta = ENTRA_LIFETIME,
+    audience: str = ACS_AUDIENCE,
+) -> str:
+    """A bearer token as Entra ID would issue one for the ACS data plane, from callgrid's own key.
+
+    Entra ID knows nothing of the resource (Azure decides by role assignment on it); callgrid names the
+    resource (its immutable id) in a ``resourceId`` claim, so a token for one resource is refused by another.
+    """
+    if lifetime <= timedelta(0):
+        raise ValueError("a token's lifetime must be positive")
+    iat = _ts(now)
+    claims = {
+        "iss": issuer,
+        "aud": audience,
+        "sub": ARM_SUBJECT,
+        "oid": ARM_SUBJECT,
+        "iat": iat,
+        "nbf": iat,
+        "exp": iat + int(lifetime.total_seconds()),
+        "jti": str(uuid.uuid4()),
+        "resourceId": resource_id,
+    }
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": key_id(key)})
+
+
+def verify_entra_token(
+    key: rsa.RSAPublicKey,
+    token: str,
+    *,
+    issuer: str,
+    resource_id: str,
+    now: datetime,
+    audience: str = ACS_AUDIENCE,
+) -> dict[str, Any]:
+    """Verify a token from :func:`issue_entra_token` for ``resource_id``: RS256 signature by ``key``,
+    issuer, audience, resource, and exp/nbf/iat against ``now``. Return its claims or raise :class:`TokenError`."""
+    claims = _decode(key, token, ["iss", "aud", "exp", "nbf", "iat", "resourceId"])
+    if claims["iss"] != issuer:
+        raise TokenError(f"token issuer is {claims['iss']!r}, expected {issuer!r}")
+    # Entra ID spells the ACS audience without a trailing slash; the SDK's scope has one (or two).
+    if not any(isinstance(a, str) and a.rstrip("/") == audience.rstrip("/") for a in _audiences(claims)):
+        raise TokenError(f"token audience is {claims['aud']!r}, expected {audience!r}")
+    if claims["resourceId"] != resource_id:
+        raise TokenError("token is for another Communication resource")
     _check_times(claims, now)
     return claims

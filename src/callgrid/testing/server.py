@@ -291,6 +291,11 @@ class CallgridServer:
         return self.env["CALLGRID_ARM_TOKEN"]
 
     @property
+    def acs_token(self) -> str:
+        """A bearer token for the ACS routes, for SDK clients built with a TokenCredential (README)."""
+        return self.env["CALLGRID_ACS_TOKEN"]
+
+    @property
     def ca_bundle(self) -> str:
         return self.env["REQUESTS_CA_BUNDLE"]
 
