@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from callgrid import console
 from callgrid.api import (
     arm,
     callgrid_v1,
@@ -54,10 +55,12 @@ def build_app(node: Node, *, start_node: bool = True) -> Starlette:
             *deliveries.routes,
             *metrics.routes,
             *faults.routes,
+            console.mount(),
         ],
         middleware=[Middleware(faults.OperationFaults)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.state.node = node
+    app.state.console_journal = console.watch(node)
     return app

@@ -15,7 +15,13 @@ from rich.console import Console
 from callgrid.client import CallgridClient, CallgridHttpError
 from callgrid.config import Settings
 from callgrid.platform.resource import CommunicationResource, load_or_create_resource
-from callgrid.security import TlsMaterial, ensure_tls_material, issue_arm_token, load_or_create_rsa_key
+from callgrid.security import (
+    TlsMaterial,
+    ensure_tls_material,
+    issue_arm_token,
+    load_or_create_rsa_key,
+    load_or_create_token,
+)
 from callgrid.store import StoreUnusable, open_store
 
 console = Console()
@@ -39,6 +45,13 @@ class LocalState:
     def connection_string(self) -> str:
         return self.resource.connection_string(self.endpoint)
 
+    @property
+    def console_url(self) -> str:
+        return f"{self.endpoint}/console"
+
+    def console_token(self) -> str:
+        return load_or_create_token(self.settings.data_dir / "keys" / "console-token")
+
     def arm_token(self) -> str:
         key = load_or_create_rsa_key(self.settings.data_dir / "keys" / "token-signing.pem")
         return issue_arm_token(key, issuer=self.endpoint, now=datetime.now(UTC))
@@ -51,6 +64,8 @@ class LocalState:
             "CALLGRID_RESOURCE_ID": self.resource.arm_id,
             "CALLGRID_IMMUTABLE_RESOURCE_ID": self.resource.immutable_id,
             "CALLGRID_ARM_TOKEN": self.arm_token(),
+            "CALLGRID_CONSOLE_URL": self.console_url,
+            "CALLGRID_CONSOLE_TOKEN": self.console_token(),
         }
         if self.tls is not None:
             bundle = str(self.tls.ca_bundle.resolve())

@@ -85,6 +85,8 @@ def _banner(state: LocalState) -> None:
         f"[bold]state[/bold]              {s.resolved_store_url} (data dir {s.data_dir.resolve()})", soft_wrap=True
     )
     console.print(f"[bold]clock[/bold]              {s.clock}", soft_wrap=True)
+    console.print(f"[bold]console[/bold]            {state.console_url}", soft_wrap=True)
+    console.print(f"[bold]console token[/bold]      {state.console_token()}", soft_wrap=True, highlight=False)
     if state.tls is not None:
         console.print(
             "\nTrust callgrid's CA in the shell that runs your app (the bundle keeps the system roots):", soft_wrap=True

@@ -287,6 +287,12 @@ class _SqliteTx:
             return None
         return {"id": row[0], "createdAt": row[1], "tokensRevokedAt": row[2]}
 
+    async def list_identities(self, limit: int) -> list[dict[str, Any]]:
+        rows = self._c.execute(
+            "SELECT id, created_at, tokens_revoked_at FROM identities ORDER BY created_at DESC, id LIMIT ?", (limit,)
+        ).fetchall()
+        return [{"id": r[0], "createdAt": r[1], "tokensRevokedAt": r[2]} for r in rows]
+
     async def delete_identity(self, identity_id: str) -> bool:
         return self._c.execute("DELETE FROM identities WHERE id = ?", (identity_id,)).rowcount > 0
 
