@@ -1,0 +1,60 @@
+"""Chromium for the console's tests: Debian's own build (/usr/bin/chromium, installed by .ci/run), headless
+and without its sandbox (containers); Playwright never downloads a browser here. Screenshots go to
+`test-artifacts/console/` (ignored by git), or to $CALLGRID_TEST_ARTIFACTS."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callgrid.testing import CallgridServer
+
+CHROMIUM = os.environ.get("CALLGRID_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing: the console's tests need Debian's chromium package")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    root = Path(os.environ.get("CALLGRID_TEST_ARTIFACTS") or Path(__file__).parents[2] / "test-artifacts")
+    directory = root / "console" / re.sub(r"[^\w.-]+", "_", request.node.name)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+@pytest.fixture
+def page(chromium: Any, callgrid: CallgridServer) -> Iterator[Any]:
+    """A fresh browser context (no cookie) on the session's server, which it trusts as the docs say to."""
+    context = chromium.new_context(
+        ignore_https_errors=True, base_url=callgrid.endpoint, viewport={"width": 1400, "height": 1000}
+    )
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def log_in(page: Any, server: CallgridServer) -> None:
+    """Through the login form, with the token `callgrid env` printed."""
+    page.goto("/console/")
+    page.wait_for_url("**/console/login**")
+    page.fill("#token", server.env["CALLGRID_CONSOLE_TOKEN"])
+    page.click("#login")
+    page.wait_for_url("**/console/")
+    page.wait_for_selector("#status.live")
