@@ -39,6 +39,7 @@ def build_app(node: Node, *, start_node: bool = True) -> Starlette:
         try:
             yield
         finally:
+            await console.shutdown(app.state)
             if start_node:
                 await node.stop()
 
@@ -62,5 +63,5 @@ def build_app(node: Node, *, start_node: bool = True) -> Starlette:
         lifespan=lifespan,
     )
     app.state.node = node
-    app.state.console_journal = console.watch(node)
+    console.install(app.state, node)
     return app

@@ -19,15 +19,33 @@ CHROMIUM = os.environ.get("CALLGRID_CHROMIUM", "/usr/bin/chromium")
 
 
 @pytest.fixture(scope="session")
-def chromium() -> Iterator[Any]:
+def playwright() -> Iterator[Any]:
     if shutil.which(CHROMIUM) is None:
         pytest.fail(f"{CHROMIUM} is missing: the console's tests need Debian's chromium package")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield browser
-        browser.close()
+    with sync_playwright() as instance:
+        yield instance
+
+
+def launch(playwright: Any, *args: str) -> Any:
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", *args])
+
+
+@pytest.fixture(scope="session")
+def chromium(playwright: Any) -> Iterator[Any]:
+    browser = launch(playwright)
+    yield browser
+    browser.close()
+
+
+def new_page(browser: Any, server: CallgridServer) -> Any:
+    """A fresh browser context (no cookie) on `server`, which it trusts as the docs say to."""
+    context = browser.new_context(
+        ignore_https_errors=True, base_url=server.endpoint, viewport={"width": 1400, "height": 1000}
+    )
+    context.set_default_timeout(15_000)
+    return context.new_page()
 
 
 @pytest.fixture
@@ -40,14 +58,9 @@ def artifacts(request: pytest.FixtureRequest) -> Path:
 
 @pytest.fixture
 def page(chromium: Any, callgrid: CallgridServer) -> Iterator[Any]:
-    """A fresh browser context (no cookie) on the session's server, which it trusts as the docs say to."""
-    context = chromium.new_context(
-        ignore_https_errors=True, base_url=callgrid.endpoint, viewport={"width": 1400, "height": 1000}
-    )
-    context.set_default_timeout(15_000)
-    page = context.new_page()
+    page = new_page(chromium, callgrid)
     yield page
-    context.close()
+    page.context.close()
 
 
 def log_in(page: Any, server: CallgridServer) -> None:

@@ -9,6 +9,6 @@ of it (it watches events through the publisher's observers).
 
 from __future__ import annotations
 
-from callgrid.console.app import mount, watch
+from callgrid.console.app import install, mount, shutdown
 
-__all__ = ["mount", "watch"]
+__all__ = ["install", "mount", "shutdown"]

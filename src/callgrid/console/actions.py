@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from callgrid.api.errors import field, read_object
 from callgrid.console.access import action
+from callgrid.console.softphone import Softphones
 from callgrid.errors import Conflict, InvalidRequest, NotFound
 from callgrid.eventgrid.delivery.deadletter import replay
 from callgrid.eventgrid.subscriptions import EVENT_GRID_SCHEMA, EXTENSION_TYPE
@@ -25,6 +26,7 @@ from callgrid.platform.calls import DeviceBehaviour
 from callgrid.platform.calls.service import parse_identifier
 
 _KEYS = {key.lower(): name for name, key in TONE_KEYS.items()}
+SDP_BODY_LIMIT = 64 * 1024
 _LAST_TIMESTAMP = 253402300799.0  # 9999-12-31T23:59:59Z, as clock:advance refuses beyond it
 
 
@@ -85,17 +87,22 @@ async def hang_up(request: Request) -> Response:
     return _done(request, f"{participant or call.source} hung up")
 
 
+def _tones(keys: str) -> list[str]:
+    tones = []
+    for key in keys.lower():
+        if key not in _KEYS:
+            raise InvalidRequest(f"'{key}' is not a DTMF key (0-9, *, #, A-D).", code="8523")
+        tones.append(_KEYS[key])
+    return tones
+
+
 @action
 async def send_dtmf(request: Request) -> Response:
     node = _node(request)
     body = await read_object(request)
     participant = _text(body, "participant") or ""
-    keys = (_text(body, "tones") or "").lower()
-    tones = []
-    for key in keys:
-        if key not in _KEYS:
-            raise InvalidRequest(f"'{key}' is not a DTMF key (0-9, *, #, A-D).", code="8523")
-        tones.append(_KEYS[key])
+    keys = _text(body, "tones") or ""
+    tones = _tones(keys)
     async with node.store.transaction() as tx:
         await node.calls.media.caller_tones(tx, request.path_params["serverCallId"], participant, tones)
     return _done(request, f"{participant} pressed {keys}")
@@ -236,3 +243,43 @@ async def advance_clock(request: Request) -> Response:
         raise InvalidRequest("'seconds' would take the clock past the year 9999.")
     await node.advance_clock(seconds)
     return _done(request, f"Advanced {seconds:g} s")
+
+
+def _softphones(request: Request) -> Softphones:
+    softphones: Softphones = request.app.state.console_softphones
+    return softphones
+
+
+@action
+async def softphone_call(request: Request) -> Response:
+    """The browser calls as `from`: `{"from", "to", "sdp"}` (its offer) -> our answer and the call."""
+    body = await read_object(request, limit=SDP_BODY_LIMIT)
+    session, sdp = await _softphones(request).call(
+        _text(body, "from") or "", _text(body, "to") or "", field(body, "sdp", str)
+    )
+    return _done(
+        request,
+        f"Calling {body['to']} from the browser",
+        201,
+        id=session.id,
+        serverCallId=session.server_call_id,
+        rawId=session.raw_id,
+        type="answer",
+        sdp=sdp,
+    )
+
+
+@action
+async def softphone_dtmf(request: Request) -> Response:
+    softphones = _softphones(request)
+    session = softphones.get(request.path_params["id"])
+    keys = _text(await read_object(request), "tones") or ""
+    await softphones.dtmf(session, _tones(keys))
+    return _done(request, f"Pressed {keys}")
+
+
+@action
+async def softphone_hang_up(request: Request) -> Response:
+    softphones = _softphones(request)
+    await softphones.hang_up(softphones.get(request.path_params["id"]))
+    return _done(request, "Hung up")

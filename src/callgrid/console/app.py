@@ -9,12 +9,14 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.datastructures import State
 from starlette.staticfiles import StaticFiles
 
 from callgrid.api.body import read_body
 from callgrid.console import actions, render
 from callgrid.console.access import COOKIE, data, page, session_value, token_matches
 from callgrid.console.journal import Journal
+from callgrid.console.softphone import Softphones
 from callgrid.node import Node
 
 LOGIN_BODY_LIMIT = 4096
@@ -122,11 +124,18 @@ async def panel(request: Request) -> Response:
     return HTMLResponse(panels[name], headers=_NO_STORE)
 
 
-def watch(node: Node) -> Journal:
-    """The console's memory of `node`'s events, fed from now on (before the node starts)."""
+def install(state: State, node: Node) -> None:
+    """The console's parts for `node` on the app's state: its memory of events (fed from now on, before
+    the node starts) and its softphone sessions."""
     journal = Journal(node.clock)
     node.event_observers.append(journal.observe)
-    return journal
+    state.console_journal = journal
+    state.console_softphones = Softphones(node)
+
+
+async def shutdown(state: State) -> None:
+    """Before the node stops: softphone calls hang up and their connections close."""
+    await state.console_softphones.close_all()
 
 
 def mount() -> BaseRoute:
@@ -151,5 +160,8 @@ def mount() -> BaseRoute:
         Route("/actions/subscriptions/delete", actions.delete_subscription, methods=["POST"]),
         Route("/actions/deadLetters/{id}/replay", actions.replay_dead_letter, methods=["POST"]),
         Route("/actions/clock", actions.advance_clock, methods=["POST"]),
+        Route("/softphone/calls", actions.softphone_call, methods=["POST"]),
+        Route("/softphone/{id}/dtmf", actions.softphone_dtmf, methods=["POST"]),
+        Route("/softphone/{id}/hangUp", actions.softphone_hang_up, methods=["POST"]),
     ]
     return Mount("/console", routes=routes)

@@ -111,3 +111,137 @@
     });
   });
 })();
+
+// ---- softphone: the browser is the caller, over WebRTC with the server's media plane
+(function () {
+  "use strict";
+  var form = document.getElementById("softphone-form");
+  if (!form) { return; }
+  var panel = document.getElementById("softphone");
+  var state = document.getElementById("softphone-state");
+  var audio = document.getElementById("softphone-audio");
+  var meter = document.getElementById("softphone-level");
+  var flash = document.getElementById("flash");
+  var current = null;  // {id, pc, stream, timer}
+
+  function post(url, body) {
+    return fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-Callgrid-Console": "1" },
+      body: JSON.stringify(body || {})
+    }).then(function (response) {
+      return response.json().then(function (answer) {
+        if (!response.ok) {
+          throw new Error((answer.error && (answer.error.code + ": " + answer.error.message)) || response.statusText);
+        }
+        return answer;
+      });
+    });
+  }
+
+  function show(text, ok) {
+    flash.textContent = text;
+    flash.className = ok ? "ok" : "error";
+  }
+
+  function setState(text) {
+    state.textContent = text;
+    state.className = "badge " + text;
+    panel.dataset.state = text;
+  }
+
+  function gathered(pc) {
+    // aiortc takes every candidate in the offer (no trickle): wait for gathering to finish.
+    if (pc.iceGatheringState === "complete") { return Promise.resolve(); }
+    return new Promise(function (resolve) {
+      var done = function () {
+        if (pc.iceGatheringState === "complete") { pc.removeEventListener("icegatheringstatechange", done); resolve(); }
+      };
+      pc.addEventListener("icegatheringstatechange", done);
+      setTimeout(resolve, 3000);
+    });
+  }
+
+  function listen(stream) {
+    // How loud what the caller hears is, for people (the meter) and tests (data-heard-peak, data-heard-energy).
+    var context = new (window.AudioContext || window.webkitAudioContext)();
+    var analyser = context.createAnalyser();
+    analyser.fftSize = 1024;
+    context.createMediaStreamSource(stream).connect(analyser);
+    var samples = new Float32Array(analyser.fftSize);
+    var peak = 0, energy = 0;
+    return setInterval(function () {
+      analyser.getFloatTimeDomainData(samples);
+      var sum = 0;
+      for (var i = 0; i < samples.length; i++) { sum += samples[i] * samples[i]; }
+      var rms = Math.sqrt(sum / samples.length);
+      peak = Math.max(peak, rms);
+      energy += rms * rms;
+      meter.value = Math.min(1, rms * 4);
+      panel.dataset.heardPeak = peak.toFixed(4);
+      panel.dataset.heardEnergy = energy.toFixed(6);
+    }, 50);
+  }
+
+  function end(reason) {
+    if (!current) { return; }
+    clearInterval(current.timer);
+    current.stream.getTracks().forEach(function (t) { t.stop(); });
+    current.pc.close();
+    current = null;
+    setState(reason || "ended");
+  }
+
+  form.addEventListener("submit", function (e) {
+    e.preventDefault();
+    if (current) { return; }
+    var from = form.elements.from.value, to = form.elements.to.value;
+    panel.hidden = false;
+    setState("starting");
+    navigator.mediaDevices.getUserMedia({ audio: true }).then(function (stream) {
+      var pc = new RTCPeerConnection({ iceServers: [] });
+      current = { id: null, pc: pc, stream: stream, timer: null };
+      stream.getTracks().forEach(function (t) { pc.addTrack(t, stream); });
+      pc.addEventListener("track", function (event) {
+        var remote = event.streams[0] || new MediaStream([event.track]);
+        audio.srcObject = remote;
+        audio.play().catch(function () { /* autoplay refused: the meter still shows what is heard */ });
+        current.timer = listen(remote);
+      });
+      pc.addEventListener("connectionstatechange", function () {
+        if (pc.connectionState === "connected") { setState("connected"); }
+        if (pc.connectionState === "failed" || pc.connectionState === "closed") { end("ended"); }
+      });
+      return pc.createOffer().then(function (offer) {
+        return pc.setLocalDescription(offer);
+      }).then(function () {
+        return gathered(pc);
+      }).then(function () {
+        return post("/console/softphone/calls", { from: from, to: to, sdp: pc.localDescription.sdp });
+      }).then(function (answer) {
+        current.id = answer.id;
+        panel.dataset.serverCallId = answer.serverCallId;
+        setState("calling");
+        show(answer.message, true);
+        return pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+      });
+    }).catch(function (err) {
+      show(String(err.message || err), false);
+      end("failed");
+    });
+  });
+
+  panel.addEventListener("click", function (e) {
+    var key = e.target.dataset && e.target.dataset.key;
+    if (key && current && current.id) {
+      post("/console/softphone/" + current.id + "/dtmf", { tones: key }).catch(function (err) { show(err.message, false); });
+    }
+  });
+
+  document.getElementById("softphone-hangup").addEventListener("click", function () {
+    if (!current || !current.id) { end("ended"); return; }
+    post("/console/softphone/" + current.id + "/hangUp").then(function () { end("ended"); })
+      .catch(function (err) { show(err.message, false); end("ended"); });
+  });
+})();

@@ -1,0 +1,106 @@
+"""The softphone: Chromium, its microphone a WAV file of someone saying "support", calls an app's number
+through the console; the app answers with the official SDK, prompts, and recognises the spoken choice;
+the browser hears the prompt."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from azure.communication.callautomation import (
+    PhoneNumberIdentifier,
+    RecognitionChoice,
+    RecognizeInputType,
+    TextSource,
+)
+from playwright.sync_api import expect
+
+from callgrid.media import codecs
+from callgrid.media.speech import synthesize_blocking
+from callgrid.testing import CallgridServer, WebhookReceiver
+from tests.console.conftest import launch, log_in, new_page
+from tests.media.voice_support import callback, wait
+from tests.platform.calling_support import ENTRY_NUMBER, PSTN_CALLER, make_world
+
+MENU = [
+    RecognitionChoice(label="Sales", phrases=["sales", "buy something"]),
+    RecognitionChoice(label="Support", phrases=["support", "help"]),
+]
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def microphone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A WAV Chromium plays as its microphone, over and over: "support", then a pause."""
+    speech = synthesize_blocking("support")
+    pause = np.zeros(RATE * 2, dtype=np.int16)
+    path = tmp_path_factory.mktemp("mic") / "support.wav"
+    path.write_bytes(codecs.encode_wav([pause[: RATE // 2], speech, pause], RATE))
+    return path
+
+
+@pytest.fixture
+def phone_page(playwright: Any, microphone: Path, callgrid: CallgridServer) -> Iterator[Any]:
+    browser = launch(
+        playwright,
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={microphone}",
+        "--autoplay-policy=no-user-gesture-required",
+    )
+    page = new_page(browser, callgrid)
+    yield page
+    browser.close()
+
+
+def _heard_peak(page: Any) -> float:
+    return float(page.locator("#softphone").get_attribute("data-heard-peak") or 0)
+
+
+def test_the_browser_says_its_choice_and_hears_the_prompt(
+    phone_page: Any, callgrid: CallgridServer, webhook: WebhookReceiver, artifacts: Path
+) -> None:
+    page = phone_page
+    world = make_world(callgrid, webhook)
+    log_in(page, callgrid)
+
+    page.fill('#softphone-form input[name="from"]', PSTN_CALLER)
+    page.fill('#softphone-form input[name="to"]', ENTRY_NUMBER)
+    page.click("#softphone-call")
+    expect(page.locator("#softphone")).to_have_attribute("data-state", "connected")
+
+    # The app answers the IncomingCall; the browser's party is in the call, hearing silence so far.
+    ccid = world.automation.answer_call(world.incoming(0).data["incomingCallContext"], world.callback_url)
+    ccid = ccid.call_connection_id
+    assert ccid is not None
+    world.callbacks(ccid, 2)  # CallConnected, ParticipantsUpdated
+    page.wait_for_timeout(1000)
+    assert _heard_peak(page) < 0.01
+
+    # It asks, and listens: the browser hears the prompt, and its microphone says "support".
+    connection = world.automation.get_call_connection(ccid)
+    connection.start_recognizing_media(
+        RecognizeInputType.CHOICES,
+        PhoneNumberIdentifier(PSTN_CALLER),
+        choices=MENU,
+        play_prompt=TextSource(text="Please say sales or support.", voice_name="en-US-JennyNeural"),
+        operation_context="menu",
+    )
+    wait(lambda: _heard_peak(page) > 0.02 or None, what="the prompt to reach the browser")
+    page.screenshot(path=str(artifacts / "1-prompt-heard.png"), full_page=True)
+    callgrid.advance(5)  # the prompt has played on the call's clock: the app listens now
+    completed = callback(world, ccid, "RecognizeCompleted")
+    assert completed["recognitionType"] == "choices"
+    assert completed["choiceResult"]["label"] == "Support", completed  # type: ignore[index]
+
+    # The keypad is the caller's DTMF; hanging up ends the browser's part of the call.
+    page.click('#softphone button[data-key="5"]')
+    call = page.locator("article.call").first
+    expect(call.locator("ol.timeline")).to_contain_text("dtmfReceived")
+    page.screenshot(path=str(artifacts / "2-in-call.png"), full_page=True)
+    page.click("#softphone-hangup")
+    expect(page.locator("#softphone")).to_have_attribute("data-state", "ended")
+    wait(lambda: callback(world, ccid, "CallDisconnected"), what="the app to hear the hang-up")
