@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from importlib.resources import files
 from urllib.parse import parse_qs
 
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.datastructures import State
 from starlette.staticfiles import StaticFiles
 
 from callgrid.api.body import read_body
