@@ -26,6 +26,8 @@ class Observed:
     at: float  # the simulation's time when it was published
     event_type: str = field(init=False)
     event_id: str = field(init=False)
+    # The subscriptions' verdicts, worked out once per version of the subscription table.
+    explained: tuple[int, list[Any]] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.event_type = str(self.event.get("eventType") or self.event.get("type") or "")

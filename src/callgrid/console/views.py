@@ -61,9 +61,12 @@ class EventRow:
 async def events_view(node: Node, journal: Journal) -> list[EventRow]:
     items = journal.recent("event", ROWS)
     rows = []
+    table = node.subscription_table
     async with node.store.transaction() as tx:
         for item in items:
-            verdicts = await node.subscription_table.explain(tx, item.where, item.event, item.at)
+            if item.explained is None or item.explained[0] != table.version:
+                item.explained = (table.version, await table.explain(tx, item.where, item.event, item.at))
+            verdicts: list[Verdict] = item.explained[1]
             matched = set(item.matched)
             known = {v.subscription_id for v in verdicts}
             rows.append(

@@ -43,9 +43,11 @@ class SubscriptionTable:
     def __init__(self) -> None:
         self._index: SubscriptionIndex | None = None
         self._compiled: dict[str, tuple[tuple[Any, ...], ActiveSubscription | None]] = {}
+        self.version = 0  # moves on every change of the subscriptions: readers may cache until it does
 
     def invalidate(self) -> None:
         self._index = None
+        self.version += 1
 
     async def index(self, tx: StoreTx) -> SubscriptionIndex:
         if self._index is None:
@@ -71,14 +73,22 @@ class SubscriptionTable:
         """Subscriptions listening to `topic` (an event source id) whose filters pass `event` (EG shape)."""
         return (await self.index(tx)).match(topic.lower(), event, now)
 
-    async def explain(self, tx: StoreTx, topic: str, event: dict[str, Any], now: float) -> list[Verdict]:
-        """Every subscription of `topic` and its verdict on `event` as published (either schema), as
-        `matching` would decide it now: for people asking why an event did not reach them."""
+    async def explain(
+        self, tx: StoreTx, topic: str, event: dict[str, Any], now: float, *, limit: int = 100
+    ) -> list[Verdict]:
+        """Subscriptions of `topic` and their verdicts on `event` as published (either schema), as
+        `matching` would decide it now: for people asking why an event did not reach them. At most
+        `limit` verdicts (matches first), so a topic with thousands of subscriptions stays cheap to ask."""
         await self.index(tx)
         source = topic.lower()
         view = filter_view(event)
-        verdicts = []
+        matched = {s.id for s in (await self.index(tx)).match(source, view, now)}
+        verdicts = [Verdict(key, sub.name, True) for key, (_, sub) in self._compiled.items() if key in matched and sub]
         for key, (_, sub) in self._compiled.items():
+            if len(verdicts) >= limit:
+                break
+            if key in matched:
+                continue
             if sub is None:
                 doc = await tx.get_subscription(key)
                 if doc is None or str(doc.get("callgrid", {}).get("source") or doc["properties"]["topic"]).lower() != (
@@ -94,11 +104,11 @@ class SubscriptionTable:
                 verdicts.append(Verdict(key, sub.name, False, f"expired at {iso7(sub.expires_at)}"))
                 continue
             refusal = sub.filter.explain(view)
-            if refusal is None:
+            if refusal is None:  # the index and the filter agree (tests/eventgrid/test_index.py): not reached
                 verdicts.append(Verdict(key, sub.name, True))
             else:
                 verdicts.append(Verdict(key, sub.name, False, f"{refusal.where}: {refusal.reason}", refusal))
-        return sorted(verdicts, key=lambda v: v.name.lower())
+        return sorted(verdicts[:limit], key=lambda v: (not v.matched, v.name.lower()))
 
 
 class EventPublisher:
