@@ -200,6 +200,7 @@ def test_nothing_without_the_token(callgrid: CallgridServer) -> None:
     # With the token: a cookie, then pages and streams; an action still needs the console's own header.
     session = requests.Session()
     token = callgrid.env["CALLGRID_CONSOLE_TOKEN"]
+    assert f"console token      {token}" in callgrid.log_path.read_text()  # the banner printed it
     login = session.post(base + "/console/login", data={"token": token}, verify=verify, allow_redirects=False)
     assert login.status_code == 303
     cookie = login.headers["set-cookie"].lower()

@@ -96,6 +96,16 @@ def test_the_browser_says_its_choice_and_hears_the_prompt(
     assert completed["recognitionType"] == "choices"
     assert completed["choiceResult"]["label"] == "Support", completed  # type: ignore[index]
 
+    # The callbacks the app received are listed with their attempts and the claims of their JWT.
+    page.click('#tabs a[data-tab="callbacks"]')
+    recognized = page.locator("tbody.delivery", has_text="Microsoft.Communication.RecognizeCompleted")
+    expect(recognized.locator(".badge")).to_have_text("delivered")
+    expect(recognized.locator("tr.attempt")).to_contain_text("200")
+    expect(page.locator("details.claims pre")).to_contain_text(
+        '"iss": "https://acscallautomation.communication.azure.com"'
+    )
+    page.click('#tabs a[data-tab="calls"]')
+
     # The keypad is the caller's DTMF; hanging up ends the browser's part of the call.
     page.click('#softphone button[data-key="5"]')
     call = page.locator("article.call").first
