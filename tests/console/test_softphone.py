@@ -22,7 +22,7 @@ from callgrid.media import codecs
 from callgrid.media.speech import synthesize_blocking
 from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.console.conftest import launch, log_in, new_page
-from tests.media.voice_support import callback, wait
+from tests.media.voice_support import callback, party_path, wait
 from tests.platform.calling_support import ENTRY_NUMBER, PSTN_CALLER, make_world
 
 MENU = [
@@ -70,13 +70,14 @@ def test_the_browser_says_its_choice_and_hears_the_prompt(
     page.fill('#softphone-form input[name="from"]', PSTN_CALLER)
     page.fill('#softphone-form input[name="to"]', ENTRY_NUMBER)
     page.click("#softphone-call")
-    expect(page.locator("#softphone")).to_have_attribute("data-state", "connected")
+    expect(page.locator("#softphone")).to_have_attribute("data-state", "calling")
 
     # The app answers the IncomingCall; the browser's party is in the call, hearing silence so far.
     ccid = world.automation.answer_call(world.incoming(0).data["incomingCallContext"], world.callback_url)
     ccid = ccid.call_connection_id
     assert ccid is not None
     world.callbacks(ccid, 2)  # CallConnected, ParticipantsUpdated
+    expect(page.locator("#softphone")).to_have_attribute("data-state", "inCall")
     page.wait_for_timeout(1000)
     assert _heard_peak(page) < 0.01
 
@@ -114,3 +115,41 @@ def test_the_browser_says_its_choice_and_hears_the_prompt(
     page.click("#softphone-hangup")
     expect(page.locator("#softphone")).to_have_attribute("data-state", "ended")
     wait(lambda: callback(world, ccid, "CallDisconnected"), what="the app to hear the hang-up")
+
+
+def test_the_browser_rings_as_an_identity_answers_and_both_sides_hear(
+    phone_page: Any, callgrid: CallgridServer, identity_client: Any, artifacts: Path
+) -> None:
+    page = phone_page
+    user = identity_client.create_user().properties["id"]
+    log_in(page, callgrid)
+    page.fill('#softphone-form input[name="from"]', user)
+    page.click("#softphone-register")
+    softphone = page.locator("#softphone")
+    expect(softphone).to_have_attribute("data-state", "waiting")
+
+    # Someone on the public network calls the identity: the browser rings, says who, and answers.
+    placed = callgrid.place_call(PSTN_CALLER, user)
+    expect(softphone).to_have_attribute("data-state", "ringing")
+    expect(page.locator("#softphone-caller")).to_have_text("4:" + PSTN_CALLER)
+    page.screenshot(path=str(artifacts / "1-ringing.png"), full_page=True)
+    page.click("#softphone-answer")
+    expect(softphone).to_have_attribute("data-state", "inCall")
+    assert callgrid.get_call(placed["serverCallId"])["state"] == "connected"
+
+    # The caller speaks and the browser hears it; the browser's microphone reaches the caller.
+    caller = party_path(placed["serverCallId"], "4:" + PSTN_CALLER)
+    client = callgrid.client()
+    client.request("POST", caller + ":say", {"text": "hello, this is your caller speaking"})
+    wait(lambda: _heard_peak(page) > 0.02 or None, what="the caller's voice to reach the browser")
+
+    def caller_heard_the_microphone() -> bool | None:
+        audio = codecs.decode(client.download(caller + "/audio"))
+        return np.count_nonzero(np.abs(audio) > 500) > RATE // 4 or None
+
+    wait(caller_heard_the_microphone, what="the browser's microphone to reach the caller")
+    page.screenshot(path=str(artifacts / "2-in-call.png"), full_page=True)
+
+    page.click("#softphone-hangup")
+    expect(softphone).to_have_attribute("data-state", "ended")
+    wait(lambda: callgrid.get_call(placed["serverCallId"])["state"] == "disconnected" or None, what="the call to end")

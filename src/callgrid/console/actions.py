@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from callgrid.api.errors import field, read_object
-from callgrid.console.access import action
+from callgrid.console.access import action, data
 from callgrid.console.softphone import Softphones
 from callgrid.errors import Conflict, InvalidRequest, NotFound
 from callgrid.eventgrid.delivery.deadletter import replay
@@ -267,6 +267,38 @@ async def softphone_call(request: Request) -> Response:
         type="answer",
         sdp=sdp,
     )
+
+
+@action
+async def softphone_register(request: Request) -> Response:
+    """The browser waits to be rung as `as`: `{"as", "sdp"}` -> our answer; it then polls its state."""
+    body = await read_object(request, limit=SDP_BODY_LIMIT)
+    session, sdp = await _softphones(request).register(_text(body, "as") or "", field(body, "sdp", str))
+    return _done(
+        request, f"Waiting for calls to {session.raw_id}", 201, **session.view(), type="answer", sdp=sdp
+    )
+
+
+@data
+async def softphone_status(request: Request) -> Response:
+    softphones = _softphones(request)
+    return JSONResponse(await softphones.status(softphones.get(request.path_params["id"])))
+
+
+@action
+async def softphone_answer(request: Request) -> Response:
+    softphones = _softphones(request)
+    session = softphones.get(request.path_params["id"])
+    await softphones.act(session, DeviceBehaviour.ANSWER)
+    return _done(request, f"Answered the call from {session.caller}")
+
+
+@action
+async def softphone_decline(request: Request) -> Response:
+    softphones = _softphones(request)
+    session = softphones.get(request.path_params["id"])
+    await softphones.act(session, DeviceBehaviour.DECLINE)
+    return _done(request, "Declined")
 
 
 @action

@@ -161,6 +161,10 @@ def mount() -> BaseRoute:
         Route("/actions/deadLetters/{id}/replay", actions.replay_dead_letter, methods=["POST"]),
         Route("/actions/clock", actions.advance_clock, methods=["POST"]),
         Route("/softphone/calls", actions.softphone_call, methods=["POST"]),
+        Route("/softphone/register", actions.softphone_register, methods=["POST"]),
+        Route("/softphone/{id}", actions.softphone_status, methods=["GET"]),
+        Route("/softphone/{id}/answer", actions.softphone_answer, methods=["POST"]),
+        Route("/softphone/{id}/decline", actions.softphone_decline, methods=["POST"]),
         Route("/softphone/{id}/dtmf", actions.softphone_dtmf, methods=["POST"]),
         Route("/softphone/{id}/hangUp", actions.softphone_hang_up, methods=["POST"]),
     ]

@@ -32,6 +32,7 @@ from callgrid.errors import CallgridError, InvalidRequest, NotFound
 from callgrid.media.codecs import Pcm
 from callgrid.media.plane import FRAME_SAMPLES, RATE
 from callgrid.node import Node
+from callgrid.platform.calls import DeviceBehaviour
 from callgrid.platform.calls.service import parse_identifier
 
 log = logging.getLogger(__name__)
@@ -76,13 +77,24 @@ class PlaneTrack(MediaStreamTrack):
 @dataclass
 class Session:
     id: str
-    server_call_id: str
+    server_call_id: str  # "" while a registered softphone waits for a call
     raw_id: str
     pc: RTCPeerConnection
     track: PlaneTrack
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     detach: Callable[[], None] | None = None
     closed: bool = False
+    state: str = "calling"  # calling | waiting | ringing | inCall | ended
+    caller: str | None = None  # who rings a registered softphone
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "rawId": self.raw_id,
+            "state": "ended" if self.closed else self.state,
+            "serverCallId": self.server_call_id or None,
+            "from": self.caller,
+        }
 
 
 class Softphones:
@@ -100,12 +112,78 @@ class Softphones:
         """Negotiate with the browser's offer, then place the call as `source`; returns our answer's SDP."""
         caller = parse_identifier(source, "from")
         callee = parse_identifier(target, "to")
+        session = await self._negotiate(caller.raw_id, offer_sdp)
+        try:
+            async with self._node.store.transaction() as tx:
+                placed = await self._node.calls.place_call(tx, source=caller, target=callee)
+        except BaseException:
+            await session.pc.close()
+            raise
+        session.server_call_id = placed.server_call_id
+        self._sessions[session.id] = session
+        self._spawn(session, self._join_when_connected(session))
+        return session, session.pc.localDescription.sdp
+
+    async def register(self, raw_id: str, offer_sdp: str) -> tuple[Session, str]:
+        """The browser waits to be rung as `raw_id` (an identity of this resource, or a phone number)."""
+        who = parse_identifier(raw_id, "as")
+        if who.is_communication_user:
+            async with self._node.store.transaction() as tx:
+                await self._node.identities.require(tx, who.raw_id)
+        elif not who.is_phone_number:
+            raise InvalidRequest("'as' must be an identity of this resource or a phone number.")
+        if any(s.raw_id == who.raw_id and s.state in ("waiting", "ringing") for s in self._sessions.values()):
+            raise InvalidRequest(f"A softphone already waits for {who.raw_id}'s calls.")
+        session = await self._negotiate(who.raw_id, offer_sdp)
+        session.state = "waiting"
+        self._sessions[session.id] = session
+        self._spawn(session, self._wait_for_ring(session))
+        return session, session.pc.localDescription.sdp
+
+    async def _wait_for_ring(self, session: Session) -> None:
+        """Until a call rings the registered party (an offer for it appears), then until it is answered."""
+        while not session.closed and session.state == "waiting":
+            async with self._node.store.transaction() as tx:
+                calls = await self._node.calls.list_calls(tx, 20)
+            for call in calls:
+                if any(o.target == session.raw_id for o in call.ringing_offers()):
+                    session.server_call_id, session.caller, session.state = call.server_call_id, call.source, "ringing"
+                    break
+            else:
+                await asyncio.sleep(JOIN_POLL_SECONDS * 4)
+
+    async def status(self, session: Session) -> dict[str, Any]:
+        """The session as the browser shows it; a ring that stopped (the caller gave up, it timed out, it
+        was answered elsewhere) puts a registered softphone back to waiting."""
+        if session.state == "ringing" and not session.closed:
+            async with self._node.store.transaction() as tx:
+                doc = await tx.get_call(session.server_call_id)
+            offers = [] if doc is None else doc.get("offers", [])
+            if not any(o["target"] == session.raw_id and o["state"] == "ringing" for o in offers):
+                session.server_call_id, session.caller, session.state = "", None, "waiting"
+                self._spawn(session, self._wait_for_ring(session))
+        return session.view()
+
+    async def act(self, session: Session, action: DeviceBehaviour) -> None:
+        """A registered softphone answers or declines the call that rings it."""
+        if session.state != "ringing":
+            raise InvalidRequest(f"The softphone is {session.state}, not ringing.")
+        async with self._node.store.transaction() as tx:
+            await self._node.calls.device_act(tx, session.server_call_id, session.raw_id, action)
+        if action is DeviceBehaviour.ANSWER:
+            session.state = "calling"
+            self._spawn(session, self._join_when_connected(session))
+        else:
+            session.server_call_id, session.caller, session.state = "", None, "waiting"
+            self._spawn(session, self._wait_for_ring(session))
+
+    async def _negotiate(self, raw_id: str, offer_sdp: str) -> Session:
         if not isinstance(offer_sdp, str) or not offer_sdp.startswith("v=0"):
             raise InvalidRequest("'sdp' must be the browser's SDP offer.")
         pc = RTCPeerConnection()
         track = PlaneTrack()
         pc.addTrack(track)
-        session = Session(str(uuid.uuid4()), "", caller.raw_id, pc, track)
+        session = Session(str(uuid.uuid4()), "", raw_id, pc, track)
 
         @pc.on("track")
         def on_track(remote: MediaStreamTrack) -> None:
@@ -123,16 +201,7 @@ class Softphones:
         except (ValueError, AttributeError, TypeError) as exc:
             await pc.close()
             raise InvalidRequest(f"The SDP offer could not be used: {exc}") from None
-        try:
-            async with self._node.store.transaction() as tx:
-                placed = await self._node.calls.place_call(tx, source=caller, target=callee)
-        except BaseException:
-            await pc.close()
-            raise
-        session.server_call_id = placed.server_call_id
-        self._sessions[session.id] = session
-        self._spawn(session, self._join_when_connected(session))
-        return session, pc.localDescription.sdp
+        return session
 
     def _spawn(self, session: Session, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -149,6 +218,7 @@ class Softphones:
                 return
         if session.closed:
             return
+        session.state = "inCall"
 
         def ended() -> None:
             # The call's media ended (everyone hung up): the browser's connection goes too.
@@ -194,9 +264,13 @@ class Softphones:
         self._sessions.pop(session.id, None)
         if session.detach is not None:
             session.detach()
-        with contextlib.suppress(CallgridError):
-            async with self._node.store.transaction() as tx:
-                await self._node.calls.hang_up_participant(tx, session.server_call_id, session.raw_id)
+        if session.state == "ringing":
+            with contextlib.suppress(CallgridError):
+                await self.act(session, DeviceBehaviour.DECLINE)
+        elif session.server_call_id:
+            with contextlib.suppress(CallgridError):
+                async with self._node.store.transaction() as tx:
+                    await self._node.calls.hang_up_participant(tx, session.server_call_id, session.raw_id)
         session.track.stop()
         await session.pc.close()
         current = asyncio.current_task()

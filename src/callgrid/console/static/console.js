@@ -112,17 +112,18 @@
   });
 })();
 
-// ---- softphone: the browser is the caller, over WebRTC with the server's media plane
+// ---- softphone: the browser is a party of a call, over WebRTC with the server's media plane
 (function () {
   "use strict";
   var form = document.getElementById("softphone-form");
   if (!form) { return; }
   var panel = document.getElementById("softphone");
   var state = document.getElementById("softphone-state");
+  var incoming = document.getElementById("softphone-incoming");
   var audio = document.getElementById("softphone-audio");
   var meter = document.getElementById("softphone-level");
   var flash = document.getElementById("flash");
-  var current = null;  // {id, pc, stream, timer}
+  var current = null;  // {id, pc, stream, timer, poll}
 
   function post(url, body) {
     return fetch(url, {
@@ -164,7 +165,7 @@
   }
 
   function listen(stream) {
-    // How loud what the caller hears is, for people (the meter) and tests (data-heard-peak, data-heard-energy).
+    // How loud what the party hears is, for people (the meter) and tests (data-heard-peak, data-heard-energy).
     var context = new (window.AudioContext || window.webkitAudioContext)();
     var analyser = context.createAnalyser();
     analyser.fftSize = 1024;
@@ -185,23 +186,24 @@
   }
 
   function end(reason) {
-    if (!current) { return; }
+    incoming.hidden = true;
+    if (!current) { setState(reason || "ended"); return; }
     clearInterval(current.timer);
+    clearInterval(current.poll);
     current.stream.getTracks().forEach(function (t) { t.stop(); });
     current.pc.close();
     current = null;
     setState(reason || "ended");
   }
 
-  form.addEventListener("submit", function (e) {
-    e.preventDefault();
-    if (current) { return; }
-    var from = form.elements.from.value, to = form.elements.to.value;
+  // Microphone, peer connection, offer; the server answers at `url` (placing a call, or registering).
+  function connect(url, body, then) {
+    if (current) { show("The softphone is already in use: hang up first.", false); return; }
     panel.hidden = false;
     setState("starting");
     navigator.mediaDevices.getUserMedia({ audio: true }).then(function (stream) {
       var pc = new RTCPeerConnection({ iceServers: [] });
-      current = { id: null, pc: pc, stream: stream, timer: null };
+      current = { id: null, pc: pc, stream: stream, timer: null, poll: null };
       stream.getTracks().forEach(function (t) { pc.addTrack(t, stream); });
       pc.addEventListener("track", function (event) {
         var remote = event.streams[0] || new MediaStream([event.track]);
@@ -210,7 +212,6 @@
         current.timer = listen(remote);
       });
       pc.addEventListener("connectionstatechange", function () {
-        if (pc.connectionState === "connected") { setState("connected"); }
         if (pc.connectionState === "failed" || pc.connectionState === "closed") { end("ended"); }
       });
       return pc.createOffer().then(function (offer) {
@@ -218,19 +219,56 @@
       }).then(function () {
         return gathered(pc);
       }).then(function () {
-        return post("/console/softphone/calls", { from: from, to: to, sdp: pc.localDescription.sdp });
+        body.sdp = pc.localDescription.sdp;
+        return post(url, body);
       }).then(function (answer) {
         current.id = answer.id;
-        panel.dataset.serverCallId = answer.serverCallId;
-        setState("calling");
         show(answer.message, true);
-        return pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+        return pc.setRemoteDescription({ type: "answer", sdp: answer.sdp }).then(function () { then(answer); });
       });
     }).catch(function (err) {
       show(String(err.message || err), false);
       end("failed");
     });
+  }
+
+  // The server's view of the session: calling, waiting, ringing (who calls), inCall, ended.
+  function follow() {
+    current.poll = setInterval(function () {
+      if (!current || !current.id) { return; }
+      fetch("/console/softphone/" + current.id, { credentials: "same-origin" }).then(function (r) {
+        if (r.status === 404) { end("ended"); return null; }
+        return r.json();
+      }).then(function (s) {
+        if (!s || !current) { return; }
+        if (s.state === "ended") { end("ended"); return; }
+        setState(s.state);
+        panel.dataset.serverCallId = s.serverCallId || "";
+        incoming.hidden = s.state !== "ringing";
+        document.getElementById("softphone-caller").textContent = s.from || "";
+      });
+    }, 300);
+  }
+
+  form.addEventListener("submit", function (e) {
+    e.preventDefault();
+    var to = form.elements.to.value;
+    if (!to) { show("Who to call? Fill in To.", false); return; }
+    connect("/console/softphone/calls", { from: form.elements.from.value, to: to }, function () { follow(); });
   });
+
+  document.getElementById("softphone-register").addEventListener("click", function () {
+    connect("/console/softphone/register", { as: form.elements.from.value }, function () { follow(); });
+  });
+
+  function act(what) {
+    if (current && current.id) {
+      post("/console/softphone/" + current.id + "/" + what).then(function (a) { show(a.message, true); })
+        .catch(function (err) { show(err.message, false); });
+    }
+  }
+  document.getElementById("softphone-answer").addEventListener("click", function () { act("answer"); });
+  document.getElementById("softphone-decline").addEventListener("click", function () { act("decline"); });
 
   panel.addEventListener("click", function (e) {
     var key = e.target.dataset && e.target.dataset.key;
