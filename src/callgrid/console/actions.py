@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from callgrid.api.errors import field, read_object
 from callgrid.console.access import action, data
+from callgrid.console.router_link import RouterLink
 from callgrid.console.softphone import Softphones
 from callgrid.errors import Conflict, InvalidRequest, NotFound
 from callgrid.eventgrid.delivery.deadletter import replay
@@ -274,9 +275,7 @@ async def softphone_register(request: Request) -> Response:
     """The browser waits to be rung as `as`: `{"as", "sdp"}` -> our answer; it then polls its state."""
     body = await read_object(request, limit=SDP_BODY_LIMIT)
     session, sdp = await _softphones(request).register(_text(body, "as") or "", field(body, "sdp", str))
-    return _done(
-        request, f"Waiting for calls to {session.raw_id}", 201, **session.view(), type="answer", sdp=sdp
-    )
+    return _done(request, f"Waiting for calls to {session.raw_id}", 201, **session.view(), type="answer", sdp=sdp)
 
 
 @data
@@ -315,3 +314,22 @@ async def softphone_hang_up(request: Request) -> Response:
     softphones = _softphones(request)
     await softphones.hang_up(softphones.get(request.path_params["id"]))
     return _done(request, "Hung up")
+
+
+def _router(request: Request) -> RouterLink:
+    router: RouterLink = request.app.state.console_router
+    return router
+
+
+@action
+async def attach_router(request: Request) -> Response:
+    body = await read_object(request)
+    url, key = _text(body, "url") or "", _text(body, "apiKey") or ""
+    count = await _router(request).attach(url, key)
+    return _done(request, f"Attached the router at {url.rstrip('/')} ({count} numbers assigned)")
+
+
+@action
+async def detach_router(request: Request) -> Response:
+    await _router(request).detach()
+    return _done(request, "Detached the router")

@@ -16,6 +16,7 @@ from callgrid.api.body import read_body
 from callgrid.console import actions, render
 from callgrid.console.access import COOKIE, data, page, session_value, token_matches
 from callgrid.console.journal import Journal
+from callgrid.console.router_link import RouterLink
 from callgrid.console.softphone import Softphones
 from callgrid.node import Node
 
@@ -32,6 +33,11 @@ def _node(request: Request) -> Node:
 def _journal(request: Request) -> Journal:
     journal: Journal = request.app.state.console_journal
     return journal
+
+
+def _router(request: Request) -> RouterLink:
+    router: RouterLink = request.app.state.console_router
+    return router
 
 
 def _next(value: str | None) -> str:
@@ -80,7 +86,7 @@ async def logout(request: Request) -> Response:
 
 @page
 async def console_page(request: Request) -> Response:
-    panels = await render.panels(_node(request), _journal(request))
+    panels = await render.panels(_node(request), _journal(request), _router(request))
     html = render.page("console.html", panels=panels, tabs=render.TABS)
     return HTMLResponse(html, headers=_NO_STORE)
 
@@ -93,13 +99,13 @@ def _sse(name: str, html: str) -> str:
 @data
 async def stream(request: Request) -> Response:
     """Server-sent events: each panel's HTML when it changes (all of them first), and a heartbeat."""
-    node, journal = _node(request), _journal(request)
+    node, journal, router = _node(request), _journal(request), _router(request)
 
     async def events() -> AsyncIterator[str]:
         sent: dict[str, str] = {}
         yield "retry: 1000\n\n"
         while True:
-            panels = await render.panels(node, journal)
+            panels = await render.panels(node, journal, router)
             changed = False
             for name, html in panels.items():
                 if sent.get(name) != html:
@@ -117,7 +123,7 @@ async def stream(request: Request) -> Response:
 @data
 async def panel(request: Request) -> Response:
     """One panel's HTML (what the stream sends), for scripts and for a page that lost its stream."""
-    panels = await render.panels(_node(request), _journal(request))
+    panels = await render.panels(_node(request), _journal(request), _router(request))
     name = request.path_params["name"]
     if name not in panels:
         return HTMLResponse("no such panel", status_code=404)
@@ -131,6 +137,7 @@ def install(state: State, node: Node) -> None:
     node.event_observers.append(journal.observe)
     state.console_journal = journal
     state.console_softphones = Softphones(node)
+    state.console_router = RouterLink(node)
 
 
 async def shutdown(state: State) -> None:
@@ -160,6 +167,8 @@ def mount() -> BaseRoute:
         Route("/actions/subscriptions/delete", actions.delete_subscription, methods=["POST"]),
         Route("/actions/deadLetters/{id}/replay", actions.replay_dead_letter, methods=["POST"]),
         Route("/actions/clock", actions.advance_clock, methods=["POST"]),
+        Route("/actions/router", actions.attach_router, methods=["POST"]),
+        Route("/actions/router/detach", actions.detach_router, methods=["POST"]),
         Route("/softphone/calls", actions.softphone_call, methods=["POST"]),
         Route("/softphone/register", actions.softphone_register, methods=["POST"]),
         Route("/softphone/{id}", actions.softphone_status, methods=["GET"]),

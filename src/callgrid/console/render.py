@@ -10,6 +10,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from callgrid.clock import to_datetime
 from callgrid.console import views
 from callgrid.console.journal import Journal
+from callgrid.console.router_link import RouterLink
 from callgrid.node import Node
 
 
@@ -48,6 +49,7 @@ TABS = [
     ("callbacks", "Callbacks"),
     ("directory", "Numbers & identities"),
     ("subscriptions", "Subscriptions"),
+    ("router", "Router"),
 ]
 
 
@@ -55,9 +57,9 @@ def page(name: str, **context: Any) -> str:
     return templates.get_template(name).render(**context)
 
 
-async def panels(node: Node, journal: Journal) -> dict[str, str]:
+async def panels(node: Node, journal: Journal, router: RouterLink) -> dict[str, str]:
     """Every live panel's HTML, from one consistent look at the domain per panel."""
-    calls, events, deliveries, callbacks, dead, directory, subscriptions = await asyncio.gather(
+    calls, events, deliveries, callbacks, dead, directory, subscriptions, routing = await asyncio.gather(
         views.calls_view(node),
         views.events_view(node, journal),
         views.deliveries_view(node, journal, "eventgrid"),
@@ -65,6 +67,7 @@ async def panels(node: Node, journal: Journal) -> dict[str, str]:
         views.dead_letters_view(node),
         views.directory_view(node),
         views.subscriptions_view(node),
+        router.view(),
     )
     return {
         "clock": page("_clock.html", clock=views.clock_view(node)),
@@ -76,4 +79,5 @@ async def panels(node: Node, journal: Journal) -> dict[str, str]:
         "deadletters": page("_deadletters.html", dead_letters=dead),
         "directory": page("_directory.html", directory=directory),
         "subscriptions": page("_subscriptions.html", subscriptions=subscriptions),
+        "router": page("_router.html", router=routing),
     }
