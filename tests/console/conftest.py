@@ -18,7 +18,9 @@ from callgrid.testing import CallgridServer
 CHROMIUM = os.environ.get("CALLGRID_CHROMIUM", "/usr/bin/chromium")
 
 
-@pytest.fixture(scope="session")
+# Module-scoped: the sync API runs an event loop of its own in this thread while it lives, which asyncio
+# tests elsewhere in the session would trip over.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Any]:
     if shutil.which(CHROMIUM) is None:
         pytest.fail(f"{CHROMIUM} is missing: the console's tests need Debian's chromium package")
@@ -32,7 +34,7 @@ def launch(playwright: Any, *args: str) -> Any:
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", *args])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium(playwright: Any) -> Iterator[Any]:
     browser = launch(playwright)
     yield browser
