@@ -40,6 +40,7 @@ class Journal:
         self._items: deque[Observed] = deque(maxlen=size)
         self._seq = 0
         self._changed = asyncio.Event()
+        self._waiting = 0  # live streams waiting: with none, a poke costs nothing
 
     def observe(self, kind: str, where: str, event: dict[str, Any], matched: list[str]) -> None:
         """The publisher's observer (called after commit, in the event loop); "reset" forgets all."""
@@ -52,13 +53,18 @@ class Journal:
 
     def poke(self) -> None:
         """Something changed: live streams render now rather than at their next tick."""
-        self._changed.set()
-        self._changed = asyncio.Event()  # each waiter holds the one it began waiting on
+        if self._waiting:
+            self._changed.set()
+            self._changed = asyncio.Event()  # each waiter holds the one it began waiting on
 
     async def wait(self, timeout: float) -> None:
         """Until the next poke, or `timeout` seconds."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+        self._waiting += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)
+        finally:
+            self._waiting -= 1
 
     def recent(self, kind: str, limit: int) -> list[Observed]:
         """The newest `limit` items of `kind`, newest first."""
