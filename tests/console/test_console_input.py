@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from importlib.resources import files
 from typing import Any
 
 import pytest
@@ -69,3 +71,15 @@ def test_a_huge_body_is_refused(session: requests.Session, callgrid: CallgridSer
 def test_unknown_panels_and_pages(session: requests.Session, callgrid: CallgridServer) -> None:
     assert session.get(callgrid.endpoint + "/console/panels/nope").status_code == 404
     assert session.get(callgrid.endpoint + "/console/nope").status_code == 404
+
+
+def test_the_page_needs_nothing_from_the_network(session: requests.Session, callgrid: CallgridServer) -> None:
+    """Works offline: every script, style and link is the console's own (no CDN)."""
+    html = session.get(callgrid.endpoint + "/console/").text
+    references = re.findall(r'(?:src|href|action)="([^"]*)"', html)
+    assert references and all(r.startswith(("/console/", "#")) for r in references), references
+    for asset in ("console.js", "console.css"):
+        served = session.get(callgrid.endpoint + "/console/static/" + asset)
+        assert served.status_code == 200
+        assert served.text == (files("callgrid.console") / "static" / asset).read_text()
+        assert not re.search(r"https?://", served.text), asset
