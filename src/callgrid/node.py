@@ -93,8 +93,9 @@ class Node:
         self.keys: Keys
         self._tasks: list[asyncio.Task[None]] = []
         self._advancing = asyncio.Lock()
-        # Told of every event and callback once committed (see EventPublisher.observers): how the console
-        # watches without the domain knowing it. Registered before start, handed to the publisher there.
+        # Told of every event and callback once committed (see EventPublisher.observers), and of a reset
+        # (kind "reset"): how the console watches without the domain knowing it. Registered before start,
+        # handed to the publisher there.
         self.event_observers: list[Callable[[str, str, dict[str, Any], list[str]], None]] = []
 
     @property
