@@ -207,6 +207,8 @@ def test_nothing_without_the_token(callgrid: CallgridServer) -> None:
     assert "httponly" in cookie and "samesite=strict" in cookie and "secure" in cookie and "path=/console" in cookie
     assert token not in login.headers["set-cookie"]
     assert session.get(base + "/console/panels/calls", verify=verify).status_code == 200
+    # The fixture's reset (POST /callgrid/v1/reset) also emptied the console's memory of events.
+    assert "No events published" in session.get(base + "/console/panels/events", verify=verify).text
     forged = session.post(base + "/console/actions/numbers", json={"phoneNumber": "+18005556666"}, verify=verify)
     assert forged.status_code == 403
     made = session.post(
