@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,7 @@ from callgrid.platform.timers import TimerService
 from callgrid.security import (
     issue_arm_token,
     load_or_create_rsa_key,
+    load_or_create_token,
     new_secret,
     sign_callback_token,
 )
@@ -91,6 +93,10 @@ class Node:
         self.keys: Keys
         self._tasks: list[asyncio.Task[None]] = []
         self._advancing = asyncio.Lock()
+        # Told of every event and callback once committed (see EventPublisher.observers), and of a reset
+        # (kind "reset"): how the console watches without the domain knowing it. Registered before start,
+        # handed to the publisher there.
+        self.event_observers: list[Callable[[str, str, dict[str, Any], list[str]], None]] = []
 
     @property
     def virtual_clock(self) -> VirtualClock | None:
@@ -118,6 +124,7 @@ class Node:
             callback_key=load_or_create_rsa_key(s.data_dir / "keys" / "callback-signing.pem"),
             context_secret=base64.b64decode(secret),
         )
+        self.console_token = load_or_create_token(s.data_dir / "keys" / "console-token")
 
         self.timers = TimerService(self.store, self.clock)
         self.subscription_table = SubscriptionTable()
@@ -147,6 +154,7 @@ class Node:
             on_enqueued=self.delivery.wake,
             cloud_event_dataschema=s.cloud_event_dataschema,
         )
+        self.publisher.observers = self.event_observers
         # Tokens are checked by clients against real time, so they are stamped with it.
         self.identities = IdentityService(self.resource, self.keys.token_key, self.wall_clock)
         self.numbers = PhoneNumberService(self.clock)
@@ -299,3 +307,5 @@ class Node:
         async with self.store.transaction() as tx:
             await tx.reset()
         self.subscriptions_changed()
+        for observe in self.event_observers:
+            observe("reset", "", {}, [])

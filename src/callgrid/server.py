@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from callgrid import console
 from callgrid.api import (
     arm,
     callgrid_v1,
@@ -38,6 +39,7 @@ def build_app(node: Node, *, start_node: bool = True) -> Starlette:
         try:
             yield
         finally:
+            await console.shutdown(app.state)
             if start_node:
                 await node.stop()
 
@@ -54,10 +56,12 @@ def build_app(node: Node, *, start_node: bool = True) -> Starlette:
             *deliveries.routes,
             *metrics.routes,
             *faults.routes,
+            console.mount(),
         ],
         middleware=[Middleware(faults.OperationFaults)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.state.node = node
+    console.install(app.state, node)
     return app

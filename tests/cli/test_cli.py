@@ -42,6 +42,8 @@ def test_env_prints_export_lines_for_scripts(callgrid: CallgridServer) -> None:
     bundle = Path(exported["REQUESTS_CA_BUNDLE"]).read_text()
     assert bundle.count("BEGIN CERTIFICATE") > 10  # callgrid's CA plus the public roots
     assert exported["CALLGRID_ARM_TOKEN"].count(".") == 2
+    assert exported["CALLGRID_CONSOLE_URL"] == f"https://localhost:{callgrid.port}/console"
+    assert len(exported["CALLGRID_CONSOLE_TOKEN"]) >= 32
 
 
 def test_call_shows_the_timeline(fresh: CallgridServer) -> None:

@@ -26,6 +26,7 @@ from callgrid.security import (
     issue_arm_token,
     issue_entra_token,
     load_or_create_rsa_key,
+    load_or_create_token,
 )
 from callgrid.store import StoreUnusable, open_store
 
@@ -53,6 +54,13 @@ class LocalState:
     def connection_string(self) -> str:
         return self.resource.connection_string(self.endpoint)
 
+    @property
+    def console_url(self) -> str:
+        return f"{self.endpoint}/console"
+
+    def console_token(self) -> str:
+        return load_or_create_token(self.settings.data_dir / "keys" / "console-token")
+
     def _token_key(self) -> rsa.RSAPrivateKey:
         return load_or_create_rsa_key(self.settings.data_dir / "keys" / "token-signing.pem")
 
@@ -78,6 +86,8 @@ class LocalState:
             "CALLGRID_IMMUTABLE_RESOURCE_ID": self.resource.immutable_id,
             "CALLGRID_ARM_TOKEN": self.arm_token(),
             "CALLGRID_ACS_TOKEN": self.acs_token(),
+            "CALLGRID_CONSOLE_URL": self.console_url,
+            "CALLGRID_CONSOLE_TOKEN": self.console_token(),
         }
         if self.tls is not None:
             bundle = str(self.tls.ca_bundle.resolve())

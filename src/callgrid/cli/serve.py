@@ -95,6 +95,8 @@ def _banner(state: LocalState, how: str) -> None:
     )
     console.print(f"[bold]data dir chosen by[/bold] {how}", soft_wrap=True, highlight=False)
     console.print(f"[bold]clock[/bold]              {s.clock}", soft_wrap=True)
+    console.print(f"[bold]console[/bold]            {state.console_url}", soft_wrap=True)
+    console.print(f"[bold]console token[/bold]      {state.console_token()}", soft_wrap=True, highlight=False)
     if state.tls is not None:
         console.print(
             "\nTrust callgrid's CA in the shell that runs your app (the bundle keeps the system roots):", soft_wrap=True

@@ -14,6 +14,7 @@ matcher must fold with the same function to agree with it.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +29,7 @@ __all__ = [
     "CompiledFilter",
     "FilterOptions",
     "InvalidFilter",
+    "Refusal",
     "compile_filter",
     "fold",
     "lookup",
@@ -201,18 +203,41 @@ def _event_bool(value: Any) -> Any:
 # --------------------------------------------------------------------------- compiled advanced filters
 
 
+def _shown(value: Any, limit: int = 120) -> str:
+    """A value as JSON, cut short: for explanations people read."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except ValueError:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class _Advanced:
     """One compiled advanced filter."""
 
-    __slots__ = ("key", "operator_type", "path")
+    __slots__ = ("key", "operator_type", "path", "wants")
 
     def __init__(self, key: str, operator_type: str, path: _Path) -> None:
         self.key = key
         self.operator_type = operator_type
         self.path = path
+        self.wants = ""  # the filter's value(s) as given, for explanations
 
     def test(self, event: Any) -> bool:
         raise NotImplementedError
+
+    def why_not(self, event: Any) -> str:
+        """In words, why `test(event)` is false (called only when it is)."""
+        value = _lookup_path(event, self.path)
+        head = f"{self.operator_type} on '{self.key}'" + (f" {self.wants}" if self.wants else "")
+        if value is MISSING:
+            return f"{head}: the event has no '{self.key}'"
+        if value is None:
+            return f"{head}: '{self.key}' is null"
+        return f"{head}: '{self.key}' is {_shown(value)}{self._found_note(value)}"
+
+    def _found_note(self, value: Any) -> str:
+        return ""
 
     def __repr__(self) -> str:
         return f"<{self.operator_type} {self.key!r}>"
@@ -264,6 +289,15 @@ class _ValueFilter(_Advanced):
 
     def hit(self, operand: Any) -> bool:
         raise NotImplementedError
+
+    def _found_note(self, value: Any) -> str:
+        if isinstance(value, list | tuple):
+            if not self.arrays:
+                return " (an array, and enableAdvancedFilteringOnArrays is off)"
+            return " (an array: " + ("an element hits)" if self.negated else "no element hits)")
+        if self.coerce(value) is _MISMATCH:
+            return f" (a {_json_type(value)}, which {self.operator_type} does not compare)"
+        return ""
 
     def test(self, event: Any) -> bool:
         value = _lookup_path(event, self.path)
@@ -445,6 +479,19 @@ _STRING_CLASSES: Final[dict[str, type[_ValueFilter]]] = {
 # --------------------------------------------------------------------------- the compiled filter
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Which part of a filter said no to an event, and why, in words (for people: the console)."""
+
+    part: str  # includedEventTypes | subjectBeginsWith | subjectEndsWith | advancedFilters
+    index: int | None  # the advanced filter's position (0-based) when part is advancedFilters
+    reason: str
+
+    @property
+    def where(self) -> str:
+        return self.part if self.index is None else f"{self.part}[{self.index}]"
+
+
 class CompiledFilter:
     """A subscription's filter, validated and compiled once; `matches` decides one event.
 
@@ -550,6 +597,45 @@ class CompiledFilter:
             if not subject.startswith(self._subject_begins) or not subject.endswith(self._subject_ends):
                 return False
         return all(advanced.test(event) for advanced in self._advanced)
+
+    def explain(self, event: Mapping[str, Any]) -> Refusal | None:
+        """Why `event` does not pass: the first part of the filter that says no (in the order `matches`
+        tests them), or None when it passes. Agrees with `matches` on every event."""
+        if self.included_event_types is not None:
+            event_type = event.get("eventType", MISSING)
+            if event_type is MISSING:
+                event_type = lookup(event, "eventType")
+            types = sorted(self._event_types_exact or self.included_event_types)
+            if not isinstance(event_type, str):
+                return Refusal("includedEventTypes", None, f"the event has no eventType; the filter wants {types}")
+            exact = self._event_types_exact
+            if (event_type not in exact) if exact is not None else (fold(event_type) not in self.included_event_types):
+                return Refusal("includedEventTypes", None, f"eventType '{event_type}' is not one of {types}")
+        if self._subject_begins or self._subject_ends:
+            subject = event.get("subject", MISSING)
+            if subject is MISSING:
+                subject = lookup(event, "subject")
+            case = "case-sensitive" if self.is_subject_case_sensitive else "ignoring case"
+            if not isinstance(subject, str):
+                part = "subjectBeginsWith" if self._subject_begins else "subjectEndsWith"
+                return Refusal(part, None, "the event has no subject")
+            folded = fold(subject) if self._subject_folded else subject
+            if not folded.startswith(self._subject_begins):
+                return Refusal(
+                    "subjectBeginsWith",
+                    None,
+                    f"subject '{subject}' does not begin with '{self.subject_begins_with}' ({case})",
+                )
+            if not folded.endswith(self._subject_ends):
+                return Refusal(
+                    "subjectEndsWith",
+                    None,
+                    f"subject '{subject}' does not end with '{self.subject_ends_with}' ({case})",
+                )
+        for index, advanced in enumerate(self._advanced):
+            if not advanced.test(event):
+                return Refusal("advancedFilters", index, advanced.why_not(event))
+        return None
 
     def __repr__(self) -> str:
         return (
@@ -658,6 +744,15 @@ class _FilterCompiler:
         self.total_values = 0
 
     def compile(self, index: int, raw: Any) -> _Advanced:
+        compiled = self._compile(index, raw)
+        props = _properties(raw, f"advancedFilters[{index}]")
+        if "values" in props and props["values"] is not None:
+            compiled.wants = _shown(props["values"])
+        elif "value" in props and props["value"] is not None:
+            compiled.wants = _shown(props["value"])
+        return compiled
+
+    def _compile(self, index: int, raw: Any) -> _Advanced:
         where = f"advancedFilters[{index}]"
         if not isinstance(raw, Mapping):
             raise InvalidFilter(f"{where} must be an object with 'operatorType' and 'key', not {_json_type(raw)}.")

@@ -7,15 +7,19 @@ compiled filter whose subscription did not change, so a change costs a scan, not
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from callgrid.clock import Clock
+from callgrid.clock import Clock, iso7
 from callgrid.eventgrid.delivery.metrics import MetricCounts
 from callgrid.eventgrid.events import FilterViews, event_grid_event
+from callgrid.eventgrid.filters import Refusal
 from callgrid.eventgrid.index import SubscriptionIndex
-from callgrid.eventgrid.subscriptions import ActiveSubscription, active_subscription
+from callgrid.eventgrid.subscriptions import CLOUD_EVENT_SCHEMA, ActiveSubscription, active_subscription
 from callgrid.store import DeliveryRow, StoreTx
 
 
@@ -24,13 +28,26 @@ def _version(doc: dict[str, Any]) -> tuple[Any, ...]:
     return (doc["callgrid"].get("operationId"), doc["properties"].get("provisioningState"))
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What one subscription of a topic makes of one event: matched, or the reason it did not."""
+
+    subscription_id: str
+    name: str
+    matched: bool
+    reason: str | None = None  # why not, in words
+    refusal: Refusal | None = None  # the filter part that said no, when it was the filter
+
+
 class SubscriptionTable:
     def __init__(self) -> None:
         self._index: SubscriptionIndex | None = None
         self._compiled: dict[str, tuple[tuple[Any, ...], ActiveSubscription | None]] = {}
+        self.version = 0  # moves on every change of the subscriptions: readers may cache until it does
 
     def invalidate(self) -> None:
         self._index = None
+        self.version += 1
 
     async def index(self, tx: StoreTx) -> SubscriptionIndex:
         if self._index is None:
@@ -57,6 +74,43 @@ class SubscriptionTable:
         schema it receives."""
         return (await self.index(tx)).match(topic.lower(), event, now)
 
+    async def explain(
+        self, tx: StoreTx, topic: str, event: dict[str, Any], now: float, *, limit: int = 100, dataschema: bool = True
+    ) -> list[Verdict]:
+        """Subscriptions of `topic` and their verdicts on `event` as published (either schema), as
+        `matching` would decide it now: for people asking why an event did not reach them. At most
+        `limit` verdicts (matches first), so a topic with thousands of subscriptions stays cheap to ask."""
+        await self.index(tx)
+        source = topic.lower()
+        views = FilterViews(event, dataschema=dataschema)
+        matched = {s.id for s in (await self.index(tx)).match(source, views, now)}
+        verdicts = [Verdict(key, sub.name, True) for key, (_, sub) in self._compiled.items() if key in matched and sub]
+        for key, (_, sub) in self._compiled.items():
+            if len(verdicts) >= limit:
+                break
+            if key in matched:
+                continue
+            if sub is None:
+                doc = await tx.get_subscription(key)
+                if doc is None or str(doc.get("callgrid", {}).get("source") or doc["properties"]["topic"]).lower() != (
+                    source
+                ):
+                    continue
+                state = doc["properties"].get("provisioningState")
+                verdicts.append(Verdict(key, doc["name"], False, f"not active: its provisioningState is {state}"))
+                continue
+            if sub.source != source:
+                continue
+            if sub.expires_at is not None and now >= sub.expires_at:
+                verdicts.append(Verdict(key, sub.name, False, f"expired at {iso7(sub.expires_at)}"))
+                continue
+            refusal = sub.filter.explain(views.view(sub.delivery_schema == CLOUD_EVENT_SCHEMA))
+            if refusal is None:  # the index and the filter agree (tests/eventgrid/test_index.py): not reached
+                verdicts.append(Verdict(key, sub.name, True))
+            else:
+                verdicts.append(Verdict(key, sub.name, False, f"{refusal.where}: {refusal.reason}", refusal))
+        return sorted(verdicts[:limit], key=lambda v: (not v.matched, v.name.lower()))
+
 
 class EventPublisher:
     """Writes events and their deliveries into the outbox, inside the caller's transaction."""
@@ -69,6 +123,13 @@ class EventPublisher:
         self._on_enqueued = on_enqueued
         # As the delivery engine writes CloudEvents: a CloudEvents subscription filters what it is sent.
         self._dataschema = cloud_event_dataschema
+        # Told of every event once its transaction commits, matched or not (the console's live view):
+        # (kind "event" or "callback", topic source or callback URL, the event, ids of matched subscriptions).
+        self.observers: list[Callable[[str, str, dict[str, Any], list[str]], None]] = []
+
+    def _observe(self, tx: StoreTx, kind: str, where: str, event: dict[str, Any], matched: list[str]) -> None:
+        for observer in self.observers:
+            tx.after_commit(functools.partial(observer, kind, where, event, matched))
 
     async def publish(
         self,
@@ -94,6 +155,8 @@ class EventPublisher:
         local.published(topic_source, (s.id for s in subs))
         if counts is None:
             await tx.add_metric_counts(local.rows())
+        if self.observers:
+            self._observe(tx, "event", topic_source, event, [s.id for s in subs])
         if not subs:
             return []
         key = storage_id or event["id"]
@@ -142,6 +205,8 @@ class EventPublisher:
     ) -> None:
         """Queue a Call Automation callback: delivered by the same engine, signed at send time."""
         now = self._clock.now()
+        if self.observers:
+            self._observe(tx, "callback", url, event, [])
         await tx.add_event(event["id"], event["source"], json.dumps(event, separators=(",", ":")), now)
         await tx.add_delivery(
             DeliveryRow(

@@ -150,6 +150,24 @@ class _Ears:
         self._frames = self._ticks = None
 
 
+class _PartyEar(FrameSink):
+    """A live listener for one party: every tick, what that party heard then (silence when nothing)."""
+
+    def __init__(self, media: CallMedia, raw_id: str, deliver: Callable[[Pcm], None], closed: Callable[[], None]):
+        self._media = media
+        self._raw_id = raw_id
+        self._deliver = deliver
+        self._closed = closed
+
+    def on_frame(self, tick: int, mixed: Pcm | None, by_party: dict[str, Pcm | None]) -> None:
+        # Each leg's ears are written earlier in the same tick, so this tick's frame is there.
+        leg = self._media.legs.get(self._raw_id)
+        self._deliver(leg.heard.render(tick, tick + 1) if leg is not None else SILENCE)
+
+    def close(self) -> None:
+        self._closed()
+
+
 @dataclass
 class _Prompt:
     op_id: str
@@ -417,6 +435,32 @@ class MediaPlane:
         leg.speech.extend(frames_of(pcm))
         self.wake()
         return len(leg.speech) * FRAME_SECONDS
+
+    def in_call(self, server_call_id: str, raw_id: str) -> bool:
+        """Whether `raw_id` is a party of the call's media now (it connected and has not left)."""
+        media = self._calls.get(server_call_id)
+        return media is not None and media.ended_tick is None and raw_id in media.legs
+
+    def attach_ear(
+        self, server_call_id: str, raw_id: str, deliver: Callable[[Pcm], None], closed: Callable[[], None]
+    ) -> Callable[[], None]:
+        """A live party's ears (the console's softphone): `deliver` gets what `raw_id` hears, a 20 ms frame
+        every tick, until the call ends (then `closed` is called) or the returned function detaches it.
+        Its voice goes in through `speak`, as any simulated party's."""
+        media = self.session(server_call_id)
+        key = "ear:" + raw_id
+        old = media.sinks.pop(key, None)
+        if old is not None:
+            old.close()
+        sink = _PartyEar(media, raw_id, deliver, closed)
+        media.sinks[key] = sink
+        self.wake()
+
+        def detach() -> None:
+            if media.sinks.get(key) is sink:
+                del media.sinks[key]
+
+        return detach
 
     def tones(self, server_call_id: str, raw_id: str, tones: list[str]) -> None:
         gap = np.zeros(int(0.05 * RATE), dtype=np.int16)

@@ -18,7 +18,7 @@ from callgrid.security.hmac_auth import (
     verify_request,
     verify_signature,
 )
-from callgrid.security.keys import jwks, key_id, load_or_create_rsa_key
+from callgrid.security.keys import jwks, key_id, load_or_create_rsa_key, load_or_create_token
 from callgrid.security.tls import TlsMaterial, ensure_tls_material
 from callgrid.security.tokens import (
     TokenError,
@@ -49,6 +49,7 @@ __all__ = [
     "jwks",
     "key_id",
     "load_or_create_rsa_key",
+    "load_or_create_token",
     "new_access_key",
     "new_secret",
     "sign_callback_token",

@@ -1,9 +1,10 @@
-"""The RSA signing key (callback JWTs, ACS user tokens, ARM tokens) and its JWKS form."""
+"""The RSA signing key (callback JWTs, ACS user tokens, ARM tokens) and its JWKS form; the console's token."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from callgrid.security._files import write_atomic
 
-__all__ = ["jwks", "key_id", "load_or_create_rsa_key"]
+__all__ = ["jwks", "key_id", "load_or_create_rsa_key", "load_or_create_token"]
 
 KEY_SIZE = 2048
 
@@ -40,6 +41,18 @@ def load_or_create_rsa_key(path: Path) -> rsa.RSAPrivateKey:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     write_atomic(path, pem, mode=0o600)
     return key
+
+
+def load_or_create_token(path: Path) -> str:
+    """A random URL-safe secret kept at ``path`` (mode 0600), created on first use: the console's login
+    token, stable across restarts so a bookmarked login link keeps working."""
+    if path.exists():
+        token = path.read_text().strip()
+        if token:
+            return token
+    token = secrets.token_urlsafe(24)
+    write_atomic(path, token.encode(), mode=0o600)
+    return token
 
 
 def _public(key: rsa.RSAPublicKey | rsa.RSAPrivateKey) -> rsa.RSAPublicKey:

@@ -870,8 +870,22 @@ class CallService:
         if found is None:
             return
         call, offer = found
+        await self._device_acts(tx, call, offer, DeviceBehaviour(timer.payload["action"]))
+
+    async def device_act(self, tx: StoreTx, server_call_id: str, target: str, action: DeviceBehaviour) -> Call:
+        """The simulated device of `target` (a raw id) acts on its ringing offer now, as its script would
+        (answer, decline, busy, unreachable): what a person at that phone does, from the console."""
+        call = await self.get_call(tx, server_call_id)
+        offer = next((o for o in call.ringing_offers() if o.target == target), None)
+        if offer is None:
+            raise InvalidRequest(f"'{target}' is not ringing in this call.", code="8523")
+        if action is DeviceBehaviour.RING:
+            raise InvalidRequest("A ringing device is already ringing: answer, decline, busy or unreachable.")
+        await self._device_acts(tx, call, offer, action)
+        return call
+
+    async def _device_acts(self, tx: StoreTx, call: Call, offer: RingOffer, action: DeviceBehaviour) -> None:
         now = self._clock.now()
-        action = DeviceBehaviour(timer.payload["action"])
         if action is DeviceBehaviour.ANSWER:
             call.record(now, "answered", by="device", target=offer.target)
             await self._join(tx, call, offer, None)
