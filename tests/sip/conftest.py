@@ -77,3 +77,12 @@ def automation(sip: CallgridServer) -> Iterator[Any]:
         yield CallAutomationClient.from_connection_string(sip.connection_string, transport=transport)
     finally:
         transport.close()
+
+
+def sip_metric(server: CallgridServer, name: str) -> float:
+    """A SIP counter from /metrics (callgrid_sip_<name>), 0 while it has not counted anything."""
+    text = server.client().download("/metrics").decode()
+    for line in text.splitlines():
+        if line.startswith(f"callgrid_sip_{name} "):
+            return float(line.split()[1])
+    return 0.0

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from azure.communication.callautomation import CallAutomationClient, CallRejectReason
+from azure.core.exceptions import HttpResponseError
 
 from callgrid.testing import CallgridServer, WebhookReceiver
+from tests.sip.conftest import sip_metric
 from tests.sip.sipp import Sipp, ack, in_dialog, invite, pause, recv, scenario
 
 NUMBER = "+14255551212"
@@ -56,3 +59,111 @@ def test_an_answered_call_carries_the_caller_and_ends_with_the_callers_bye(
         assert ended["data"]["serverCallId"] == incoming["serverCallId"]
     finally:
         uac.stop()
+
+
+def _refused_scenario(status: int) -> str:
+    # The ACK of a non-2xx final shares the INVITE's branch: [branch-N] names the INVITE N messages back.
+    return scenario(
+        f"refused-{status}",
+        invite(caller=CALLER),
+        recv(100, optional=True),
+        recv(180, optional=True),
+        recv(status),
+        ack("[branch-4]"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("reason", "status"),
+    [(CallRejectReason.BUSY, 486), (CallRejectReason.FORBIDDEN, 403), (CallRejectReason.NONE, 603)],
+)
+def test_a_rejected_call_is_refused_by_reason(
+    sip: CallgridServer,
+    app: WebhookReceiver,
+    tmp_path: Path,
+    automation: CallAutomationClient,
+    reason: str,
+    status: int,
+) -> None:
+    sip.own_number(NUMBER)
+    uac = Sipp(tmp_path, "uac", _refused_scenario(status), remote=_remote(sip), service=NUMBER).start()
+    try:
+        automation.reject_call(_incoming(app)["incomingCallContext"], call_reject_reason=reason)
+        run = uac.wait()
+        assert run.returncode == 0, run.out + run.trace
+    finally:
+        uac.stop()
+
+
+def test_a_call_nobody_answers_is_refused_with_480_when_its_ring_time_is_up(
+    sip: CallgridServer, app: WebhookReceiver, tmp_path: Path
+) -> None:
+    sip.own_number(NUMBER)
+    uac = Sipp(tmp_path, "uac", _refused_scenario(480), remote=_remote(sip), service=NUMBER).start()
+    try:
+        incoming = _incoming(app)
+        sip.advance(31)  # past the 30 s ring time
+        run = uac.wait()
+        assert run.returncode == 0, run.out + run.trace
+        assert sip.get_call(incoming["serverCallId"])["state"] == "disconnected"
+    finally:
+        uac.stop()
+
+
+def test_a_caller_who_hangs_up_while_ringing_cancels_the_call(
+    sip: CallgridServer, app: WebhookReceiver, tmp_path: Path, automation: CallAutomationClient
+) -> None:
+    sip.own_number(NUMBER)
+    cancel = """
+  <send>
+    <![CDATA[
+      CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch-3]
+      From: "Pat Caller" <sip:[field0]@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 CANCEL
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>"""
+    xml = scenario(
+        "cancelled",
+        invite(caller=CALLER),
+        recv(100, optional=True),
+        recv(180),
+        cancel,
+        recv(200),
+        recv(487),
+        ack("[branch-6]"),
+    )
+    uac = Sipp(tmp_path, "uac", xml, remote=_remote(sip), service=NUMBER).start()
+    try:
+        incoming = _incoming(app)
+        run = uac.wait()
+        assert run.returncode == 0, run.out + run.trace
+        call = sip.get_call(incoming["serverCallId"])
+        assert call["state"] == "disconnected"
+        # The app's context is spent: answering now fails as for any abandoned call.
+        with pytest.raises(HttpResponseError):
+            automation.answer_call(incoming["incomingCallContext"], app.url + "/callbacks")
+    finally:
+        uac.stop()
+
+
+def test_a_call_to_a_number_not_owned_is_not_found(sip: CallgridServer, tmp_path: Path) -> None:
+    before = sip_metric(sip, "unknown_number")
+    uac = Sipp(tmp_path, "uac", _refused_scenario(404), remote=_remote(sip), service="+14255550000").start()
+    run = uac.wait()
+    assert run.returncode == 0, run.out + run.trace
+    assert sip_metric(sip, "unknown_number") == before + 1
+
+
+def test_a_peer_that_is_not_allowed_is_forbidden(sip: CallgridServer, app: WebhookReceiver, tmp_path: Path) -> None:
+    sip.own_number(NUMBER)
+    before = sip_metric(sip, "rejected_peer")
+    uac = Sipp(tmp_path, "uac", _refused_scenario(403), remote=_remote(sip), service=NUMBER, ip="127.0.0.2").start()
+    run = uac.wait()
+    assert run.returncode == 0, run.out + run.trace
+    assert app.events("Microsoft.Communication.IncomingCall") == []
+    assert sip_metric(sip, "rejected_peer") == before + 1
