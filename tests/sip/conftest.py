@@ -86,3 +86,11 @@ def sip_metric(server: CallgridServer, name: str) -> float:
         if line.startswith(f"callgrid_sip_{name} "):
             return float(line.split()[1])
     return 0.0
+
+
+@pytest.fixture
+def sip_routing(sip: CallgridServer) -> Any:
+    """The official SipRoutingClient (azure-communication-phonenumbers), for the SIP server."""
+    from azure.communication.phonenumbers.siprouting import SipRoutingClient
+
+    return SipRoutingClient.from_connection_string(sip.connection_string, connection_verify=sip.ca_bundle)

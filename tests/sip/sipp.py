@@ -195,3 +195,65 @@ class Sipp:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.communicate()
+
+
+def uas_answer() -> str:
+    """The far end of a trunk answers: 100, 180, then 200 with SDP; then waits for callgrid's BYE."""
+    steps = [
+        '\n  <recv request="INVITE" crlf="true" rrs="true"/>',
+        _uas_reply("100 Trying"),
+        _uas_reply("180 Ringing", tag=True),
+        pause(300),
+        _uas_reply("200 OK", tag=True, sdp=True),
+        '\n  <recv request="ACK" crlf="true"/>',
+    ]
+    steps += ['\n  <recv request="BYE"/>', _uas_reply("200 OK", tag=True)]
+    return scenario("uas-answer", *steps)
+
+
+def uas_refuse(status: str) -> str:
+    """The far end refuses: 100, 180, then `status` (e.g. "486 Busy Here"); the ACK follows."""
+    return scenario(
+        "uas-refuse",
+        '\n  <recv request="INVITE" crlf="true"/>',
+        _uas_reply("100 Trying"),
+        _uas_reply("180 Ringing", tag=True),
+        pause(300),
+        _uas_reply(status, tag=True),
+        '\n  <recv request="ACK"/>',
+    )
+
+
+def uas_ring() -> str:
+    """The far end rings until callgrid gives up: CANCEL answered 200, the INVITE 487."""
+    return scenario(
+        "uas-ring",
+        '\n  <recv request="INVITE" crlf="true"/>',
+        _uas_reply("100 Trying"),
+        _uas_reply("180 Ringing", tag=True),
+        '\n  <recv request="CANCEL"/>',
+        _uas_reply("200 OK", tag=True),
+        _uas_reply("487 Request Terminated", tag=True, cseq="1 INVITE"),
+        '\n  <recv request="ACK"/>',
+    )
+
+
+def _uas_reply(status: str, *, tag: bool = False, sdp: bool = False, cseq: str = "") -> str:
+    to = "[last_To:];tag=[pid]SIPpTag01[call_number]" if tag else "[last_To:]"
+    body = _SDP.format(payloads="0 101") if sdp else ""
+    ctype = "      Content-Type: application/sdp\n" if sdp else ""
+    contact = "      Contact: <sip:far@[local_ip]:[local_port];transport=[transport]>\n"
+    return f"""
+  <send>
+    <![CDATA[
+      SIP/2.0 {status}
+      [last_Via:]
+      [last_From:]
+      {to}
+      [last_Call-ID:]
+      {f"CSeq: {cseq}" if cseq else "[last_CSeq:]"}
+{contact}{ctype}      Content-Length: [len]
+
+{textwrap.indent(body, "      ")}
+    ]]>
+  </send>"""
