@@ -19,15 +19,18 @@ o=sipp 53655765 2353687637 IN IP4 [local_ip]
 s=-
 c=IN IP4 [media_ip]
 t=0 0
-m=audio [media_port] RTP/AVP {payloads}
+m=audio {media_port} RTP/AVP {payloads}
 a=rtpmap:0 PCMU/8000
 a=rtpmap:8 PCMA/8000
 a=rtpmap:101 telephone-event/8000
 a=fmtp:101 0-16"""
 
 
-def invite(*, caller: str = "+12065550100", headers: str = "", payloads: str = "0 101", transport: str = "UDP") -> str:
-    sdp = _SDP.format(payloads=payloads)
+def invite(
+    *, caller: str = "+12065550100", headers: str = "", payloads: str = "0 101", media_port: str = "[media_port]"
+) -> str:
+    """The caller's INVITE; `media_port` "[rtp_peer]" (with `-key rtp_peer N`) points the media at a test's RtpPeer."""
+    sdp = _SDP.format(payloads=payloads, media_port=media_port)
     extra = textwrap.indent(headers.strip(), "      ") + "\n" if headers.strip() else ""
     return f"""
   <send retrans="500">
@@ -240,7 +243,7 @@ def uas_ring() -> str:
 
 def _uas_reply(status: str, *, tag: bool = False, sdp: bool = False, cseq: str = "") -> str:
     to = "[last_To:];tag=[pid]SIPpTag01[call_number]" if tag else "[last_To:]"
-    body = _SDP.format(payloads="0 101") if sdp else ""
+    body = _SDP.format(payloads="0 101", media_port="[media_port]") if sdp else ""
     ctype = "      Content-Type: application/sdp\n" if sdp else ""
     contact = "      Contact: <sip:far@[local_ip]:[local_port];transport=[transport]>\n"
     return f"""

@@ -13,7 +13,7 @@ import logging
 import random
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -152,8 +152,8 @@ class RtpSession(asyncio.DatagramProtocol):
         return protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        # uvloop's UDP transport does not derive from asyncio's class, but is one.
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def set_remote(self, host: str, port: int, codec: int, event_payload: int | None, direction: str) -> None:
         self.remote = (host, port)
