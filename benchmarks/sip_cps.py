@@ -15,6 +15,7 @@ Prints JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import shutil
@@ -82,7 +83,7 @@ Content-Length: 0
   <recv response="200" crlf="true"/>
   <ResponseTimeRepartition value="5, 10, 20, 50, 100, 200, 500, 1000"/>
 </scenario>
-""".format(caller=CALLER)
+""".replace("{caller}", CALLER)
 
 
 def _free_port() -> int:
@@ -111,10 +112,8 @@ def _sipp_run(workdir: Path, remote: str, rate: int, seconds: float) -> dict[str
         for line in path.read_text().splitlines()[1:]:
             parts = line.split(";")
             if len(parts) >= 2:
-                try:
+                with contextlib.suppress(ValueError):
                     rtts.append(float(parts[1]))
-                except ValueError:
-                    pass
     successful = failed = 0
     for path in run_dir.glob("*_.csv"):
         rows = [r.split(";") for r in path.read_text().splitlines() if r.strip()]
