@@ -53,3 +53,23 @@ def test_a_key_is_reported_once_at_its_end() -> None:
             session.datagram_received(rtp.build_packet(101, 1, timestamp, 9, payload), ("127.0.0.1", 4000))
     session.datagram_received(rtp.build_packet(101, 1, 5000, 9, struct.pack("!BBH", 1, 0x80, 1)), ("10.9.9.9", 4000))
     assert keys == ["5", "#"]
+
+
+def test_resampling_keeps_the_voice_band_and_drops_what_8_khz_cannot_carry() -> None:
+    t = np.arange(16000) / 16000
+    up, down = rtp.Upsampler(), rtp.Downsampler()
+
+    def level(pcm: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(pcm[400:].astype(np.float64) ** 2)))
+
+    for frequency, kept in ((1000, True), (3000, True), (6000, False)):
+        tone = (10000 * np.sin(2 * np.pi * frequency * t)).astype(np.int16)
+        narrow = np.concatenate([down.feed(frame) for frame in tone.reshape(-1, 320)])
+        assert len(narrow) == 8000
+        ratio = level(narrow) / level(tone)
+        assert (ratio > 0.8) if kept else (ratio < 0.1), (frequency, ratio)
+    t8 = np.arange(8000) / 8000
+    tone8 = (10000 * np.sin(2 * np.pi * 1000 * t8)).astype(np.int16)
+    wide = np.concatenate([up.feed(frame) for frame in tone8.reshape(-1, 160)])
+    assert len(wide) == 16000
+    assert 0.8 < level(wide) / level(tone8) < 1.2

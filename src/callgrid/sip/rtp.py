@@ -18,12 +18,13 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from callgrid.media.codecs import Pcm, StreamResampler
+from callgrid.media.codecs import Pcm
 from callgrid.sip.sdp import PCMA, PCMU
 
 log = logging.getLogger(__name__)
 
 SAMPLES_8K = 160  # 20 ms at 8 kHz
+FRAME_16K = 320  # 20 ms at 16 kHz, the media plane's frame
 EVENT_KEYS = "0123456789*#ABCD"
 
 
@@ -78,6 +79,46 @@ def encode(codec: int, pcm8k: Pcm) -> bytes:
 def decode(codec: int, payload: bytes) -> Pcm:
     out: Pcm = DECODE[codec][np.frombuffer(payload, dtype=np.uint8)]
     return out
+
+
+# ---- 8 kHz <-> 16 kHz -----------------------------------------------------------------------------------
+
+# A windowed-sinc low-pass at a quarter of 16 kHz (G.711's 4 kHz band edge), 31 taps: cheap enough for
+# every packet of every call, and without the threads an FFmpeg filter graph per leg would bring.
+_TAPS = 31
+_n = np.arange(_TAPS) - (_TAPS - 1) / 2
+_LOWPASS = (np.sinc(_n / 2) / 2 * np.kaiser(_TAPS, 6.0)).astype(np.float64)
+_LOWPASS /= _LOWPASS.sum()
+
+
+class Upsampler:
+    """8 kHz -> 16 kHz, frame by frame, with the filter's state carried across frames."""
+
+    def __init__(self) -> None:
+        self._history = np.zeros(_TAPS - 1, dtype=np.float64)
+
+    def feed(self, pcm8k: Pcm) -> Pcm:
+        stuffed = np.zeros(2 * len(pcm8k), dtype=np.float64)
+        stuffed[::2] = pcm8k
+        signal = np.concatenate([self._history, stuffed])
+        self._history = signal[-(_TAPS - 1) :]
+        out = np.convolve(signal, 2 * _LOWPASS, mode="valid")
+        result: Pcm = np.clip(np.rint(out), -32768, 32767).astype(np.int16)
+        return result
+
+
+class Downsampler:
+    """16 kHz -> 8 kHz, frame by frame (frames of an even length)."""
+
+    def __init__(self) -> None:
+        self._history = np.zeros(_TAPS - 1, dtype=np.float64)
+
+    def feed(self, pcm16k: Pcm) -> Pcm:
+        signal = np.concatenate([self._history, pcm16k.astype(np.float64)])
+        self._history = signal[-(_TAPS - 1) :]
+        out = np.convolve(signal, _LOWPASS, mode="valid")[::2]
+        result: Pcm = np.clip(np.rint(out), -32768, 32767).astype(np.int16)
+        return result
 
 
 # ---- packets --------------------------------------------------------------------------------------------
@@ -139,8 +180,9 @@ class RtpSession(asyncio.DatagramProtocol):
         self._ssrc = random.getrandbits(32)
         self._sequence = random.getrandbits(16)
         self._timestamp = random.getrandbits(32)
-        self._up = StreamResampler(8000, 16000)
-        self._down = StreamResampler(16000, 8000)
+        self._up = Upsampler()
+        self._down = Downsampler()
+        self._pending = np.zeros(0, dtype=np.int16)  # 16 kHz audio short of a whole frame
         self._events_seen: set[int] = set()  # timestamps of telephone-events already reported
         self.received = self.sent = 0
 
@@ -173,7 +215,10 @@ class RtpSession(asyncio.DatagramProtocol):
         if packet.payload_type == self.event_payload:
             self._event(packet)
         elif packet.payload_type in (PCMU, PCMA):
-            for frame in self._up.feed(decode(packet.payload_type, packet.payload)):
+            audio = np.concatenate([self._pending, self._up.feed(decode(packet.payload_type, packet.payload))])
+            whole = len(audio) // FRAME_16K * FRAME_16K
+            self._pending = audio[whole:]
+            for frame in audio[:whole].reshape(-1, FRAME_16K):
                 self.on_audio(frame)
         else:
             self.count("rtpUnknownPayload")
@@ -194,14 +239,14 @@ class RtpSession(asyncio.DatagramProtocol):
         """What the leg hears this tick: sent as one 20 ms packet."""
         if self.transport is None or self.remote is None:
             return
-        for pcm in self._down.feed(frame16k):
-            self._timestamp = (self._timestamp + SAMPLES_8K) & 0xFFFFFFFF
-            self._sequence = (self._sequence + 1) & 0xFFFF
-            if not self.sending:
-                continue
-            packet = build_packet(self.codec, self._sequence, self._timestamp, self._ssrc, encode(self.codec, pcm))
-            self.transport.sendto(packet, self.remote)
-            self.sent += 1
+        pcm = self._down.feed(frame16k)
+        self._timestamp = (self._timestamp + SAMPLES_8K) & 0xFFFFFFFF
+        self._sequence = (self._sequence + 1) & 0xFFFF
+        if not self.sending:
+            return
+        packet = build_packet(self.codec, self._sequence, self._timestamp, self._ssrc, encode(self.codec, pcm))
+        self.transport.sendto(packet, self.remote)
+        self.sent += 1
 
     def close(self) -> None:
         if self.transport is not None:
