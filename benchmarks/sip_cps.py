@@ -146,6 +146,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rates", default="25,50,100,200,300,400")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--no-webhook", action="store_true", help="publish IncomingCall with no subscriber")
     args = parser.parse_args()
     if shutil.which("sipp") is None:
         raise SystemExit("sipp (Debian's sip-tester) is required")
@@ -159,7 +160,7 @@ def main() -> None:
         ["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(uas_port), "-nostdin"],
         cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    time.sleep(1)
+    time.sleep(3)  # SIPp's UAS up before the first call (a loaded machine starts it slowly)
     try:
         for rate in rates:
             out["baseline_sipp_uas"].append(_sipp_run(workdir, f"127.0.0.1:{uas_port}", rate, args.seconds))
@@ -172,7 +173,8 @@ def main() -> None:
     with server, WebhookReceiver() as hook:
         server.own_number(NUMBER)
         server.set_device("4:" + NUMBER, "answer")
-        server.subscribe(hook.url, name="cps")
+        if not args.no_webhook:
+            server.subscribe(hook.url, name="cps")
         assert server.proc is not None
         for rate in rates:
             cpu = _cpu_seconds(server.proc.pid)

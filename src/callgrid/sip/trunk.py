@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
+MAX_SETTING_UP = 200
 USER_AGENT = "callgrid"
 _TONE_OF_KEY = {key: name for name, key in TONE_KEYS.items()}
 # How an app's or a device's refusal of an inbound call reaches the caller (the call's end code -> SIP).
@@ -120,6 +121,7 @@ class SipTrunk:
         self.by_call: dict[str, list[Leg]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._resolved: dict[str, tuple[float, list[str]]] = {}
+        self._setting_up = 0  # inbound INVITEs between their 100 and the call being placed
 
     @property
     def port(self) -> int:
@@ -183,6 +185,16 @@ class SipTrunk:
         if to_tag is not None:
             self._in_dialog(tx, to_tag)
         elif method == "INVITE":
+            # 100 at once (RFC 3261 17.2.1), so the caller stops retransmitting while the call is set up;
+            # past MAX_SETTING_UP calls in set-up, new ones are turned away until the platform catches up.
+            if self._setting_up >= MAX_SETTING_UP:
+                self.count("overloaded")
+                response = response_to(message, 503, to_tag=new_tag())
+                response.add("Retry-After", "1")
+                tx.respond(response)
+                return
+            tx.reply(100)
+            self._setting_up += 1
             self._spawn(self._inbound_invite(tx))
         elif method == "CANCEL":
             self._cancel(tx)
@@ -328,6 +340,12 @@ class SipTrunk:
     # ---- inbound calls ----------------------------------------------------------------------------
 
     async def _inbound_invite(self, tx: ServerTransaction) -> None:
+        try:
+            await self._set_up_inbound(tx)
+        finally:
+            self._setting_up -= 1
+
+    async def _set_up_inbound(self, tx: ServerTransaction) -> None:
         request = tx.request
         self.count("invitesReceived")
         if not self._allowed(tx.peer.host):
@@ -336,7 +354,6 @@ class SipTrunk:
                 self.count("rejectedPeer")
                 tx.reply(403, "Forbidden (peer not allowed)", to_tag=new_tag())
                 return
-        tx.reply(100)
         called = phone_number(request.uri) or _e164_or_none(request.get("To"))
         caller = _e164_or_none(request.get("P-Asserted-Identity")) or _e164_or_none(request.get("From"))
         if called is None:
@@ -718,6 +735,7 @@ class SipTrunk:
     def snapshot(self) -> dict[str, float]:
         out: dict[str, float] = dict(self.counters)
         out["activeLegs"] = len(self.dialogs)
+        out["activeSettingUp"] = self._setting_up
         return out
 
 
