@@ -5,8 +5,8 @@ what it heard contains the prompt."""
 from __future__ import annotations
 
 import shutil
-import time
 import subprocess
+import time
 import wave
 from pathlib import Path
 
