@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from callgrid.media.codecs import Pcm
+from callgrid.media.plane import SILENCE
 from callgrid.sip.sdp import PCMA, PCMU
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ _ALL_SAMPLES = np.arange(-32768, 32768, dtype=np.int32)
 _ALL_CODES = np.arange(256, dtype=np.int32)
 ENCODE = {PCMU: _ulaw_encode(_ALL_SAMPLES), PCMA: _alaw_encode(_ALL_SAMPLES)}
 DECODE = {PCMU: _ulaw_decode(_ALL_CODES), PCMA: _alaw_decode(_ALL_CODES)}
+SILENT_PAYLOAD = {codec: bytes([int(table[32768])]) * SAMPLES_8K for codec, table in ENCODE.items()}
 
 
 def encode(codec: int, pcm8k: Pcm) -> bytes:
@@ -112,6 +114,10 @@ class Downsampler:
 
     def __init__(self) -> None:
         self._history = np.zeros(_TAPS - 1, dtype=np.float64)
+
+    def reset(self) -> None:
+        """Silence went by: the filter holds nothing."""
+        self._history[:] = 0.0
 
     def feed(self, pcm16k: Pcm) -> Pcm:
         signal = np.concatenate([self._history, pcm16k.astype(np.float64)])
@@ -239,12 +245,17 @@ class RtpSession(asyncio.DatagramProtocol):
         """What the leg hears this tick: sent as one 20 ms packet."""
         if self.transport is None or self.remote is None:
             return
-        pcm = self._down.feed(frame16k)
         self._timestamp = (self._timestamp + SAMPLES_8K) & 0xFFFFFFFF
         self._sequence = (self._sequence + 1) & 0xFFFF
+        if frame16k is SILENCE:
+            # Most ticks of most calls: no filtering or coding, the codec's silence as it is.
+            self._down.reset()
+            payload = SILENT_PAYLOAD[self.codec]
+        else:
+            payload = encode(self.codec, self._down.feed(frame16k))
         if not self.sending:
             return
-        packet = build_packet(self.codec, self._sequence, self._timestamp, self._ssrc, encode(self.codec, pcm))
+        packet = build_packet(self.codec, self._sequence, self._timestamp, self._ssrc, payload)
         self.transport.sendto(packet, self.remote)
         self.sent += 1
 
