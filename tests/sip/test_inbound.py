@@ -5,9 +5,11 @@ that follows."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.communication.callautomation import CallAutomationClient, CallRejectReason
+from azure.communication.phonenumbers.siprouting import SipTrunk
 from azure.core.exceptions import HttpResponseError
 
 from callgrid.testing import CallgridServer, WebhookReceiver
@@ -167,3 +169,58 @@ def test_a_peer_that_is_not_allowed_is_forbidden(sip: CallgridServer, app: Webho
     assert run.returncode == 0, run.out + run.trace
     assert app.events("Microsoft.Communication.IncomingCall") == []
     assert sip_metric(sip, "rejected_peer") == before + 1
+
+
+def test_a_configured_trunks_address_may_call_in(
+    sip: CallgridServer, app: WebhookReceiver, tmp_path: Path, sip_routing: Any
+) -> None:
+    # 127.0.0.2 is not in --sip-allow; once it is a trunk's address it is a peer like the others.
+    sip_routing.set_trunks([SipTrunk(fqdn="127.0.0.2", sip_signaling_port=5060)])
+    sip.own_number(NUMBER)
+    uac = Sipp(tmp_path, "uac", _refused_scenario(480), remote=_remote(sip), service=NUMBER, ip="127.0.0.2").start()
+    try:
+        incoming = _incoming(app)
+        assert incoming["to"]["phoneNumber"]["value"] == NUMBER
+        sip.advance(31)
+        run = uac.wait()
+        assert run.returncode == 0, run.out + run.trace
+    finally:
+        uac.stop()
+
+
+def test_a_call_redirected_to_an_identity_is_answered_there(
+    sip: CallgridServer, app: WebhookReceiver, tmp_path: Path, automation: CallAutomationClient
+) -> None:
+    from azure.communication.callautomation import CommunicationUserIdentifier
+    from azure.communication.identity import CommunicationIdentityClient
+    from azure.core.pipeline.transport import RequestsTransport
+
+    sip.own_number(NUMBER)
+    transport = RequestsTransport(connection_verify=sip.ca_bundle)
+    user = CommunicationIdentityClient.from_connection_string(sip.connection_string, transport=transport).create_user()
+    transport.close()
+    xml = scenario(
+        "redirected",
+        invite(caller=CALLER),
+        recv(100, optional=True),
+        recv(180),
+        recv(200, rrs=True),
+        ack(),
+        pause(500),
+        in_dialog("BYE", 2),
+        recv(200),
+    )
+    uac = Sipp(tmp_path, "uac", xml, remote=_remote(sip), service=NUMBER, caller=CALLER).start()
+    try:
+        first = _incoming(app)
+        automation.redirect_call(first["incomingCallContext"], CommunicationUserIdentifier(user.properties["id"]))
+        second = app.wait_for(
+            "Microsoft.Communication.IncomingCall", lambda e: e["data"]["to"]["rawId"] == user.properties["id"]
+        )["data"]
+        assert second["from"]["phoneNumber"]["value"] == CALLER
+        automation.answer_call(second["incomingCallContext"], app.url + "/callbacks")
+        run = uac.wait()
+        assert run.returncode == 0, run.out + run.trace
+        app.wait_for("Microsoft.Communication.CallEnded")
+    finally:
+        uac.stop()

@@ -121,6 +121,7 @@ class SipTrunk:
         self.by_call: dict[str, list[Leg]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._resolved: dict[str, tuple[float, list[str]]] = {}
+        self._trunk_addresses: set[str] = set()
         self._setting_up = 0  # inbound INVITEs between their 100 and the call being placed
 
     @property
@@ -149,6 +150,7 @@ class SipTrunk:
         """The node's state was reset: every leg ends (its call is gone)."""
         for leg in list(self.dialogs.values()):
             self._hang_up(leg, 480)
+        self._trunk_addresses.clear()
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -213,10 +215,19 @@ class SipTrunk:
         tx.respond(response)
 
     def _options(self, tx: ServerTransaction) -> None:
-        if not self._allowed(tx.peer.host):
-            self.count("rejectedPeer")
-            tx.reply(403, "Forbidden (peer not allowed)", to_tag=new_tag())
+        if self._allowed(tx.peer.host):
+            self._answer_options(tx)
+        else:
+            self._spawn(self._options_from_stranger(tx))
+
+    async def _options_from_stranger(self, tx: ServerTransaction) -> None:
+        if await self._peer_allowed(tx.peer.host):
+            self._answer_options(tx)
             return
+        self.count("rejectedPeer")
+        tx.reply(403, "Forbidden (peer not allowed)", to_tag=new_tag())
+
+    def _answer_options(self, tx: ServerTransaction) -> None:
         response = response_to(tx.request, 200, to_tag=new_tag())
         response.add("Allow", ALLOW)
         response.add("Accept", "application/sdp")
@@ -308,19 +319,32 @@ class SipTrunk:
     # ---- peers ------------------------------------------------------------------------------------
 
     def _allowed(self, host: str) -> bool:
+        """A peer in --sip-allow's networks, or at a configured trunk's address (as last looked up)."""
+        return self._in_networks(host) or host in self._trunk_addresses
+
+    def _in_networks(self, host: str) -> bool:
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
             return False
-        if any(address in network for network in self.allowed_networks):
+        return any(address in network for network in self.allowed_networks)
+
+    async def _peer_allowed(self, host: str) -> bool:
+        """As `_allowed`, with the trunks looked up again for a peer outside the networks: trunks come
+        and go through SipRoutingClient."""
+        if self._in_networks(host):
             return True
-        return any(host in addresses for _, addresses in self._resolved.values())
+        await self._refresh_trunk_addresses()
+        return host in self._trunk_addresses
 
     async def _refresh_trunk_addresses(self) -> None:
+        """The configured trunks' addresses now (a removed trunk's address is no longer a peer)."""
         async with self.node.store.transaction() as tx:
             config = await sip_routing.get(tx)
+        addresses: set[str] = set()
         for fqdn in config["trunks"]:
-            await self._resolve(fqdn)
+            addresses.update(await self._resolve(fqdn))
+        self._trunk_addresses = addresses
 
     async def _resolve(self, fqdn: str) -> list[str]:
         cached = self._resolved.get(fqdn)
@@ -348,12 +372,10 @@ class SipTrunk:
     async def _set_up_inbound(self, tx: ServerTransaction) -> None:
         request = tx.request
         self.count("invitesReceived")
-        if not self._allowed(tx.peer.host):
-            await self._refresh_trunk_addresses()
-            if not self._allowed(tx.peer.host):
-                self.count("rejectedPeer")
-                tx.reply(403, "Forbidden (peer not allowed)", to_tag=new_tag())
-                return
+        if not await self._peer_allowed(tx.peer.host):
+            self.count("rejectedPeer")
+            tx.reply(403, "Forbidden (peer not allowed)", to_tag=new_tag())
+            return
         called = phone_number(request.uri) or _e164_or_none(request.get("To"))
         caller = _e164_or_none(request.get("P-Asserted-Identity")) or _e164_or_none(request.get("From"))
         if called is None:
