@@ -13,7 +13,7 @@ from azure.communication.phonenumbers.siprouting import SipTrunk, SipTrunkRoute
 from azure.core.exceptions import HttpResponseError
 
 from callgrid.testing import CallgridServer, WebhookReceiver
-from tests.sip.sipp import Sipp, ack, invite, pause, recv, scenario, uas_answer, uas_refuse, uas_ring
+from tests.sip.sipp import Sipp, _uas_reply, ack, invite, pause, recv, scenario, uas_answer, uas_refuse, uas_ring
 
 OWNED = "+14255551212"
 US_NUMBER = "+14255550177"
@@ -182,3 +182,38 @@ def _bye() -> str:
     from tests.sip.sipp import in_dialog
 
     return in_dialog("BYE", 2)
+
+
+def test_a_participant_added_over_the_trunk_joins_when_the_far_end_answers(
+    sip: CallgridServer, sip_routing: Any, automation: CallAutomationClient, app: WebhookReceiver, tmp_path: Path
+) -> None:
+    sip.own_number(OWNED)
+    far = Sipp(tmp_path, "far", uas_answer(), remote=None)
+    _routes(sip_routing, far.port, far.port)
+    far.start()
+    caller_xml = scenario(
+        "caller", invite(), recv(100, optional=True), recv(180), recv(200, rrs=True), ack(),
+        '\n  <recv request="BYE" timeout="60000"/>', _uas_reply("200 OK"),
+    )  # fmt: skip
+    caller = Sipp(tmp_path, "caller", caller_xml, remote=f"127.0.0.1:{sip.sip_port}", service=OWNED).start()  # type: ignore[attr-defined]
+    try:
+        incoming = app.wait_for("Microsoft.Communication.IncomingCall", timeout=20)["data"]
+        ccid = automation.answer_call(incoming["incomingCallContext"], app.url + "/callbacks").call_connection_id
+        app.wait_for("Microsoft.Communication.CallConnected", lambda e: e["data"]["callConnectionId"] == ccid)
+        connection = automation.get_call_connection(ccid)
+        connection.add_participant(
+            PhoneNumberIdentifier(US_NUMBER), source_caller_id_number=PhoneNumberIdentifier(OWNED)
+        )
+        added = app.wait_for(
+            "Microsoft.Communication.AddParticipantSucceeded",
+            lambda e: e["data"]["callConnectionId"] == ccid,
+            timeout=20,
+        )
+        assert added["data"]["participant"]["rawId"] == "4:" + US_NUMBER
+        connection.hang_up(is_for_everyone=True)
+        for sipp in (caller, far):
+            run = sipp.wait()
+            assert run.returncode == 0, run.out + run.trace
+    finally:
+        caller.stop()
+        far.stop()
