@@ -204,13 +204,13 @@ def uas_answer() -> str:
     """The far end of a trunk answers: 100, 180, then 200 with SDP; then waits for callgrid's BYE."""
     steps = [
         '\n  <recv request="INVITE" crlf="true" rrs="true"/>',
-        _uas_reply("100 Trying"),
-        _uas_reply("180 Ringing", tag=True),
+        uas_reply("100 Trying"),
+        uas_reply("180 Ringing", tag=True),
         pause(300),
-        _uas_reply("200 OK", tag=True, sdp=True),
+        uas_reply("200 OK", tag=True, sdp=True),
         '\n  <recv request="ACK" crlf="true"/>',
     ]
-    steps += ['\n  <recv request="BYE"/>', _uas_reply("200 OK", tag=True)]
+    steps += ['\n  <recv request="BYE"/>', uas_reply("200 OK", tag=True)]
     return scenario("uas-answer", *steps)
 
 
@@ -219,10 +219,10 @@ def uas_refuse(status: str) -> str:
     return scenario(
         "uas-refuse",
         '\n  <recv request="INVITE" crlf="true"/>',
-        _uas_reply("100 Trying"),
-        _uas_reply("180 Ringing", tag=True),
+        uas_reply("100 Trying"),
+        uas_reply("180 Ringing", tag=True),
         pause(300),
-        _uas_reply(status, tag=True),
+        uas_reply(status, tag=True),
         '\n  <recv request="ACK"/>',
     )
 
@@ -232,16 +232,16 @@ def uas_ring() -> str:
     return scenario(
         "uas-ring",
         '\n  <recv request="INVITE" crlf="true"/>',
-        _uas_reply("100 Trying"),
-        _uas_reply("180 Ringing", tag=True),
+        uas_reply("100 Trying"),
+        uas_reply("180 Ringing", tag=True),
         '\n  <recv request="CANCEL"/>',
-        _uas_reply("200 OK", tag=True),
-        _uas_reply("487 Request Terminated", tag=True, cseq="1 INVITE"),
+        uas_reply("200 OK", tag=True),
+        uas_reply("487 Request Terminated", tag=True, cseq="1 INVITE"),
         '\n  <recv request="ACK"/>',
     )
 
 
-def _uas_reply(status: str, *, tag: bool = False, sdp: bool = False, cseq: str = "") -> str:
+def uas_reply(status: str, *, tag: bool = False, sdp: bool = False, cseq: str = "") -> str:
     to = "[last_To:];tag=[pid]SIPpTag01[call_number]" if tag else "[last_To:]"
     body = _SDP.format(payloads="0 101", media_port="[media_port]") if sdp else ""
     ctype = "      Content-Type: application/sdp\n" if sdp else ""
@@ -260,3 +260,35 @@ def _uas_reply(status: str, *, tag: bool = False, sdp: bool = False, cseq: str =
 {textwrap.indent(body, "      ")}
     ]]>
   </send>"""
+
+
+def uas_answer_then_hang_up(hold_ms: int) -> str:
+    """The far end answers, then hangs up itself after `hold_ms` (BYE to callgrid's Contact)."""
+    return scenario(
+        "uas-hang-up",
+        """
+  <recv request="INVITE" crlf="true" rrs="true">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="From:" check_it="true" assign_to="caller_from"/>
+    </action>
+  </recv>""",
+        uas_reply("100 Trying"),
+        uas_reply("180 Ringing", tag=True),
+        uas_reply("200 OK", tag=True, sdp=True),
+        '\n  <recv request="ACK" crlf="true"/>',
+        pause(hold_ms),
+        """
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: [last_To:];tag=[pid]SIPpTag01[call_number]
+      To: [$caller_from]
+      [last_Call-ID:]
+      CSeq: 1 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>""",
+        recv(200),
+    )

@@ -20,7 +20,7 @@ from callgrid.media import codecs, speech
 from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.media.voice_support import FileServer, chirp, find, wait, words_of
 from tests.sip.rtp_peer import RtpPeer
-from tests.sip.sipp import Sipp, _uas_reply, ack, invite, recv, scenario
+from tests.sip.sipp import Sipp, ack, invite, recv, scenario, uas_reply
 
 NUMBER = "+14255551212"
 CALLER = "+12065550100"
@@ -34,7 +34,7 @@ CALLER_XML = scenario(
     recv(200, rrs=True),
     ack(),
     '\n  <recv request="BYE" timeout="60000"/>',
-    _uas_reply("200 OK"),
+    uas_reply("200 OK"),
 )
 
 

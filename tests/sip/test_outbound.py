@@ -13,7 +13,7 @@ from azure.communication.phonenumbers.siprouting import SipTrunk, SipTrunkRoute
 from azure.core.exceptions import HttpResponseError
 
 from callgrid.testing import CallgridServer, WebhookReceiver
-from tests.sip.sipp import Sipp, _uas_reply, ack, invite, pause, recv, scenario, uas_answer, uas_refuse, uas_ring
+from tests.sip.sipp import Sipp, ack, invite, pause, recv, scenario, uas_answer, uas_refuse, uas_reply, uas_ring
 
 OWNED = "+14255551212"
 US_NUMBER = "+14255550177"
@@ -193,7 +193,7 @@ def test_a_participant_added_over_the_trunk_joins_when_the_far_end_answers(
     far.start()
     caller_xml = scenario(
         "caller", invite(), recv(100, optional=True), recv(180), recv(200, rrs=True), ack(),
-        '\n  <recv request="BYE" timeout="60000"/>', _uas_reply("200 OK"),
+        '\n  <recv request="BYE" timeout="60000"/>', uas_reply("200 OK"),
     )  # fmt: skip
     caller = Sipp(tmp_path, "caller", caller_xml, remote=f"127.0.0.1:{sip.sip_port}", service=OWNED).start()  # type: ignore[attr-defined]
     try:
@@ -216,4 +216,33 @@ def test_a_participant_added_over_the_trunk_joins_when_the_far_end_answers(
             assert run.returncode == 0, run.out + run.trace
     finally:
         caller.stop()
+        far.stop()
+
+
+def test_the_far_end_hanging_up_ends_a_two_party_call(
+    sip: CallgridServer, sip_routing: Any, automation: CallAutomationClient, app: WebhookReceiver, tmp_path: Path
+) -> None:
+    from tests.sip.sipp import uas_answer_then_hang_up
+
+    sip.own_number(OWNED)
+    far = Sipp(tmp_path, "far", uas_answer_then_hang_up(800), remote=None)
+    _routes(sip_routing, far.port, far.port)
+    far.start()
+    try:
+        created = automation.create_call(
+            PhoneNumberIdentifier(US_NUMBER),
+            app.url + "/callbacks",
+            source_caller_id_number=PhoneNumberIdentifier(OWNED),
+        )
+        ccid = created.call_connection_id
+        app.wait_for(
+            "Microsoft.Communication.CallConnected", lambda e: e["data"]["callConnectionId"] == ccid, timeout=20
+        )
+        run = far.wait()
+        assert run.returncode == 0, run.out + run.trace
+        gone = app.wait_for(
+            "Microsoft.Communication.CallDisconnected", lambda e: e["data"]["callConnectionId"] == ccid, timeout=20
+        )
+        assert gone["data"]["resultInformation"]["code"] == 200
+    finally:
         far.stop()
