@@ -224,3 +224,46 @@ def test_a_call_redirected_to_an_identity_is_answered_there(
         app.wait_for("Microsoft.Communication.CallEnded")
     finally:
         uac.stop()
+
+
+def test_a_reinvite_puts_the_call_on_hold_and_back(
+    sip: CallgridServer, app: WebhookReceiver, tmp_path: Path, automation: CallAutomationClient
+) -> None:
+    sip.own_number(NUMBER)
+    hold_sdp = (
+        "v=0\no=sipp 1 2 IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\n"
+        "m=audio [media_port] RTP/AVP 0\na=rtpmap:0 PCMU/8000\na={direction}"
+    )
+    reinvite = in_dialog("INVITE", 2, hold_sdp.format(direction="sendonly"), "application/sdp")
+    resume = in_dialog("INVITE", 4, hold_sdp.format(direction="sendrecv"), "application/sdp")
+    reack = ack().replace("CSeq: 1 ACK", "CSeq: {n} ACK")
+    xml = scenario(
+        "hold",
+        invite(caller=CALLER),
+        recv(100, optional=True),
+        recv(180),
+        recv(200, rrs=True),
+        ack(),
+        reinvite,
+        _expect_200_with("a=recvonly", "h"),
+        reack.replace("{n}", "2").replace("Max-Forwards: 70", "Max-Forwards: 70\n      X-Seen: [$h]"),
+        resume,
+        _expect_200_with("a=sendrecv", "r"),
+        reack.replace("{n}", "4").replace("Max-Forwards: 70", "Max-Forwards: 70\n      X-Seen: [$r]"),
+        in_dialog("BYE", 5),
+        recv(200),
+    )
+    uac = Sipp(tmp_path, "uac", xml, remote=_remote(sip), service=NUMBER, caller=CALLER).start()
+    try:
+        incoming = _incoming(app)
+        automation.answer_call(incoming["incomingCallContext"], app.url + "/callbacks")
+        run = uac.wait()
+        assert run.returncode == 0, run.out + run.trace
+    finally:
+        uac.stop()
+
+
+def _expect_200_with(text: str, variable: str) -> str:
+    """A 200 whose SDP must hold `text` (SIPp fails the call otherwise)."""
+    check = f'<ereg regexp="{text}" search_in="body" check_it="true" assign_to="{variable}"/>'
+    return f'\n  <recv response="200"><action>{check}</action></recv>'
