@@ -68,6 +68,10 @@ class Settings:
     advance_patience_seconds: float = 1.0
     # Callback JWT issuer: the real service's by default, so apps validate unchanged.
     callback_issuer: str = "https://acscallautomation.communication.azure.com"
+    # The SIP trunk (Direct Routing edge): UDP and TCP on this port; 0 leaves it off.
+    sip_port: int = 0
+    # Who may send INVITEs and OPTIONS besides the configured trunks' addresses (comma-separated networks).
+    sip_allow: str = "127.0.0.0/8,::1/128"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -19,6 +19,7 @@ class ErrorKind(IntEnum):
     REQUEST_TIMEOUT = 408
     PRECONDITION_FAILED = 412
     TOO_LARGE = 413
+    UNPROCESSABLE = 422
 
 
 class CallgridError(Exception):
@@ -64,3 +65,8 @@ class PayloadTooLarge(CallgridError):
 class RequestTimeout(CallgridError):
     kind = ErrorKind.REQUEST_TIMEOUT
     default_code = "RequestTimeout"
+
+
+class Unprocessable(CallgridError):
+    kind = ErrorKind.UNPROCESSABLE
+    default_code = "UnprocessableConfiguration"

@@ -30,6 +30,7 @@ from callgrid.media.listening import SpeechListener
 from callgrid.media.plane import MediaPlane
 from callgrid.media.prompts import PromptLoader
 from callgrid.media.streaming import open_stream
+from callgrid.platform import sip_routing
 from callgrid.platform.calls.service import CallService, CallServiceSettings
 from callgrid.platform.identities import IdentityService
 from callgrid.platform.media_port import MediaEvent
@@ -44,6 +45,7 @@ from callgrid.security import (
     new_secret,
     sign_callback_token,
 )
+from callgrid.sip.trunk import SipTrunk
 from callgrid.store import Store, StoreTx, open_store
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,7 @@ class Node:
         # (kind "reset"): how the console watches without the domain knowing it. Registered before start,
         # handed to the publisher there.
         self.event_observers: list[Callable[[str, str, dict[str, Any], list[str]], None]] = []
+        self.sip: SipTrunk | None = None
 
     @property
     def virtual_clock(self) -> VirtualClock | None:
@@ -195,6 +198,9 @@ class Node:
             on_change=self.subscriptions_changed,
         )
         self.media.start(self.apply_media_event)
+        if s.sip_port:
+            self.sip = SipTrunk(self, host=s.host, port=s.sip_port, allow=s.sip_allow.split(","))
+            await self.sip.start()
         if run_loops:
             await self.delivery.recover()
             for loop in (
@@ -213,6 +219,8 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        if self.sip is not None:
+            await self.sip.stop()
         await self.media.stop()
         await self.sender.close()
         await self.store.close()
@@ -306,6 +314,9 @@ class Node:
         self.faults.clear()
         async with self.store.transaction() as tx:
             await tx.reset()
+            await sip_routing.reset(tx)
+        if self.sip is not None:
+            self.sip.reset()
         self.subscriptions_changed()
         for observe in self.event_observers:
             observe("reset", "", {}, [])

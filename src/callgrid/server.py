@@ -22,6 +22,7 @@ from callgrid.api import (
     phone_numbers,
     recordings,
     simulator,
+    sip_routing,
 )
 from callgrid.api.errors import EXCEPTION_HANDLERS
 from callgrid.node import Node
@@ -50,6 +51,7 @@ def build_app(node: Node, *, start_node: bool = True) -> Starlette:
             *calling.routes,
             *recordings.routes,
             *simulator.routes,
+            *sip_routing.routes,
             *callgrid_v1.routes,
             *arm.routes,
             *eventgrid_publish.routes,

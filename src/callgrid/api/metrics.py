@@ -22,15 +22,20 @@ async def metrics(request: Request) -> Response:
     async with node.store.transaction() as tx:
         rows = await tx.metric_counts()
         names = {d["id"].lower(): d["name"] for d in await tx.list_subscriptions()}
-    return Response(render(rows, names) + _media(node.media.metrics.snapshot()), media_type=CONTENT_TYPE)
+    text = render(rows, names) + _counters("media", node.media.metrics.snapshot())
+    if node.sip is not None:
+        text += _counters("sip", node.sip.snapshot())
+    return Response(text, media_type=CONTENT_TYPE)
 
 
-def _media(counters: dict[str, float]) -> str:
-    """The media plane's counters (in memory: they describe live audio, which a restart ends anyway)."""
+def _counters(part: str, counters: dict[str, float]) -> str:
+    """The media plane's or the SIP trunk's counters (in memory: they describe live audio and
+    signalling, which a restart ends anyway)."""
     lines = []
     for name, value in sorted(counters.items()):
-        metric = "callgrid_media_" + "".join("_" + c.lower() if c.isupper() else c for c in name)
-        lines += [f"# TYPE {metric} {'gauge' if name.startswith('max') else 'counter'}", f"{metric} {value:g}"]
+        metric = f"callgrid_{part}_" + "".join("_" + c.lower() if c.isupper() else c for c in name)
+        kind = "gauge" if name.startswith(("max", "active")) else "counter"
+        lines += [f"# TYPE {metric} {kind}", f"{metric} {value:g}"]
     return "\n".join(lines) + "\n" if lines else ""
 
 

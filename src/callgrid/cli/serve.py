@@ -40,6 +40,14 @@ def serve(
     ] = "system",
     ring_timeout: Annotated[float | None, typer.Option(help="Seconds an offer rings before it times out.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    sip_port: Annotated[
+        int | None,
+        typer.Option(help="Also take SIP (UDP and TCP) on this port: the Direct Routing trunk. Off by default."),
+    ] = None,
+    sip_allow: Annotated[
+        str | None,
+        typer.Option(help="Networks allowed to call in besides the configured trunks (default: loopback)."),
+    ] = None,
 ) -> None:
     """Start callgrid: the ACS resource, its Event Grid system topic, and callgrid's own API."""
     from callgrid import http_server
@@ -47,7 +55,15 @@ def serve(
     from callgrid.server import build_app
 
     located = locate_data_dir(data_dir)
-    settings = settings_for(located.path, port, insecure_http, clock=clock, ring_timeout_seconds=ring_timeout)
+    settings = settings_for(
+        located.path,
+        port,
+        insecure_http,
+        clock=clock,
+        ring_timeout_seconds=ring_timeout,
+        sip_port=sip_port,
+        sip_allow=sip_allow,
+    )
     try:
         # Before anything is written to the data directory (server.json names the port clients use).
         lock = lock_data_dir(settings.data_dir, port=settings.port)
@@ -97,6 +113,8 @@ def _banner(state: LocalState, how: str) -> None:
     console.print(f"[bold]clock[/bold]              {s.clock}", soft_wrap=True)
     console.print(f"[bold]console[/bold]            {state.console_url}", soft_wrap=True)
     console.print(f"[bold]console token[/bold]      {state.console_token()}", soft_wrap=True, highlight=False)
+    if s.sip_port:
+        console.print(f"[bold]sip trunk[/bold]          sip:{s.host}:{s.sip_port} (UDP and TCP)", soft_wrap=True)
     if state.tls is not None:
         console.print(
             "\nTrust callgrid's CA in the shell that runs your app (the bundle keeps the system roots):", soft_wrap=True

@@ -46,6 +46,7 @@ HEARD_SECONDS = 300
 MAX_CATCH_UP_TICKS = 50  # a loop stalled for longer than a second skips ahead instead of racing
 MAX_JUMP_FRAMES = 3600 * 50
 ENDED_CALLS_KEPT = 100  # what parties of ended calls heard stays fetchable for the latest ones
+LIVE_BACKLOG_FRAMES = 10  # a live party's voice waits at most 200 ms to be mixed
 
 SILENCE: Pcm = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 # DTMF tone names as ACS spells them -> the key each stands for.
@@ -195,6 +196,8 @@ class _Leg:
     app: bool = False
     speech: collections.deque[Pcm] = field(default_factory=collections.deque)
     heard: _Ears = field(default_factory=lambda: _Ears())
+    # A live party (a SIP trunk's RTP) hears each tick's frame through this, silence included.
+    ear: Callable[[Pcm], None] | None = None
 
 
 @dataclass
@@ -227,7 +230,7 @@ class CallMedia:
             or self.app_audio
             or self.sinks
             or self.recording is not None
-            or any(leg.speech for leg in self.legs.values())
+            or any(leg.speech or leg.ear is not None for leg in self.legs.values())
         )
 
     def tick(self, tick: int) -> None:
@@ -257,6 +260,12 @@ class CallMedia:
             mixed = mix(heard)
             if mixed is not None:
                 leg.heard.write(tick, mixed)
+            if leg.ear is not None:
+                try:
+                    leg.ear(SILENCE if mixed is None else mixed)
+                except Exception:
+                    log.exception("a live party's ear failed; it is detached")
+                    leg.ear = None
         parties_mix = mix(voices)
         for sink in list(self.sinks.values()):
             try:
@@ -461,6 +470,33 @@ class MediaPlane:
                 del media.sinks[key]
 
         return detach
+
+    def attach(self, server_call_id: str, raw_id: str, ear: Callable[[Pcm], None]) -> None:
+        """A live party (RTP over a SIP trunk): `ear` gets what it hears every 20 ms while its call is up."""
+        media = self.session(server_call_id)
+        leg = media.legs.get(raw_id)
+        if leg is None:
+            leg = media.legs[raw_id] = _Leg(raw_id, self.now_tick())
+        leg.ear = ear
+        self.wake()
+
+    def detach(self, server_call_id: str, raw_id: str) -> None:
+        media = self._calls.get(server_call_id)
+        leg = media.legs.get(raw_id) if media is not None else None
+        if leg is not None:
+            leg.ear = None
+
+    def feed(self, server_call_id: str, raw_id: str, frame: Pcm) -> None:
+        """One 20 ms frame a live party said. Past a backlog of LIVE_BACKLOG_FRAMES (a peer sending faster
+        than real time, or keys it pressed still sounding) frames are dropped: live audio stays live."""
+        media = self._calls.get(server_call_id)
+        leg = media.legs.get(raw_id) if media is not None else None
+        if leg is None:
+            return
+        if len(leg.speech) >= LIVE_BACKLOG_FRAMES:
+            self.metrics.count("liveFramesDropped")
+            return
+        leg.speech.append(frame)
 
     def tones(self, server_call_id: str, raw_id: str, tones: list[str]) -> None:
         gap = np.zeros(int(0.05 * RATE), dtype=np.int16)

@@ -17,6 +17,7 @@ from typing import Any
 from callgrid.clock import Clock, iso7
 from callgrid.errors import CallgridError, Forbidden, InvalidRequest, NotFound
 from callgrid.identifiers import CommunicationIdentifier, InvalidIdentifier, from_raw_id
+from callgrid.platform import sip_routing
 from callgrid.platform.calls.models import (
     Call,
     CallConnection,
@@ -44,6 +45,7 @@ from callgrid.platform.media_port import MediaEvent, MediaPlanePort, Party
 from callgrid.platform.phone_numbers import PhoneNumberService
 from callgrid.platform.resource import CommunicationResource
 from callgrid.platform.timers import TimerService
+from callgrid.platform.trunk_port import TrunkLeg, TrunkPort
 from callgrid.security import InvalidCallContext, decode_call_context, encode_call_context
 from callgrid.store import StoreTx, TimerRow
 
@@ -125,6 +127,8 @@ class CallService:
         self._clock = clock
         self._secret = context_secret
         self.settings = settings
+        # The SIP trunk (`callgrid serve --sip-port`): public numbers matched by a SIP route ring over it.
+        self.trunk: TrunkPort | None = None
         timers.register("offer.expire", self._on_offer_expire)
         timers.register("device.act", self._on_device_act)
         timers.register("connection.establish", self._on_establish)
@@ -633,6 +637,25 @@ class CallService:
             offer.expires_at,
             {"serverCallId": call.server_call_id, "offerId": offer.offer_id},
         )
+        if kind is TargetKind.EXTERNAL_NUMBER and self.trunk is not None:
+            trunk = await sip_routing.trunk_for(tx, target.phone_number)
+            if trunk is not None:
+                # The far end decides, over the trunk: its answer or refusal comes back as far_end_*.
+                port, leg = (
+                    self.trunk,
+                    TrunkLeg(
+                        server_call_id=call.server_call_id,
+                        offer_id=offer.offer_id,
+                        target=target.phone_number,
+                        caller=source.phone_number if source.is_phone_number else source.raw_id,
+                        trunk_fqdn=trunk.fqdn,
+                        trunk_port=trunk.sip_signaling_port,
+                        custom_context=custom_context,
+                    ),
+                )
+                call.record(now, "sentToTrunk", target=target.raw_id, trunk=trunk.fqdn)
+                tx.after_commit(lambda: port.ring(leg))
+                return offer
         device = await self.get_device(tx, target.raw_id)
         forced = self._device_override(target.raw_id) if self._device_override is not None else None
         behaviour = DeviceBehaviour(forced or device["onIncomingCall"])
@@ -885,16 +908,63 @@ class CallService:
         return call
 
     async def _device_acts(self, tx: StoreTx, call: Call, offer: RingOffer, action: DeviceBehaviour) -> None:
-        now = self._clock.now()
         if action is DeviceBehaviour.ANSWER:
-            call.record(now, "answered", by="device", target=offer.target)
-            await self._join(tx, call, offer, None)
+            await self._device_answered(tx, call, offer, "device")
         else:
             result = {DeviceBehaviour.DECLINE: DECLINED, DeviceBehaviour.UNREACHABLE: UNREACHABLE}.get(action, BUSY)
-            self._offer_ended(offer, now, OfferState.REJECTED, f"{action.value} by device")
-            call.record(now, "rejected", by="device", reason=action.value, target=offer.target)
-            await self._offer_failed(tx, call, offer, result)
+            await self._device_refused(tx, call, offer, "device", action.value, result)
+
+    async def _device_answered(self, tx: StoreTx, call: Call, offer: RingOffer, by: str) -> None:
+        call.record(self._clock.now(), "answered", by=by, target=offer.target)
+        await self._join(tx, call, offer, None)
         await self.save(tx, call)
+
+    async def _device_refused(
+        self, tx: StoreTx, call: Call, offer: RingOffer, by: str, reason: str, result: Result
+    ) -> None:
+        now = self._clock.now()
+        self._offer_ended(offer, now, OfferState.REJECTED, f"{reason} by {by}")
+        call.record(now, "rejected", by=by, reason=reason, target=offer.target)
+        await self._offer_failed(tx, call, offer, result)
+        await self.save(tx, call)
+
+    # ---- the far end of a SIP trunk -------------------------------------------------------------------
+
+    async def _ringing_trunk_offer(
+        self, tx: StoreTx, server_call_id: str, offer_id: str
+    ) -> tuple[Call, RingOffer] | None:
+        doc = await tx.get_call(server_call_id)
+        call = None if doc is None else Call.from_doc(doc)
+        offer = None if call is None else call.offer(offer_id)
+        if call is None or offer is None or offer.state != OfferState.RINGING:
+            return None
+        return call, offer
+
+    async def far_end_answered(self, tx: StoreTx, server_call_id: str, offer_id: str) -> bool:
+        """The trunk's far end answered (200 OK): as a simulated device answering. False if the offer
+        no longer rings (the trunk then hangs up)."""
+        found = await self._ringing_trunk_offer(tx, server_call_id, offer_id)
+        if found is None:
+            return False
+        await self._device_answered(tx, *found, "trunk")
+        return True
+
+    async def far_end_refused(
+        self, tx: StoreTx, server_call_id: str, offer_id: str, reason: str, result: Result
+    ) -> None:
+        """The trunk's far end refused (486, 603, ...) or could not be reached."""
+        found = await self._ringing_trunk_offer(tx, server_call_id, offer_id)
+        if found is not None:
+            await self._device_refused(tx, *found, "trunk", reason, result)
+
+    async def far_end_hung_up(self, tx: StoreTx, server_call_id: str, raw_id: str) -> None:
+        """A party on the trunk hung up (BYE, or CANCEL of a call still ringing)."""
+        doc = await tx.get_call(server_call_id)
+        if doc is None or Call.from_doc(doc).state == CallState.DISCONNECTED:
+            return
+        call = Call.from_doc(doc)
+        if call.participant(raw_id) is not None:
+            await self.hang_up_participant(tx, server_call_id, raw_id)
 
     def _claim(self, call: Call, offer: RingOffer, now: float) -> None:
         """An app answered: the offer is taken, and the places an exclusive offer shared stop ringing."""
@@ -1080,6 +1150,9 @@ class CallService:
             tx.after_commit(lambda: plane.call_state(server_call_id, parties))
         elif call.state == CallState.DISCONNECTED:
             tx.after_commit(lambda: plane.call_state(server_call_id, None))
+        trunk = self.trunk
+        if trunk is not None:
+            tx.after_commit(lambda: trunk.call_changed(call))
 
 
 # What a leg that never connected hears when its call ends, by how the leg began.

@@ -1,0 +1,152 @@
+"""Direct Routing's SIP configuration: the trunks (SBC FQDNs and their signalling ports) and the routes
+that send calls to public numbers over them, as `SipRoutingClient` reads and merge-patches it
+(`GET`/`PATCH /sip`, api-version 2023-03-01).
+
+Kept as one document in the store's resource metadata, so both stores hold it without a migration. The
+rules are the service's: a trunk used by a route cannot be removed, a route naming an unknown trunk is
+refused (422 UnprocessableConfiguration), `routes` is replaced as a whole, `trunks` merged by FQDN
+(null removes one). Routes are tried in order; the first whose numberPattern matches the whole number
+carries the call, to its first trunk.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from callgrid.errors import InvalidRequest, Unprocessable
+from callgrid.store import StoreTx
+
+META_KEY = "sip.configuration"
+MAX_TRUNKS = 250
+MAX_ROUTES = 250
+MAX_PATTERN = 1000
+_FQDN = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+@dataclass(frozen=True)
+class Trunk:
+    fqdn: str
+    sip_signaling_port: int
+
+
+def empty() -> dict[str, Any]:
+    return {"trunks": {}, "routes": []}
+
+
+async def get(tx: StoreTx) -> dict[str, Any]:
+    raw = await tx.get_meta(META_KEY)
+    if not raw:
+        return empty()
+    doc: dict[str, Any] = json.loads(raw)
+    return doc
+
+
+async def reset(tx: StoreTx) -> None:
+    await tx.set_meta(META_KEY, json.dumps(empty()))
+
+
+async def update(tx: StoreTx, patch: Any) -> dict[str, Any]:
+    """Apply a merge-patch of the configuration; returns the whole configuration after it."""
+    if patch is None:
+        patch = {}
+    if not isinstance(patch, dict):
+        raise InvalidRequest("The body must be a SIP configuration object.", code="InvalidRequest")
+    unknown = set(patch) - {"trunks", "routes"}
+    if unknown:
+        raise InvalidRequest(f"Unknown properties: {', '.join(sorted(unknown))}.", code="InvalidRequest")
+    config = await get(tx)
+    trunks: dict[str, Any] = dict(config["trunks"])
+    if "trunks" in patch and patch["trunks"] is not None:
+        if not isinstance(patch["trunks"], dict):
+            raise InvalidRequest("'trunks' must be an object keyed by FQDN.", code="InvalidRequest")
+        for fqdn, value in patch["trunks"].items():
+            key = fqdn.lower()
+            if value is None:
+                trunks.pop(key, None)
+                continue
+            if not _FQDN.match(fqdn):
+                raise InvalidRequest(f"'{fqdn}' is not a valid trunk FQDN.", code="InvalidRequest")
+            port = value.get("sipSignalingPort") if isinstance(value, dict) else None
+            if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+                raise InvalidRequest(
+                    f"Trunk '{fqdn}': sipSignalingPort must be an integer from 1 to 65535.", code="InvalidRequest"
+                )
+            trunks[key] = {"sipSignalingPort": port}
+        if len(trunks) > MAX_TRUNKS:
+            raise Unprocessable(f"At most {MAX_TRUNKS} trunks can be configured.")
+    routes = config["routes"]
+    if "routes" in patch and patch["routes"] is not None:
+        routes = [_route(r) for r in _list(patch["routes"])]
+        names = [r["name"] for r in routes]
+        if len(set(names)) != len(names):
+            raise Unprocessable("Route names must be unique.")
+    for route in routes:
+        for fqdn in route["trunks"]:
+            if fqdn.lower() not in trunks:
+                raise Unprocessable(
+                    f"Route '{route['name']}' uses trunk '{fqdn}', which is not configured (MissingTrunk)."
+                )
+    config = {"trunks": trunks, "routes": routes}
+    await tx.set_meta(META_KEY, json.dumps(config))
+    return config
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise InvalidRequest("'routes' must be an array.", code="InvalidRequest")
+    if len(value) > MAX_ROUTES:
+        raise Unprocessable(f"At most {MAX_ROUTES} routes can be configured.")
+    return value
+
+
+def _route(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidRequest("Each route must be an object.", code="InvalidRequest")
+    name, pattern = value.get("name"), value.get("numberPattern")
+    description, trunks = value.get("description"), value.get("trunks") or []
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidRequest("Each route needs a 'name'.", code="InvalidRequest")
+    if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN:
+        raise InvalidRequest(f"Route '{name}': 'numberPattern' must be a regular expression.", code="InvalidRequest")
+    try:
+        re.compile(pattern)
+    except (re.error, RecursionError, OverflowError):
+        raise InvalidRequest(
+            f"Route '{name}': numberPattern '{pattern}' is not a valid regular expression.", code="InvalidRequest"
+        ) from None
+    if description is not None and not isinstance(description, str):
+        raise InvalidRequest(f"Route '{name}': 'description' must be a string.", code="InvalidRequest")
+    if not isinstance(trunks, list) or not all(isinstance(t, str) for t in trunks):
+        raise InvalidRequest(f"Route '{name}': 'trunks' must be an array of FQDNs.", code="InvalidRequest")
+    route: dict[str, Any] = {"name": name, "numberPattern": pattern, "trunks": list(trunks)}
+    if description is not None:
+        route["description"] = description
+    return route
+
+
+async def trunk_for(tx: StoreTx, number: str) -> Trunk | None:
+    """The trunk a call to `number` (E.164, with +) leaves over: the first route that matches it whole."""
+    config = await get(tx)
+    for route in config["routes"]:
+        if not route["trunks"]:
+            continue
+        try:
+            matched = re.fullmatch(route["numberPattern"], number) is not None
+        except re.error:
+            matched = False
+        if matched:
+            fqdn = route["trunks"][0].lower()
+            trunk = config["trunks"].get(fqdn)
+            if trunk is not None:
+                return Trunk(fqdn, int(trunk["sipSignalingPort"]))
+    return None
+
+
+def wire(config: dict[str, Any]) -> dict[str, Any]:
+    """The configuration as the service returns it."""
+    return {"trunks": config["trunks"], "routes": config["routes"]}

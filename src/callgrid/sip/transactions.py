@@ -1,0 +1,231 @@
+"""SIP transactions (RFC 3261 section 17) with their timers, on real time: SIP's retransmissions pace a
+network, not the simulation, so they run on the event loop whatever the call clock is.
+
+Server side: a retransmitted request gets the last response again; a final non-2xx answer to an
+INVITE is retransmitted (Timer G) until its ACK or Timer H; a non-INVITE transaction remembers its
+answer for Timer J. A 2xx to an INVITE ends the transaction: the dialog retransmits it (section 13.3.1.4).
+Client side: requests are retransmitted over UDP (Timers A and E), time out (Timers B and F), and an
+INVITE's non-2xx final response is acknowledged here, also when it is retransmitted (Timer D).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from callgrid.sip.message import Request, Response, parse_name_addr, response_to
+from callgrid.sip.transport import Peer, SipTransport
+
+T1, T2, T4 = 0.5, 4.0, 5.0
+
+
+def server_key(request: Request) -> tuple[str, str, str]:
+    via = request.top_via
+    method = "INVITE" if request.method == "ACK" else request.method
+    return (via.branch, f"{via.host}:{via.port or 5060}", method)
+
+
+@dataclass
+class ServerTransaction:
+    layer: TransactionLayer
+    request: Request
+    peer: Peer
+    key: tuple[str, str, str]
+    last: Response | None = None
+    acked: bool = False
+    done: bool = False
+    _timers: list[asyncio.TimerHandle] = field(default_factory=list)
+
+    @property
+    def final(self) -> bool:
+        return self.last is not None and self.last.status >= 200
+
+    def respond(self, response: Response) -> None:
+        if self.final:
+            return  # a transaction has one final answer
+        self.last = response
+        self.layer.transport.send(response, self.peer)
+        if response.status < 200:
+            return
+        loop = asyncio.get_running_loop()
+        reliable = self.peer.transport != "UDP"
+        if self.request.method == "INVITE":
+            if response.status < 300:
+                self._end()
+                return
+            if not reliable:
+                self._retransmit_g(T1)
+            self._timers.append(loop.call_later(64 * T1, self._end))  # Timer H
+        else:
+            self._timers.append(loop.call_later(0 if reliable else 64 * T1, self._end))  # Timer J
+
+    def reply(self, status: int, reason: str | None = None, *, to_tag: str | None = None) -> Response:
+        response = response_to(self.request, status, reason, to_tag=to_tag)
+        self.respond(response)
+        return response
+
+    def _retransmit_g(self, interval: float) -> None:
+        def fire() -> None:
+            if self.acked or self.done or self.last is None:
+                return
+            self.layer.transport.send(self.last, self.peer)
+            self._retransmit_g(min(interval * 2, T2))
+
+        self._timers.append(asyncio.get_running_loop().call_later(interval, fire))
+
+    def retransmitted(self) -> None:
+        self.layer.count("retransmissionsReceived")
+        if self.last is not None:
+            self.layer.transport.send(self.last, self.peer)
+
+    def ack(self) -> None:
+        self.acked = True
+        # Timer I: absorb ACK retransmissions for T4, then forget.
+        self._timers.append(asyncio.get_running_loop().call_later(0 if self.peer.transport != "UDP" else T4, self._end))
+
+    def _end(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        for timer in self._timers:
+            timer.cancel()
+        self.layer.server.pop(self.key, None)
+
+
+ResponseHandler = Callable[[Response], None]
+
+
+@dataclass
+class ClientTransaction:
+    layer: TransactionLayer
+    request: Request
+    peer: Peer
+    on_response: ResponseHandler
+    on_timeout: Callable[[], None]
+    key: tuple[str, str] = ("", "")
+    state: str = "calling"  # calling | proceeding | completed | terminated
+    _timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    _ack: Request | None = None
+
+    def start(self) -> None:
+        self.key = (self.request.top_via.branch, self.request.method)
+        self.layer.client[self.key] = self
+        self.layer.transport.send(self.request, self.peer)
+        loop = asyncio.get_running_loop()
+        if self.peer.transport == "UDP":
+            self._retransmit(T1)
+        self._timers.append(loop.call_later(64 * T1, self._timed_out))  # Timer B / F
+
+    def _retransmit(self, interval: float) -> None:
+        def fire() -> None:
+            if self.state == "calling" or (self.state == "proceeding" and self.request.method != "INVITE"):
+                self.layer.transport.send(self.request, self.peer)
+                nxt = interval * 2 if self.request.method == "INVITE" else min(interval * 2, T2)
+                self._retransmit(nxt)
+
+        self._timers.append(asyncio.get_running_loop().call_later(interval, fire))
+
+    def received(self, response: Response) -> None:
+        if self.state in ("completed", "terminated"):
+            if self._ack is not None and response.status >= 300:
+                self.layer.transport.send(self._ack, self.peer)  # a retransmitted final: ACK again
+            return
+        if response.status < 200:
+            if self.request.method == "INVITE" and self.state == "calling":
+                # Proceeding: no more retransmissions, and no Timer B (the far end rings as long as it likes).
+                for timer in self._timers:
+                    timer.cancel()
+                self._timers.clear()
+            self.state = "proceeding"
+            self.on_response(response)
+            return
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        if self.request.method == "INVITE" and response.status >= 300:
+            self._ack = self._non_2xx_ack(response)
+            self.layer.transport.send(self._ack, self.peer)
+            self.state = "completed"
+            wait = 32.0 if self.peer.transport == "UDP" else 0.0  # Timer D
+            self._timers.append(asyncio.get_running_loop().call_later(wait, self._terminate))
+        else:
+            self.state = "terminated"
+            self._terminate()
+        self.on_response(response)
+
+    def _non_2xx_ack(self, response: Response) -> Request:
+        ack = Request(method="ACK", uri=self.request.uri)
+        ack.add("Via", self.request.get_all("Via")[0])
+        for name in ("From", "Call-ID", "Route"):
+            value = self.request.get(name)
+            if value is not None:
+                ack.add(name, value)
+        ack.add("To", response.get("To") or self.request.get("To") or "")
+        ack.add("CSeq", f"{self.request.cseq[0]} ACK")
+        ack.add("Max-Forwards", "70")
+        return ack
+
+    def _timed_out(self) -> None:
+        if self.state in ("calling", "proceeding"):
+            self.state = "terminated"
+            self._terminate()
+            self.on_timeout()
+
+    def _terminate(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self.layer.client.pop(self.key, None)
+
+
+class TransactionLayer:
+    """Matches messages to transactions; what matches none goes to the transaction user (the trunk)."""
+
+    def __init__(self, transport: SipTransport, count: Callable[[str], None]) -> None:
+        self.transport = transport
+        self.count = count
+        self.server: dict[tuple[str, str, str], ServerTransaction] = {}
+        self.client: dict[tuple[str, str], ClientTransaction] = {}
+
+    def match_request(self, request: Request, peer: Peer) -> tuple[ServerTransaction | None, bool]:
+        """(transaction, is_new): a retransmission is answered here and returns (tx, False); an ACK to a
+        non-2xx final returns (tx, False); a new request gets a new transaction (ACKs to 2xx get none)."""
+        key = server_key(request)
+        existing = self.server.get(key)
+        if request.method == "ACK":
+            if existing is not None and existing.final and existing.last is not None and existing.last.status >= 300:
+                existing.ack()
+                return existing, False
+            return None, True
+        if existing is not None:
+            existing.retransmitted()
+            return existing, False
+        tx = ServerTransaction(self, request, peer, key)
+        self.server[key] = tx
+        return tx, True
+
+    def invite_of_cancel(self, cancel: Request) -> ServerTransaction | None:
+        via = cancel.top_via
+        return self.server.get((via.branch, f"{via.host}:{via.port or 5060}", "INVITE"))
+
+    def match_response(self, response: Response) -> ClientTransaction | None:
+        try:
+            key = (response.top_via.branch, response.cseq[1])
+        except ValueError:
+            return None
+        return self.client.get(key)
+
+    def request(
+        self, request: Request, peer: Peer, on_response: ResponseHandler, on_timeout: Callable[[], None]
+    ) -> ClientTransaction:
+        tx = ClientTransaction(self, request, peer, on_response, on_timeout)
+        tx.start()
+        return tx
+
+    def tag_of(self, header: str | None) -> str | None:
+        if header is None:
+            return None
+        try:
+            return parse_name_addr(header).tag
+        except ValueError:
+            return None

@@ -1,0 +1,764 @@
+"""The SIP trunk: callgrid as the Direct Routing edge that an SBC, a softphone or a load tool talks to.
+
+Inbound, an INVITE to a number the resource owns becomes a call from that PSTN caller (IncomingCall,
+filters, the app's answer, redirect or reject); the caller hears 100 and 180 while it rings, 200 with
+SDP when it connects, 486 / 403 / 603 when the app rejects it (busy / forbidden / none), 480 when
+nobody answers in time. Outbound, the call core hands over offers to public numbers that a SIP route
+matches (`platform/trunk_port.py`); the far end's 180, 200, 486, 603 or silence drive the same
+callbacks as a simulated device. Connected legs carry G.711 RTP both ways through the media plane,
+RFC 4733 keys arriving as the keys the recogniser collects.
+
+This is one way in beside the HTTP API: it uses the call core's own operations, each in its own
+store transaction, and follows calls through `call_changed` after each commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import secrets
+import socket
+import time
+from collections import Counter
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from callgrid.errors import CallgridError, NotFound
+from callgrid.media.codecs import Pcm
+from callgrid.media.plane import TONE_KEYS
+from callgrid.platform import sip_routing
+from callgrid.platform.calls.models import Call, CallState, OfferState
+from callgrid.platform.calls.results import BUSY, DECLINED, FORBIDDEN, UNREACHABLE, Result
+from callgrid.platform.calls.service import parse_identifier
+from callgrid.platform.trunk_port import TrunkLeg
+from callgrid.sip import sdp
+from callgrid.sip.message import (
+    NameAddr,
+    Request,
+    Response,
+    SipParseError,
+    new_branch,
+    new_tag,
+    parse_name_addr,
+    phone_number,
+    response_to,
+)
+from callgrid.sip.rtp import RtpSession
+from callgrid.sip.transactions import T1, T2, ClientTransaction, ServerTransaction, TransactionLayer
+from callgrid.sip.transport import Peer, SipTransport
+
+if TYPE_CHECKING:
+    from callgrid.node import Node
+
+log = logging.getLogger(__name__)
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
+MAX_SETTING_UP = 200
+USER_AGENT = "callgrid"
+_TONE_OF_KEY = {key: name for name, key in TONE_KEYS.items()}
+# How an app's or a device's refusal of an inbound call reaches the caller (the call's end code -> SIP).
+_REFUSAL = {486: 486, 403: 403, 603: 603, 408: 480, 480: 480, 487: 487}
+# How the far end's refusal of an outbound call reaches the app.
+_FAR_END = {486: BUSY, 600: BUSY, 603: DECLINED, 403: FORBIDDEN}
+
+
+@dataclass
+class Leg:
+    """One call leg over the trunk: the dialog, its RTP, and where the call core stands."""
+
+    direction: str  # "inbound" | "outbound"
+    raw_id: str  # the party on the trunk, as the call knows them (4:+1...)
+    call_id: str
+    local_tag: str
+    local: NameAddr  # our From (outbound) or To (inbound), with our tag
+    remote: NameAddr  # the far end's
+    peer: Peer
+    rtp: RtpSession
+    server_call_id: str = ""
+    offer_id: str = ""
+    remote_target: str = ""
+    route_set: list[str] = field(default_factory=list)
+    local_cseq: int = 0
+    state: str = "ringing"  # ringing | answered (200 sent) | confirmed | ended
+    invite_tx: ServerTransaction | None = None  # inbound
+    invite_client: ClientTransaction | None = None  # outbound
+    invite: Request | None = None  # outbound: the INVITE we sent
+    provisional: bool = False  # outbound: a 1xx came, so a CANCEL may go
+    cancel_wanted: bool = False
+    answer: Response | None = None  # inbound: the 200 retransmitted until ACK
+    keys: asyncio.Lock = field(default_factory=asyncio.Lock)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.call_id, self.local_tag)
+
+
+def _e164_or_none(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return phone_number(parse_name_addr(value).uri)
+    except SipParseError:
+        return None
+
+
+class SipTrunk:
+    """The node's SIP side (implements `platform.trunk_port.TrunkPort`)."""
+
+    def __init__(self, node: Node, *, host: str, port: int, allow: list[str]) -> None:
+        self.node = node
+        self.bind_host = host
+        self.host = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        self.counters: Counter[str] = Counter()
+        self.transport = SipTransport(host, port, self._on_message, self.count)
+        self.layer = TransactionLayer(self.transport, self.count)
+        self.allowed_networks = [ipaddress.ip_network(n.strip(), strict=False) for n in allow if n.strip()]
+        self.dialogs: dict[tuple[str, str], Leg] = {}
+        self.by_call: dict[str, list[Leg]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._resolved: dict[str, tuple[float, list[str]]] = {}
+        self._trunk_addresses: set[str] = set()
+        self._setting_up = 0  # inbound INVITEs between their 100 and the call being placed
+
+    @property
+    def port(self) -> int:
+        return self.transport.port
+
+    def count(self, name: str) -> None:
+        self.counters[name] += 1
+
+    async def start(self) -> None:
+        await self.transport.start()
+        self.node.calls.trunk = self
+
+    async def stop(self) -> None:
+        self.node.calls.trunk = None
+        for leg in list(self.dialogs.values()):
+            self._close(leg)
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.transport.stop()
+
+    def reset(self) -> None:
+        """The node's state was reset: every leg ends (its call is gone)."""
+        for leg in list(self.dialogs.values()):
+            self._hang_up(leg, 480)
+        self._trunk_addresses.clear()
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.count("internalError")
+            log.error("SIP task failed", exc_info=task.exception())
+
+    # ---- messages in ------------------------------------------------------------------------------
+
+    def _on_message(self, message: Request | Response, peer: Peer) -> None:
+        if isinstance(message, Response):
+            self.count("responsesReceived")
+            client = self.layer.match_response(message)
+            if client is not None:
+                client.received(message)
+            else:
+                self._stray_response(message)
+            return
+        self.count("requestsReceived")
+        tx, new = self.layer.match_request(message, peer)
+        if message.method == "ACK":
+            if tx is None:
+                self._ack(message)
+            return
+        if not new or tx is None:
+            return
+        method = message.method
+        to_tag = self.layer.tag_of(message.get("To"))
+        if to_tag is not None:
+            self._in_dialog(tx, to_tag)
+        elif method == "INVITE":
+            # 100 at once (RFC 3261 17.2.1), so the caller stops retransmitting while the call is set up;
+            # past MAX_SETTING_UP calls in set-up, new ones are turned away until the platform catches up.
+            if self._setting_up >= MAX_SETTING_UP:
+                self.count("overloaded")
+                response = response_to(message, 503, to_tag=new_tag())
+                response.add("Retry-After", "1")
+                tx.respond(response)
+                return
+            tx.reply(100)
+            self._setting_up += 1
+            self._spawn(self._inbound_invite(tx))
+        elif method == "CANCEL":
+            self._cancel(tx)
+        elif method == "OPTIONS":
+            self._options(tx)
+        elif method == "BYE":
+            tx.reply(481)
+        elif method in ("REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "REFER", "NOTIFY", "UPDATE", "PRACK", "INFO"):
+            self._reply_allow(tx, 405)
+        else:
+            self._reply_allow(tx, 501)
+
+    def _reply_allow(self, tx: ServerTransaction, status: int) -> None:
+        response = response_to(tx.request, status, to_tag=new_tag())
+        response.add("Allow", ALLOW)
+        tx.respond(response)
+
+    def _options(self, tx: ServerTransaction) -> None:
+        if self._allowed(tx.peer.host):
+            self._answer_options(tx)
+        else:
+            self._spawn(self._options_from_stranger(tx))
+
+    async def _options_from_stranger(self, tx: ServerTransaction) -> None:
+        if await self._peer_allowed(tx.peer.host):
+            self._answer_options(tx)
+            return
+        self.count("rejectedPeer")
+        tx.reply(403, "Forbidden (peer not allowed)", to_tag=new_tag())
+
+    def _answer_options(self, tx: ServerTransaction) -> None:
+        response = response_to(tx.request, 200, to_tag=new_tag())
+        response.add("Allow", ALLOW)
+        response.add("Accept", "application/sdp")
+        response.add("Server", USER_AGENT)
+        tx.respond(response)
+
+    def _in_dialog(self, tx: ServerTransaction, to_tag: str) -> None:
+        leg = self.dialogs.get((tx.request.call_id, to_tag))
+        if leg is None or leg.state == "ended":
+            self.count("outOfDialog")
+            tx.reply(481)
+            return
+        method = tx.request.method
+        if method == "BYE":
+            tx.reply(200)
+            self.count("byeReceived")
+            self._far_end_left(leg)
+        elif method == "INVITE":
+            self._reinvite(tx, leg)
+        elif method == "OPTIONS":
+            self._options(tx)
+        elif method == "INFO":
+            self._info(tx, leg)
+        elif method == "CANCEL":
+            self._cancel(tx)
+        else:
+            self._reply_allow(tx, 405)
+
+    def _reinvite(self, tx: ServerTransaction, leg: Leg) -> None:
+        """Hold and resume (a=sendonly / inactive / sendrecv), or a new address: the RTP follows; the
+        answer keeps our codec."""
+        if leg.state not in ("confirmed", "answered"):
+            tx.reply(491)
+            return
+        direction = "sendrecv"
+        if tx.request.body:
+            try:
+                offer = sdp.parse(tx.request.body)
+            except sdp.SdpError:
+                tx.reply(488)
+                return
+            codec = offer.codec()
+            if codec is None:
+                tx.reply(488)
+                return
+            leg.rtp.set_remote(offer.host, offer.port, codec, offer.event_payload, offer.direction)
+            direction = sdp.answer_direction(offer.direction)
+        response = self._answer_response(tx.request, leg, direction=direction)
+        tx.respond(response)
+
+    def _info(self, tx: ServerTransaction, leg: Leg) -> None:
+        """SIP INFO DTMF (application/dtmf-relay `Signal=5`), which some SBCs send instead of RFC 4733."""
+        content_type = (tx.request.get("Content-Type") or "").lower()
+        if content_type.startswith(("application/dtmf-relay", "application/dtmf")):
+            for line in tx.request.body.decode("utf-8", "replace").splitlines():
+                name, _, value = line.partition("=")
+                key = value.strip().upper()
+                if name.strip().lower() == "signal" and key in _TONE_OF_KEY:
+                    self._key(leg, key)
+                elif content_type.startswith("application/dtmf") and line.strip().upper() in _TONE_OF_KEY:
+                    self._key(leg, line.strip().upper())
+        tx.reply(200)
+
+    def _cancel(self, tx: ServerTransaction) -> None:
+        invite = self.layer.invite_of_cancel(tx.request)
+        if invite is None or invite.final:
+            tx.reply(481)
+            return
+        tx.reply(200)
+        self.count("cancelReceived")
+        leg = next((leg for leg in self.dialogs.values() if leg.invite_tx is invite), None)
+        invite.reply(487, to_tag=leg.local_tag if leg else new_tag())
+        if leg is not None:
+            self._far_end_left(leg)
+
+    def _ack(self, ack: Request) -> None:
+        leg = self.dialogs.get((ack.call_id, self.layer.tag_of(ack.get("To")) or ""))
+        if leg is not None and leg.state == "answered":
+            leg.state = "confirmed"
+
+    def _stray_response(self, response: Response) -> None:
+        """A 2xx to our INVITE retransmitted after its transaction ended: the ACK was lost, send it again."""
+        if response.status < 200 or response.status >= 300 or response.cseq[1] != "INVITE":
+            return
+        leg = self.dialogs.get((response.call_id, self.layer.tag_of(response.get("From")) or ""))
+        if leg is not None:
+            self._send_ack(leg, response.cseq[0])
+
+    # ---- peers ------------------------------------------------------------------------------------
+
+    def _allowed(self, host: str) -> bool:
+        """A peer in --sip-allow's networks, or at a configured trunk's address (as last looked up)."""
+        return self._in_networks(host) or host in self._trunk_addresses
+
+    def _in_networks(self, host: str) -> bool:
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self.allowed_networks)
+
+    async def _peer_allowed(self, host: str) -> bool:
+        """As `_allowed`, with the trunks looked up again for a peer outside the networks: trunks come
+        and go through SipRoutingClient."""
+        if self._in_networks(host):
+            return True
+        await self._refresh_trunk_addresses()
+        return host in self._trunk_addresses
+
+    async def _refresh_trunk_addresses(self) -> None:
+        """The configured trunks' addresses now (a removed trunk's address is no longer a peer)."""
+        async with self.node.store.transaction() as tx:
+            config = await sip_routing.get(tx)
+        addresses: set[str] = set()
+        for fqdn in config["trunks"]:
+            addresses.update(await self._resolve(fqdn))
+        self._trunk_addresses = addresses
+
+    async def _resolve(self, fqdn: str) -> list[str]:
+        cached = self._resolved.get(fqdn)
+        if cached is not None and time.monotonic() - cached[0] < 30.0:
+            return cached[1]
+        if fqdn == "localhost" or fqdn.endswith(".localhost"):
+            addresses = ["127.0.0.1"]  # RFC 6761: .localhost names are loopback, without asking DNS
+        else:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(fqdn, None, type=socket.SOCK_DGRAM)
+                addresses = sorted({str(info[4][0]) for info in infos})
+            except OSError:
+                addresses = []
+        self._resolved[fqdn] = (time.monotonic(), addresses)
+        return addresses
+
+    # ---- inbound calls ----------------------------------------------------------------------------
+
+    async def _inbound_invite(self, tx: ServerTransaction) -> None:
+        try:
+            await self._set_up_inbound(tx)
+        finally:
+            self._setting_up -= 1
+
+    async def _set_up_inbound(self, tx: ServerTransaction) -> None:
+        request = tx.request
+        self.count("invitesReceived")
+        if not await self._peer_allowed(tx.peer.host):
+            self.count("rejectedPeer")
+            tx.reply(403, "Forbidden (peer not allowed)", to_tag=new_tag())
+            return
+        called = phone_number(request.uri) or _e164_or_none(request.get("To"))
+        caller = _e164_or_none(request.get("P-Asserted-Identity")) or _e164_or_none(request.get("From"))
+        if called is None:
+            self.count("unknownNumber")
+            tx.reply(404, "Not Found (not a phone number)", to_tag=new_tag())
+            return
+        if caller is None:
+            tx.reply(403, "Forbidden (the caller has no phone number)", to_tag=new_tag())
+            return
+        if not request.body:
+            tx.reply(488, "Not Acceptable Here (an SDP offer is required)", to_tag=new_tag())
+            return
+        try:
+            offer = sdp.parse(request.body)
+        except sdp.SdpError as exc:
+            tx.reply(400, f"Bad Request (SDP: {exc})", to_tag=new_tag())
+            return
+        codec = offer.codec()
+        if codec is None:
+            tx.reply(488, "Not Acceptable Here (PCMU or PCMA only)", to_tag=new_tag())
+            return
+        local_tag = new_tag()
+        leg = Leg(
+            direction="inbound",
+            raw_id="4:" + caller,
+            call_id=request.call_id,
+            local_tag=local_tag,
+            local=parse_name_addr(request.get("To") or ""),
+            remote=parse_name_addr(request.get("From") or ""),
+            peer=tx.peer,
+            rtp=await self._open_rtp(),
+            invite_tx=tx,
+            remote_target=self._contact(request) or parse_name_addr(request.get("From") or "").uri,
+            route_set=request.get_all("Record-Route"),
+        )
+        leg.local.params["tag"] = local_tag
+        leg.rtp.set_remote(offer.host, offer.port, codec, offer.event_payload, offer.direction)
+        headers = {name: value for name, value in request.headers if name.lower().startswith("x-")}
+        name = parse_name_addr(request.get("From") or "").display
+        try:
+            async with self.node.store.transaction() as stx:
+                call = await self.node.calls.place_call(
+                    stx,
+                    source=parse_identifier(caller, "from"),
+                    target=parse_identifier(called, "to"),
+                    caller_display_name=name,
+                    custom_context={"sipHeaders": headers},
+                )
+                leg.server_call_id = call.server_call_id
+                self.dialogs[leg.key] = leg
+                self.by_call.setdefault(call.server_call_id, []).append(leg)
+        except CallgridError as exc:
+            self._close(leg)
+            owned = not (isinstance(exc, NotFound) or exc.code == "PhoneNumberNotOwned")
+            status = 404 if not owned else 403
+            self.count("unknownNumber" if status == 404 else "refused")
+            tx.reply(status, f"{'Not Found' if status == 404 else 'Forbidden'} ({exc.message[:80]})", to_tag=local_tag)
+            return
+        self.count("callsInbound")
+        if not tx.final:
+            ringing = response_to(request, 180, to_tag=local_tag)
+            ringing.add("Contact", f"<sip:{called}@{self.host}:{self.port}>")
+            tx.respond(ringing)
+
+    def _contact(self, message: Request | Response) -> str | None:
+        value = message.get("Contact")
+        if not value:
+            return None
+        try:
+            return parse_name_addr(value).uri
+        except SipParseError:
+            return None
+
+    async def _open_rtp(self) -> RtpSession:
+        session = await RtpSession.open(
+            self.bind_host if self.bind_host else self.host,
+            on_audio=lambda frame: None,
+            on_key=lambda key: None,
+            counters=self.count,
+        )
+        return session
+
+    def _wire_media(self, leg: Leg) -> None:
+        plane, scid, raw_id = self.node.media, leg.server_call_id, leg.raw_id
+
+        def heard(frame: Pcm) -> None:
+            plane.feed(scid, raw_id, frame)
+
+        leg.rtp.on_audio = heard
+        leg.rtp.on_key = lambda key: self._key(leg, key)
+        plane.attach(scid, raw_id, leg.rtp.hear)
+
+    def _answer_response(self, request: Request, leg: Leg, *, direction: str = "sendrecv") -> Response:
+        response = response_to(request, 200, to_tag=leg.local_tag)
+        response.add("Contact", f"<sip:callgrid@{self.host}:{self.port}>")
+        response.add("Allow", ALLOW)
+        response.add("Content-Type", "application/sdp")
+        response.add("Server", USER_AGENT)
+        for route in request.get_all("Record-Route"):
+            response.add("Record-Route", route)
+        response.body = sdp.build(
+            self.host, leg.rtp.local_port, leg.rtp.codec, leg.rtp.event_payload, direction=direction
+        )
+        return response
+
+    def _answer_inbound(self, leg: Leg) -> None:
+        tx = leg.invite_tx
+        if tx is None or tx.final:
+            return
+        leg.answer = self._answer_response(tx.request, leg)
+        tx.respond(leg.answer)
+        leg.state = "answered"
+        self._wire_media(leg)
+        self._retransmit_answer(leg, T1, 0.0)
+
+    def _retransmit_answer(self, leg: Leg, interval: float, waited: float) -> None:
+        """RFC 3261 13.3.1.4: the 2xx goes again until its ACK; none within 64*T1 ends the call."""
+
+        def fire() -> None:
+            if leg.state != "answered" or leg.answer is None or leg.invite_tx is None:
+                return
+            if waited + interval >= 64 * T1:
+                self.count("ackTimeout")
+                self._hang_up(leg, 0)
+                self._far_end_left(leg)
+                return
+            self.transport.send(leg.answer, leg.invite_tx.peer)
+            self._retransmit_answer(leg, min(interval * 2, T2), waited + interval)
+
+        if leg.peer.transport == "UDP":
+            asyncio.get_running_loop().call_later(interval, fire)
+
+    # ---- following the call core --------------------------------------------------------------------
+
+    def call_changed(self, call: Call) -> None:
+        legs = self.by_call.get(call.server_call_id)
+        if not legs:
+            return
+        for leg in list(legs):
+            self._follow(leg, call)
+
+    def _follow(self, leg: Leg, call: Call) -> None:
+        if leg.state == "ended":
+            return
+        in_call = call.state == CallState.CONNECTED and call.participant(leg.raw_id) is not None
+        if leg.direction == "inbound":
+            if leg.state == "ringing":
+                if in_call:
+                    self._answer_inbound(leg)
+                elif call.state == CallState.DISCONNECTED:
+                    code = int((call.end_reason or {}).get("code") or 480)
+                    self._hang_up(leg, _REFUSAL.get(code, 480))
+            elif not in_call:
+                self._hang_up(leg, 0)
+            return
+        offer = call.offer(leg.offer_id)
+        if leg.state == "ringing":
+            if call.state == CallState.DISCONNECTED or offer is None or offer.state != OfferState.RINGING:
+                self._hang_up(leg, 0)
+        elif not in_call:
+            self._hang_up(leg, 0)
+
+    def _hang_up(self, leg: Leg, status: int) -> None:
+        """End a leg from our side: a final refusal (inbound, still ringing), CANCEL (outbound, still
+        ringing) or BYE (connected)."""
+        if leg.state == "ended":
+            return
+        if leg.state == "ringing":
+            if leg.direction == "inbound":
+                if leg.invite_tx is not None and not leg.invite_tx.final:
+                    leg.invite_tx.reply(status or 480, to_tag=leg.local_tag)
+            else:
+                leg.cancel_wanted = True
+                if leg.provisional:
+                    self._send_cancel(leg)
+                    self._close(leg)
+                return  # without a 1xx, the CANCEL goes when one comes (RFC 3261 9.1)
+        else:
+            self._send_bye(leg)
+        self._close(leg)
+
+    def _close(self, leg: Leg) -> None:
+        leg.state = "ended"
+        leg.rtp.close()
+        if leg.server_call_id:
+            self.node.media.detach(leg.server_call_id, leg.raw_id)
+        self.dialogs.pop(leg.key, None)
+        legs = self.by_call.get(leg.server_call_id)
+        if legs is not None:
+            with contextlib.suppress(ValueError):
+                legs.remove(leg)
+            if not legs:
+                del self.by_call[leg.server_call_id]
+
+    def _far_end_left(self, leg: Leg) -> None:
+        """The far end hung up (BYE, CANCEL, no ACK): the call core hears it; the leg is closed."""
+        scid, raw_id = leg.server_call_id, leg.raw_id
+        self._close(leg)
+
+        async def apply() -> None:
+            async with self.node.store.transaction() as tx:
+                await self.node.calls.far_end_hung_up(tx, scid, raw_id)
+
+        if scid:
+            self._spawn(apply())
+
+    def _key(self, leg: Leg, key: str) -> None:
+        tone = _TONE_OF_KEY.get(key)
+        if tone is None or leg.state == "ended":
+            return
+        self.count("dtmfReceived")
+
+        async def apply() -> None:
+            async with leg.keys:  # in the order pressed
+                try:
+                    async with self.node.store.transaction() as tx:
+                        await self.node.calls.media.caller_tones(tx, leg.server_call_id, leg.raw_id, [tone])
+                except CallgridError:
+                    self.count("dtmfIgnored")
+
+        self._spawn(apply())
+
+    # ---- requests we send in a dialog ---------------------------------------------------------------
+
+    def _in_dialog_request(self, leg: Leg, method: str, cseq: int | None = None) -> Request:
+        if cseq is None:
+            leg.local_cseq += 1
+            cseq = leg.local_cseq
+        request = Request(method=method, uri=leg.remote_target or leg.remote.uri)
+        request.add("Via", f"SIP/2.0/{leg.peer.transport} {self.host}:{self.port};branch={new_branch()};rport")
+        request.add("Max-Forwards", "70")
+        request.add("From", str(leg.local))
+        request.add("To", str(leg.remote))
+        request.add("Call-ID", leg.call_id)
+        request.add("CSeq", f"{cseq} {method}")
+        routes = list(reversed(leg.route_set)) if leg.direction == "outbound" else list(leg.route_set)
+        for route in routes:
+            request.add("Route", route)
+        request.add("User-Agent", USER_AGENT)
+        return request
+
+    def _send_bye(self, leg: Leg) -> None:
+        self.count("byeSent")
+        if leg.direction == "inbound" and leg.local_cseq == 0:
+            leg.local_cseq = 1
+        bye = self._in_dialog_request(leg, "BYE")
+        self.layer.request(bye, leg.peer, lambda response: None, lambda: self.count("byeTimeout"))
+
+    def _send_ack(self, leg: Leg, cseq: int) -> None:
+        ack = self._in_dialog_request(leg, "ACK", cseq=cseq)
+        self.transport.send(ack, leg.peer)
+
+    def _send_cancel(self, leg: Leg) -> None:
+        if leg.invite is None:
+            return
+        self.count("cancelSent")
+        cancel = Request(method="CANCEL", uri=leg.invite.uri)
+        cancel.add("Via", leg.invite.get_all("Via")[0])
+        for name in ("Max-Forwards", "From", "To", "Call-ID", "Route"):
+            value = leg.invite.get(name)
+            if value is not None:
+                cancel.add(name, value)
+        cancel.add("CSeq", f"{leg.invite.cseq[0]} CANCEL")
+        self.layer.request(cancel, leg.peer, lambda response: None, lambda: None)
+
+    # ---- outbound calls -----------------------------------------------------------------------------
+
+    def ring(self, leg: TrunkLeg) -> None:
+        self._spawn(self._outbound(leg))
+
+    async def _outbound(self, plan: TrunkLeg) -> None:
+        addresses = await self._resolve(plan.trunk_fqdn)
+        if not addresses:
+            self.count("trunkUnresolved")
+            await self._refused(plan.server_call_id, plan.offer_id, "unresolved", UNREACHABLE)
+            return
+        self.count("callsOutbound")
+        peer = Peer("UDP", addresses[0], plan.trunk_port)
+        local_tag = new_tag()
+        caller_user = plan.caller if plan.caller.startswith("+") else "anonymous"
+        local = parse_name_addr(f"<sip:{caller_user}@{self.host}:{self.port};user=phone>")
+        local.params["tag"] = local_tag
+        remote = parse_name_addr(f"<sip:{plan.target}@{plan.trunk_fqdn}:{plan.trunk_port};user=phone>")
+        leg = Leg(
+            direction="outbound",
+            raw_id="4:" + plan.target,
+            call_id=f"{secrets.token_hex(12)}@{self.host}",
+            local_tag=local_tag,
+            local=local,
+            remote=remote,
+            peer=peer,
+            rtp=await self._open_rtp(),
+            server_call_id=plan.server_call_id,
+            offer_id=plan.offer_id,
+        )
+        self.dialogs[leg.key] = leg
+        self.by_call.setdefault(plan.server_call_id, []).append(leg)
+        invite = self._in_dialog_request(leg, "INVITE")
+        invite.uri = remote.uri
+        invite.add("Contact", f"<sip:callgrid@{self.host}:{self.port}>")
+        invite.add("Allow", ALLOW)
+        if caller_user != "anonymous":
+            invite.add("P-Asserted-Identity", f"<sip:{caller_user}@{self.host};user=phone>")
+        for name, value in (plan.custom_context.get("sipHeaders") or {}).items():
+            if isinstance(name, str) and isinstance(value, str) and name.lower().startswith("x-"):
+                invite.add(name, value.replace("\r", " ").replace("\n", " "))
+        invite.add("Content-Type", "application/sdp")
+        invite.body = sdp.build_offer(self.host, leg.rtp.local_port)
+        leg.invite = invite
+        leg.invite_client = self.layer.request(
+            invite, peer, lambda response: self._outbound_response(leg, response), lambda: self._outbound_timeout(leg)
+        )
+        # The offer may have stopped ringing while the trunk was being resolved.
+        async with self.node.store.transaction() as tx:
+            doc = await tx.get_call(plan.server_call_id)
+        if doc is not None:
+            self._follow(leg, Call.from_doc(doc))
+
+    def _outbound_response(self, leg: Leg, response: Response) -> None:
+        status = response.status
+        if status < 200:
+            leg.provisional = True
+            if leg.cancel_wanted and leg.state == "ringing":
+                self._send_cancel(leg)
+                self._close(leg)
+            return
+        if status >= 300:
+            if leg.state == "ended" or leg.cancel_wanted:
+                self._close(leg)
+                return
+            self._close(leg)
+            self.count(f"outboundRefused{status}")
+            result = _FAR_END.get(status, UNREACHABLE)
+            self._spawn(self._refused(leg.server_call_id, leg.offer_id, f"sip {status}", result))
+            return
+        # 2xx: the dialog is up; ACK it (its own transaction-less request), then tell the core.
+        leg.remote = parse_name_addr(response.get("To") or str(leg.remote))
+        leg.remote_target = self._contact(response) or leg.remote.uri
+        leg.route_set = response.get_all("Record-Route")
+        self._send_ack(leg, response.cseq[0])
+        if leg.state == "ended" or leg.cancel_wanted:
+            leg.state = "confirmed"
+            self.dialogs[leg.key] = leg
+            self._send_bye(leg)
+            self._close(leg)
+            return
+        leg.state = "confirmed"
+        try:
+            answer = sdp.parse(response.body)
+            codec = answer.codec()
+            if codec is not None:
+                leg.rtp.set_remote(answer.host, answer.port, codec, answer.event_payload, answer.direction)
+        except sdp.SdpError:
+            self.count("badAnswerSdp")
+        self._spawn(self._answered(leg))
+
+    async def _answered(self, leg: Leg) -> None:
+        async with self.node.store.transaction() as tx:
+            ringing = await self.node.calls.far_end_answered(tx, leg.server_call_id, leg.offer_id)
+        if not ringing:
+            self._hang_up(leg, 0)
+            return
+        if leg.state != "ended":
+            self._wire_media(leg)
+
+    def _outbound_timeout(self, leg: Leg) -> None:
+        if leg.state == "ended":
+            return
+        self._close(leg)
+        self.count("outboundTimeout")
+        self._spawn(self._refused(leg.server_call_id, leg.offer_id, "no answer from trunk", UNREACHABLE))
+
+    async def _refused(self, server_call_id: str, offer_id: str, reason: str, result: Result) -> None:
+        async with self.node.store.transaction() as tx:
+            await self.node.calls.far_end_refused(tx, server_call_id, offer_id, reason, result)
+
+    # ---- what /metrics shows ------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, float]:
+        out: dict[str, float] = dict(self.counters)
+        out["activeLegs"] = len(self.dialogs)
+        out["activeSettingUp"] = self._setting_up
+        return out
+
+
+__all__ = ["Leg", "SipTrunk"]
