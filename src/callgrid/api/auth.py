@@ -1,4 +1,8 @@
-"""Request authentication: HMAC for ACS and callgrid routes, bearer tokens for ARM routes."""
+"""Request authentication: HMAC for ACS and callgrid routes, bearer tokens for ARM routes.
+
+Every resource shares the endpoint, so the key a request is signed with says which resource it is for
+(platform/resource.py): the signed handler finds it and leaves it in `request.state.resource`.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from callgrid.api.body import ACS_BODY_LIMIT, AUDIO_BODY_LIMIT, close_if_unread,
 from callgrid.api.errors import error_response
 from callgrid.clock import to_datetime
 from callgrid.node import Node
+from callgrid.platform.resource import CommunicationResource
 from callgrid.security import HmacAuthError, TokenError, check_headers, verify_arm_token, verify_signature
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -23,6 +28,12 @@ Handler = Callable[[Request], Awaitable[Response]]
 def node_of(request: Request) -> Node:
     node: Node = request.app.state.node
     return node
+
+
+def resource_of(request: Request) -> CommunicationResource:
+    """The resource whose key signed the request (only on signed routes)."""
+    resource: CommunicationResource = request.state.resource
+    return resource
 
 
 def raw_target(request: Request) -> str:
@@ -64,18 +75,24 @@ def _signed(handler: Handler, limit: int) -> Handler:
             return _denied(request, exc)
         digest = hashlib.sha256()
         await read_body(request, limit, on_chunk=digest.update)
-        try:
-            verify_signature(
-                signed,
-                method=request.method,
-                raw_target=raw_target(request),
-                host=request.headers.get("host", ""),
-                body_digest=digest.digest(),
-                access_key=node.resource.access_key,
-            )
-        except HmacAuthError as exc:
-            return _denied(request, exc)
-        return await handler(request)
+        failure: HmacAuthError | None = None
+        for resource, key in node.resources.candidates():
+            try:
+                verify_signature(
+                    signed,
+                    method=request.method,
+                    raw_target=raw_target(request),
+                    host=request.headers.get("host", ""),
+                    body_digest=digest.digest(),
+                    access_key=key,
+                )
+            except HmacAuthError as exc:
+                failure = failure or exc
+                continue
+            request.state.resource = resource
+            return await handler(request)
+        assert failure is not None
+        return _denied(request, failure)
 
     return wrapper
 
@@ -96,11 +113,23 @@ def arm_bearer(handler: Handler) -> Handler:
                 headers=close,
             )
         try:
-            verify_arm_token(node.keys.token_key.public_key(), token.strip(), now=to_datetime(node.wall_clock.now()))
+            claims = verify_arm_token(
+                node.keys.token_key.public_key(), token.strip(), now=to_datetime(node.wall_clock.now())
+            )
         except TokenError as exc:
             return error_response(
                 401, "InvalidAuthenticationToken", f"The access token is invalid: {exc}", headers=close
             )
+        # The token's principal is one resource's owner (api/arm.py keeps it to that resource's parts).
+        principal = node.resources.by_arm_subject(str(claims.get("sub", "")))
+        if principal is None:
+            return error_response(
+                401,
+                "InvalidAuthenticationToken",
+                "The access token is invalid: its principal is unknown here (was its resource deleted?).",
+                headers=close,
+            )
+        request.state.resource = principal
         return await handler(request)
 
     return wrapper

@@ -10,6 +10,7 @@ from callgrid import __version__
 from callgrid.cli import admin, calls, calls_sim, demo, events, serve
 from callgrid.cli.identities import identities_app
 from callgrid.cli.numbers import numbers_app
+from callgrid.cli.resources import resources_app
 from callgrid.cli.router import router_app
 from callgrid.cli.subscriptions import subscriptions_app
 
@@ -42,6 +43,7 @@ calls.register(app)
 calls_sim.register(app)
 events.register(app)
 app.add_typer(numbers_app, name="numbers")
+app.add_typer(resources_app, name="resources")
 app.add_typer(identities_app, name="identities")
 app.add_typer(router_app, name="router")
 app.add_typer(subscriptions_app, name="subscriptions")

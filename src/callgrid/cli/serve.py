@@ -95,8 +95,15 @@ def _banner(state: LocalState) -> None:
     console.print(f"\nAll variables: [bold]callgrid env --data-dir {shlex.quote(str(s.data_dir))}[/bold]\n")
 
 
-def env(data_dir: DataDir = Path(".callgrid"), port: PortOption = None) -> None:
+def env(
+    data_dir: DataDir = Path(".callgrid"),
+    port: PortOption = None,
+    resource: Annotated[
+        str | None,
+        typer.Option("--resource", "-r", help="Whose variables: a resource from `callgrid resources list`."),
+    ] = None,
+) -> None:
     """Print `export NAME=value` lines: connection string, resource id, ARM token, CA trust."""
-    state = local_state(settings_for(data_dir, port))
+    state = local_state(settings_for(data_dir, port)).for_resource(resource)
     for name, value in state.env().items():
         print(f"export {name}={shlex.quote(value)}")
