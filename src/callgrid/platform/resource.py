@@ -264,6 +264,11 @@ class ResourceDirectory:
     async def regenerate_key(self, tx: StoreTx, name: str, key_type: str) -> CommunicationResource:
         """A new primary or secondary key; the old one stops working at once, as on Azure."""
         resource = self.get(name)
+        if resource.is_default:
+            # Its key is in every `callgrid env` a user has exported: it stays what it is.
+            raise InvalidRequest(
+                f"'{name}' is this server's default resource; its keys do not change.", code="DefaultResource"
+            )
         if key_type not in KEY_TYPES:
             raise InvalidRequest("keyType must be 'primary' or 'secondary'.", code="InvalidKeyType")
         new_key = new_access_key()
@@ -271,12 +276,8 @@ class ResourceDirectory:
             changed = replace(resource, access_key=new_key)
         else:
             changed = replace(resource, secondary_key=new_key)
-        if resource.is_default:
-            await tx.set_meta("resource.accessKey" if key_type == "primary" else "resource.secondaryKey", new_key)
-            tx.after_commit(lambda: setattr(self, "default", changed))
-        else:
-            await tx.put_resource(changed.name, changed.immutable_id, changed.created_at, changed.to_doc())
-            tx.after_commit(lambda: self._others.__setitem__(name.lower(), changed))
+        await tx.put_resource(changed.name, changed.immutable_id, changed.created_at, changed.to_doc())
+        tx.after_commit(lambda: self._others.__setitem__(name.lower(), changed))
         return changed
 
     def _forget(self, name: str) -> None:
