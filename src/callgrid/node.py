@@ -259,6 +259,15 @@ class Node:
                 tx, name, now=self.wall_clock.now(), subscription_id=subscription_id, resource_group=resource_group
             )
 
+    async def subscription_ids_of(self, tx: StoreTx, resource: CommunicationResource) -> set[str]:
+        """The (lower-case) ids of every event subscription that receives `resource`'s events: extension
+        subscriptions on it, and those of its system topic."""
+        scopes = [resource.topic + "/"]
+        for topic in await tx.list_topics(SYSTEM):
+            if str(topic["properties"].get("source", "")).lower() == resource.topic:
+                scopes.append(topic["id"].lower() + "/")
+        return {d["id"].lower() for d in await tx.list_subscriptions() if d["id"].lower().startswith(tuple(scopes))}
+
     async def delete_resource(self, name: str) -> CommunicationResource:
         """The resource and everything that is its: identities, numbers, its system topic and every event
         subscription on it (deliveries already queued for them are dropped with them). Its calls, if any are

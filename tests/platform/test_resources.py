@@ -4,6 +4,7 @@ token reach only its own state."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -393,3 +394,55 @@ def test_resources_outlive_a_restart(tmp_path: Any, callgrid_tls_dir: Any) -> No
         assert (again.access_key, again.immutable_id) == (b.access_key, b.immutable_id)
         assert [n.phone_number for n in _numbers(again).list_purchased_phone_numbers()] == [NUMBER_B]
         assert list(_numbers(server).list_purchased_phone_numbers()) == []
+
+
+def test_deliveries_and_dead_letters_are_per_resource(callgrid: CallgridServer) -> None:
+    b = callgrid.create_resource("team-b")
+    c = callgrid.create_resource("team-c")
+    with WebhookReceiver() as hook_a, WebhookReceiver(responder=lambda item: (400, None)) as hook_b:
+        put_subscription(callgrid, "a-calls", hook_a.url)
+        put_subscription(cast(CallgridServer, b), "b-calls", hook_b.url, properties={"deadLetterDestination": _DEAD})
+        callgrid.place_call(CALLER, NUMBER_A)
+        b.place_call(CALLER, NUMBER_B)
+
+        def dead_letters(target: CallgridServer | CallgridResource) -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = target.client().request("GET", "/callgrid/v1/deadLetters")["value"]
+            return found
+
+        letters = wait_for(lambda: dead_letters(b))
+    assert [d["subscriptionName"] for d in letters] == ["b-calls"]
+    assert letters[0]["event"]["topic"] == b.resource_id.lower()
+
+    def deliveries(target: CallgridServer | CallgridResource, query: str = "") -> list[str]:
+        rows = target.client().request("GET", "/callgrid/v1/deliveries" + query)["value"]
+        return [r["subscriptionId"] for r in rows]
+
+    b_sub = f"{b.resource_id}/providers/Microsoft.EventGrid/eventSubscriptions/b-calls".lower()
+    a_sub = f"{callgrid.resource_id}/providers/Microsoft.EventGrid/eventSubscriptions/a-calls".lower()
+    assert deliveries(b) == [b_sub]
+    assert deliveries(b, "?subscriptionId=" + a_sub) == []
+    # The server owner's key sees every resource's deliveries; a third resource sees none of them.
+    assert sorted(deliveries(callgrid)) == sorted([a_sub, b_sub])
+    assert deliveries(c) == [] and dead_letters(c) == []
+    with pytest.raises(CallgridHttpError) as foreign:
+        c.client().request("POST", f"/callgrid/v1/deadLetters/{letters[0]['id']}:replay")
+    assert foreign.value.status == 404
+    replayed = b.client().request("POST", f"/callgrid/v1/deadLetters/{letters[0]['id']}:replay")
+    assert replayed["delivery"]["subscriptionId"] == b_sub
+
+
+_DEAD = {
+    "endpointType": "StorageBlob",
+    "properties": {
+        "resourceId": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/deadacct",
+        "blobContainerName": "dead-letters",
+    },
+}
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return result
