@@ -99,8 +99,16 @@ def test_a_resource_has_its_own_name_keys_and_immutable_id(callgrid: CallgridSer
     with pytest.raises(CallgridHttpError) as not_owner:
         b.client().request("POST", "/callgrid/v1/resources", {"name": "team-c"})
     assert not_owner.value.status == 403
-    with pytest.raises(CallgridHttpError):
-        b.client().request("POST", "/callgrid/v1/reset")
+    for method, path, body in (
+        ("POST", "/callgrid/v1/reset", None),
+        ("POST", "/callgrid/v1/faults", {"kind": "device", "rawId": "4:+14255550000", "behaviour": "busy"}),
+        ("DELETE", "/callgrid/v1/faults", None),
+        ("GET", "/callgrid/v1/resources", None),
+        ("DELETE", "/callgrid/v1/resources/callgrid", None),
+    ):
+        with pytest.raises(CallgridHttpError) as server_wide:
+            b.client().request(method, path, body)
+        assert server_wide.value.status == 403, path
 
 
 def test_identities_are_isolated(callgrid: CallgridServer) -> None:
@@ -136,6 +144,10 @@ def test_numbers_are_isolated(callgrid: CallgridServer) -> None:
         numbers_a.get_purchased_phone_number(NUMBER_B)
     with pytest.raises(ResourceNotFoundError):
         numbers_a.begin_release_phone_number(NUMBER_B, polling_interval=0)
+    # Nor can A script the device behind B's number.
+    with pytest.raises(CallgridHttpError) as device:
+        callgrid.set_device("4:" + NUMBER_B, "busy")
+    assert device.value.status == 404
     # A number is one line of the network: owned by one resource at most.
     with pytest.raises(CallgridHttpError) as owned:
         callgrid.client().own_number(NUMBER_B)

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from callgrid.api.body import ACS_BODY_LIMIT, AUDIO_BODY_LIMIT, close_if_unread, read_body
 from callgrid.api.errors import error_response
 from callgrid.clock import to_datetime
+from callgrid.errors import Forbidden
 from callgrid.node import Node
 from callgrid.platform.resource import CommunicationResource
 from callgrid.security import HmacAuthError, TokenError, check_headers, verify_arm_token, verify_signature
@@ -34,6 +35,17 @@ def resource_of(request: Request) -> CommunicationResource:
     """The resource whose key signed the request (only on signed routes)."""
     resource: CommunicationResource = request.state.resource
     return resource
+
+
+def require_default_resource(request: Request, what: str) -> None:
+    """Server-wide acts (reset, faults, managing resources) belong to whoever holds the default resource's
+    key, the server's owner: another resource's key would reach into every resource's state."""
+    resource = resource_of(request)
+    if not resource.is_default:
+        raise Forbidden(
+            f"Only the default resource's key may {what}; this request is signed with the key of '{resource.name}'.",
+            code="AuthorizationFailed",
+        )
 
 
 def raw_target(request: Request) -> str:

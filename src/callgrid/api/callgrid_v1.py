@@ -10,10 +10,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from callgrid import __version__
-from callgrid.api.auth import hmac_signed, node_of, resource_of
+from callgrid.api.auth import hmac_signed, node_of, require_default_resource, resource_of
 from callgrid.api.errors import error_response, field, read_object
 from callgrid.api.openapi import OPENAPI
-from callgrid.errors import Forbidden, InvalidRequest, NotFound
+from callgrid.errors import InvalidRequest, NotFound
 from callgrid.platform.calls import Call, DeviceBehaviour
 from callgrid.platform.calls.service import parse_identifier
 
@@ -151,7 +151,7 @@ async def get_endpoint(request: Request) -> Response:
 
 @hmac_signed
 async def reset(request: Request) -> Response:
-    _require_default(request, "reset the server")
+    require_default_resource(request, "reset the server")
     await node_of(request).reset()
     return Response(status_code=204)
 
@@ -159,26 +159,16 @@ async def reset(request: Request) -> Response:
 # ---- Communication resources (platform/resource.py): managed with the default resource's key ----------
 
 
-def _require_default(request: Request, what: str) -> None:
-    """Server-wide actions belong to whoever holds the default resource's key (the server's owner)."""
-    if not resource_of(request).is_default:
-        raise Forbidden(
-            f"Only the default resource's key may {what}; this request is signed with the key of "
-            f"'{resource_of(request).name}'.",
-            code="AuthorizationFailed",
-        )
-
-
 @hmac_signed
 async def list_resources(request: Request) -> Response:
-    _require_default(request, "list the server's resources")
+    require_default_resource(request, "list the server's resources")
     node = node_of(request)
     return JSONResponse({"value": [r.view(node.settings.endpoint) for r in node.resources]})
 
 
 @hmac_signed
 async def create_resource(request: Request) -> Response:
-    _require_default(request, "create resources")
+    require_default_resource(request, "create resources")
     node = node_of(request)
     body = await read_object(request)
     name = field(body, "name", str)
@@ -190,7 +180,7 @@ async def create_resource(request: Request) -> Response:
 
 @hmac_signed
 async def get_resource(request: Request) -> Response:
-    _require_default(request, "read the server's resources")
+    require_default_resource(request, "read the server's resources")
     node = node_of(request)
     resource = node.resources.get(request.path_params["name"])
     return JSONResponse(resource.view(node.settings.endpoint, with_keys=True))
@@ -198,14 +188,14 @@ async def get_resource(request: Request) -> Response:
 
 @hmac_signed
 async def delete_resource(request: Request) -> Response:
-    _require_default(request, "delete resources")
+    require_default_resource(request, "delete resources")
     await node_of(request).delete_resource(request.path_params["name"])
     return Response(status_code=204)
 
 
 @hmac_signed
 async def regenerate_key(request: Request) -> Response:
-    _require_default(request, "regenerate keys")
+    require_default_resource(request, "regenerate keys")
     node = node_of(request)
     body = await read_object(request)
     key_type = field(body, "keyType", str)

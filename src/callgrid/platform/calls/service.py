@@ -334,7 +334,11 @@ class CallService:
     ) -> dict[str, Any]:
         if target.is_communication_user:
             await self.classify_target(tx, target, resource)
-        elif not target.is_phone_number:
+        elif target.is_phone_number:
+            owner = await self._numbers.owner(tx, target.phone_number)
+            if owner is not None and owner != resource.immutable_id:
+                raise NotFound(f"The resource does not own {target.phone_number}.", code="PhoneNumberNotFound")
+        else:
             raise InvalidRequest("Simulated devices exist for identities and phone numbers only.")
         if answer_delay_ms < 0 or answer_delay_ms > 3_600_000:
             raise InvalidRequest("answerDelayMs must be between 0 and 3600000.")
