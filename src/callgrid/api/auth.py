@@ -32,9 +32,11 @@ def node_of(request: Request) -> Node:
 
 
 def resource_of(request: Request) -> CommunicationResource:
-    """The resource whose key signed the request (only on signed routes)."""
-    resource: CommunicationResource = request.state.resource
-    return resource
+    """The resource whose key signed the request (or whose ARM token it carries). A way in that names no
+    resource of its own (none today) acts as the default resource, as every request did before there
+    were several."""
+    resource: CommunicationResource | None = getattr(request.state, "resource", None)
+    return resource if resource is not None else node_of(request).resource
 
 
 def require_default_resource(request: Request, what: str) -> None:
