@@ -21,7 +21,8 @@ from callgrid.clock import to_datetime
 from callgrid.errors import Forbidden
 from callgrid.node import Node
 from callgrid.platform.resource import CommunicationResource
-from callgrid.security import HmacAuthError, TokenError, check_headers, verify_arm_token, verify_signature
+from callgrid.security import HmacAuthError, TokenError, check_headers, verify_arm_token
+from callgrid.security.hmac_auth import verify_signature_with_any
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -89,24 +90,20 @@ def _signed(handler: Handler, limit: int) -> Handler:
             return _denied(request, exc)
         digest = hashlib.sha256()
         await read_body(request, limit, on_chunk=digest.update)
-        failure: HmacAuthError | None = None
-        for resource, key in node.resources.candidates():
-            try:
-                verify_signature(
-                    signed,
-                    method=request.method,
-                    raw_target=raw_target(request),
-                    host=request.headers.get("host", ""),
-                    body_digest=digest.digest(),
-                    access_key=key,
-                )
-            except HmacAuthError as exc:
-                failure = failure or exc
-                continue
-            request.state.resource = resource
-            return await handler(request)
-        assert failure is not None
-        return _denied(request, failure)
+        candidates = node.resources.candidates()
+        try:
+            index = verify_signature_with_any(
+                signed,
+                method=request.method,
+                raw_target=raw_target(request),
+                host=request.headers.get("host", ""),
+                body_digest=digest.digest(),
+                access_keys=[key for _, key in candidates],
+            )
+        except HmacAuthError as exc:
+            return _denied(request, exc)
+        request.state.resource = candidates[index][0]
+        return await handler(request)
 
     return wrapper
 
