@@ -339,6 +339,8 @@ def test_arm_tokens_reach_only_their_resource(callgrid: CallgridServer, webhook:
     assert foreign.value.status == 403
     _arm(b, "PUT", f"{topics}/topic-b?{API}", body_b, token=b.arm_token)
     assert _arm_status(b, "GET", f"{topics}/topic-a?{API}", token=b.arm_token) == 403
+    assert _arm_status(b, "PUT", f"{topics}/topic-a/eventSubscriptions/spy?{API}", token=b.arm_token) == 403
+    assert _arm_status(b, "DELETE", f"{topics}/topic-a?{API}", token=b.arm_token) == 403
     seen_by_b = _arm(b, "GET", f"{topics}?{API}", token=b.arm_token)["value"]
     assert [t["name"] for t in seen_by_b] == ["topic-b"]
     seen_by_a = _arm(callgrid, "GET", f"{topics}?{API}", token=callgrid.arm_token)["value"]

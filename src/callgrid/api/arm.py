@@ -198,10 +198,11 @@ async def _topic(request: Request, match: re.Match[str]) -> Response:
     kind = CUSTOM if match["kind"].lower() == "topics" else SYSTEM
     topic_id = match["topic"]
     name = match["name"]
-    if (kind == SYSTEM and request.method != "PUT") or match["subs"]:
+    if kind == SYSTEM and (request.method != "PUT" or match["subs"]):
+        # A system topic, and its subscriptions, are its resource's owner's only.
         async with node.store.transaction() as tx:
             stored = await tx.get_topic(topic_id.lower())
-        if kind == SYSTEM and stored is not None and not _allowed(request, _system_topic_resource(request, stored)):
+        if stored is not None and not _allowed(request, _system_topic_resource(request, stored)):
             return _forbidden(request, topic_id)
     if match["subs"]:
         async with node.store.transaction() as tx:
