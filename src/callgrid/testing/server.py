@@ -148,19 +148,132 @@ def _count(count: int | None) -> dict[str, int]:
     return {} if count is None else {"count": count}
 
 
-class ResourceActions:
-    """What a test does as one Communication resource: its keys, its numbers, its calls and subscriptions.
+class CallgridServer:
+    """`callgrid serve` in a subprocess, on a free port, with its state in `data_dir`."""
 
-    `CallgridServer` acts as the default resource; `CallgridResource` as another one on the same server.
-    """
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        tls_dir: Path | None = None,
+        clock: str = "virtual",
+        ring_timeout: float | None = None,
+        extra_args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.clock_kind = clock
+        self.ring_timeout = ring_timeout
+        self.extra_args = extra_args or []
+        self.server_env = env or {}  # extra CALLGRID_* settings for the server process
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / "serve.log"
+        self.env: dict[str, str] = {}
+        self.clock = Clock(self)
+        self.faults = FaultInjector(self)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if tls_dir is not None and not (data_dir / "tls").exists():
+            # One CA for many servers: the test process trusts it once.
+            shutil.copytree(tls_dir, data_dir / "tls")
 
-    env: dict[str, str]
+    # ------------------------------------------------------------------ the process
+
+    def start(self) -> CallgridServer:
+        args = [
+            sys.executable,
+            "-m",
+            "callgrid",
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+            "--clock",
+            self.clock_kind,
+            "--log-level",
+            "warning",
+            *self.extra_args,
+        ]
+        if self.ring_timeout is not None:
+            args += ["--ring-timeout", str(self.ring_timeout)]
+        # `env` first: it creates the data directory's keys and store, which `serve` then loads; run side
+        # by side, both could create them (two signing keys, or a migration applied twice).
+        self._load_env()
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.server_env},
+        )
+        self._wait_ready()
+        return self
+
+    def _load_env(self) -> None:
+        self.env = self._env_of(None)
+
+    def _env_of(self, resource: str | None) -> dict[str, str]:
+        """What `callgrid env [--resource NAME]` prints, as a dict."""
+        args = [sys.executable, "-m", "callgrid", "env", "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        if resource is not None:
+            args += ["--resource", resource]
+        out = subprocess.run(
+            args, check=True, capture_output=True, text=True, env={**os.environ, **self.server_env}
+        ).stdout
+        env = {}
+        for line in out.splitlines():
+            name, _, value = line.removeprefix("export ").partition("=")
+            env[name] = shlex.split(value)[0] if value else ""
+        return env
+
+    def _wait_ready(self, timeout: float = 20.0) -> None:
+        context = ssl.create_default_context(cafile=self.ca_bundle)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"callgrid exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/calling/keys", context=context, timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"callgrid did not start:\n{self.log_path.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self, *, hard: bool = False) -> CallgridServer:
+        if hard:
+            self.kill()
+        else:
+            self.stop()
+        return self.start()
+
+    def __enter__(self) -> CallgridServer:
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ where it is, and its keys
 
     @property
     def endpoint(self) -> str:
-        raise NotImplementedError
-
-    # ------------------------------------------------------------------ where it is, and its keys
+        return f"https://localhost:{self.port}"
 
     @property
     def connection_string(self) -> str:
@@ -186,6 +299,26 @@ class ResourceActions:
         return CallgridClient(self.endpoint, self.access_key, Path(self.ca_bundle), timeout=timeout)
 
     # ------------------------------------------------------------------ what a test does
+
+    def reset(self) -> None:
+        """Forget calls, identities, numbers, subscriptions and deliveries; keys and the clock stay."""
+        self.client().request("POST", "/callgrid/v1/reset")
+
+    def advance(self, seconds: float, *, patience: float | None = None) -> float:
+        return self.clock.advance(seconds, patience=patience)
+
+    def create_resource(self, name: str, **options: str) -> CallgridResource:
+        """Another Communication resource on this server (`callgrid resources create`): its own keys,
+        identities, numbers and events, on the same endpoint. A reset deletes it."""
+        self.client().request("POST", "/callgrid/v1/resources", {"name": name, **options})
+        return self.resource(name)
+
+    def resource(self, name: str) -> CallgridResource:
+        """An existing resource of this server, with the variables `callgrid env --resource NAME` prints."""
+        return CallgridResource(self, name, self._env_of(name))
+
+    def delete_resource(self, name: str) -> None:
+        self.client().request("DELETE", f"/callgrid/v1/resources/{urllib.parse.quote(name, safe='')}")
 
     def own_number(self, number: str) -> None:
         """Give the resource a phone number (idempotent)."""
@@ -283,152 +416,27 @@ class ResourceActions:
             time.sleep(0.01)
 
 
-class CallgridServer(ResourceActions):
-    """`callgrid serve` in a subprocess, on a free port, with its state in `data_dir`."""
+class CallgridResource(CallgridServer):
+    """Another Communication resource of a running server: the same process, endpoint and clock, its own keys
+    and state. What a test does through it (`client()`, `subscribe()`, `place_call()`, `own_number()`, ...)
+    it does as this resource; the process is the server's to start, stop and reset."""
 
-    def __init__(
-        self,
-        data_dir: Path,
-        *,
-        tls_dir: Path | None = None,
-        clock: str = "virtual",
-        ring_timeout: float | None = None,
-        extra_args: list[str] | None = None,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.clock_kind = clock
-        self.ring_timeout = ring_timeout
-        self.extra_args = extra_args or []
-        self.server_env = env or {}  # extra CALLGRID_* settings for the server process
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = data_dir / "serve.log"
-        self.env: dict[str, str] = {}
-        self.clock = Clock(self)
-        self.faults = FaultInjector(self)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        if tls_dir is not None and not (data_dir / "tls").exists():
-            # One CA for many servers: the test process trusts it once.
-            shutil.copytree(tls_dir, data_dir / "tls")
-
-    # ------------------------------------------------------------------ the process
-
-    def start(self) -> CallgridServer:
-        args = [
-            sys.executable,
-            "-m",
-            "callgrid",
-            "serve",
-            "--data-dir",
-            str(self.data_dir),
-            "--port",
-            str(self.port),
-            "--clock",
-            self.clock_kind,
-            "--log-level",
-            "warning",
-            *self.extra_args,
-        ]
-        if self.ring_timeout is not None:
-            args += ["--ring-timeout", str(self.ring_timeout)]
-        # `env` first: it creates the data directory's keys and store, which `serve` then loads; run side
-        # by side, both could create them (two signing keys, or a migration applied twice).
-        self._load_env()
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            args,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **self.server_env},
-        )
-        self._wait_ready()
-        return self
-
-    def _load_env(self) -> None:
-        self.env = self._env_of(None)
-
-    def _env_of(self, resource: str | None) -> dict[str, str]:
-        args = [sys.executable, "-m", "callgrid", "env", "--data-dir", str(self.data_dir), "--port", str(self.port)]
-        if resource is not None:
-            args += ["--resource", resource]
-        out = subprocess.run(
-            args, check=True, capture_output=True, text=True, env={**os.environ, **self.server_env}
-        ).stdout
-        env = {}
-        for line in out.splitlines():
-            name, _, value = line.removeprefix("export ").partition("=")
-            env[name] = shlex.split(value)[0] if value else ""
-        return env
-
-    def _wait_ready(self, timeout: float = 20.0) -> None:
-        context = ssl.create_default_context(cafile=self.ca_bundle)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"callgrid exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{self.endpoint}/calling/keys", context=context, timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"callgrid did not start:\n{self.log_path.read_text()}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def restart(self, *, hard: bool = False) -> CallgridServer:
-        if hard:
-            self.kill()
-        else:
-            self.stop()
-        return self.start()
-
-    def __enter__(self) -> CallgridServer:
-        return self.start() if self.proc is None else self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # ------------------------------------------------------------------ where it is, and server-wide acts
+    def __init__(self, server: CallgridServer, name: str, env: dict[str, str]) -> None:
+        # No process of its own: the server's port, data dir, clock and faults, with this resource's variables.
+        self.__dict__.update(server.__dict__)
+        self.server = server
+        self.name = name
+        self.env = env
 
     @property
-    def endpoint(self) -> str:
-        return f"https://localhost:{self.port}"
+    def immutable_id(self) -> str:
+        return self.env["CALLGRID_IMMUTABLE_RESOURCE_ID"]
 
-    def reset(self) -> None:
-        """Forget calls, identities, numbers, subscriptions and deliveries; keys and the clock stay."""
-        self.client().request("POST", "/callgrid/v1/reset")
+    def start(self) -> CallgridServer:
+        raise TypeError("a resource has no process of its own: start its server")
 
-    def advance(self, seconds: float, *, patience: float | None = None) -> float:
-        return self.clock.advance(seconds, patience=patience)
-
-    def create_resource(self, name: str, **options: str) -> CallgridResource:
-        """Another Communication resource on this server (`callgrid resources create`): its own keys,
-        identities, numbers and events, on the same endpoint. A reset deletes it."""
-        body = {"name": name, **options}
-        self.client().request("POST", "/callgrid/v1/resources", body)
-        return self.resource(name)
-
-    def resource(self, name: str) -> CallgridResource:
-        """An existing resource of this server, with the variables `callgrid env --resource NAME` prints."""
-        return CallgridResource(self, name, self._env_of(name))
-
-    def delete_resource(self, name: str) -> None:
-        self.client().request("DELETE", f"/callgrid/v1/resources/{urllib.parse.quote(name, safe='')}")
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        raise TypeError("a resource has no process of its own: stop its server")
 
 
 @contextlib.asynccontextmanager
@@ -450,20 +458,3 @@ async def running(data_dir: Path | None = None, *, trust: bool = True, **options
         if trust:
             stack.enter_context(trusting(Path(server.ca_bundle).parent))
         yield server
-
-
-class CallgridResource(ResourceActions):
-    """Another Communication resource of a running server: the same endpoint, its own keys and state."""
-
-    def __init__(self, server: CallgridServer, name: str, env: dict[str, str]) -> None:
-        self.server = server
-        self.name = name
-        self.env = env
-
-    @property
-    def endpoint(self) -> str:
-        return self.server.endpoint
-
-    @property
-    def immutable_id(self) -> str:
-        return self.env["CALLGRID_IMMUTABLE_RESOURCE_ID"]
