@@ -103,9 +103,8 @@ async def list_deliveries(request: Request) -> Response:
     status = request.query_params.get("status")
     if status is not None and status not in STATUSES:
         raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}; got '{status}'.")
-    resource = resource_of(request)
-    wanted = _subscription(request)
     async with node.store.transaction() as tx:
+        resource, wanted = resource_of(request), _subscription(request)
         if resource.is_default:
             rows = await tx.list_deliveries_by(limit, subscription_id=wanted, status=status)
         else:
@@ -128,9 +127,8 @@ async def list_deliveries(request: Request) -> Response:
 async def list_dead_letters(request: Request) -> Response:
     node = node_of(request)
     limit = _limit(request)
-    resource = resource_of(request)
-    wanted = _subscription(request)
     async with node.store.transaction() as tx:
+        resource, wanted = resource_of(request), _subscription(request)
         if resource.is_default:
             rows = await tx.list_dead_letters(limit, wanted)
         else:
