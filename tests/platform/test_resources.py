@@ -210,6 +210,7 @@ def test_events_reach_only_their_own_resources_subscribers(callgrid: CallgridSer
         ]
         for action in actions:
             assert _status(action) == 404
+        assert _status(lambda: automation_a.start_recording(server_call_id=placed_b["serverCallId"])) == 404
         with pytest.raises(ResourceNotFoundError):
             automation_a.connect_call(server_call_id=placed_b["serverCallId"], callback_url=world_a.callback_url)
         with pytest.raises(CallgridHttpError) as unseen:
