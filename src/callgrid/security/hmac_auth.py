@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import re
@@ -62,7 +63,9 @@ def format_http_date(date: datetime) -> str:
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def _decode_key(access_key: str) -> bytes:
+    # Cached: a request of the n-th resource is checked against the n keys before its own.
     try:
         # Same lenient decoding as the SDK, so any key the SDK can sign with works here too.
         return base64.b64decode(access_key)
