@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from callgrid.clock import Clock, SystemClock, VirtualClock, to_datetime
 from callgrid.config import Settings
-from callgrid.eventgrid.custom_topics import TopicService
+from callgrid.eventgrid.custom_topics import SYSTEM, TopicService
 from callgrid.eventgrid.delivery.deadletter import DeadLetterWriter, writer_for
 from callgrid.eventgrid.delivery.engine import DeliveryEngine, DeliverySettings
 from callgrid.eventgrid.delivery.retention import Retention
@@ -36,7 +36,12 @@ from callgrid.platform.identities import IdentityService
 from callgrid.platform.media_port import MediaEvent
 from callgrid.platform.number_orders import NumberOrders
 from callgrid.platform.phone_numbers import PhoneNumberService
-from callgrid.platform.resource import CommunicationResource, load_or_create_resource
+from callgrid.platform.resource import (
+    CommunicationResource,
+    ResourceDirectory,
+    load_or_create_resource,
+    load_resources,
+)
 from callgrid.platform.timers import TimerService
 from callgrid.security import (
     issue_arm_token,
@@ -52,26 +57,32 @@ log = logging.getLogger(__name__)
 
 
 class _ResourceEventSink:
-    """The platform's EventSink: system events go to the resource's system topic."""
+    """The platform's EventSink: system events go to their resource's system topic, and only there."""
 
-    def __init__(self, publisher: EventPublisher, topic: str) -> None:
+    def __init__(self, publisher: EventPublisher) -> None:
         self._publisher = publisher
-        self._topic = topic
 
     async def publish_system_event(
-        self, tx: StoreTx, *, event_type: str, subject: str, data: dict[str, Any], data_version: str = "1.0"
+        self,
+        tx: StoreTx,
+        resource: CommunicationResource,
+        *,
+        event_type: str,
+        subject: str,
+        data: dict[str, Any],
+        data_version: str = "1.0",
     ) -> str:
         return await self._publisher.publish_system_event(
             tx,
-            topic=self._topic,
+            topic=resource.topic,
             event_type=event_type,
             subject=subject,
             data=data,
             data_version=data_version,
         )
 
-    async def send_callback(self, tx: StoreTx, *, url: str, event: dict[str, Any]) -> None:
-        await self._publisher.send_callback(tx, url=url, event=event)
+    async def send_callback(self, tx: StoreTx, *, url: str, event: dict[str, Any], audience: str) -> None:
+        await self._publisher.send_callback(tx, url=url, event=event, audience=audience)
 
 
 @dataclass
@@ -91,7 +102,7 @@ class Node:
         self.faults = Faults()
         self.sender: Sender = FaultySender(sender or AiohttpSender(), self.faults)
         self.store: Store
-        self.resource: CommunicationResource
+        self.resources: ResourceDirectory
         self.keys: Keys
         self._tasks: list[asyncio.Task[None]] = []
         self._advancing = asyncio.Lock()
@@ -102,6 +113,11 @@ class Node:
         self.sip: SipTrunk | None = None
 
     @property
+    def resource(self) -> CommunicationResource:
+        """The default resource: the one every connection string made before `callgrid resources` names."""
+        return self.resources.default
+
+    @property
     def virtual_clock(self) -> VirtualClock | None:
         return self.clock if isinstance(self.clock, VirtualClock) else None
 
@@ -110,9 +126,10 @@ class Node:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = await open_store(s.resolved_store_url)
         async with self.store.transaction() as tx:
-            self.resource = await load_or_create_resource(
+            default = await load_or_create_resource(
                 tx, name=s.resource_name, subscription_id=s.subscription_id, resource_group=s.resource_group
             )
+            self.resources = ResourceDirectory(default, await load_resources(tx))
             secret = await tx.get_meta("calls.contextSecret")
             if secret is None:
                 secret = base64.b64encode(new_secret()).decode()
@@ -159,12 +176,13 @@ class Node:
         )
         self.publisher.observers = self.event_observers
         # Tokens are checked by clients against real time, so they are stamped with it.
-        self.identities = IdentityService(self.resource, self.keys.token_key, self.wall_clock)
+        self.identities = IdentityService(self.keys.token_key, self.wall_clock)
         self.numbers = PhoneNumberService(self.clock)
         self.number_orders = NumberOrders(
             self.clock,
             self.numbers,
             self.timers,
+            self.resources,
             operation_seconds=0.0 if self.virtual_clock is not None else s.number_operation_seconds,
         )
         self.media = MediaPlane(s.data_dir)
@@ -174,10 +192,10 @@ class Node:
         self.media.listener_factory = SpeechListener
         self.media.stream_factory = open_stream
         self.calls = CallService(
-            resource=self.resource,
+            resources=self.resources,
             identities=self.identities,
             numbers=self.numbers,
-            sink=_ResourceEventSink(self.publisher, self.resource.topic),
+            sink=_ResourceEventSink(self.publisher),
             timers=self.timers,
             clock=self.clock,
             context_secret=self.keys.context_secret,
@@ -234,19 +252,56 @@ class Node:
         self.subscription_table.invalidate()
         self.validator.wake()
 
-    def callback_authorization(self) -> str:
+    def callback_authorization(self, audience: str | None = None) -> str:
+        """The callback JWT for a call of the resource whose immutable id is `audience` (default: the default
+        resource's, for callbacks queued before there were several resources)."""
         token = sign_callback_token(
             self.keys.callback_key,
             issuer=self.settings.callback_issuer,
-            audience=self.resource.immutable_id,
+            audience=audience or self.resource.immutable_id,
             now=to_datetime(self.wall_clock.now()),
         )
         return "Bearer " + token
 
-    def arm_token(self) -> str:
+    def arm_token(self, resource: CommunicationResource | None = None) -> str:
+        """An ARM bearer token for `resource`'s owner (default: the default resource's)."""
         return issue_arm_token(
-            self.keys.token_key, issuer=self.settings.endpoint, now=to_datetime(self.wall_clock.now())
+            self.keys.token_key,
+            issuer=self.settings.endpoint,
+            now=to_datetime(self.wall_clock.now()),
+            subject=(resource or self.resource).arm_subject,
         )
+
+    async def create_resource(
+        self, name: str, *, subscription_id: str | None = None, resource_group: str | None = None
+    ) -> CommunicationResource:
+        async with self.store.transaction() as tx:
+            return await self.resources.create(
+                tx, name, now=self.wall_clock.now(), subscription_id=subscription_id, resource_group=resource_group
+            )
+
+    async def subscription_ids_of(self, tx: StoreTx, resource: CommunicationResource) -> set[str]:
+        """The (lower-case) ids of every event subscription that receives `resource`'s events: extension
+        subscriptions on it, and those of its system topic."""
+        scopes = [resource.topic + "/"]
+        for topic in await tx.list_topics(SYSTEM):
+            if str(topic["properties"].get("source", "")).lower() == resource.topic:
+                scopes.append(topic["id"].lower() + "/")
+        return {d["id"].lower() for d in await tx.list_subscriptions() if d["id"].lower().startswith(tuple(scopes))}
+
+    async def delete_resource(self, name: str) -> CommunicationResource:
+        """The resource and everything that is its: identities, numbers, its system topic and every event
+        subscription on it (deliveries already queued for them are dropped with them). Its calls, if any are
+        still running, run out unseen."""
+        async with self.store.transaction() as tx:
+            resource = await self.resources.delete(tx, name)
+            await self.subscriptions.delete_under(tx, resource.arm_id + "/")
+            for topic in await tx.list_topics(SYSTEM):
+                if str(topic["properties"].get("source", "")).lower() == resource.topic:
+                    await self.subscriptions.delete_under(tx, topic["id"] + "/")
+                    await self.topics.delete(tx, topic["id"])
+        self.subscriptions_changed()
+        return resource
 
     async def advance_clock(self, seconds: float, *, patience: float | None = None) -> float:
         """Move the virtual clock `seconds` ahead as time would pass: in steps, from one due time to the
@@ -317,6 +372,7 @@ class Node:
             await sip_routing.reset(tx)
         if self.sip is not None:
             self.sip.reset()
+        self.resources.forget_created()
         self.subscriptions_changed()
         for observe in self.event_observers:
             observe("reset", "", {}, [])

@@ -4,7 +4,12 @@ topics, with ARM's paths, bodies, status codes and LRO headers as azure-mgmt-eve
 them (PUT/PATCH of a subscription: 201 + Azure-AsyncOperation, polled until the handshake ends).
 
 ARM ids are case-insensitive. Subscription and resource-group segments are free-form for topics,
-as in Azure; an extension subscription's scope is this server's Communication resource or a custom topic.
+as in Azure; an extension subscription's scope is one of this server's Communication resources or a
+custom topic.
+
+A token's principal owns one Communication resource (api/auth.py): it reaches that resource's extension
+subscriptions and system topic, never another resource's (403 AuthorizationFailed, as ARM answers a
+principal without a role on the scope). Custom topics are not any resource's: every principal reaches them.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from callgrid.api.auth import arm_bearer, node_of
+from callgrid.api.auth import arm_bearer, node_of, resource_of
 from callgrid.api.body import ARM_BODY_LIMIT
 from callgrid.api.errors import error_response, read_json
 from callgrid.errors import NotFound
@@ -31,6 +36,7 @@ from callgrid.eventgrid.subscriptions import (
     TOPIC_TYPE,
     public_view,
 )
+from callgrid.platform.resource import CommunicationResource
 
 _EXTENSION = re.compile(
     r"^(?P<scope>/subscriptions/.+?)/providers/Microsoft\.EventGrid/eventSubscriptions"
@@ -94,6 +100,26 @@ def _not_found(path: str) -> Response:
     return error_response(404, "ResourceNotFound", f"callgrid serves no Azure Resource Manager resource at '{path}'.")
 
 
+def _forbidden(request: Request, scope: str) -> Response:
+    principal = resource_of(request)
+    return error_response(
+        403,
+        "AuthorizationFailed",
+        f"The client '{principal.arm_subject}' does not have authorization to perform action "
+        f"'{request.method}' over scope '{scope}': its token is for the Communication resource "
+        f"'{principal.name}'. Use the ARM token `callgrid env --resource NAME` prints for that resource.",
+    )
+
+
+def _allowed(request: Request, resource: CommunicationResource | None) -> bool:
+    return resource is None or resource.immutable_id == resource_of(request).immutable_id
+
+
+def _system_topic_resource(request: Request, doc: dict[str, Any]) -> CommunicationResource | None:
+    """The Communication resource a stored system topic is of (None: none on this server any more)."""
+    return node_of(request).resources.by_arm_id(str(doc["properties"].get("source", "")))
+
+
 def _method_not_allowed(request: Request, what: str) -> Response:
     return error_response(405, "MethodNotAllowed", f"{request.method} is not allowed on {what}.")
 
@@ -121,6 +147,9 @@ async def dispatch(request: Request) -> Response:
         node = node_of(request)
         async with node.store.transaction() as tx:
             docs = await node.topics.list_in(tx, kind, collection["scope"] + "/")
+        if kind == SYSTEM:
+            # Only the system topics of the caller's own resource are visible to it.
+            docs = [d for d in docs if _allowed(request, _system_topic_resource(request, d))]
         return JSONResponse({"value": [public_topic(d) for d in docs]})
     topic = _TOPIC.match(path)
     if topic:
@@ -143,19 +172,23 @@ async def _extension(request: Request, match: re.Match[str]) -> Response:
             collection=f"{topic['id']}/providers/Microsoft.EventGrid/eventSubscriptions/",
         )
         return await _subscription(request, parent, match["name"], match["action"])
-    if scope.lower() != node.resource.arm_id.lower():
+    resource = node.resources.by_arm_id(scope)
+    if resource is None:
         return error_response(
             404,
             "ResourceNotFound",
             f"The Resource '{scope}' was not found. Extension event subscriptions are served on this server's "
-            f"Communication resource ('{node.resource.arm_id}') and on custom topics.",
+            f"Communication resources (the default: '{node.resource.arm_id}'; `callgrid resources list`) and on "
+            "custom topics.",
         )
+    if not _allowed(request, resource):
+        return _forbidden(request, scope)
     parent = _Parent(
-        topic=node.resource.arm_id,
-        source=node.resource.topic,
+        topic=resource.arm_id,
+        source=resource.topic,
         input_schema=EVENT_GRID_SCHEMA,
         resource_type=EXTENSION_TYPE,
-        collection=f"{node.resource.arm_id}/providers/Microsoft.EventGrid/eventSubscriptions/",
+        collection=f"{resource.arm_id}/providers/Microsoft.EventGrid/eventSubscriptions/",
     )
     return await _subscription(request, parent, match["name"], match["action"])
 
@@ -165,6 +198,12 @@ async def _topic(request: Request, match: re.Match[str]) -> Response:
     kind = CUSTOM if match["kind"].lower() == "topics" else SYSTEM
     topic_id = match["topic"]
     name = match["name"]
+    if kind == SYSTEM and (request.method != "PUT" or match["subs"]):
+        # A system topic, and its subscriptions, are its resource's owner's only.
+        async with node.store.transaction() as tx:
+            stored = await tx.get_topic(topic_id.lower())
+        if stored is not None and not _allowed(request, _system_topic_resource(request, stored)):
+            return _forbidden(request, topic_id)
     if match["subs"]:
         async with node.store.transaction() as tx:
             doc = await node.topics.get(tx, topic_id, kind)
@@ -197,12 +236,21 @@ async def _topic(request: Request, match: re.Match[str]) -> Response:
         return JSONResponse(keys)
     if request.method == "PUT":
         body = await _read_json(request)
+        source = body.get("properties", {}).get("source") if isinstance(body, dict) else None
+        named = node.resources.by_arm_id(source) if isinstance(source, str) else None
+        # A source that is none of this server's resources is the caller's own resource's error to report.
+        owner = named or resource_of(request)
+        if kind == SYSTEM and not _allowed(request, owner):
+            return _forbidden(request, str(source))
         async with node.store.transaction() as tx:
             if kind == CUSTOM:
                 doc, created = await node.topics.put_topic(tx, arm_id=topic_id, name=name, body=body)
             else:
+                existing = await tx.get_topic(topic_id.lower())
+                if existing is not None and not _allowed(request, _system_topic_resource(request, existing)):
+                    return _forbidden(request, topic_id)
                 doc, created = await node.topics.put_system_topic(
-                    tx, arm_id=topic_id, name=name, body=body, resource_id=node.resource.arm_id
+                    tx, arm_id=topic_id, name=name, body=body, resource_id=owner.arm_id
                 )
         # The SDK takes only 201 for a custom topic's PUT, 200 or 201 for a system topic's.
         status = 201 if created or kind == CUSTOM else 200

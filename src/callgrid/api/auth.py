@@ -1,5 +1,10 @@
 """Request authentication: HMAC or an Entra ID-shaped bearer token for ACS and callgrid routes, bearer tokens
-for ARM routes."""
+for ARM routes.
+
+Every resource shares the endpoint, so the key a request is signed with (or the resource a bearer token was
+issued for) says which resource it is for (platform/resource.py): the signed handler finds it and leaves it
+in `request.state.resource`.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +14,18 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from urllib.parse import quote
 
+import jwt
 from starlette.requests import Request
 from starlette.responses import Response
 
 from callgrid.api.body import ACS_BODY_LIMIT, AUDIO_BODY_LIMIT, close_if_unread, read_body
 from callgrid.api.errors import error_response
 from callgrid.clock import to_datetime
+from callgrid.errors import Forbidden
 from callgrid.node import Node
 from callgrid.platform.resource import CommunicationResource
-from callgrid.security import (
-    HmacAuthError,
-    TokenError,
-    check_headers,
-    verify_arm_token,
-    verify_entra_token,
-    verify_signature,
-)
+from callgrid.security import HmacAuthError, TokenError, check_headers, verify_arm_token, verify_entra_token
+from callgrid.security.hmac_auth import verify_signature_with_any
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -32,6 +33,25 @@ Handler = Callable[[Request], Awaitable[Response]]
 def node_of(request: Request) -> Node:
     node: Node = request.app.state.node
     return node
+
+
+def resource_of(request: Request) -> CommunicationResource:
+    """The resource whose key signed the request (or whose ARM token it carries). A way in that names no
+    resource of its own (none today) acts as the default resource, as every request did before there
+    were several."""
+    resource: CommunicationResource | None = getattr(request.state, "resource", None)
+    return resource if resource is not None else node_of(request).resource
+
+
+def require_default_resource(request: Request, what: str) -> None:
+    """Server-wide acts (reset, faults, managing resources) belong to whoever holds the default resource's
+    key, the server's owner: another resource's key would reach into every resource's state."""
+    resource = resource_of(request)
+    if not resource.is_default:
+        raise Forbidden(
+            f"Only the default resource's key may {what}; this request is signed with the key of '{resource.name}'.",
+            code="AuthorizationFailed",
+        )
 
 
 def raw_target(request: Request) -> str:
@@ -61,6 +81,19 @@ def verify_acs_bearer(node: Node, resource: CommunicationResource, token: str) -
     )
 
 
+def _token_resource(node: Node, token: str) -> CommunicationResource:
+    """The resource a token names (its `resourceId` claim, read before the signature is checked: the check
+    that follows is against that resource, so a forged claim gains nothing)."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise TokenError(f"not a JWT ({exc})") from None
+    resource = node.resources.by_immutable_id(str(claims.get("resourceId", "")))
+    if resource is None:
+        raise TokenError("it names no resource of this server")
+    return resource
+
+
 def _bearer_token(request: Request) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
@@ -84,16 +117,17 @@ def _signed(handler: Handler, limit: int) -> Handler:
     @functools.wraps(handler)
     async def wrapper(request: Request) -> Response:
         node = node_of(request)
-        resource = node.resource  # the resource this request is addressed to
         token = _bearer_token(request)
         if token is not None:
             try:
                 if not token:
                     raise TokenError("the Authorization header has no token after 'Bearer'")
+                resource = _token_resource(node, token)
                 verify_acs_bearer(node, resource, token)
             except TokenError as exc:
                 return _denied(request, TokenError(f"The bearer token is refused: {exc}."))
             await read_body(request, limit)
+            request.state.resource = resource
             return await handler(request)
         try:
             signed = check_headers(
@@ -105,17 +139,19 @@ def _signed(handler: Handler, limit: int) -> Handler:
             return _denied(request, exc)
         digest = hashlib.sha256()
         await read_body(request, limit, on_chunk=digest.update)
+        candidates = node.resources.candidates()
         try:
-            verify_signature(
+            index = verify_signature_with_any(
                 signed,
                 method=request.method,
                 raw_target=raw_target(request),
                 host=request.headers.get("host", ""),
                 body_digest=digest.digest(),
-                access_key=resource.access_key,
+                access_keys=[key for _, key in candidates],
             )
         except HmacAuthError as exc:
             return _denied(request, exc)
+        request.state.resource = candidates[index][0]
         return await handler(request)
 
     return wrapper
@@ -137,11 +173,23 @@ def arm_bearer(handler: Handler) -> Handler:
                 headers=close,
             )
         try:
-            verify_arm_token(node.keys.token_key.public_key(), token.strip(), now=to_datetime(node.wall_clock.now()))
+            claims = verify_arm_token(
+                node.keys.token_key.public_key(), token.strip(), now=to_datetime(node.wall_clock.now())
+            )
         except TokenError as exc:
             return error_response(
                 401, "InvalidAuthenticationToken", f"The access token is invalid: {exc}", headers=close
             )
+        # The token's principal is one resource's owner (api/arm.py keeps it to that resource's parts).
+        principal = node.resources.by_arm_subject(str(claims.get("sub", "")))
+        if principal is None:
+            return error_response(
+                401,
+                "InvalidAuthenticationToken",
+                "The access token is invalid: its principal is unknown here (was its resource deleted?).",
+                headers=close,
+            )
+        request.state.resource = principal
         return await handler(request)
 
     return wrapper

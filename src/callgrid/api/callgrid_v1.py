@@ -10,11 +10,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from callgrid import __version__
-from callgrid.api.auth import hmac_signed, node_of
+from callgrid.api.auth import hmac_signed, node_of, require_default_resource, resource_of
 from callgrid.api.deliveries import query_limit
 from callgrid.api.errors import error_response, field, read_object
 from callgrid.api.openapi import OPENAPI
-from callgrid.errors import InvalidRequest
+from callgrid.errors import InvalidRequest, NotFound
 from callgrid.platform.calls import Call, DeviceBehaviour
 from callgrid.platform.calls.service import parse_identifier
 
@@ -63,7 +63,7 @@ async def own_number(request: Request) -> Response:
     body = await read_object(request)
     number = field(body, "phoneNumber", str)
     async with node.store.transaction() as tx:
-        doc = await node.numbers.own(tx, number)
+        doc = await node.numbers.own(tx, resource_of(request), number)
     return JSONResponse(doc, status_code=201)
 
 
@@ -71,7 +71,7 @@ async def own_number(request: Request) -> Response:
 async def list_numbers(request: Request) -> Response:
     node = node_of(request)
     async with node.store.transaction() as tx:
-        page, _ = await node.numbers.list(tx, 0, 1000)
+        page, _ = await node.numbers.list(tx, resource_of(request), 0, 1000)
     return JSONResponse({"phoneNumbers": page})
 
 
@@ -79,7 +79,7 @@ async def list_numbers(request: Request) -> Response:
 async def release_number(request: Request) -> Response:
     node = node_of(request)
     async with node.store.transaction() as tx:
-        await node.numbers.release(tx, request.path_params["phoneNumber"])
+        await node.numbers.release(tx, resource_of(request), request.path_params["phoneNumber"])
     return Response(status_code=204)
 
 
@@ -93,7 +93,12 @@ async def place_call(request: Request) -> Response:
     custom_context = field(body, "customContext", dict, required=False)
     async with node.store.transaction() as tx:
         call = await node.calls.place_call(
-            tx, source=source, target=target, caller_display_name=display_name, custom_context=custom_context
+            tx,
+            resource_of(request),
+            source=source,
+            target=target,
+            caller_display_name=display_name,
+            custom_context=custom_context,
         )
     return JSONResponse(
         {"serverCallId": call.server_call_id, "correlationId": call.correlation_id, "state": call.state},
@@ -105,7 +110,7 @@ async def place_call(request: Request) -> Response:
 async def get_call(request: Request) -> Response:
     node = node_of(request)
     async with node.store.transaction() as tx:
-        call = await node.calls.get_call(tx, request.path_params["serverCallId"])
+        call = await node.calls.get_call(tx, request.path_params["serverCallId"], resource_of(request))
     return JSONResponse(call_view(call))
 
 
@@ -114,7 +119,7 @@ async def list_calls(request: Request) -> Response:
     node = node_of(request)
     limit = query_limit(request)
     async with node.store.transaction() as tx:
-        calls = await node.calls.list_calls(tx, limit)
+        calls = await node.calls.list_calls(tx, limit, resource=resource_of(request))
     return JSONResponse({"value": [call_view(c) for c in calls]})
 
 
@@ -123,7 +128,7 @@ async def list_identities(request: Request) -> Response:
     node = node_of(request)
     limit = query_limit(request)
     async with node.store.transaction() as tx:
-        identities = await node.identities.list_identities(tx, limit)
+        identities = await node.identities.list_identities(tx, resource_of(request), limit)
     return JSONResponse({"value": identities})
 
 
@@ -131,7 +136,7 @@ async def list_identities(request: Request) -> Response:
 async def list_endpoints(request: Request) -> Response:
     node = node_of(request)
     async with node.store.transaction() as tx:
-        devices = await node.calls.list_devices(tx)
+        devices = await node.calls.list_devices(tx, resource_of(request))
     return JSONResponse({"value": devices})
 
 
@@ -148,7 +153,7 @@ async def put_endpoint(request: Request) -> Response:
     delay = field(body, "answerDelayMs", int, required=False) or 0
     connect_delay = field(body, "connectDelayMs", int, required=False) or 0
     async with node.store.transaction() as tx:
-        doc = await node.calls.set_device(tx, target, behaviour, delay, connect_delay)
+        doc = await node.calls.set_device(tx, resource_of(request), target, behaviour, delay, connect_delay)
     return JSONResponse(doc)
 
 
@@ -156,6 +161,8 @@ async def put_endpoint(request: Request) -> Response:
 async def get_endpoint(request: Request) -> Response:
     node = node_of(request)
     target = parse_identifier(request.path_params["rawId"], "rawId")
+    if target.is_communication_user and not resource_of(request).owns_user(target.raw_id):
+        raise NotFound(f"Identity '{target.raw_id}' does not exist in this resource.", code="8522")
     async with node.store.transaction() as tx:
         doc = await node.calls.get_device(tx, target.raw_id)
     return JSONResponse(doc)
@@ -163,8 +170,63 @@ async def get_endpoint(request: Request) -> Response:
 
 @hmac_signed
 async def reset(request: Request) -> Response:
+    require_default_resource(request, "reset the server")
     await node_of(request).reset()
     return Response(status_code=204)
+
+
+# ---- Communication resources (platform/resource.py): managed with the default resource's key ----------
+
+
+@hmac_signed
+async def list_resources(request: Request) -> Response:
+    require_default_resource(request, "list the server's resources")
+    node = node_of(request)
+    return JSONResponse({"value": [r.view(node.settings.endpoint) for r in node.resources]})
+
+
+@hmac_signed
+async def create_resource(request: Request) -> Response:
+    require_default_resource(request, "create resources")
+    node = node_of(request)
+    body = await read_object(request)
+    name = field(body, "name", str)
+    subscription_id = field(body, "subscriptionId", str, required=False)
+    resource_group = field(body, "resourceGroup", str, required=False)
+    resource = await node.create_resource(name, subscription_id=subscription_id, resource_group=resource_group)
+    return JSONResponse(resource.view(node.settings.endpoint, with_keys=True), status_code=201)
+
+
+@hmac_signed
+async def get_resource(request: Request) -> Response:
+    require_default_resource(request, "read the server's resources")
+    node = node_of(request)
+    resource = node.resources.get(request.path_params["name"])
+    return JSONResponse(resource.view(node.settings.endpoint, with_keys=True))
+
+
+@hmac_signed
+async def delete_resource(request: Request) -> Response:
+    require_default_resource(request, "delete resources")
+    await node_of(request).delete_resource(request.path_params["name"])
+    return Response(status_code=204)
+
+
+@hmac_signed
+async def regenerate_key(request: Request) -> Response:
+    require_default_resource(request, "regenerate keys")
+    node = node_of(request)
+    body = await read_object(request)
+    key_type = field(body, "keyType", str)
+    async with node.store.transaction() as tx:
+        resource = await node.resources.regenerate_key(tx, request.path_params["name"], key_type.lower())
+    return JSONResponse(resource.view(node.settings.endpoint, with_keys=True))
+
+
+async def resource_action(request: Request) -> Response:
+    if request.path_params["action"] != "regenerateKey":
+        return error_response(404, "NotFound", f"No route for {request.method} {request.url.path}.")
+    return await regenerate_key(request)
 
 
 @hmac_signed
@@ -227,6 +289,11 @@ routes = [
     Route("/callgrid/v1/endpoints/{rawId}", put_endpoint, methods=["PUT"]),
     Route("/callgrid/v1/endpoints/{rawId}", get_endpoint, methods=["GET"]),
     Route("/callgrid/v1/reset", reset, methods=["POST"]),
+    Route("/callgrid/v1/resources", list_resources, methods=["GET"]),
+    Route("/callgrid/v1/resources", create_resource, methods=["POST"]),
+    Route("/callgrid/v1/resources/{name}:{action}", resource_action, methods=["POST"]),
+    Route("/callgrid/v1/resources/{name}", get_resource, methods=["GET"]),
+    Route("/callgrid/v1/resources/{name}", delete_resource, methods=["DELETE"]),
     Route("/callgrid/v1/clock", get_clock, methods=["GET"]),
     Route("/callgrid/v1/clock:advance", advance_clock, methods=["POST"]),
 ]

@@ -5,6 +5,7 @@ Status codes are the ones the SDK checks exactly (acs-wire.md 2.1); bodies are w
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
@@ -13,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from callgrid.api.auth import hmac_signed, node_of
+from callgrid.api.auth import Handler, hmac_signed, node_of, resource_of
 from callgrid.api.errors import error_response, field, read_object
 from callgrid.api.repeatability import operation, repeatable
 from callgrid.errors import InvalidRequest
@@ -78,6 +79,20 @@ def _custom_context(body: dict[str, Any]) -> dict[str, Any] | None:
     return value
 
 
+def _own_connection(handler: Handler) -> Handler:
+    """Inside `hmac_signed`: the call connection in the path must be the signing resource's. Another
+    resource's connection id is answered exactly as an unknown one (404), before anything else is read."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: Request) -> Response:
+        node = node_of(request)
+        async with node.store.transaction() as tx:
+            await node.calls.connection(tx, request.path_params["ccid"], resource_of(request))
+        return await handler(request)
+
+    return wrapper
+
+
 @hmac_signed
 @repeatable
 async def create_call(request: Request) -> Response:
@@ -106,6 +121,7 @@ async def create_call(request: Request) -> Response:
     async with operation(node) as op:
         call, connection = await node.calls.create_call(
             op.tx,
+            resource_of(request),
             targets=targets,
             callback_uri=callback_uri,
             source=source,
@@ -130,6 +146,7 @@ async def answer_call(request: Request) -> Response:
     async with operation(node) as op:
         call, connection = await node.calls.answer(
             op.tx,
+            resource_of(request),
             incoming_call_context=context,
             callback_uri=callback_uri,
             operation_context=operation_context,
@@ -158,6 +175,7 @@ async def connect_call(request: Request) -> Response:
     async with operation(node) as op:
         call, connection = await node.calls.connect_call(
             op.tx,
+            resource_of(request),
             server_call_id=server_call_id,
             callback_uri=callback_uri,
             operation_context=operation_context,
@@ -174,7 +192,7 @@ async def redirect_call(request: Request) -> Response:
     context = field(body, "incomingCallContext", str)
     target = _required_identifier(body, "target")
     async with operation(node) as op:
-        await node.calls.redirect(op.tx, incoming_call_context=context, target=target)
+        await node.calls.redirect(op.tx, resource_of(request), incoming_call_context=context, target=target)
         return await op.respond(Response(status_code=204))
 
 
@@ -186,7 +204,7 @@ async def reject_call(request: Request) -> Response:
     context = field(body, "incomingCallContext", str)
     reason = field(body, "callRejectReason", str, required=False)
     async with operation(node) as op:
-        await node.calls.reject(op.tx, incoming_call_context=context, reason=reason)
+        await node.calls.reject(op.tx, resource_of(request), incoming_call_context=context, reason=reason)
         return await op.respond(Response(status_code=204))
 
 
@@ -194,11 +212,12 @@ async def reject_call(request: Request) -> Response:
 async def get_call_connection(request: Request) -> Response:
     node = node_of(request)
     async with node.store.transaction() as tx:
-        call, connection = await node.calls.connection(tx, request.path_params["ccid"])
+        call, connection = await node.calls.connection(tx, request.path_params["ccid"], resource_of(request))
     return JSONResponse(node.calls.connection_properties(call, connection))
 
 
 @hmac_signed
+@_own_connection
 async def hang_up(request: Request) -> Response:
     node = node_of(request)
     async with node.store.transaction() as tx:
@@ -524,12 +543,14 @@ _REPEATABLE_ACTIONS = {"terminate", "transferToParticipant", "sendDtmfTones"}
 
 
 @hmac_signed
+@_own_connection
 @repeatable
 async def repeatable_connection_action(request: Request) -> Response:
     return await _connection_action(request)
 
 
 @hmac_signed
+@_own_connection
 async def connection_action(request: Request) -> Response:
     return await _connection_action(request)
 
@@ -577,6 +598,7 @@ async def connection_action_router(request: Request) -> Response:
 
 
 @hmac_signed
+@_own_connection
 async def list_participants(request: Request) -> Response:
     node = node_of(request)
     async with node.store.transaction() as tx:
@@ -585,6 +607,7 @@ async def list_participants(request: Request) -> Response:
 
 
 @hmac_signed
+@_own_connection
 async def get_participant(request: Request) -> Response:
     node = node_of(request)
     # The async SDK signs the encoded id but may send it decoded; either way this is the raw id.
@@ -601,6 +624,7 @@ async def participants_action_router(request: Request) -> Response:
 
 
 @hmac_signed
+@_own_connection
 @repeatable
 async def participants_action(request: Request) -> Response:
     node = node_of(request)

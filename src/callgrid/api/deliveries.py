@@ -1,4 +1,8 @@
-"""callgrid's view of Event Grid delivery: deliveries with their attempts, dead letters, and replay."""
+"""callgrid's view of Event Grid delivery: deliveries with their attempts, dead letters, and replay.
+
+The default resource's key (the server owner's) sees every delivery; another resource's key sees those of
+its own event subscriptions and its own calls' callbacks, and nothing of any other resource's.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from callgrid.api.auth import hmac_signed, node_of
+from callgrid.api.auth import hmac_signed, node_of, resource_of
 from callgrid.clock import iso7
-from callgrid.errors import InvalidRequest
+from callgrid.errors import InvalidRequest, NotFound
 from callgrid.eventgrid.delivery.deadletter import replay
 from callgrid.store import AttemptRow, DeadLetterRow, DeliveryRow
 
@@ -101,7 +105,21 @@ async def list_deliveries(request: Request) -> Response:
     if status is not None and status not in STATUSES:
         raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}; got '{status}'.")
     async with node.store.transaction() as tx:
-        rows = await tx.list_deliveries_by(limit, subscription_id=_subscription(request), status=status)
+        resource, wanted = resource_of(request), _subscription(request)
+        if resource.is_default:
+            rows = await tx.list_deliveries_by(limit, subscription_id=wanted, status=status)
+        else:
+            mine = await node.subscription_ids_of(tx, resource)
+            scope = [wanted] if wanted is not None else sorted(mine)
+            rows = []
+            for sub_id in scope:
+                if sub_id in mine:
+                    rows += await tx.list_deliveries_by(limit, subscription_id=sub_id, status=status)
+            if wanted is None:
+                # Its calls' callbacks: the recent ones, as far as the limit reaches.
+                recent = await tx.list_deliveries_by(limit, status=status)
+                rows += [r for r in recent if r.kind == "callback" and r.audience == resource.immutable_id]
+            rows = sorted(rows, key=lambda r: (-r.created_at, r.id))[:limit]
         history = await tx.list_attempts([r.id for r in rows])
     return JSONResponse({"value": [delivery_view(r, history[r.id]) for r in rows]})
 
@@ -111,14 +129,28 @@ async def list_dead_letters(request: Request) -> Response:
     node = node_of(request)
     limit = query_limit(request)
     async with node.store.transaction() as tx:
-        rows = await tx.list_dead_letters(limit, _subscription(request))
+        resource, wanted = resource_of(request), _subscription(request)
+        if resource.is_default:
+            rows = await tx.list_dead_letters(limit, wanted)
+        else:
+            mine = await node.subscription_ids_of(tx, resource)
+            rows = []
+            for sub_id in [wanted] if wanted is not None else sorted(mine):
+                if sub_id in mine:
+                    rows += await tx.list_dead_letters(limit, sub_id)
+            rows = sorted(rows, key=lambda r: (-r.created_at, r.id))[:limit]
     return JSONResponse({"value": [dead_letter_view(r) for r in rows]})
 
 
 @hmac_signed
 async def replay_dead_letter(request: Request) -> Response:
     node = node_of(request)
+    resource = resource_of(request)
     async with node.store.transaction() as tx:
+        if not resource.is_default:
+            dead = await tx.get_dead_letter(request.path_params["id"])
+            if dead is None or dead.subscription_id.lower() not in await node.subscription_ids_of(tx, resource):
+                raise NotFound(f"Dead letter '{request.path_params['id']}' was not found.", code="DeadLetterNotFound")
         replayed = await replay(tx, request.path_params["id"], node.clock.now())
         history = await tx.list_attempts([replayed.delivery.id])
     node.delivery.wake()

@@ -7,13 +7,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from callgrid.api.auth import hmac_signed, node_of
+from callgrid.api.auth import hmac_signed, node_of, require_default_resource
 from callgrid.api.errors import error_response, read_object
 from callgrid.faults import operation_of
 
 
 @hmac_signed
 async def add_fault(request: Request) -> Response:
+    require_default_resource(request, "inject faults")
     fault = node_of(request).faults.add(await read_object(request))
     return JSONResponse(fault.to_wire(), status_code=201)
 
@@ -25,12 +26,14 @@ async def list_faults(request: Request) -> Response:
 
 @hmac_signed
 async def remove_fault(request: Request) -> Response:
+    require_default_resource(request, "remove faults")
     node_of(request).faults.remove(request.path_params["faultId"])
     return Response(status_code=204)
 
 
 @hmac_signed
 async def remove_all_faults(request: Request) -> Response:
+    require_default_resource(request, "remove faults")
     node_of(request).faults.clear()
     return Response(status_code=204)
 

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from callgrid.api.auth import hmac_signed, node_of
+from callgrid.api.auth import hmac_signed, node_of, resource_of
 from callgrid.api.errors import field, read_object, string_list
 
 
@@ -17,10 +17,10 @@ async def create_identity(request: Request) -> Response:
     scopes = string_list(body, "createTokenWithScopes", required=False, code="ValidationError")
     minutes = field(body, "expiresInMinutes", int, required=False)
     async with node.store.transaction() as tx:
-        user_id = await node.identities.create_user(tx)
+        user_id = await node.identities.create_user(tx, resource_of(request))
         result: dict[str, object] = {"identity": {"id": user_id}}
         if scopes is not None:
-            token = await node.identities.issue_token(tx, user_id, scopes, minutes)
+            token = await node.identities.issue_token(tx, resource_of(request), user_id, scopes, minutes)
             result["accessToken"] = {"token": token.token, "expiresOn": token.expires_on}
     return JSONResponse(result, status_code=201)
 
@@ -29,7 +29,7 @@ async def create_identity(request: Request) -> Response:
 async def delete_identity(request: Request) -> Response:
     node = node_of(request)
     async with node.store.transaction() as tx:
-        await node.identities.delete_user(tx, request.path_params["id"])
+        await node.identities.delete_user(tx, resource_of(request), request.path_params["id"])
     return Response(status_code=204)
 
 
@@ -40,7 +40,7 @@ async def issue_access_token(request: Request) -> Response:
     scopes = string_list(body, "scopes", code="ValidationError")
     minutes = field(body, "expiresInMinutes", int, required=False)
     async with node.store.transaction() as tx:
-        token = await node.identities.issue_token(tx, request.path_params["id"], scopes, minutes)
+        token = await node.identities.issue_token(tx, resource_of(request), request.path_params["id"], scopes, minutes)
     return JSONResponse({"token": token.token, "expiresOn": token.expires_on})
 
 
@@ -48,7 +48,7 @@ async def issue_access_token(request: Request) -> Response:
 async def revoke_access_tokens(request: Request) -> Response:
     node = node_of(request)
     async with node.store.transaction() as tx:
-        await node.identities.revoke_tokens(tx, request.path_params["id"])
+        await node.identities.revoke_tokens(tx, resource_of(request), request.path_params["id"])
     return Response(status_code=204)
 
 

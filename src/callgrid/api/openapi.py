@@ -38,8 +38,8 @@ OPENAPI: dict[str, Any] = {
         "title": "callgrid",
         "version": "1",
         "description": "callgrid's own API: own numbers, place calls, script simulated devices, inspect "
-        "deliveries. Signed with the ACS HMAC scheme and the resource's access key, or with a bearer token from "
-        "`callgrid token`.",
+        "deliveries. Signed with the ACS HMAC scheme and a resource's access key (the key says which resource "
+        "a request is for), or with a bearer token from `callgrid token`.",
     },
     "components": {
         "securitySchemes": {
@@ -88,6 +88,24 @@ OPENAPI: dict[str, Any] = {
                         },
                     },
                 },
+            },
+            "CreateResource": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": {
+                        "type": "string",
+                        "pattern": "^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$",
+                        "example": "team-b",
+                    },
+                    "subscriptionId": {"type": "string", "description": "default: the server's"},
+                    "resourceGroup": {"type": "string", "description": "default: the server's"},
+                },
+            },
+            "RegenerateKey": {
+                "type": "object",
+                "required": ["keyType"],
+                "properties": {"keyType": {"enum": ["primary", "secondary"]}},
             },
             "Endpoint": {
                 "type": "object",
@@ -274,7 +292,34 @@ OPENAPI: dict[str, Any] = {
             "delete": _op("Remove one injected fault", "204", parameters=[_path_param("faultId")])
         },
         "/callgrid/v1/health": {"get": _op("Whether the server is up (unsigned): status, version, clock", "200")},
-        "/callgrid/v1/reset": {"post": _op("Forget all state but the resource itself", "204")},
+        "/callgrid/v1/reset": {
+            "post": _op("Forget all state but the default resource itself (the default resource's key only)", "204")
+        },
+        "/callgrid/v1/resources": {
+            "get": _op("The server's Communication resources, the default one first (default key only)", "200"),
+            "post": _op(
+                "Create a Communication resource with its own keys, identities, numbers and system topic; "
+                "answers its keys and connection strings (default key only)",
+                "201",
+                {"$ref": "#/components/schemas/CreateResource"},
+            ),
+        },
+        "/callgrid/v1/resources/{name}": {
+            "get": _op("A resource with its keys and connection strings", "200", parameters=[_path_param("name")]),
+            "delete": _op(
+                "Delete a resource and all that is its: identities, numbers, system topic, event subscriptions",
+                "204",
+                parameters=[_path_param("name")],
+            ),
+        },
+        "/callgrid/v1/resources/{name}:regenerateKey": {
+            "post": _op(
+                "Replace a resource's primary or secondary key; the old key stops working at once",
+                "200",
+                {"$ref": "#/components/schemas/RegenerateKey"},
+                parameters=[_path_param("name")],
+            )
+        },
         "/callgrid/v1/clock": {"get": _op("The server's clock", "200")},
         "/callgrid/v1/clock:advance": {
             "post": _op(

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from callgrid.api.auth import hmac_signed, node_of
+from callgrid.api.auth import hmac_signed, node_of, resource_of
 from callgrid.api.errors import read_object
 from callgrid.errors import InvalidRequest
 from callgrid.platform import number_lookup
@@ -74,7 +74,7 @@ async def list_purchased(request: Request) -> Response:
     skip = _int_param(request, "skip", 0)
     top = _int_param(request, "top", 100)
     async with node.store.transaction() as tx:
-        page, more = await node.numbers.list(tx, skip, top)
+        page, more = await node.numbers.list(tx, resource_of(request), skip, top)
     body: dict[str, object] = {"phoneNumbers": page}
     if more:
         # Relative is fine: the SDK resolves it against the endpoint and re-appends api-version.
@@ -86,7 +86,7 @@ async def list_purchased(request: Request) -> Response:
 async def get_purchased(request: Request) -> Response:
     node = node_of(request)
     async with node.store.transaction() as tx:
-        doc = await node.numbers.get(tx, request.path_params["number"])
+        doc = await node.numbers.get(tx, resource_of(request), request.path_params["number"])
     return JSONResponse(doc)
 
 
@@ -94,7 +94,7 @@ async def get_purchased(request: Request) -> Response:
 async def release(request: Request) -> Response:
     node = node_of(request)
     async with node.store.transaction() as tx:
-        op = await node.number_orders.release(tx, request.path_params["number"])
+        op = await node.number_orders.release(tx, resource_of(request), request.path_params["number"])
     return _accepted(op, "release-id")
 
 
@@ -103,7 +103,7 @@ async def update_capabilities(request: Request) -> Response:
     node = node_of(request)
     body = await read_object(request)
     async with node.store.transaction() as tx:
-        op = await node.number_orders.update_capabilities(tx, request.path_params["number"], body)
+        op = await node.number_orders.update_capabilities(tx, resource_of(request), request.path_params["number"], body)
     return _accepted(op, "capabilities-id")
 
 
@@ -111,7 +111,7 @@ async def update_capabilities(request: Request) -> Response:
 async def get_operation(request: Request) -> Response:
     node = node_of(request)
     async with node.store.transaction() as tx:
-        op = await node.number_orders.get_operation(tx, request.path_params["operationId"])
+        op = await node.number_orders.get_operation(tx, resource_of(request), request.path_params["operationId"])
     location = op.get("resourceLocation")
     return JSONResponse(op, headers={"Location": location} if location else None)
 
@@ -179,7 +179,7 @@ async def search(request: Request) -> Response:
     node = node_of(request)
     body = await read_object(request)
     async with node.store.transaction() as tx:
-        op = await node.number_orders.search(tx, request.path_params["countryCode"], body)
+        op = await node.number_orders.search(tx, resource_of(request), request.path_params["countryCode"], body)
     return _accepted(op, "search-id")
 
 
@@ -187,7 +187,7 @@ async def search(request: Request) -> Response:
 async def get_search(request: Request) -> Response:
     node = node_of(request)
     async with node.store.transaction() as tx:
-        found = await node.number_orders.get_search(tx, request.path_params["searchId"])
+        found = await node.number_orders.get_search(tx, resource_of(request), request.path_params["searchId"])
     return JSONResponse(found)
 
 
@@ -196,7 +196,7 @@ async def purchase(request: Request) -> Response:
     node = node_of(request)
     body = await read_object(request)
     async with node.store.transaction() as tx:
-        op = await node.number_orders.purchase_search(tx, body)
+        op = await node.number_orders.purchase_search(tx, resource_of(request), body)
     return _accepted(op, "purchase-id")
 
 
@@ -209,7 +209,7 @@ async def list_reservations(request: Request) -> Response:
     skip = _int_param(request, "skip", 0)
     top = _int_param(request, "maxPageSize", 100)
     async with node.store.transaction() as tx:
-        page, more = await node.number_orders.list_reservations(tx, skip, top)
+        page, more = await node.number_orders.list_reservations(tx, resource_of(request), skip, top)
     body: dict[str, Any] = {"reservations": page}
     if more:
         body["nextLink"] = f"/availablePhoneNumbers/reservations?skip={skip + top}&maxPageSize={top}"
@@ -222,7 +222,7 @@ async def put_reservation(request: Request) -> Response:
     body = await read_object(request, allow_empty=True)
     async with node.store.transaction() as tx:
         view, created, partial = await node.number_orders.update_reservation(
-            tx, request.path_params["reservationId"], body
+            tx, resource_of(request), request.path_params["reservationId"], body
         )
     # Partial success (some number could not be reserved) is 207, as the API documents.
     return JSONResponse(view, status_code=207 if partial else 201 if created else 200)
@@ -232,7 +232,7 @@ async def put_reservation(request: Request) -> Response:
 async def get_reservation(request: Request) -> Response:
     node = node_of(request)
     async with node.store.transaction() as tx:
-        view = await node.number_orders.get_reservation(tx, request.path_params["reservationId"])
+        view = await node.number_orders.get_reservation(tx, resource_of(request), request.path_params["reservationId"])
     return JSONResponse(view)
 
 
@@ -240,7 +240,7 @@ async def get_reservation(request: Request) -> Response:
 async def delete_reservation(request: Request) -> Response:
     node = node_of(request)
     async with node.store.transaction() as tx:
-        await node.number_orders.delete_reservation(tx, request.path_params["reservationId"])
+        await node.number_orders.delete_reservation(tx, resource_of(request), request.path_params["reservationId"])
     return Response(status_code=204)
 
 
@@ -249,7 +249,9 @@ async def purchase_reservation(request: Request) -> Response:
     node = node_of(request)
     await read_object(request, allow_empty=True)  # agreeToNotResell: no number sold here requires it
     async with node.store.transaction() as tx:
-        op = await node.number_orders.purchase_reservation(tx, request.path_params["reservationId"])
+        op = await node.number_orders.purchase_reservation(
+            tx, resource_of(request), request.path_params["reservationId"]
+        )
     return _accepted(op, "reservation-purchase-id")
 
 

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from callgrid.api.auth import hmac_signed, node_of
+from callgrid.api.auth import hmac_signed, node_of, resource_of
 from callgrid.api.errors import field, read_object
 from callgrid.api.repeatability import operation, repeatable
 from callgrid.errors import InvalidRequest, NotFound
@@ -38,10 +38,11 @@ async def start_recording(request: Request) -> Response:
     format_type = field(body, "recordingFormatType", str, required=False) or "wav"
     async with operation(node) as op:
         if not isinstance(server_call_id, str):
-            call, _ = await node.calls.connection(op.tx, str(connection_id))
+            call, _ = await node.calls.connection(op.tx, str(connection_id), resource_of(request))
             server_call_id = call.server_call_id
         doc = await node.calls.recordings.start(
             op.tx,
+            resource_of(request),
             server_call_id=server_call_id,
             download_base=node.settings.endpoint,
             state_callback_uri=state_callback_uri,
@@ -57,7 +58,7 @@ async def start_recording(request: Request) -> Response:
 async def get_recording(request: Request) -> Response:
     node = node_of(request)
     async with node.store.transaction() as tx:
-        doc = await node.calls.recordings.get(tx, request.path_params["recordingId"])
+        doc = await node.calls.recordings.get(tx, request.path_params["recordingId"], resource_of(request))
     return JSONResponse(node.calls.recordings.describe(doc))
 
 
@@ -65,7 +66,7 @@ async def get_recording(request: Request) -> Response:
 async def stop_recording(request: Request) -> Response:
     node = node_of(request)
     async with node.store.transaction() as tx:
-        await node.calls.recordings.stop(tx, request.path_params["recordingId"])
+        await node.calls.recordings.stop(tx, resource_of(request), request.path_params["recordingId"])
     return Response(status_code=204)
 
 
@@ -78,9 +79,9 @@ async def recording_action(request: Request) -> Response:
         raise NotFound(f"Recordings have no ':{action}' action.", code="8522")
     async with node.store.transaction() as tx:
         if action == "pause":
-            await recordings.pause(tx, request.path_params["recordingId"])
+            await recordings.pause(tx, resource_of(request), request.path_params["recordingId"])
         else:
-            await recordings.resume(tx, request.path_params["recordingId"])
+            await recordings.resume(tx, resource_of(request), request.path_params["recordingId"])
     return Response(status_code=202)
 
 
@@ -88,10 +89,7 @@ async def _stored(request: Request) -> dict[str, object]:
     node = node_of(request)
     recording_id = request.path_params["recordingId"]
     async with node.store.transaction() as tx:
-        doc = await tx.get_recording(recording_id)
-    if doc is None:
-        raise NotFound(f"Recording '{recording_id}' was not found.", code="8522")
-    return doc
+        return await node.calls.recordings.stored(tx, resource_of(request), recording_id)
 
 
 @hmac_signed
@@ -114,7 +112,7 @@ async def delete_recording_files(request: Request) -> Response:
     """The chunk's deleteLocation: the files are gone afterwards (404)."""
     node = node_of(request)
     async with node.store.transaction() as tx:
-        await node.calls.recordings.delete_files(tx, request.path_params["recordingId"])
+        await node.calls.recordings.delete_files(tx, resource_of(request), request.path_params["recordingId"])
     return Response(status_code=204)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from callgrid.api.auth import Handler, node_of
+from callgrid.api.auth import Handler, node_of, resource_of
 from callgrid.api.errors import error_response
 from callgrid.errors import CallgridError
 from callgrid.node import Node
@@ -101,7 +101,10 @@ def repeatable(handler: Handler) -> Handler:
         fingerprint = hashlib.sha256(f"{request.method} {request.url.path}\n".encode() + body).hexdigest()
         # No look-up here: the operation's own transaction checks for an earlier answer before acting, and
         # a route that fails before it checks at the end, so a retry is answered without an extra transaction.
-        claim = _Claim(request_id, fingerprint)
+        # Request ids are the client's: each resource has its own (the default one keeps the bare id).
+        resource = resource_of(request)
+        key = request_id if resource.is_default else f"{resource.immutable_id}/{request_id}"
+        claim = _Claim(key, fingerprint)
         token = _current.set(claim)
         try:
             response = await handler(request)
@@ -117,9 +120,9 @@ def repeatable(handler: Handler) -> Handler:
         # so storing it on its own is safe; if a copy of the request was answered meanwhile, that answer wins.
         async with node.store.transaction() as tx:
             now = node.clock.now()
-            seen = await _answered(tx, request_id, now)
+            seen = await _answered(tx, key, now)
             if seen is None:
-                await tx.put_repeatable(request_id, _entry(claim, response), now, now + LIFETIME_SECONDS)
+                await tx.put_repeatable(key, _entry(claim, response), now, now + LIFETIME_SECONDS)
         return response if seen is None else _to_retry(request_id, seen, fingerprint)
 
     return wrapper

@@ -10,13 +10,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from callgrid.api.auth import hmac_signed, hmac_signed_audio, node_of
+from callgrid.api.auth import hmac_signed, hmac_signed_audio, node_of, resource_of
 from callgrid.api.body import AUDIO_BODY_LIMIT
 from callgrid.api.errors import field, read_object
 from callgrid.errors import InvalidRequest, NotFound
 from callgrid.media import codecs, speech
 from callgrid.media.plane import TONE_KEYS
-from callgrid.node import Node
 from callgrid.platform.calls.models import CallState
 
 # A key as typed (1, #, a) -> the tone name ACS uses.
@@ -30,6 +29,7 @@ async def hang_up(request: Request) -> Response:
     body = await read_object(request, allow_empty=True)
     participant = field(body, "participant", str, required=False)
     async with node.store.transaction() as tx:
+        await node.calls.get_call(tx, request.path_params["serverCallId"], resource_of(request))
         call = await node.calls.hang_up_participant(tx, request.path_params["serverCallId"], participant)
     return JSONResponse({"serverCallId": call.server_call_id, "state": call.state})
 
@@ -39,6 +39,7 @@ async def participant_hang_up(request: Request) -> Response:
     node = node_of(request)
     raw_id = unquote(request.path_params["rawId"])
     async with node.store.transaction() as tx:
+        await node.calls.get_call(tx, request.path_params["serverCallId"], resource_of(request))
         call = await node.calls.hang_up_participant(tx, request.path_params["serverCallId"], raw_id)
     return JSONResponse({"serverCallId": call.server_call_id, "state": call.state})
 
@@ -51,6 +52,7 @@ async def send_dtmf(request: Request) -> Response:
     tones = _tone_names(field(body, "tones", (list, str)))
     raw_id = unquote(request.path_params["rawId"])
     async with node.store.transaction() as tx:
+        await node.calls.get_call(tx, request.path_params["serverCallId"], resource_of(request))
         call = await node.calls.media.caller_tones(tx, request.path_params["serverCallId"], raw_id, tones)
     return JSONResponse({"serverCallId": call.server_call_id, "tones": tones})
 
@@ -66,9 +68,10 @@ def _tone_names(value: list[object] | str) -> list[str]:
     return [str(t) for t in value]
 
 
-async def _speaking_party(node: Node, server_call_id: str, raw_id: str) -> None:
+async def _speaking_party(request: Request, server_call_id: str, raw_id: str) -> None:
+    node = node_of(request)
     async with node.store.transaction() as tx:
-        call = await node.calls.get_call(tx, server_call_id)
+        call = await node.calls.get_call(tx, server_call_id, resource_of(request))
     if call.state != CallState.CONNECTED:
         raise InvalidRequest("Only a party of a connected call can speak.", code="8501")
     if call.participant(raw_id) is None:
@@ -85,7 +88,7 @@ async def say(request: Request) -> Response:
     if not text.strip():
         raise InvalidRequest("'text' must say something.", code="8523")
     server_call_id, raw_id = request.path_params["serverCallId"], unquote(request.path_params["rawId"])
-    await _speaking_party(node, server_call_id, raw_id)
+    await _speaking_party(request, server_call_id, raw_id)
     try:
         pcm = await speech.synthesize(text, voice=voice)
     except speech.SpeechUnavailable as exc:
@@ -105,7 +108,7 @@ async def play(request: Request) -> Response:
     if (url is None) == (audio is None):
         raise InvalidRequest("Give exactly one of 'url' and 'audio' (base64).", code="8523")
     server_call_id, raw_id = request.path_params["serverCallId"], unquote(request.path_params["rawId"])
-    await _speaking_party(node, server_call_id, raw_id)
+    await _speaking_party(request, server_call_id, raw_id)
     if url is not None:
         probe = await node.prompts.file(url)
         if not probe.ok or probe.key is None:
@@ -126,7 +129,7 @@ async def heard(request: Request) -> Response:
     node = node_of(request)
     server_call_id, raw_id = request.path_params["serverCallId"], unquote(request.path_params["rawId"])
     async with node.store.transaction() as tx:
-        call = await node.calls.get_call(tx, server_call_id)
+        call = await node.calls.get_call(tx, server_call_id, resource_of(request))
     if call.participant(raw_id) is None:
         raise NotFound(f"'{raw_id}' is not in the call.", code="8522")
     pcm = node.media.heard(server_call_id, raw_id)

@@ -10,6 +10,7 @@ from callgrid import __version__
 from callgrid.cli import admin, calls, calls_sim, clock, demo, devices, events, scenario, serve, tokens
 from callgrid.cli.identities import identities_app
 from callgrid.cli.numbers import numbers_app
+from callgrid.cli.resources import resources_app
 from callgrid.cli.router import router_app
 from callgrid.cli.subscriptions import subscriptions_app
 
@@ -47,6 +48,7 @@ devices.register(app)
 clock.register(app)
 events.register(app)
 app.add_typer(numbers_app, name="numbers")
+app.add_typer(resources_app, name="resources")
 app.add_typer(identities_app, name="identities")
 app.add_typer(router_app, name="router")
 app.add_typer(subscriptions_app, name="subscriptions")

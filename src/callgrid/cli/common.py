@@ -19,7 +19,7 @@ from callgrid.cli.options import PortOption as PortOption
 from callgrid.client import CallgridClient, CallgridHttpError, CallgridUnreachable
 from callgrid.config import Settings
 from callgrid.datadir import DATA_DIR_ENV, LocatedDataDir, locate_data_dir
-from callgrid.platform.resource import CommunicationResource, load_or_create_resource
+from callgrid.platform.resource import CommunicationResource, load_or_create_resource, load_resources
 from callgrid.security import (
     TlsMaterial,
     ensure_tls_material,
@@ -43,8 +43,20 @@ ENV_ACS_TOKEN_LIFETIME = timedelta(days=365)
 @dataclass
 class LocalState:
     settings: Settings
-    resource: CommunicationResource
+    resource: CommunicationResource  # the default one, unless `for_resource` chose another
     tls: TlsMaterial | None
+    others: tuple[CommunicationResource, ...] = ()
+
+    def for_resource(self, name: str | None) -> LocalState:
+        """The same state seen as the resource `name` (None: the default); an unknown name ends the command."""
+        if name is None or name.lower() == self.resource.name.lower():
+            return self
+        found = next((r for r in self.others if r.name.lower() == name.lower()), None)
+        if found is None:
+            known = ", ".join([self.resource.name, *(r.name for r in self.others)])
+            err.print(f"[red]error[/red] no Communication resource named '{name}' (known: {known})", soft_wrap=True)
+            raise typer.Exit(1)
+        return LocalState(self.settings, found, self.tls, self.others)
 
     @property
     def endpoint(self) -> str:
@@ -65,7 +77,13 @@ class LocalState:
         return load_or_create_rsa_key(self.settings.data_dir / "keys" / "token-signing.pem")
 
     def arm_token(self, lifetime: timedelta = ARM_TOKEN_LIFETIME) -> str:
-        return issue_arm_token(self._token_key(), issuer=self.endpoint, now=datetime.now(UTC), lifetime=lifetime)
+        return issue_arm_token(
+            self._token_key(),
+            issuer=self.endpoint,
+            now=datetime.now(UTC),
+            lifetime=lifetime,
+            subject=self.resource.arm_subject,
+        )
 
     def acs_token(self, lifetime: timedelta = ENV_ACS_TOKEN_LIFETIME) -> str:
         """An Entra ID-shaped bearer token for the resource's ACS routes (api/auth.py checks it)."""
@@ -82,6 +100,8 @@ class LocalState:
             "CALLGRID_ENDPOINT": self.endpoint,
             "CALLGRID_CONNECTION_STRING": self.connection_string,
             "CALLGRID_ACCESS_KEY": self.resource.access_key,
+            "CALLGRID_SECONDARY_ACCESS_KEY": self.resource.secondary_key,
+            "CALLGRID_RESOURCE_NAME": self.resource.name,
             "CALLGRID_RESOURCE_ID": self.resource.arm_id,
             "CALLGRID_IMMUTABLE_RESOURCE_ID": self.resource.immutable_id,
             "CALLGRID_ARM_TOKEN": self.arm_token(),
@@ -126,27 +146,28 @@ def local_state(settings: Settings, *, verify_store: bool = False) -> LocalState
     """The resource and TLS material of a data directory; a store that cannot be used ends the command
     with its message (exit 1), not a traceback."""
 
-    async def load() -> CommunicationResource:
+    async def load() -> tuple[CommunicationResource, list[CommunicationResource]]:
         store = await open_store(settings.resolved_store_url, verify=verify_store)
         try:
             async with store.transaction() as tx:
-                return await load_or_create_resource(
+                default = await load_or_create_resource(
                     tx,
                     name=settings.resource_name,
                     subscription_id=settings.subscription_id,
                     resource_group=settings.resource_group,
                 )
+                return default, await load_resources(tx)
         finally:
             await store.close()
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        resource = asyncio.run(load())
+        resource, others = asyncio.run(load())
     except StoreUnusable as exc:
         err.print(f"[red]error[/red] {exc}", soft_wrap=True, highlight=False)
         raise typer.Exit(1) from None
     tls = ensure_tls_material(settings.data_dir / "tls") if settings.tls else None
-    return LocalState(settings, resource, tls)
+    return LocalState(settings, resource, tls, tuple(others))
 
 
 def served_data_dir(data_dir: Path | None) -> LocatedDataDir:

@@ -129,12 +129,19 @@ def _banner(state: LocalState, how: str) -> None:
     )
 
 
-def env(data_dir: DataDir = None, port: PortOption = None) -> None:
+def env(
+    data_dir: DataDir = None,
+    port: PortOption = None,
+    resource: Annotated[
+        str | None,
+        typer.Option("--resource", "-r", help="Whose variables: a resource from `callgrid resources list`."),
+    ] = None,
+) -> None:
     """Print `export NAME=value` lines: connection string, resource id, ARM and ACS bearer tokens, CA trust."""
     located = locate_data_dir(data_dir)
     # A named data directory may be new (the test plugin prepares one before serving it); a found or default
     # one must be a server's, else the values printed would name keys and a CA that no server uses.
     where = located.path if located.explicit else served_data_dir(data_dir).path
-    state = local_state(settings_for(where, port))
+    state = local_state(settings_for(where, port)).for_resource(resource)
     for name, value in state.env().items():
         print(f"export {name}={shlex.quote(value)}")

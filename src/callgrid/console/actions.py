@@ -58,7 +58,9 @@ async def place_call(request: Request) -> Response:
     target = parse_identifier(_text(body, "to"), "to")
     display_name = _text(body, "callerDisplayName", required=False) or ""
     async with node.store.transaction() as tx:
-        call = await node.calls.place_call(tx, source=source, target=target, caller_display_name=display_name)
+        call = await node.calls.place_call(
+            tx, node.resource, source=source, target=target, caller_display_name=display_name
+        )
     return _done(request, f"Calling {target.raw_id}: call {call.server_call_id}", 201, serverCallId=call.server_call_id)
 
 
@@ -115,7 +117,7 @@ async def own_number(request: Request) -> Response:
     body = await read_object(request)
     number = _text(body, "phoneNumber") or ""
     async with node.store.transaction() as tx:
-        doc = await node.numbers.own(tx, number)
+        doc = await node.numbers.own(tx, node.resource, number)
     return _done(request, f"The resource owns {doc['phoneNumber']}", 201)
 
 
@@ -124,7 +126,7 @@ async def release_number(request: Request) -> Response:
     node = _node(request)
     number = unquote(request.path_params["phoneNumber"])
     async with node.store.transaction() as tx:
-        await node.numbers.release(tx, number)
+        await node.numbers.release(tx, node.resource, number)
     return _done(request, f"Released {number}")
 
 
@@ -132,7 +134,7 @@ async def release_number(request: Request) -> Response:
 async def create_identity(request: Request) -> Response:
     node = _node(request)
     async with node.store.transaction() as tx:
-        user_id = await node.identities.create_user(tx)
+        user_id = await node.identities.create_user(tx, node.resource)
     return _done(request, f"Created {user_id}", 201, rawId=user_id)
 
 

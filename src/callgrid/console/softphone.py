@@ -115,7 +115,7 @@ class Softphones:
         session = await self._negotiate(caller.raw_id, offer_sdp)
         try:
             async with self._node.store.transaction() as tx:
-                placed = await self._node.calls.place_call(tx, source=caller, target=callee)
+                placed = await self._node.calls.place_call(tx, self._node.resource, source=caller, target=callee)
         except BaseException:
             await session.pc.close()
             raise
@@ -129,7 +129,7 @@ class Softphones:
         who = parse_identifier(raw_id, "as")
         if who.is_communication_user:
             async with self._node.store.transaction() as tx:
-                await self._node.identities.require(tx, who.raw_id)
+                await self._node.identities.require(tx, self._node.resource, who.raw_id)
         elif not who.is_phone_number:
             raise InvalidRequest("'as' must be an identity of this resource or a phone number.")
         if any(s.raw_id == who.raw_id and s.state in ("waiting", "ringing") for s in self._sessions.values()):

@@ -205,14 +205,17 @@ class TopicService:
         source = props.get("source")
         if not isinstance(source, str) or source.lower() != resource_id.lower():
             raise _invalid(
-                f"properties.source must be this server's Communication resource, '{resource_id}'.", "InvalidSource"
+                f"properties.source must be a Communication resource of this server, such as '{resource_id}'.",
+                "InvalidSource",
             )
         topic_type = props.get("topicType")
         if not isinstance(topic_type, str) or topic_type.lower() != COMMUNICATION_TOPIC_TYPE.lower():
             raise _invalid(f"properties.topicType must be '{COMMUNICATION_TOPIC_TYPE}'.", "InvalidTopicType")
         existing = await tx.get_topic(arm_id.lower())
         for other in await tx.list_topics(SYSTEM):
-            if other["id"].lower() != arm_id.lower():
+            # One system topic per source; each Communication resource is a source of its own.
+            same_source = str(other["properties"].get("source", "")).lower() == resource_id.lower()
+            if other["id"].lower() != arm_id.lower() and same_source:
                 raise Conflict(
                     f"The source already has a system topic, '{other['id']}'; a source has at most one.",
                     code="SystemTopicAlreadyExists",

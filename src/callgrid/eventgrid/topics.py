@@ -201,9 +201,17 @@ class EventPublisher:
         return str(event["id"])
 
     async def send_callback(
-        self, tx: StoreTx, *, url: str, event: dict[str, Any], max_attempts: int = 5, ttl_seconds: float = 600
+        self,
+        tx: StoreTx,
+        *,
+        url: str,
+        event: dict[str, Any],
+        audience: str | None = None,
+        max_attempts: int = 5,
+        ttl_seconds: float = 600,
     ) -> None:
-        """Queue a Call Automation callback: delivered by the same engine, signed at send time."""
+        """Queue a Call Automation callback: delivered by the same engine, signed at send time with a JWT
+        for `audience` (the immutable id of the call's resource)."""
         now = self._clock.now()
         if self.observers:
             self._observe(tx, "callback", url, event, [])
@@ -218,6 +226,7 @@ class EventPublisher:
                 next_attempt_at=now,
                 max_attempts=max_attempts,
                 expires_at=now + ttl_seconds,
+                audience=audience,
             )
         )
         if self._on_enqueued is not None:

@@ -1,4 +1,8 @@
-"""Communication identities and their access tokens."""
+"""Communication identities and their access tokens.
+
+An identity belongs to the resource whose immutable id its raw id carries (`8:acs:<immutableId>_<guid>`):
+every method takes the resource a request is for, and an identity of another resource is not found.
+"""
 
 from __future__ import annotations
 
@@ -26,21 +30,22 @@ class AccessToken:
 
 
 class IdentityService:
-    def __init__(self, resource: CommunicationResource, signing_key: rsa.RSAPrivateKey, clock: Clock) -> None:
-        self.resource = resource
+    def __init__(self, signing_key: rsa.RSAPrivateKey, clock: Clock) -> None:
         self._key = signing_key
         self._clock = clock
 
-    def new_user_id(self) -> str:
-        return f"8:acs:{self.resource.immutable_id}_{uuid.uuid4()}"
+    @staticmethod
+    def new_user_id(resource: CommunicationResource) -> str:
+        return f"{resource.user_prefix}{uuid.uuid4()}"
 
-    async def create_user(self, tx: StoreTx) -> str:
-        user_id = self.new_user_id()
+    async def create_user(self, tx: StoreTx, resource: CommunicationResource) -> str:
+        user_id = self.new_user_id(resource)
         await tx.add_identity(user_id, self._clock.now())
         return user_id
 
-    async def list_identities(self, tx: StoreTx, limit: int) -> list[dict[str, Any]]:
-        """The newest identities first: raw id, when created, when its tokens were last revoked."""
+    async def list_identities(self, tx: StoreTx, resource: CommunicationResource, limit: int) -> list[dict[str, Any]]:
+        """`resource`'s newest identities first (of the server's newest `limit`): raw id, when created, when
+        its tokens were last revoked."""
         return [
             {
                 "rawId": row["id"],
@@ -48,19 +53,25 @@ class IdentityService:
                 "tokensRevokedAt": None if row["tokensRevokedAt"] is None else iso_z(row["tokensRevokedAt"]),
             }
             for row in await tx.list_identities(limit)
+            if resource.owns_user(row["id"])
         ]
 
-    async def exists(self, tx: StoreTx, user_id: str) -> bool:
-        return await tx.get_identity(user_id) is not None
+    async def exists(self, tx: StoreTx, resource: CommunicationResource, user_id: str) -> bool:
+        return resource.owns_user(user_id) and await tx.get_identity(user_id) is not None
 
-    async def require(self, tx: StoreTx, user_id: str) -> None:
-        if not await self.exists(tx, user_id):
+    async def require(self, tx: StoreTx, resource: CommunicationResource, user_id: str) -> None:
+        if not await self.exists(tx, resource, user_id):
             raise NotFound(f"Identity '{user_id}' does not exist in this resource.", code="IdentityNotFound")
 
     async def issue_token(
-        self, tx: StoreTx, user_id: str, scopes: list[str], expires_in_minutes: int | None
+        self,
+        tx: StoreTx,
+        resource: CommunicationResource,
+        user_id: str,
+        scopes: list[str],
+        expires_in_minutes: int | None,
     ) -> AccessToken:
-        await self.require(tx, user_id)
+        await self.require(tx, resource, user_id)
         if not scopes:
             raise InvalidRequest("At least one scope is required (chat, voip, ...).", code="ValidationError")
         if not all(isinstance(scope, str) for scope in scopes):
@@ -80,7 +91,7 @@ class IdentityService:
         expires = now + minutes * 60
         token = issue_acs_access_token(
             self._key,
-            resource_id=self.resource.immutable_id,
+            resource_id=resource.immutable_id,
             user_id=user_id,
             scopes=scopes,
             issued_at=to_datetime(now),
@@ -88,10 +99,10 @@ class IdentityService:
         )
         return AccessToken(token=token, expires_on=iso_z(expires))
 
-    async def revoke_tokens(self, tx: StoreTx, user_id: str) -> None:
-        await self.require(tx, user_id)
+    async def revoke_tokens(self, tx: StoreTx, resource: CommunicationResource, user_id: str) -> None:
+        await self.require(tx, resource, user_id)
         await tx.revoke_identity_tokens(user_id, self._clock.now())
 
-    async def delete_user(self, tx: StoreTx, user_id: str) -> None:
-        if not await tx.delete_identity(user_id):
+    async def delete_user(self, tx: StoreTx, resource: CommunicationResource, user_id: str) -> None:
+        if not resource.owns_user(user_id) or not await tx.delete_identity(user_id):
             raise NotFound(f"Identity '{user_id}' does not exist in this resource.", code="IdentityNotFound")

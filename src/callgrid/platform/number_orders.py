@@ -23,6 +23,7 @@ from callgrid.clock import Clock, iso_z
 from callgrid.errors import CallgridError, Conflict, InvalidRequest, NotFound
 from callgrid.platform import number_catalogue as catalogue
 from callgrid.platform.phone_numbers import PhoneNumberService, country_of
+from callgrid.platform.resource import CommunicationResource, ResourceDirectory
 from callgrid.platform.timers import TimerService
 from callgrid.store import StoreTx, TimerRow
 
@@ -90,13 +91,33 @@ def _check_within(capabilities: dict[str, str], offering: catalogue.Offering, wh
 
 class NumberOrders:
     def __init__(
-        self, clock: Clock, numbers: PhoneNumberService, timers: TimerService, *, operation_seconds: float
+        self,
+        clock: Clock,
+        numbers: PhoneNumberService,
+        timers: TimerService,
+        resources: ResourceDirectory,
+        *,
+        operation_seconds: float,
     ) -> None:
         self._clock = clock
         self._numbers = numbers
+        self._resources = resources
         self._timers = timers
         self._operation_seconds = max(0.0, operation_seconds)
         timers.register(OPERATION_TIMER, self._on_timer)
+
+    # ---- whose is what ------------------------------------------------------------------------------
+    # Searches, reservations and operations belong to the resource that started them (`_resourceId`);
+    # documents from before there were several resources belong to the default one.
+
+    def _mine(self, doc: dict[str, Any], resource: CommunicationResource) -> bool:
+        return bool(doc.get("_resourceId", self._resources.default.immutable_id) == resource.immutable_id)
+
+    def _owner(self, doc: dict[str, Any]) -> CommunicationResource:
+        found = self._resources.by_immutable_id(doc.get("_resourceId", self._resources.default.immutable_id))
+        if found is None:
+            raise NotFound("The Communication resource of this operation was deleted.", code="ResourceNotFound")
+        return found
 
     # ---- the catalogue ----------------------------------------------------------------------------
 
@@ -243,7 +264,9 @@ class NumberOrders:
 
     # ---- searches -----------------------------------------------------------------------------------
 
-    async def search(self, tx: StoreTx, country_code: str, body: dict[str, Any]) -> StartedOperation:
+    async def search(
+        self, tx: StoreTx, resource: CommunicationResource, country_code: str, body: dict[str, Any]
+    ) -> StartedOperation:
         """Starts a search: returns its operation; the search holds its numbers at once."""
         country = self._country(country_code)
         number_type = catalogue.spelled(body.get("phoneNumberType"), catalogue.NUMBER_TYPES)
@@ -283,6 +306,7 @@ class NumberOrders:
             "_country": country.code,
             "_expiresAt": expires_at,
             "_state": "held",
+            "_resourceId": resource.immutable_id,
         }
         if not numbers:
             search["error"] = "OutOfStock"
@@ -292,28 +316,30 @@ class NumberOrders:
             await tx.hold_numbers(numbers, f"search:{search_id}", expires_at)
         await tx.put_number_search(search_id, search)
         location = f"/availablePhoneNumbers/searchResults/{search_id}"
-        op = await self._start(tx, "search", search_id, {"searchId": search_id}, resource_location=location)
+        op = await self._start(tx, resource, "search", search_id, {"searchId": search_id}, resource_location=location)
         return StartedOperation(op["id"], search_id, location, _public(search))
 
-    async def get_search(self, tx: StoreTx, search_id: str) -> dict[str, Any]:
+    async def get_search(self, tx: StoreTx, resource: CommunicationResource, search_id: str) -> dict[str, Any]:
         search = await tx.get_number_search(search_id)
-        if search is None:
+        if search is None or not self._mine(search, resource):
             raise NotFound(f"No search with id '{search_id}'.", code="SearchNotFound")
         return _public(search)
 
-    async def purchase_search(self, tx: StoreTx, body: dict[str, Any]) -> StartedOperation:
+    async def purchase_search(
+        self, tx: StoreTx, resource: CommunicationResource, body: dict[str, Any]
+    ) -> StartedOperation:
         search_id = body.get("searchId")
         if not isinstance(search_id, str) or not search_id:
             raise InvalidRequest("searchId is required.", code="InvalidPurchaseRequest")
         search = await tx.get_number_search(search_id)
-        if search is None:
+        if search is None or not self._mine(search, resource):
             raise NotFound(f"No search with id '{search_id}'.", code="SearchNotFound")
         self._check_purchasable(search)
         await self._check_unsold(tx, search["phoneNumbers"])
         search["_state"] = "purchasing"
         await tx.put_number_search(search_id, search)
         # As the API's examples show: the purchase is known by its search's id.
-        op = await self._start(tx, "purchase", search_id, {"searchId": search_id})
+        op = await self._start(tx, resource, "purchase", search_id, {"searchId": search_id})
         return StartedOperation(op["id"], search_id)
 
     def _check_purchasable(self, search: dict[str, Any]) -> None:
@@ -336,14 +362,16 @@ class NumberOrders:
 
     # ---- owned numbers ------------------------------------------------------------------------------
 
-    async def release(self, tx: StoreTx, number: str) -> StartedOperation:
-        await self._numbers.get(tx, number)
+    async def release(self, tx: StoreTx, resource: CommunicationResource, number: str) -> StartedOperation:
+        await self._numbers.get(tx, resource, number)
         ident = str(uuid.uuid4())
-        op = await self._start(tx, "releasePhoneNumber", ident, {"phoneNumber": number})
+        op = await self._start(tx, resource, "releasePhoneNumber", ident, {"phoneNumber": number})
         return StartedOperation(op["id"], ident)
 
-    async def update_capabilities(self, tx: StoreTx, number: str, body: dict[str, Any]) -> StartedOperation:
-        doc = await self._numbers.get(tx, number)
+    async def update_capabilities(
+        self, tx: StoreTx, resource: CommunicationResource, number: str, body: dict[str, Any]
+    ) -> StartedOperation:
+        doc = await self._numbers.get(tx, resource, number)
         requested = _capabilities(body, required=False)
         if not requested:
             raise InvalidRequest("Give calling, sms or both.", code="InvalidCapabilities")
@@ -356,12 +384,13 @@ class NumberOrders:
         # The 202 shows the number as it is (on the virtual clock, already changed).
         op = await self._start(
             tx,
+            resource,
             "updatePhoneNumberCapabilities",
             ident,
             {"phoneNumber": number, "capabilities": wanted},
             resource_location=location,
         )
-        return StartedOperation(op["id"], ident, location, await self._numbers.get(tx, number))
+        return StartedOperation(op["id"], ident, location, await self._numbers.get(tx, resource, number))
 
     def _offering_of(self, doc: dict[str, Any]) -> catalogue.Offering | None:
         found = catalogue.lookup(doc["phoneNumber"])
@@ -382,23 +411,38 @@ class NumberOrders:
             view.pop("phoneNumbers", None)
         return view
 
-    async def _reservation(self, tx: StoreTx, reservation_id: str) -> dict[str, Any]:
+    async def _reservation(
+        self, tx: StoreTx, reservation_id: str, resource: CommunicationResource | None = None
+    ) -> dict[str, Any]:
         doc = await tx.get_number_reservation(reservation_id)
-        if doc is None:
+        if doc is None or (resource is not None and not self._mine(doc, resource)):
             raise NotFound(f"No reservation with id '{reservation_id}'.", code="ReservationNotFound")
         return doc
 
-    async def get_reservation(self, tx: StoreTx, reservation_id: str) -> dict[str, Any]:
-        return self._reservation_view(await self._reservation(tx, reservation_id))
+    async def get_reservation(
+        self, tx: StoreTx, resource: CommunicationResource, reservation_id: str
+    ) -> dict[str, Any]:
+        return self._reservation_view(await self._reservation(tx, reservation_id, resource))
 
-    async def list_reservations(self, tx: StoreTx, skip: int, top: int) -> tuple[list[dict[str, Any]], bool]:
+    async def list_reservations(
+        self, tx: StoreTx, resource: CommunicationResource, skip: int, top: int
+    ) -> tuple[list[dict[str, Any]], bool]:
         if skip < 0 or not 1 <= top <= 1000:
             raise InvalidRequest("skip must be >= 0 and maxPageSize between 1 and 1000.", code="ValidationError")
-        page = await tx.list_number_reservations(skip, top + 1)
+        # Pages of the resource's own reservations: read in store order, the others skipped.
+        mine: list[dict[str, Any]] = []
+        offset = 0
+        while len(mine) < skip + top + 1:
+            chunk = await tx.list_number_reservations(offset, 500)
+            mine += [d for d in chunk if self._mine(d, resource)]
+            if len(chunk) < 500:
+                break
+            offset += len(chunk)
+        page = mine[skip : skip + top + 1]
         return [self._reservation_view(d, with_numbers=False) for d in page[:top]], len(page) > top
 
     async def update_reservation(
-        self, tx: StoreTx, reservation_id: str, body: dict[str, Any]
+        self, tx: StoreTx, resource: CommunicationResource, reservation_id: str, body: dict[str, Any]
     ) -> tuple[dict[str, Any], bool, bool]:
         """Creates or changes a reservation; returns it, whether it was created, and whether some
         number could not be added (the API's partial success)."""
@@ -411,9 +455,18 @@ class NumberOrders:
             raise InvalidRequest("phoneNumbers must be an object keyed by phone number id.", code="BadRequest")
         now = self._clock.now()
         doc = await tx.get_number_reservation(reservation_id)
+        if doc is not None and not self._mine(doc, resource):
+            # Another resource's reservation: its id is taken, and nothing about it is told.
+            raise Conflict(f"Reservation id '{reservation_id}' is already in use.", code="ReservationIdInUse")
         created = doc is None
         if doc is None:
-            doc = {"id": reservation_id, "phoneNumbers": {}, "status": "active", "_createdAt": now}
+            doc = {
+                "id": reservation_id,
+                "phoneNumbers": {},
+                "status": "active",
+                "_createdAt": now,
+                "_resourceId": resource.immutable_id,
+            }
         elif self._reservation_view(doc)["status"] != "active":
             raise InvalidRequest(
                 f"Reservation '{reservation_id}' is {self._reservation_view(doc)['status']}; only active "
@@ -475,8 +528,8 @@ class NumberOrders:
             "error": {"code": code, "message": message},
         }
 
-    async def delete_reservation(self, tx: StoreTx, reservation_id: str) -> None:
-        doc = await self._reservation(tx, reservation_id)
+    async def delete_reservation(self, tx: StoreTx, resource: CommunicationResource, reservation_id: str) -> None:
+        doc = await self._reservation(tx, reservation_id, resource)
         status = self._reservation_view(doc)["status"]
         if status != "active":
             raise InvalidRequest(
@@ -486,8 +539,10 @@ class NumberOrders:
         await tx.release_holds(f"reservation:{reservation_id}")
         await tx.delete_number_reservation(reservation_id)
 
-    async def purchase_reservation(self, tx: StoreTx, reservation_id: str) -> StartedOperation:
-        doc = await self._reservation(tx, reservation_id)
+    async def purchase_reservation(
+        self, tx: StoreTx, resource: CommunicationResource, reservation_id: str
+    ) -> StartedOperation:
+        doc = await self._reservation(tx, reservation_id, resource)
         view = self._reservation_view(doc)
         if view["status"] == "expired":
             raise InvalidRequest(f"Reservation '{reservation_id}' has expired.", code="ReservationExpired")
@@ -499,7 +554,7 @@ class NumberOrders:
         await self._check_unsold(tx, numbers)
         doc["status"] = "submitted"
         await tx.put_number_reservation(reservation_id, doc["_createdAt"], doc)
-        op = await self._start(tx, "reservationPurchase", reservation_id, {"reservationId": reservation_id})
+        op = await self._start(tx, resource, "reservationPurchase", reservation_id, {"reservationId": reservation_id})
         return StartedOperation(op["id"], reservation_id)
 
     # ---- operations ---------------------------------------------------------------------------------
@@ -507,6 +562,7 @@ class NumberOrders:
     async def _start(
         self,
         tx: StoreTx,
+        resource: CommunicationResource,
         operation_type: str,
         ident: str,
         action: dict[str, Any],
@@ -522,6 +578,7 @@ class NumberOrders:
             "lastActionDateTime": iso_z(now),
             "_dueAt": now + self._operation_seconds,
             "_action": action,
+            "_resourceId": resource.immutable_id,
         }
         if resource_location is not None:
             op["resourceLocation"] = resource_location
@@ -532,9 +589,9 @@ class NumberOrders:
         await tx.put_number_operation(op["id"], op)
         return op
 
-    async def get_operation(self, tx: StoreTx, operation_id: str) -> dict[str, Any]:
+    async def get_operation(self, tx: StoreTx, resource: CommunicationResource, operation_id: str) -> dict[str, Any]:
         op = await tx.get_number_operation(operation_id)
-        if op is None:
+        if op is None or not self._mine(op, resource):
             raise NotFound(f"No operation with id '{operation_id}'.", code="OperationNotFound")
         if op["status"] == "running" and self._clock.now() >= op["_dueAt"]:
             await self._complete(tx, op)
@@ -550,17 +607,18 @@ class NumberOrders:
     async def _complete(self, tx: StoreTx, op: dict[str, Any]) -> None:
         action = op["_action"]
         try:
+            resource = self._owner(op)
             match op["operationType"]:
                 case "search":
                     await self._finish_search(tx, action["searchId"])
                 case "purchase":
-                    await self._finish_purchase(tx, action["searchId"])
+                    await self._finish_purchase(tx, resource, action["searchId"])
                 case "releasePhoneNumber":
-                    await self._numbers.release(tx, action["phoneNumber"])
+                    await self._numbers.release(tx, resource, action["phoneNumber"])
                 case "updatePhoneNumberCapabilities":
-                    await self._numbers.set_capabilities(tx, action["phoneNumber"], action["capabilities"])
+                    await self._numbers.set_capabilities(tx, resource, action["phoneNumber"], action["capabilities"])
                 case "reservationPurchase":
-                    await self._finish_reservation(tx, action["reservationId"])
+                    await self._finish_reservation(tx, resource, action["reservationId"])
             op["status"] = "succeeded"
         except CallgridError as exc:
             op["status"] = "failed"
@@ -572,7 +630,7 @@ class NumberOrders:
         if search is not None and search["_state"] == "failed":
             raise InvalidRequest("No numbers matching the search are available.", code="OutOfStock")
 
-    async def _finish_purchase(self, tx: StoreTx, search_id: str) -> None:
+    async def _finish_purchase(self, tx: StoreTx, resource: CommunicationResource, search_id: str) -> None:
         search = await tx.get_number_search(search_id)
         if search is None:
             raise NotFound(f"No search with id '{search_id}'.", code="SearchNotFound")
@@ -588,6 +646,7 @@ class NumberOrders:
         for number in search["phoneNumbers"]:
             await self._numbers.own(
                 tx,
+                resource,
                 number,
                 number_type=search["phoneNumberType"],
                 assignment_type=search["assignmentType"],
@@ -599,7 +658,7 @@ class NumberOrders:
         await tx.put_number_search(search_id, search)
         await tx.release_holds(f"search:{search_id}")
 
-    async def _finish_reservation(self, tx: StoreTx, reservation_id: str) -> None:
+    async def _finish_reservation(self, tx: StoreTx, resource: CommunicationResource, reservation_id: str) -> None:
         doc = await self._reservation(tx, reservation_id)
         entries = [v for v in doc["phoneNumbers"].values() if v["status"] == "reserved"]
         try:
@@ -611,6 +670,7 @@ class NumberOrders:
         for entry in entries:
             await self._numbers.own(
                 tx,
+                resource,
                 entry["phoneNumber"],
                 number_type=entry["phoneNumberType"],
                 assignment_type=entry["assignmentType"],

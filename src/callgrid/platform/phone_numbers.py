@@ -1,4 +1,8 @@
-"""Phone numbers the resource owns, shown as the Phone Numbers API shows purchased numbers."""
+"""Phone numbers a resource owns, shown as the Phone Numbers API shows purchased numbers.
+
+A number is owned by one resource at most (it is one line of the public network); every method takes the
+resource a request is for, and another resource's number is not found.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 from callgrid.clock import Clock, to_datetime
 from callgrid.errors import Conflict, InvalidRequest, NotFound
 from callgrid.identifiers import E164
+from callgrid.platform.resource import CommunicationResource
 from callgrid.store import DuplicateKey, StoreTx
 
 # Enough of the numbering plan to fill `countryCode`; anything else is reported as "US"-less "ZZ".
@@ -42,6 +47,7 @@ class PhoneNumberService:
     async def own(
         self,
         tx: StoreTx,
+        resource: CommunicationResource,
         number: str,
         *,
         number_type: str | None = None,
@@ -65,33 +71,47 @@ class PhoneNumberService:
             "cost": cost or {"amount": 1.0, "currencyCode": "USD", "billingFrequency": "monthly"},
         }
         try:
-            await tx.add_phone_number(number, doc)
+            await tx.add_phone_number(number, doc, resource.immutable_id)
         except DuplicateKey:
-            raise Conflict(f"The resource already owns {number}.", code="PhoneNumberAlreadyOwned") from None
+            owner = await tx.phone_number_owner(number)
+            if owner == resource.immutable_id:
+                raise Conflict(f"The resource already owns {number}.", code="PhoneNumberAlreadyOwned") from None
+            raise Conflict(
+                f"{number} is owned by another Communication resource on this server; release it there first.",
+                code="PhoneNumberAlreadyOwned",
+            ) from None
         return doc
 
-    async def get(self, tx: StoreTx, number: str) -> dict[str, Any]:
+    async def get(self, tx: StoreTx, resource: CommunicationResource, number: str) -> dict[str, Any]:
         doc = await tx.get_phone_number(number)
-        if doc is None:
+        if doc is None or await tx.phone_number_owner(number) != resource.immutable_id:
             raise NotFound(f"The resource does not own {number}.", code="PhoneNumberNotFound")
         return doc
 
-    async def set_capabilities(self, tx: StoreTx, number: str, capabilities: dict[str, str]) -> dict[str, Any]:
-        doc = await self.get(tx, number)
+    async def set_capabilities(
+        self, tx: StoreTx, resource: CommunicationResource, number: str, capabilities: dict[str, str]
+    ) -> dict[str, Any]:
+        doc = await self.get(tx, resource, number)
         doc["capabilities"] = capabilities
         await tx.delete_phone_number(number)
-        await tx.add_phone_number(number, doc)
+        await tx.add_phone_number(number, doc, resource.immutable_id)
         return doc
 
-    async def is_owned(self, tx: StoreTx, number: str) -> bool:
-        return await tx.get_phone_number(number) is not None
+    async def is_owned(self, tx: StoreTx, resource: CommunicationResource, number: str) -> bool:
+        return await tx.phone_number_owner(number) == resource.immutable_id
 
-    async def release(self, tx: StoreTx, number: str) -> None:
-        if not await tx.delete_phone_number(number):
+    async def owner(self, tx: StoreTx, number: str) -> str | None:
+        """The immutable id of the resource that owns `number`, if any resource here does."""
+        return await tx.phone_number_owner(number)
+
+    async def release(self, tx: StoreTx, resource: CommunicationResource, number: str) -> None:
+        if not await self.is_owned(tx, resource, number) or not await tx.delete_phone_number(number):
             raise NotFound(f"The resource does not own {number}.", code="PhoneNumberNotFound")
 
-    async def list(self, tx: StoreTx, skip: int, top: int) -> tuple[list[dict[str, Any]], bool]:
+    async def list(
+        self, tx: StoreTx, resource: CommunicationResource, skip: int, top: int
+    ) -> tuple[list[dict[str, Any]], bool]:
         if skip < 0 or not 1 <= top <= 1000:
             raise InvalidRequest("skip must be >= 0 and top between 1 and 1000.", code="ValidationError")
-        page = await tx.list_phone_numbers(skip, top + 1)
+        page = await tx.list_phone_numbers(resource.immutable_id, skip, top + 1)
         return page[:top], len(page) > top

@@ -16,6 +16,7 @@ from callgrid.clock import iso7
 from callgrid.errors import InvalidRequest, NotFound
 from callgrid.platform.audio import RECORDING_RATE, wav_bytes
 from callgrid.platform.calls.models import Call, CallState, ConnectionState
+from callgrid.platform.resource import CommunicationResource
 from callgrid.store import StoreTx
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ class RecordingService:
     async def start(
         self,
         tx: StoreTx,
+        resource: CommunicationResource,
         *,
         server_call_id: str,
         download_base: str,
@@ -49,7 +51,7 @@ class RecordingService:
         format_type: str = "wav",
         pause_on_start: bool = False,
     ) -> dict[str, Any]:
-        call = await self._core.get_call(tx, server_call_id)
+        call = await self._core.get_call(tx, server_call_id, resource)
         if call.state != CallState.CONNECTED:
             raise InvalidRequest("Recording needs an established call.", code="8501")
         if (content_type, channel_type, format_type) not in _FORMATS:
@@ -76,6 +78,7 @@ class RecordingService:
             "contentType": content_type,
             "channelType": channel_type,
             "formatType": format_type,
+            "resourceId": resource.immutable_id,
         }
         call.media["recordingId"] = recording_id
         call.record(now, "recordingStarted", recordingId=recording_id)
@@ -86,20 +89,39 @@ class RecordingService:
         await self._core.save(tx, call)
         return doc
 
-    async def get(self, tx: StoreTx, recording_id: str) -> dict[str, Any]:
+    def belongs_to(self, doc: dict[str, Any], resource: CommunicationResource) -> bool:
+        """Whether the recording is `resource`'s (recordings from before several resources: the default's)."""
+        return bool(doc.get("resourceId", self._core.resources.default.immutable_id) == resource.immutable_id)
+
+    async def stored(self, tx: StoreTx, resource: CommunicationResource, recording_id: str) -> dict[str, Any]:
+        """The recording in any state, if it is `resource`'s."""
         doc = await tx.get_recording(recording_id)
-        if doc is None or doc["state"] in ("stopped", "deleted"):
+        if doc is None or not self.belongs_to(doc, resource):
+            raise NotFound(f"Recording '{recording_id}' was not found.", code="8522")
+        return doc
+
+    async def get(
+        self, tx: StoreTx, recording_id: str, resource: CommunicationResource | None = None
+    ) -> dict[str, Any]:
+        doc = await tx.get_recording(recording_id)
+        if (
+            doc is None
+            or doc["state"] in ("stopped", "deleted")
+            or (resource is not None and not self.belongs_to(doc, resource))
+        ):
             raise NotFound(f"Recording '{recording_id}' was not found or has stopped.", code="8522")
         return doc
 
-    async def pause(self, tx: StoreTx, recording_id: str) -> None:
+    async def pause(self, tx: StoreTx, resource: CommunicationResource, recording_id: str) -> None:
+        await self.get(tx, recording_id, resource)
         await self._set_active(tx, recording_id, False)
 
-    async def resume(self, tx: StoreTx, recording_id: str) -> None:
+    async def resume(self, tx: StoreTx, resource: CommunicationResource, recording_id: str) -> None:
+        await self.get(tx, recording_id, resource)
         await self._set_active(tx, recording_id, True)
 
-    async def stop(self, tx: StoreTx, recording_id: str) -> None:
-        doc = await self.get(tx, recording_id)
+    async def stop(self, tx: StoreTx, resource: CommunicationResource, recording_id: str) -> None:
+        doc = await self.get(tx, recording_id, resource)
         call = await self._core.get_call(tx, doc["serverCallId"])
         await self._finish(tx, call, doc, "StopRecording")
         await self._core.save(tx, call)
@@ -113,9 +135,9 @@ class RecordingService:
         if doc is not None and doc["state"] != "stopped":
             await self._finish(tx, call, doc, "CallEnded")
 
-    async def delete_files(self, tx: StoreTx, recording_id: str) -> None:
+    async def delete_files(self, tx: StoreTx, resource: CommunicationResource, recording_id: str) -> None:
         doc = await tx.get_recording(recording_id)
-        if doc is None or doc["state"] != "stopped":
+        if doc is None or doc["state"] != "stopped" or not self.belongs_to(doc, resource):
             raise NotFound(f"Recording '{recording_id}' has no files (unknown, still running or deleted).", code="8522")
         doc["state"] = "deleted"
         await tx.put_recording(recording_id, doc["serverCallId"], doc)
@@ -137,7 +159,7 @@ class RecordingService:
         if doc["state"] != "stopped":
             raise NotFound("The recording's metadata exists once the recording has stopped.", code="8522")
         return {
-            "resourceId": self._core.resource.immutable_id,
+            "resourceId": doc.get("resourceId", self._core.resources.default.immutable_id),
             "callId": doc["serverCallId"],
             "chunkDocumentId": doc["recordingId"],
             "chunkIndex": 0,
@@ -229,7 +251,9 @@ class RecordingService:
             "recordingFormatType": doc["formatType"],
         }
         subject = f"/recording/call/{doc['serverCallId']}/recordingId/{doc['recordingId']}"
-        await self._core.sink.publish_system_event(tx, event_type=FILE_STATUS_UPDATED, subject=subject, data=data)
+        await self._core.sink.publish_system_event(
+            tx, self._core.resource_of(call), event_type=FILE_STATUS_UPDATED, subject=subject, data=data
+        )
 
     async def _state_changed(self, tx: StoreTx, call: Call, doc: dict[str, Any]) -> None:
         legs = [c for c in call.connections if c.state == ConnectionState.CONNECTED]

@@ -180,13 +180,15 @@ def issue_arm_token(
     issuer: str,
     now: datetime,
     lifetime: timedelta = timedelta(days=365),
+    subject: str = ARM_SUBJECT,
 ) -> str:
-    """A bearer token for callgrid's Azure-Resource-Manager-shaped routes."""
+    """A bearer token for callgrid's Azure-Resource-Manager-shaped routes; `subject` is the principal (the
+    default resource's owner, or one resource's: api/auth.py decides what it may reach)."""
     iat = _ts(now)
     claims = {
         "iss": issuer,
         "aud": ARM_AUDIENCE,
-        "sub": ARM_SUBJECT,
+        "sub": subject,
         "iat": iat,
         "nbf": iat,
         "exp": iat + int(lifetime.total_seconds()),

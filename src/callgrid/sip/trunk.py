@@ -417,8 +417,12 @@ class SipTrunk:
         name = parse_name_addr(request.get("From") or "").display
         try:
             async with self.node.store.transaction() as stx:
+                # The trunk carries calls to any resource's numbers: the call is the owner's.
+                owner = await self.node.numbers.owner(stx, called)
+                resource = self.node.resources.by_immutable_id(owner or "") or self.node.resource
                 call = await self.node.calls.place_call(
                     stx,
+                    resource,
                     source=parse_identifier(caller, "from"),
                     target=parse_identifier(called, "to"),
                     caller_display_name=name,

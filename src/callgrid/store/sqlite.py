@@ -34,7 +34,9 @@ _DELIVERY_COLUMNS = [f.name for f in fields(DeliveryRow)]
 # What an attempt changes. An UPDATE that names a column rewrites every index on it, even to the same
 # value: naming only these keeps the event and subscription indexes out of each outcome's WAL pages.
 _DELIVERY_PROGRESS = [
-    c for c in _DELIVERY_COLUMNS if c not in ("id", "kind", "event_id", "subscription_id", "created_at", "max_attempts")
+    c
+    for c in _DELIVERY_COLUMNS
+    if c not in ("id", "kind", "event_id", "subscription_id", "created_at", "max_attempts", "audience")
 ]
 _DELIVERY_PROGRESS_SQL = f"UPDATE deliveries SET {', '.join(f'{c} = ?' for c in _DELIVERY_PROGRESS)} WHERE id = ?"
 _ATTEMPT_COLUMNS = [f.name for f in fields(AttemptRow)]
@@ -277,6 +279,21 @@ class _SqliteTx:
             (key, value),
         )
 
+    # Communication resources
+    async def put_resource(self, name: str, immutable_id: str, created_at: float, doc: dict[str, Any]) -> None:
+        self._c.execute(
+            "INSERT INTO communication_resources (name, immutable_id, created_at, doc) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET doc = excluded.doc",
+            (name, immutable_id, created_at, _dumps(doc)),
+        )
+
+    async def list_resources(self) -> list[dict[str, Any]]:
+        rows = self._c.execute("SELECT doc FROM communication_resources ORDER BY created_at, name").fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    async def delete_resource(self, name: str) -> bool:
+        return self._c.execute("DELETE FROM communication_resources WHERE name = ?", (name,)).rowcount > 0
+
     # identities
     async def add_identity(self, identity_id: str, created_at: float) -> None:
         self._insert("INSERT INTO identities (id, created_at) VALUES (?, ?)", identity_id, created_at)
@@ -299,19 +316,36 @@ class _SqliteTx:
     async def revoke_identity_tokens(self, identity_id: str, at: float) -> None:
         self._c.execute("UPDATE identities SET tokens_revoked_at = ? WHERE id = ?", (at, identity_id))
 
+    async def delete_identities_with_prefix(self, prefix: str) -> int:
+        # No LIKE: an immutable id is a GUID, but '_' in the prefix would be a LIKE wildcard.
+        sql = "DELETE FROM identities WHERE substr(id, 1, ?) = ?"
+        return int(self._c.execute(sql, (len(prefix), prefix)).rowcount)
+
     # phone numbers
-    async def add_phone_number(self, number: str, doc: dict[str, Any]) -> None:
-        self._insert("INSERT INTO phone_numbers (number, doc) VALUES (?, ?)", number, _dumps(doc))
+    async def add_phone_number(self, number: str, doc: dict[str, Any], resource_id: str) -> None:
+        self._insert(
+            "INSERT INTO phone_numbers (number, doc, resource_id) VALUES (?, ?, ?)", number, _dumps(doc), resource_id
+        )
+
+    async def phone_number_owner(self, number: str) -> str | None:
+        row = self._one("SELECT resource_id FROM phone_numbers WHERE number = ?", number)
+        return None if row is None else str(row[0])
+
+    async def delete_phone_numbers_of(self, resource_id: str) -> int:
+        return int(self._c.execute("DELETE FROM phone_numbers WHERE resource_id = ?", (resource_id,)).rowcount)
 
     async def get_phone_number(self, number: str) -> dict[str, Any] | None:
         return _doc(self._one("SELECT doc FROM phone_numbers WHERE number = ?", number))
 
-    async def list_phone_numbers(self, skip: int, top: int) -> list[dict[str, Any]]:
-        rows = self._c.execute("SELECT doc FROM phone_numbers ORDER BY number LIMIT ? OFFSET ?", (top, skip)).fetchall()
+    async def list_phone_numbers(self, resource_id: str, skip: int, top: int) -> list[dict[str, Any]]:
+        rows = self._c.execute(
+            "SELECT doc FROM phone_numbers WHERE resource_id = ? ORDER BY number LIMIT ? OFFSET ?",
+            (resource_id, top, skip),
+        ).fetchall()
         return [json.loads(r[0]) for r in rows]
 
-    async def count_phone_numbers(self) -> int:
-        row = self._one("SELECT COUNT(*) FROM phone_numbers")
+    async def count_phone_numbers(self, resource_id: str) -> int:
+        row = self._one("SELECT COUNT(*) FROM phone_numbers WHERE resource_id = ?", resource_id)
         return int(row[0]) if row else 0
 
     async def delete_phone_number(self, number: str) -> bool:
@@ -756,5 +790,6 @@ class _SqliteTx:
             "number_reservations",
             "number_searches",
             "identities",
+            "communication_resources",
         ):
             self._c.execute(f"DELETE FROM {table}")

@@ -212,18 +212,21 @@ class CallgridServer:
         return self
 
     def _load_env(self) -> None:
+        self.env = self._env_of(None)
+
+    def _env_of(self, resource: str | None) -> dict[str, str]:
+        """What `callgrid env [--resource NAME]` prints, as a dict."""
+        args = [sys.executable, "-m", "callgrid", "env", "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        if resource is not None:
+            args += ["--resource", resource]
         out = subprocess.run(
-            [sys.executable, "-m", "callgrid", "env", "--data-dir", str(self.data_dir), "--port", str(self.port)],
-            check=True,
-            capture_output=True,
-            text=True,
-            env={**os.environ, **self.server_env},
+            args, check=True, capture_output=True, text=True, env={**os.environ, **self.server_env}
         ).stdout
         env = {}
         for line in out.splitlines():
             name, _, value = line.removeprefix("export ").partition("=")
-            env[name] = shlex.split(value)[0]
-        self.env = env
+            env[name] = shlex.split(value)[0] if value else ""
+        return env
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
         # Generous: a loaded CI machine takes tens of seconds to start two interpreters; a server that dies
@@ -310,6 +313,19 @@ class CallgridServer:
 
     def advance(self, seconds: float, *, patience: float | None = None) -> float:
         return self.clock.advance(seconds, patience=patience)
+
+    def create_resource(self, name: str, **options: str) -> CallgridResource:
+        """Another Communication resource on this server (`callgrid resources create`): its own keys,
+        identities, numbers and events, on the same endpoint. A reset deletes it."""
+        self.client().request("POST", "/callgrid/v1/resources", {"name": name, **options})
+        return self.resource(name)
+
+    def resource(self, name: str) -> CallgridResource:
+        """An existing resource of this server, with the variables `callgrid env --resource NAME` prints."""
+        return CallgridResource(self, name, self._env_of(name))
+
+    def delete_resource(self, name: str) -> None:
+        self.client().request("DELETE", f"/callgrid/v1/resources/{urllib.parse.quote(name, safe='')}")
 
     def own_number(self, number: str) -> None:
         """Give the resource a phone number (idempotent)."""
@@ -423,6 +439,29 @@ class CallgridServer:
             if time.monotonic() > deadline:
                 raise AssertionError(f"subscription {name} still {state} after {timeout:g} s")
             time.sleep(0.01)
+
+
+class CallgridResource(CallgridServer):
+    """Another Communication resource of a running server: the same process, endpoint and clock, its own keys
+    and state. What a test does through it (`client()`, `subscribe()`, `place_call()`, `own_number()`, ...)
+    it does as this resource; the process is the server's to start, stop and reset."""
+
+    def __init__(self, server: CallgridServer, name: str, env: dict[str, str]) -> None:
+        # No process of its own: the server's port, data dir, clock and faults, with this resource's variables.
+        self.__dict__.update(server.__dict__)
+        self.server = server
+        self.name = name
+        self.env = env
+
+    @property
+    def immutable_id(self) -> str:
+        return self.env["CALLGRID_IMMUTABLE_RESOURCE_ID"]
+
+    def start(self) -> CallgridServer:
+        raise TypeError("a resource has no process of its own: start its server")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        raise TypeError("a resource has no process of its own: stop its server")
 
 
 @contextlib.asynccontextmanager

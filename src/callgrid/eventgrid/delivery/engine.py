@@ -100,7 +100,7 @@ class DeliveryEngine:
         store: Store,
         clock: Clock,
         sender: Sender,
-        callback_authorization: Callable[[], str],
+        callback_authorization: Callable[[str | None], str],
         settings: DeliverySettings,
         retry: RetryPolicy | None = None,
         on_dead_letter: Callable[[], None] | None = None,
@@ -353,7 +353,7 @@ class DeliveryEngine:
         return requests
 
     def _callback_request(self, row: DeliveryRow, stored: str) -> _Request:
-        headers = {"Content-Type": "application/json", "Authorization": self._callback_authorization()}
+        headers = {"Content-Type": "application/json", "Authorization": self._callback_authorization(row.audience)}
         return _Request([row], [stored], None, row.url, ("[" + stored + "]").encode(), headers)
 
     @property

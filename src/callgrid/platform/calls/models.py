@@ -121,6 +121,8 @@ class Call:
     last_event_time: float = 0.0
     participants_sequence: int = 0
     media: dict[str, Any] = field(default_factory=dict)  # owned by platform/media.py
+    # The immutable id of the resource the call belongs to ("" in calls saved before there were several).
+    resource_id: str = ""
 
     def offer(self, offer_id: str) -> RingOffer | None:
         return next((o for o in self.offers if o.offer_id == offer_id), None)

@@ -25,6 +25,7 @@ from callgrid.platform.calls.models import (
 )
 from callgrid.platform.calls.results import SUCCESS
 from callgrid.platform.calls.service import Invitation, custom_context_of
+from callgrid.platform.resource import CommunicationResource
 from callgrid.store import StoreTx
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class ParticipantActions:
             raise InvalidRequest(f"'{target.raw_id}' is already in the call.", code="8523")
         if any(o.target == target.raw_id for o in call.ringing_offers()):
             raise InvalidRequest(f"'{target.raw_id}' is already being invited to the call.", code="8523")
-        await core.check_caller_id(tx, source_caller_id, target.raw_id)
+        await core.check_caller_id(tx, source_caller_id, target.raw_id, core.resource_of(call))
         _check_callback(operation_callback_uri)
         offer = await core.ring(
             tx,
@@ -177,7 +178,7 @@ class ParticipantActions:
         _check_callback(operation_callback_uri)
         if not targets:
             raise InvalidRequest("targetParticipants must name at least one participant.", code="8523")
-        source = await self._source_call(tx, from_call)
+        source = await self._source_call(tx, from_call, core.resource_of(call))
         if source.server_call_id == call.server_call_id:
             raise InvalidRequest("fromCall is this call: participants can only move from another call.", code="8523")
         moving = [self._in_call(source, t.raw_id) for t in targets]
@@ -210,11 +211,11 @@ class ParticipantActions:
         await core.save(tx, call)
         return [p.raw_id for p in moving]
 
-    async def _source_call(self, tx: StoreTx, from_call: str) -> Call:
+    async def _source_call(self, tx: StoreTx, from_call: str, resource: CommunicationResource) -> Call:
         core = self._core
         server_call_id = await tx.get_call_id_for_connection(from_call)
         try:
-            source = await core.get_call(tx, server_call_id or from_call)
+            source = await core.get_call(tx, server_call_id or from_call, resource)
         except NotFound:
             raise NotFound(f"fromCall '{from_call}' names no call of this resource.", code="8522") from None
         if source.state != CallState.CONNECTED:
@@ -335,10 +336,10 @@ class ParticipantActions:
         if call.participant(target.raw_id) is not None:
             raise InvalidRequest(f"'{target.raw_id}' is already in the call.", code="8523")
         if source_caller_id is not None:
-            await core.check_caller_id(tx, source_caller_id, target.raw_id)
+            await core.check_caller_id(tx, source_caller_id, target.raw_id, core.resource_of(call))
         elif not from_raw_id(moved.raw_id).is_phone_number:
             # A phone transferee's own number is forwarded as the caller id; anyone else may need one.
-            await core.check_caller_id(tx, None, target.raw_id)
+            await core.check_caller_id(tx, None, target.raw_id, core.resource_of(call))
         await core.ring(
             tx,
             call,

@@ -43,7 +43,7 @@ from callgrid.platform.events import EventSink
 from callgrid.platform.identities import IdentityService
 from callgrid.platform.media_port import MediaEvent, MediaPlanePort, Party
 from callgrid.platform.phone_numbers import PhoneNumberService
-from callgrid.platform.resource import CommunicationResource
+from callgrid.platform.resource import CommunicationResource, ResourceDirectory
 from callgrid.platform.timers import TimerService
 from callgrid.platform.trunk_port import TrunkLeg, TrunkPort
 from callgrid.security import InvalidCallContext, decode_call_context, encode_call_context
@@ -105,7 +105,7 @@ class CallService:
     def __init__(
         self,
         *,
-        resource: CommunicationResource,
+        resources: ResourceDirectory,
         identities: IdentityService,
         numbers: PhoneNumberService,
         sink: EventSink,
@@ -116,7 +116,7 @@ class CallService:
         media_plane: MediaPlanePort,
         device_override: Callable[[str], str | None] | None = None,
     ) -> None:
-        self.resource = resource
+        self.resources = resources
         self.media_plane = media_plane
         # Injected faults: a behaviour that overrides a device's script (busy, unreachable), or None.
         self._device_override = device_override
@@ -155,47 +155,79 @@ class CallService:
     def sink(self) -> EventSink:
         return self._sink
 
-    @property
-    def application_id(self) -> str:
+    @staticmethod
+    def application_id(resource: CommunicationResource) -> str:
         """The identity an app's legs speak as when it gives none (answeredBy, create_call's caller)."""
-        return f"8:acs:{self.resource.immutable_id}_app"
+        return f"{resource.user_prefix}app"
+
+    def resource_of(self, call: Call) -> CommunicationResource:
+        """The resource a call belongs to: the one whose app or user placed it, or whose number or user it
+        rang first. Calls from before there were several resources belong to the default one."""
+        if not call.resource_id:
+            return self.resources.default
+        found = self.resources.by_immutable_id(call.resource_id)
+        if found is None:
+            # The resource was deleted: its calls run out unseen (no key, no subscriptions reach them).
+            return self.resources.deleted(call.resource_id)
+        return found
+
+    def owns(self, resource: CommunicationResource, call: Call) -> bool:
+        return (call.resource_id or self.resources.default.immutable_id) == resource.immutable_id
 
     # ---- who is who -------------------------------------------------------------------------------
 
-    async def classify_target(self, tx: StoreTx, target: CommunicationIdentifier) -> TargetKind:
+    async def classify_target(
+        self, tx: StoreTx, target: CommunicationIdentifier, resource: CommunicationResource
+    ) -> TargetKind:
+        """Who `target` is to `resource`. Identities of another resource cannot be called (ACS does not
+        connect Communication users of different resources); a number another resource on this server
+        owns is refused too (callgrid does not carry a PSTN call from one of its resources to another)."""
         if target.is_communication_user:
-            if not target.raw_id.startswith(f"8:acs:{self.resource.immutable_id}_"):
+            if not resource.owns_user(target.raw_id):
                 raise Forbidden(
                     f"'{target.raw_id}' belongs to another Communication resource; cross-resource calls are blocked.",
                     code="7507",
                 )
-            if not await self._identities.exists(tx, target.raw_id):
+            if not await self._identities.exists(tx, resource, target.raw_id):
                 raise NotFound(f"Identity '{target.raw_id}' does not exist in this resource.", code="8522")
             return TargetKind.IDENTITY
         if target.is_phone_number:
-            if await self._numbers.is_owned(tx, target.phone_number):
+            owner = await self._numbers.owner(tx, target.phone_number)
+            if owner == resource.immutable_id:
                 return TargetKind.OWNED_NUMBER
+            if owner is not None:
+                raise Forbidden(
+                    f"{target.phone_number} is owned by another Communication resource on this callgrid server; "
+                    "callgrid does not route calls between its resources (a PSTN call from one to another).",
+                    code="7507",
+                )
             return TargetKind.EXTERNAL_NUMBER
         raise InvalidRequest(
             f"callgrid cannot ring '{target.raw_id}': only Communication users and phone numbers.",
             code="8523",
         )
 
-    async def check_caller_id(self, tx: StoreTx, caller_id: CommunicationIdentifier | None, target: str) -> None:
+    async def check_caller_id(
+        self,
+        tx: StoreTx,
+        caller_id: CommunicationIdentifier | None,
+        target: str,
+        resource: CommunicationResource,
+    ) -> None:
         """Reaching the public network needs a caller id, and it must be a number this resource owns.
 
         A number the resource owns is reached without leaving it, so no caller id is needed for it.
         """
         if caller_id is None:
             callee = from_raw_id(target)
-            if callee.is_phone_number and not await self._numbers.is_owned(tx, callee.phone_number):
+            if callee.is_phone_number and not await self._numbers.is_owned(tx, resource, callee.phone_number):
                 raise InvalidRequest(
                     f"Calling the phone number {target[2:]} requires sourceCallerIdNumber, a number this "
                     "resource owns.",
                     code="8523",
                 )
             return
-        if not caller_id.is_phone_number or not await self._numbers.is_owned(tx, caller_id.phone_number):
+        if not caller_id.is_phone_number or not await self._numbers.is_owned(tx, resource, caller_id.phone_number):
             raise Forbidden(f"sourceCallerIdNumber {caller_id.raw_id} is not a number this resource owns.", code="7507")
 
     # ---- the simulator: callers and devices -----------------------------------------------------------
@@ -203,6 +235,7 @@ class CallService:
     async def place_call(
         self,
         tx: StoreTx,
+        resource: CommunicationResource,
         *,
         source: CommunicationIdentifier,
         target: CommunicationIdentifier,
@@ -210,25 +243,27 @@ class CallService:
         custom_context: dict[str, Any] | None = None,
     ) -> Call:
         if source.is_communication_user:
-            await self.classify_target(tx, source)  # the caller must be a user of this resource
+            await self.classify_target(tx, source, resource)  # the caller must be a user of this resource
         elif not source.is_phone_number:
             raise InvalidRequest("'from' must be an identity of this resource or a phone number.")
         if source == target:
             raise InvalidRequest("A call needs two parties: 'from' and 'to' are the same.")
-        kind = await self.classify_target(tx, target)
+        kind = await self.classify_target(tx, target, resource)
         if kind is TargetKind.EXTERNAL_NUMBER and not source.is_communication_user:
             raise InvalidRequest(
                 f"{target.phone_number} is not owned by this resource: a PSTN call reaches the resource "
                 "only through a number it owns (add it with POST /callgrid/v1/phoneNumbers).",
                 code="PhoneNumberNotOwned",
             )
-        call = self._new_call(source.raw_id, caller_display_name, custom_context)
+        call = self._new_call(resource, source.raw_id, caller_display_name, custom_context)
         call.record(call.created_at, "callPlaced", **{"from": source.raw_id, "to": target.raw_id})
         await self._ring(tx, call, target, source, Scenario.CALL, call.custom_context)
         await self.save(tx, call)
         return call
 
-    def _new_call(self, source: str, display_name: str, custom_context: dict[str, Any] | None) -> Call:
+    def _new_call(
+        self, resource: CommunicationResource, source: str, display_name: str, custom_context: dict[str, Any] | None
+    ) -> Call:
         now = self._clock.now()
         call = Call(
             server_call_id=_new_server_call_id(),
@@ -238,6 +273,7 @@ class CallService:
             source=source,
             caller_display_name=display_name,
             custom_context=custom_context_of(custom_context),
+            resource_id=resource.immutable_id,
         )
         call.participants.append(Participant(raw_id=source, role="caller", joined_at=now))
         return call
@@ -264,11 +300,13 @@ class CallService:
         await self.save(tx, call)
         return call
 
-    async def get_call(self, tx: StoreTx, server_call_id: str) -> Call:
+    async def get_call(self, tx: StoreTx, server_call_id: str, resource: CommunicationResource | None = None) -> Call:
+        """The call; with `resource`, only if it is that resource's."""
         doc = await tx.get_call(server_call_id)
-        if doc is None:
+        call = None if doc is None else Call.from_doc(doc)
+        if call is None or (resource is not None and not self.owns(resource, call)):
             raise NotFound(f"No call with serverCallId '{server_call_id}'.", code="8522")
-        return Call.from_doc(doc)
+        return call
 
     async def call_of_timer(self, tx: StoreTx, timer: TimerRow) -> Call | None:
         """The call a timer was set for, or None if it is gone (a timer may outlive its call)."""
@@ -283,20 +321,28 @@ class CallService:
             return None
         return call, offer
 
-    async def list_calls(self, tx: StoreTx, limit: int = 100) -> list[Call]:
-        return [Call.from_doc(d) for d in await tx.list_calls(limit)]
+    async def list_calls(
+        self, tx: StoreTx, limit: int = 100, resource: CommunicationResource | None = None
+    ) -> list[Call]:
+        calls = [Call.from_doc(d) for d in await tx.list_calls(limit)]
+        return calls if resource is None else [c for c in calls if self.owns(resource, c)]
 
     async def set_device(
         self,
         tx: StoreTx,
+        resource: CommunicationResource,
         target: CommunicationIdentifier,
         behaviour: DeviceBehaviour,
         answer_delay_ms: int,
         connect_delay_ms: int = 0,
     ) -> dict[str, Any]:
         if target.is_communication_user:
-            await self.classify_target(tx, target)
-        elif not target.is_phone_number:
+            await self.classify_target(tx, target, resource)
+        elif target.is_phone_number:
+            owner = await self._numbers.owner(tx, target.phone_number)
+            if owner is not None and owner != resource.immutable_id:
+                raise NotFound(f"The resource does not own {target.phone_number}.", code="PhoneNumberNotFound")
+        else:
             raise InvalidRequest("Simulated devices exist for identities and phone numbers only.")
         if answer_delay_ms < 0 or answer_delay_ms > 3_600_000:
             raise InvalidRequest("answerDelayMs must be between 0 and 3600000.")
@@ -317,15 +363,31 @@ class CallService:
         found.setdefault("connectDelayMs", 0)
         return found
 
-    async def list_devices(self, tx: StoreTx) -> list[dict[str, Any]]:
-        """The scripted devices (every other identity and number rings until the ring timeout)."""
-        return [{"connectDelayMs": 0, **doc} for doc in await tx.list_endpoints()]
+    async def list_devices(self, tx: StoreTx, resource: CommunicationResource | None = None) -> list[dict[str, Any]]:
+        """The scripted devices (every other identity and number rings until the ring timeout); with
+        `resource`, those it may see: its own identities and numbers, and external numbers' phones."""
+        devices = []
+        for doc in await tx.list_endpoints():
+            if resource is not None and not await self._sees_device(tx, resource, doc["rawId"]):
+                continue
+            devices.append({"connectDelayMs": 0, **doc})
+        return devices
+
+    async def _sees_device(self, tx: StoreTx, resource: CommunicationResource, raw_id: str) -> bool:
+        target = from_raw_id(raw_id)
+        if target.is_communication_user:
+            return resource.owns_user(raw_id)
+        if target.is_phone_number:
+            owner = await self._numbers.owner(tx, target.phone_number)
+            return owner is None or owner == resource.immutable_id
+        return True
 
     # ---- an app places or joins a call ------------------------------------------------------------
 
     async def create_call(
         self,
         tx: StoreTx,
+        resource: CommunicationResource,
         *,
         targets: list[CommunicationIdentifier],
         callback_uri: str,
@@ -342,12 +404,12 @@ class CallService:
         if len({t.raw_id for t in targets}) != len(targets):
             raise InvalidRequest("'targets' names the same participant twice.", code="8523")
         if source is not None:
-            await self.classify_target(tx, source)
+            await self.classify_target(tx, source, resource)
         for target in targets:
-            await self.check_caller_id(tx, source_caller_id, target.raw_id)
-            await self.classify_target(tx, target)
-        app_id = source.raw_id if source is not None else self.application_id
-        call = self._new_call(app_id, source_display_name or "", custom_context)
+            await self.check_caller_id(tx, source_caller_id, target.raw_id, resource)
+            await self.classify_target(tx, target, resource)
+        app_id = source.raw_id if source is not None else self.application_id(resource)
+        call = self._new_call(resource, app_id, source_display_name or "", custom_context)
         now = call.created_at
         connection = CallConnection(
             call_connection_id=str(uuid.uuid4()),
@@ -374,6 +436,7 @@ class CallService:
     async def connect_call(
         self,
         tx: StoreTx,
+        resource: CommunicationResource,
         *,
         server_call_id: str,
         callback_uri: str,
@@ -381,7 +444,7 @@ class CallService:
         streams: StreamsOptions = (None, None),
     ) -> tuple[Call, CallConnection]:
         check_callback_uri(callback_uri)
-        call = await self.get_call(tx, server_call_id)
+        call = await self.get_call(tx, server_call_id, resource)
         if call.state == CallState.DISCONNECTED:
             raise InvalidRequest("The call has already ended.", code="8528")
         if call.state != CallState.CONNECTED:
@@ -389,7 +452,7 @@ class CallService:
         connection = CallConnection(
             call_connection_id=str(uuid.uuid4()),
             callback_uri=callback_uri,
-            answered_for=self.application_id,
+            answered_for=self.application_id(resource),
             state=ConnectionState.CONNECTING,
             created_at=self._clock.now(),
             operation_context=operation_context,
@@ -408,6 +471,7 @@ class CallService:
     async def answer(
         self,
         tx: StoreTx,
+        resource: CommunicationResource,
         *,
         incoming_call_context: str,
         callback_uri: str,
@@ -415,7 +479,7 @@ class CallService:
         streams: StreamsOptions = (None, None),
     ) -> tuple[Call, CallConnection]:
         check_callback_uri(callback_uri)
-        call, offer = await self._ringing_offer(tx, incoming_call_context)
+        call, offer = await self._ringing_offer(tx, resource, incoming_call_context)
         now = self._clock.now()
         # Answering a transfer out of a group call joins the new call the transferee moves to.
         joined = self._onward_call(call, offer) if offer.group_transfer else call
@@ -445,8 +509,15 @@ class CallService:
         await self.save(tx, call)
         return joined, connection
 
-    async def redirect(self, tx: StoreTx, *, incoming_call_context: str, target: CommunicationIdentifier) -> Call:
-        call, offer = await self._ringing_offer(tx, incoming_call_context)
+    async def redirect(
+        self,
+        tx: StoreTx,
+        resource: CommunicationResource,
+        *,
+        incoming_call_context: str,
+        target: CommunicationIdentifier,
+    ) -> Call:
+        call, offer = await self._ringing_offer(tx, resource, incoming_call_context)
         if target.raw_id == offer.target:
             raise InvalidRequest("A call cannot be redirected to the target it is ringing.", code="8523")
         if target.raw_id == call.source:
@@ -465,12 +536,14 @@ class CallService:
         await self.save(tx, call)
         return call
 
-    async def reject(self, tx: StoreTx, *, incoming_call_context: str, reason: str | None) -> Call:
+    async def reject(
+        self, tx: StoreTx, resource: CommunicationResource, *, incoming_call_context: str, reason: str | None
+    ) -> Call:
         reason = reason or "none"
         result = {"none": DECLINED, "busy": BUSY, "forbidden": FORBIDDEN}.get(reason)
         if result is None:
             raise InvalidRequest(f"callRejectReason '{reason}' is not one of none, busy, forbidden.", code="8523")
-        call, offer = await self._ringing_offer(tx, incoming_call_context)
+        call, offer = await self._ringing_offer(tx, resource, incoming_call_context)
         now = self._clock.now()
         self._offer_ended(offer, now, OfferState.REJECTED, f"rejected ({reason})")
         call.record(now, "rejected", by="app", reason=reason, target=offer.target)
@@ -480,11 +553,17 @@ class CallService:
 
     # ---- mid-call ---------------------------------------------------------------------------------
 
-    async def connection(self, tx: StoreTx, call_connection_id: str) -> tuple[Call, CallConnection]:
+    async def connection(
+        self, tx: StoreTx, call_connection_id: str, resource: CommunicationResource | None = None
+    ) -> tuple[Call, CallConnection]:
+        """The call and leg of a call connection id; with `resource`, only if the call is that resource's
+        (another resource's connection is as unknown as one that never existed)."""
         server_call_id = await tx.get_call_id_for_connection(call_connection_id)
         if server_call_id is None:
             raise NotFound(f"Call connection '{call_connection_id}' was not found.", code="8522")
         call = await self.get_call(tx, server_call_id)
+        if resource is not None and not self.owns(resource, call):
+            raise NotFound(f"Call connection '{call_connection_id}' was not found.", code="8522")
         connection = call.connection(call_connection_id)
         if connection is None:  # pragma: no cover - the index and the document are written together
             raise NotFound(f"Call connection '{call_connection_id}' was not found.", code="8522")
@@ -564,7 +643,7 @@ class CallService:
             "callbackUri": connection.callback_uri,
             "source": _ident(connection.answered_for),
             "correlationId": call.correlation_id,
-            "answeredBy": {"id": self.application_id},
+            "answeredBy": {"id": self.application_id(self.resource_of(call))},
         }
         if call.caller_display_name and connection.origin == "created":
             props["sourceDisplayName"] = call.caller_display_name
@@ -609,7 +688,7 @@ class CallService:
         *,
         timeout: float | None = None,
     ) -> RingOffer:
-        kind = await self.classify_target(tx, target)
+        kind = await self.classify_target(tx, target, self.resource_of(call))
         now = self._clock.now()
         offer = RingOffer(
             offer_id=str(uuid.uuid4()),
@@ -680,7 +759,7 @@ class CallService:
         context = encode_call_context(
             self._secret,
             {
-                "res": self.resource.immutable_id,
+                "res": self.resource_of(call).immutable_id,
                 "call": call.server_call_id,
                 "offer": offer.offer_id,
                 "exp": offer.expires_at,
@@ -700,16 +779,20 @@ class CallService:
             "incomingCallContext": context,
             "correlationId": call.correlation_id,
         }
-        return await self._sink.publish_system_event(tx, event_type=INCOMING_CALL, subject=subject, data=data)
+        return await self._sink.publish_system_event(
+            tx, self.resource_of(call), event_type=INCOMING_CALL, subject=subject, data=data
+        )
 
-    async def _ringing_offer(self, tx: StoreTx, incoming_call_context: str) -> tuple[Call, RingOffer]:
+    async def _ringing_offer(
+        self, tx: StoreTx, resource: CommunicationResource, incoming_call_context: str
+    ) -> tuple[Call, RingOffer]:
         if not isinstance(incoming_call_context, str) or not incoming_call_context:
             raise InvalidRequest("incomingCallContext is required.", code="8523")
         try:
             claims = decode_call_context(self._secret, incoming_call_context)
         except InvalidCallContext as exc:
             raise InvalidRequest(f"Invalid incomingCallContext: {exc}", code="8523") from None
-        if claims.get("res") != self.resource.immutable_id:
+        if claims.get("res") != resource.immutable_id:
             raise InvalidRequest("The incomingCallContext was issued for another resource.", code="8523")
         doc = await tx.get_call(str(claims.get("call")))
         if doc is None:
@@ -792,7 +875,9 @@ class CallService:
         )
 
     def _onward_call(self, call: Call, offer: RingOffer) -> Call:
-        onward = self._new_call(offer.transferee or call.source, call.caller_display_name, call.custom_context)
+        onward = self._new_call(
+            self.resource_of(call), offer.transferee or call.source, call.caller_display_name, call.custom_context
+        )
         onward.state = CallState.CONNECTED
         onward.connected_at = onward.created_at
         onward.record(onward.created_at, "transferredFrom", serverCallId=call.server_call_id)
@@ -1043,7 +1128,9 @@ class CallService:
             "datacontenttype": "application/json",
             "subject": source,
         }
-        await self._sink.send_callback(tx, url=url or connection.callback_uri, event=event)
+        await self._sink.send_callback(
+            tx, url=url or connection.callback_uri, event=event, audience=self.resource_of(call).immutable_id
+        )
         if name == "CallConnected":
             # Streams asked to start with the call start once its leg is up (after CallConnected).
             await self.streaming.connected(tx, call, connection)
@@ -1107,12 +1194,14 @@ class CallService:
             "isRoomsCall": False,
             **extra,
         }
-        await self._sink.publish_system_event(tx, event_type=event_type, subject=subject, data=data)
+        await self._sink.publish_system_event(
+            tx, self.resource_of(call), event_type=event_type, subject=subject, data=data
+        )
 
     async def _participant_event(self, tx: StoreTx, call: Call, event_type: str, raw_id: str) -> None:
         # ACS reports only its own users (not phones, Teams users or the app's bot) this way (acs-wire.md 4.3).
         who = from_raw_id(raw_id)
-        if not who.is_communication_user or raw_id == self.application_id:
+        if not who.is_communication_user or raw_id == self.application_id(self.resource_of(call)):
             return
         starter = from_raw_id(call.source)
         data = {
@@ -1129,7 +1218,9 @@ class CallService:
             "isRoomsCall": False,
         }
         subject = f"call/{call.server_call_id}/participant/{raw_id}"
-        await self._sink.publish_system_event(tx, event_type=event_type, subject=subject, data=data)
+        await self._sink.publish_system_event(
+            tx, self.resource_of(call), event_type=event_type, subject=subject, data=data
+        )
 
     async def on_media_event(self, tx: StoreTx, event: MediaEvent) -> None:
         try:
