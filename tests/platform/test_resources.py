@@ -30,6 +30,7 @@ from callgrid.client import CallgridHttpError
 from callgrid.testing import CallgridResource, CallgridServer, WebhookReceiver
 from tests.platform.calling_support import CALL_EVENTS, INCOMING_CALL, World
 from tests.support.arm import put_subscription
+from tests.support.credential import CallgridCredential
 
 CALLER = "+12065550100"
 NUMBER_A = "+14255550101"
@@ -461,3 +462,21 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
     return result
+
+
+def test_a_bearer_token_acts_as_the_resource_it_was_issued_for(callgrid: CallgridServer) -> None:
+    b = callgrid.create_resource("team-b")
+    as_b = CommunicationIdentityClient(callgrid.endpoint, CallgridCredential(b.acs_token))
+    user_b = as_b.create_user()
+    assert user_b.properties["id"].startswith(f"8:acs:{b.immutable_id}_")
+    # The default resource's token does not reach B's user; B's token does not reach the default's.
+    as_default = CommunicationIdentityClient(callgrid.endpoint, CallgridCredential(callgrid.acs_token))
+    with pytest.raises(ResourceNotFoundError):
+        as_default.revoke_tokens(user_b)
+    user_a = as_default.create_user()
+    with pytest.raises(ResourceNotFoundError):
+        as_b.revoke_tokens(user_a)
+    # A deleted resource's token is worth nothing.
+    callgrid.delete_resource("team-b")
+    with pytest.raises(ClientAuthenticationError):
+        as_b.create_user()

@@ -83,15 +83,14 @@ def verify_acs_bearer(node: Node, resource: CommunicationResource, token: str) -
 
 def _token_resource(node: Node, token: str) -> CommunicationResource:
     """The resource a token names (its `resourceId` claim, read before the signature is checked: the check
-    that follows is against that resource, so a forged claim gains nothing)."""
+    that follows is against that resource, so a forged claim gains nothing). A token naming no resource of
+    this server is checked against the default one, whose check then says what is wrong with it."""
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError as exc:
-        raise TokenError(f"not a JWT ({exc})") from None
-    resource = node.resources.by_immutable_id(str(claims.get("resourceId", "")))
-    if resource is None:
-        raise TokenError("it names no resource of this server")
-    return resource
+    except jwt.PyJWTError:
+        return node.resource
+    named = node.resources.by_immutable_id(str(claims.get("resourceId", "")))
+    return named if named is not None else node.resource
 
 
 def _bearer_token(request: Request) -> str | None:
