@@ -14,8 +14,9 @@ from rich.console import Console
 
 from callgrid.client import CallgridClient, CallgridHttpError
 from callgrid.config import Settings
+from callgrid.platform.keys import Keys, load_or_create_keys
 from callgrid.platform.resource import CommunicationResource, load_or_create_resource
-from callgrid.security import TlsMaterial, ensure_tls_material, issue_arm_token, load_or_create_rsa_key
+from callgrid.security import TlsMaterial, ensure_tls_material, issue_arm_token
 from callgrid.store import StoreUnusable, open_store
 
 console = Console()
@@ -23,6 +24,16 @@ err = Console(stderr=True)
 
 DataDir = Annotated[Path, typer.Option("--data-dir", "-d", help="Where state lives.", envvar="CALLGRID_DATA_DIR")]
 PortOption = Annotated[int | None, typer.Option("--port", "-p", help="The server's port (default: as last served).")]
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Where state lives: sqlite:///path (default: callgrid.db in the data dir) or "
+        "postgresql://user@host:port/db[?schema=NAME] to share it between several nodes.",
+        envvar="CALLGRID_STORE",
+        show_default=False,
+    ),
+]
 
 
 @dataclass
@@ -30,6 +41,8 @@ class LocalState:
     settings: Settings
     resource: CommunicationResource
     tls: TlsMaterial | None
+    keys: Keys
+    store_location: str  # where state lives, without a password
 
     @property
     def endpoint(self) -> str:
@@ -40,8 +53,7 @@ class LocalState:
         return self.resource.connection_string(self.endpoint)
 
     def arm_token(self) -> str:
-        key = load_or_create_rsa_key(self.settings.data_dir / "keys" / "token-signing.pem")
-        return issue_arm_token(key, issuer=self.endpoint, now=datetime.now(UTC))
+        return issue_arm_token(self.keys.token_key, issuer=self.endpoint, now=datetime.now(UTC))
 
     def env(self) -> dict[str, str]:
         values = {
@@ -66,6 +78,9 @@ class LocalState:
 def settings_for(data_dir: Path, port: int | None, insecure: bool | None = None, **extra: Any) -> Settings:
     saved = saved_server(data_dir)
     overrides: dict[str, Any] = {"data_dir": data_dir, **extra}
+    # A command beside a server uses the store that server was started with (server.json).
+    if not overrides.get("store_url") and saved.get("store") and not Settings.from_env().store_url:
+        overrides["store_url"] = saved["store"]
     overrides["port"] = port if port is not None else saved.get("port")
     if insecure is not None:
         overrides["tls"] = not insecure if insecure else saved.get("tls", True)
@@ -87,27 +102,29 @@ def local_state(settings: Settings, *, verify_store: bool = False) -> LocalState
     """The resource and TLS material of a data directory; a store that cannot be used ends the command
     with its message (exit 1), not a traceback."""
 
-    async def load() -> CommunicationResource:
+    async def load() -> tuple[CommunicationResource, Keys, str]:
         store = await open_store(settings.resolved_store_url, verify=verify_store)
         try:
+            keys = await load_or_create_keys(store, settings.data_dir)
             async with store.transaction() as tx:
-                return await load_or_create_resource(
+                resource = await load_or_create_resource(
                     tx,
                     name=settings.resource_name,
                     subscription_id=settings.subscription_id,
                     resource_group=settings.resource_group,
                 )
+            return resource, keys, store.location
         finally:
             await store.close()
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        resource = asyncio.run(load())
+        resource, keys, location = asyncio.run(load())
     except StoreUnusable as exc:
         err.print(f"[red]error[/red] {exc}", soft_wrap=True, highlight=False)
         raise typer.Exit(1) from None
     tls = ensure_tls_material(settings.data_dir / "tls") if settings.tls else None
-    return LocalState(settings, resource, tls)
+    return LocalState(settings, resource, tls, keys, location)
 
 
 def client_for(data_dir: Path, port: int | None) -> CallgridClient:

@@ -10,7 +10,16 @@ from typing import Annotated, Any
 
 import typer
 
-from callgrid.cli.common import DataDir, LocalState, PortOption, console, err, local_state, settings_for
+from callgrid.cli.common import (
+    DataDir,
+    LocalState,
+    PortOption,
+    StoreOption,
+    console,
+    err,
+    local_state,
+    settings_for,
+)
 from callgrid.config import DEFAULT_PORT
 from callgrid.datadir import DataDirInUse, lock_data_dir
 
@@ -32,13 +41,16 @@ def serve(
     ] = "system",
     ring_timeout: Annotated[float | None, typer.Option(help="Seconds an offer rings before it times out.")] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    store: StoreOption = None,
 ) -> None:
     """Start callgrid: the ACS resource, its Event Grid system topic, and callgrid's own API."""
     from callgrid import http_server
     from callgrid.node import Node
     from callgrid.server import build_app
 
-    settings = settings_for(data_dir, port, insecure_http, clock=clock, ring_timeout_seconds=ring_timeout)
+    settings = settings_for(
+        data_dir, port, insecure_http, clock=clock, ring_timeout_seconds=ring_timeout, store_url=store
+    )
     try:
         # Before anything is written to the data directory (server.json names the port clients use).
         lock = lock_data_dir(settings.data_dir, port=settings.port)
@@ -47,9 +59,12 @@ def serve(
         raise typer.Exit(1) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     state = local_state(settings, verify_store=True)
-    (settings.data_dir / "server.json").write_text(
-        json.dumps({"port": settings.port, "tls": settings.tls, "endpoint": settings.endpoint})
-    )
+    saved: dict[str, Any] = {"port": settings.port, "tls": settings.tls, "endpoint": settings.endpoint}
+    if settings.store_url:
+        saved["store"] = settings.store_url
+    server_json = settings.data_dir / "server.json"
+    server_json.touch(mode=0o600)  # the store URL may carry a password
+    server_json.write_text(json.dumps(saved))
     _banner(state)
     node = Node(settings)
     ssl_args: dict[str, Any] = {}
@@ -82,7 +97,7 @@ def _banner(state: LocalState) -> None:
     console.print(f"[bold]connection string[/bold]  {state.connection_string}", soft_wrap=True)
     console.print(f"[bold]resource id[/bold]        {state.resource.arm_id}", soft_wrap=True)
     console.print(
-        f"[bold]state[/bold]              {s.resolved_store_url} (data dir {s.data_dir.resolve()})", soft_wrap=True
+        f"[bold]state[/bold]              {state.store_location} (data dir {s.data_dir.resolve()})", soft_wrap=True
     )
     console.print(f"[bold]clock[/bold]              {s.clock}", soft_wrap=True)
     if state.tls is not None:
@@ -95,8 +110,8 @@ def _banner(state: LocalState) -> None:
     console.print(f"\nAll variables: [bold]callgrid env --data-dir {shlex.quote(str(s.data_dir))}[/bold]\n")
 
 
-def env(data_dir: DataDir = Path(".callgrid"), port: PortOption = None) -> None:
+def env(data_dir: DataDir = Path(".callgrid"), port: PortOption = None, store: StoreOption = None) -> None:
     """Print `export NAME=value` lines: connection string, resource id, ARM token, CA trust."""
-    state = local_state(settings_for(data_dir, port))
+    state = local_state(settings_for(data_dir, port, store_url=store))
     for name, value in state.env().items():
         print(f"export {name}={shlex.quote(value)}")

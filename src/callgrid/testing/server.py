@@ -26,6 +26,7 @@ from typing import Any
 
 from callgrid.client import CallgridClient, CallgridHttpError
 from callgrid.security import ensure_tls_material
+from callgrid.testing.stores import new_test_schema, store_kind
 
 INCOMING_CALL = "Microsoft.Communication.IncomingCall"
 ARM_API = "api-version=2025-02-15"
@@ -160,8 +161,14 @@ class CallgridServer:
         ring_timeout: float | None = None,
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
+        store: str | None = None,
     ) -> None:
+        """`store`: the server's store URL; by default SQLite in `data_dir`, or, with
+        CALLGRID_TEST_STORE=postgresql, a PostgreSQL schema of its own (dropped when the process exits)."""
         self.data_dir = data_dir
+        if store is None and store_kind() == "postgresql":
+            store = new_test_schema()
+        self.store = store
         self.port = free_port()
         self.clock_kind = clock
         self.ring_timeout = ring_timeout
@@ -193,6 +200,7 @@ class CallgridServer:
             self.clock_kind,
             "--log-level",
             "warning",
+            *self._store_args(),
             *self.extra_args,
         ]
         if self.ring_timeout is not None:
@@ -213,7 +221,17 @@ class CallgridServer:
 
     def _load_env(self) -> None:
         out = subprocess.run(
-            [sys.executable, "-m", "callgrid", "env", "--data-dir", str(self.data_dir), "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "callgrid",
+                "env",
+                "--data-dir",
+                str(self.data_dir),
+                "--port",
+                str(self.port),
+                *self._store_args(),
+            ],
             check=True,
             capture_output=True,
             text=True,
@@ -224,6 +242,9 @@ class CallgridServer:
             name, _, value = line.removeprefix("export ").partition("=")
             env[name] = shlex.split(value)[0]
         self.env = env
+
+    def _store_args(self) -> list[str]:
+        return [] if self.store is None else ["--store", self.store]
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
         context = ssl.create_default_context(cafile=self.ca_bundle)
