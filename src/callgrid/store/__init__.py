@@ -43,7 +43,12 @@ async def open_store(url: str, *, verify: bool = False) -> Store:
         store = SqliteStore(url)
     elif url.startswith(("postgresql://", "postgres://")):
         # Imported only when used: a SQLite user needs no PostgreSQL driver.
-        from callgrid.store.postgresql import PostgresStore
+        try:
+            from callgrid.store.postgresql import PostgresStore
+        except ImportError as exc:
+            raise StoreUnusable(
+                f"the PostgreSQL store needs psycopg ({exc}): pip install 'callgrid[postgresql]'"
+            ) from None
 
         store = PostgresStore(url)
     else:
