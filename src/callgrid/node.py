@@ -165,6 +165,7 @@ class Node:
         # Another node sharing the store gave these loops work (a store only this node uses never calls).
         self.store.on_change("delivery", self.delivery.wake)
         self.store.on_change("timer", self.timers.wake)
+        self.store.on_change("subscriptions", self.subscriptions_changed)
         if run_loops:
             await self.delivery.recover()
             for loop in (

@@ -203,7 +203,8 @@ class PostgresStore:
     # ------------------------------------------------------------------ wake-ups across nodes
 
     def on_change(self, topic: str, action: Callable[[], None]) -> None:
-        """Call `action` when any node commits a transaction that added work of `topic` ("delivery", "timer")."""
+        """Call `action` when any node commits a transaction that added work of `topic` ("delivery", "timer")
+        or changed the event subscriptions ("subscriptions")."""
         self._listeners.setdefault(topic, []).append(action)
         if self._listen_task is None:
             self._listen_task = asyncio.get_running_loop().create_task(self._listen(), name="postgres-listen")
@@ -512,6 +513,8 @@ class _PostgresTx:
     # subscriptions
     async def put_subscription(self, sub_id: str, doc: dict[str, Any]) -> None:
         await self._upsert_doc("event_subscriptions", "id", sub_id, doc)
+        # Every node keeps a compiled index of the subscriptions: theirs is stale now.
+        self.notify.add("subscriptions")
 
     async def get_subscription(self, sub_id: str) -> dict[str, Any] | None:
         return await self._get_doc("event_subscriptions", "id", sub_id)
@@ -522,6 +525,7 @@ class _PostgresTx:
 
     async def delete_subscription(self, sub_id: str) -> bool:
         deleted = await self._count("DELETE FROM event_subscriptions WHERE id = %s", sub_id) > 0
+        self.notify.add("subscriptions")
         await self._exec(
             "INSERT INTO eventgrid_metrics (topic, subscription_id, metric, label, value) "
             "SELECT lower(e.topic), d.subscription_id, 'DroppedEventCount', 'SubscriptionDeleted', COUNT(*) "
@@ -746,3 +750,4 @@ class _PostgresTx:
 
     async def reset(self) -> None:
         await self._exec(f"TRUNCATE {', '.join(_STATE_TABLES)}")
+        self.notify.add("subscriptions")
