@@ -256,7 +256,7 @@ class PostgresStore:
                     yield tx
                     if tx.notify:
                         await conn.execute("SELECT pg_notify(%s, %s)", (self._channel, ",".join(sorted(tx.notify))))
-            except psycopg.OperationalError as exc:
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 # The connection broke (server restarted, network): the transaction did not commit.
                 raise StoreUnavailable(f"the database connection was lost: {exc}") from None
         finally:
