@@ -246,7 +246,7 @@ class CallgridServer:
     def _store_args(self) -> list[str]:
         return [] if self.store is None else ["--store", self.store]
 
-    def _wait_ready(self, timeout: float = 20.0) -> None:
+    def _wait_ready(self, timeout: float = 60.0) -> None:
         context = ssl.create_default_context(cafile=self.ca_bundle)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
