@@ -57,6 +57,7 @@ _DELIVERY_PROGRESS_SQL = f"UPDATE deliveries SET {', '.join(f'{c} = %s' for c in
 _ATTEMPT_COLUMNS = [f.name for f in fields(AttemptRow)]
 _DEAD_LETTER_COLUMNS = [f.name for f in fields(DeadLetterRow)]
 _DEAD_LETTER_JSON = ("item", "destination")
+_DEAD_LETTER_WRITE_LEASE_SECONDS = 120.0
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 # Every table reset() empties (meta stays: keys and the resource survive a reset).
@@ -696,14 +697,18 @@ class _PostgresTx:
         return [_dead_letter(r) for r in rows]
 
     async def due_dead_letter_writes(self, now: float, limit: int) -> list[DeadLetterRow]:
+        # Leased like deliveries: the blob is written outside this transaction, so the rows move out of
+        # the due range for a while (another node leaves them be; if this one dies they fall due again).
         rows = await self._all(
-            f"SELECT {', '.join(_DEAD_LETTER_COLUMNS)} FROM dead_letters "
-            "WHERE write_status = 'pending' AND write_due_at <= %s ORDER BY write_due_at LIMIT %s "
-            "FOR UPDATE SKIP LOCKED",
+            "WITH due AS (SELECT id FROM dead_letters WHERE write_status = 'pending' AND write_due_at <= %s "
+            "ORDER BY write_due_at LIMIT %s FOR UPDATE SKIP LOCKED) "
+            f"UPDATE dead_letters d SET write_due_at = %s FROM due WHERE d.id = due.id "
+            f"RETURNING {', '.join('d.' + c for c in _DEAD_LETTER_COLUMNS)}",
             now,
             limit,
+            now + _DEAD_LETTER_WRITE_LEASE_SECONDS,
         )
-        return [_dead_letter(r) for r in rows]
+        return sorted((_dead_letter(r) for r in rows), key=lambda r: (r.created_at, r.id))
 
     async def next_dead_letter_write_due(self) -> float | None:
         row = await self._one("SELECT MIN(write_due_at) FROM dead_letters WHERE write_status = 'pending'")

@@ -216,7 +216,12 @@ class CallgridServer:
             stdin=subprocess.DEVNULL,
             env={**os.environ, **self.server_env},
         )
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            # A server that came up too late must not outlive the test that gave up on it.
+            self.stop(signal.SIGKILL)
+            raise
         return self
 
     def _load_env(self) -> None:
