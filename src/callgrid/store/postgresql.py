@@ -130,9 +130,16 @@ class PostgresStore:
         except ValueError as exc:
             raise StoreUnusable(f"the store URL {redact(url)}: {exc}") from None
         base = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(query)))
-        options = conninfo_to_dict(base).get("options") or ""
-        # Every connection of the pool sees this schema's tables first.
-        self._conninfo = make_conninfo(base, options=f"{options} -c search_path={self.schema}".strip())
+        given = conninfo_to_dict(base)
+        options = str(given.get("options") or "")
+        # Every connection of the pool sees this schema's tables first. A statement that runs (or waits for
+        # a lock) past a minute, and a server that does not answer a connection within 10 s, end in an error
+        # (503), not in a request that hangs.
+        self._conninfo = make_conninfo(
+            base,
+            options=f"-c statement_timeout=60000 {options} -c search_path={self.schema}",
+            connect_timeout=given.get("connect_timeout") or 10,
+        )
         self._channel = f"callgrid_{self.schema}"[:63]
         self._pool: AsyncConnectionPool | None = None
         self._listeners: dict[str, list[Callable[[], None]]] = {}
