@@ -166,7 +166,7 @@ class CallgridServer:
         """`store`: the server's store URL; by default SQLite in `data_dir`, or, with
         CALLGRID_TEST_STORE=postgresql, a PostgreSQL schema of its own (dropped when the process exits)."""
         self.data_dir = data_dir
-        if store is None and store_kind() == "postgresql":
+        if store is None and store_kind() == "postgresql" and "CALLGRID_STORE" not in (env or {}):
             store = new_test_schema()
         self.store = store
         self.port = free_port()
