@@ -455,6 +455,10 @@ class _PostgresTx:
 
     # repeatable requests
     async def get_repeatable(self, request_id: str, now: float) -> dict[str, Any] | None:
+        # Copies of one request racing each other (on one node or several) take turns from here to their
+        # commit: a row that does not exist yet cannot be locked, its key can. The second copy then reads
+        # the answer the first stored, as on SQLite, whose transactions are serial.
+        await self._exec("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"callgrid.repeatable:{request_id}",))
         await self._exec("DELETE FROM repeatable_requests WHERE expires_at <= %s", (now,))
         row = await self._one(
             "SELECT fingerprint, status, response FROM repeatable_requests WHERE request_id = %s FOR UPDATE",
