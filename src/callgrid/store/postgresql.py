@@ -411,6 +411,9 @@ class _PostgresTx:
         )
 
     async def number_holders(self, numbers: list[str], now: float) -> dict[str, str]:
+        # What is read here is then held (hold_numbers) in the same transaction: two searches on two
+        # connections take turns, so that they never offer the same number (SQLite's are serial anyway).
+        await self._exec("SELECT pg_advisory_xact_lock(hashtext('callgrid.number_holds'))")
         rows = await self._all(
             "SELECT number, holder FROM number_holds WHERE expires_at > %s AND number = ANY(%s)", now, numbers
         )
