@@ -347,6 +347,12 @@ class _PostgresTx:
             return None
         return {"id": row[0], "createdAt": row[1], "tokensRevokedAt": row[2]}
 
+    async def list_identities(self, limit: int) -> list[dict[str, Any]]:
+        rows = await self._all(
+            "SELECT id, created_at, tokens_revoked_at FROM identities ORDER BY created_at DESC, id LIMIT %s", limit
+        )
+        return [{"id": r[0], "createdAt": r[1], "tokensRevokedAt": r[2]} for r in rows]
+
     async def delete_identity(self, identity_id: str) -> bool:
         return await self._count("DELETE FROM identities WHERE id = %s", identity_id) > 0
 
@@ -431,6 +437,9 @@ class _PostgresTx:
 
     async def get_endpoint(self, raw_id: str) -> dict[str, Any] | None:
         return _doc(await self._one("SELECT doc FROM endpoints WHERE raw_id = %s", raw_id))
+
+    async def list_endpoints(self) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in await self._all("SELECT doc FROM endpoints ORDER BY raw_id")]
 
     # calls
     async def put_call(self, server_call_id: str, doc: dict[str, Any], updated_at: float) -> None:
