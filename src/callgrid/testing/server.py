@@ -252,6 +252,8 @@ class CallgridServer:
         return [] if self.store is None else ["--store", self.store]
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
+        # Generous: a loaded CI machine takes tens of seconds to start two interpreters; a server that dies
+        # is reported at once anyway.
         context = ssl.create_default_context(cafile=self.ca_bundle)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
