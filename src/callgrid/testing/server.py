@@ -248,9 +248,6 @@ class CallgridServer:
             env[name] = shlex.split(value)[0]
         self.env = env
 
-    def _store_args(self) -> list[str]:
-        return [] if self.store is None else ["--store", self.store]
-
     def _wait_ready(self, timeout: float = 60.0) -> None:
         # Generous: a loaded CI machine takes tens of seconds to start two interpreters; a server that dies
         # is reported at once anyway.
@@ -287,6 +284,9 @@ class CallgridServer:
         else:
             self.stop()
         return self.start()
+
+    def _store_args(self) -> list[str]:
+        return [] if self.store is None else ["--store", self.store]
 
     def __enter__(self) -> CallgridServer:
         return self.start() if self.proc is None else self
