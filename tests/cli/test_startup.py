@@ -53,7 +53,9 @@ def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path, callgri
 
 
 def test_a_database_with_damaged_pages_is_refused_at_start(tmp_path: Path, callgrid_tls_dir: Path) -> None:
-    server = CallgridServer(tmp_path / "data", tls_dir=callgrid_tls_dir).start()
+    # SQLite's file, whichever store the other tests' servers use.
+    sqlite = f"sqlite:///{(tmp_path / 'data' / 'callgrid.db').resolve()}"
+    server = CallgridServer(tmp_path / "data", tls_dir=callgrid_tls_dir, store=sqlite).start()
     for i in range(200):
         server.client().own_number(f"+1425555{i:04d}")
     server.stop()

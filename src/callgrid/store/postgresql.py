@@ -35,6 +35,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from callgrid.errors import InvalidRequest
 from callgrid.store.base import (
     AttemptRow,
     DeadLetterRow,
@@ -103,6 +104,14 @@ def _dead_letter_values(row: DeadLetterRow) -> tuple[Any, ...]:
 def _dead_letter(values: tuple[Any, ...]) -> DeadLetterRow:
     loaded = [json.loads(v) if c in _DEAD_LETTER_JSON else v for c, v in zip(_DEAD_LETTER_COLUMNS, values, strict=True)]
     return DeadLetterRow(*loaded)
+
+
+def _refused(exc: psycopg.DataError) -> InvalidRequest:
+    # A value PostgreSQL cannot hold, which SQLite would have (above all a NUL character in an id or a
+    # name): the request is refused (400), as a bad value; the transaction rolls back.
+    if "NUL" in str(exc):
+        return InvalidRequest("Text values may not contain the NUL character (U+0000).")
+    return InvalidRequest(f"A value in the request cannot be stored: {str(exc).strip()}")
 
 
 def redact(url: str) -> str:
@@ -289,7 +298,10 @@ class _PostgresTx:
                 _log.exception("an after-commit action failed")
 
     async def _exec(self, query: str, args: tuple[Any, ...] | list[Any] = ()) -> psycopg.AsyncCursor[Any]:
-        return await self._c.execute(query.encode(), args)  # type: ignore[arg-type]
+        try:
+            return await self._c.execute(query.encode(), args)  # type: ignore[arg-type]
+        except psycopg.DataError as exc:
+            raise _refused(exc) from None
 
     async def _one(self, query: str, *args: Any) -> tuple[Any, ...] | None:
         cur = await self._exec(query, args)
@@ -306,7 +318,10 @@ class _PostgresTx:
     async def _many(self, query: str, rows: list[tuple[Any, ...]]) -> None:
         if rows:
             async with self._c.cursor() as cur:
-                await cur.executemany(query.encode(), rows)  # type: ignore[arg-type]
+                try:
+                    await cur.executemany(query.encode(), rows)  # type: ignore[arg-type]
+                except psycopg.DataError as exc:
+                    raise _refused(exc) from None
 
     async def _insert(self, table: str, columns: str, *args: Any) -> None:
         marks = ", ".join("%s" for _ in args)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -145,6 +146,14 @@ class FaultInjector:
         self._added.clear()
 
 
+def _saved_store(data_dir: Path) -> str | None:
+    try:
+        saved = json.loads((data_dir / "server.json").read_text()).get("store")
+    except (OSError, ValueError):
+        return None
+    return str(saved) if saved else None
+
+
 def _count(count: int | None) -> dict[str, int]:
     return {} if count is None else {"count": count}
 
@@ -167,7 +176,8 @@ class CallgridServer:
         CALLGRID_TEST_STORE=postgresql, a PostgreSQL schema of its own (dropped when the process exits)."""
         self.data_dir = data_dir
         if store is None and store_kind() == "postgresql" and "CALLGRID_STORE" not in (env or {}):
-            store = new_test_schema()
+            # A data directory a server has used keeps its store (as `callgrid serve` reads it from server.json).
+            store = _saved_store(data_dir) or new_test_schema()
         self.store = store
         self.port = free_port()
         self.clock_kind = clock
