@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PORT ?= 8710
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-postgresql lint bench clean
 
 $(STAMP): pyproject.toml
 	@# Text-to-speech is Debian's espeak-ng (no wheel carries it): installed here when we may, else named.
@@ -24,6 +24,11 @@ run: $(STAMP)
 ## The whole test suite (a real server, the official SDKs)
 test: $(STAMP)
 	$(BIN)/pytest -q
+
+## The tests again with every server they start on PostgreSQL (CALLGRID_TEST_POSTGRES_URL, a schema each)
+POSTGRES_TESTS ?= tests
+test-postgresql: $(STAMP)
+	CALLGRID_TEST_STORE=postgresql $(BIN)/pytest -q $(POSTGRES_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -21,7 +21,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     tls: bool = True
-    # Store location; empty means SQLite in the data directory.
+    # Store location (CALLGRID_STORE or --store): sqlite:///path, or postgresql://... for several nodes
+    # on one database; empty means SQLite in the data directory.
     store_url: str = ""
     # "system" in production; "virtual" lets tests move time through /callgrid/v1/clock.
     clock: str = "system"
@@ -81,6 +82,8 @@ class Settings:
             if f.name == "extra":
                 continue
             raw = _env(f.name)
+            if f.name == "store_url":
+                raw = _env("store") or raw  # the documented name; CALLGRID_STORE_URL also works
             if raw is None:
                 continue
             default = getattr(cls(), f.name)

@@ -5,14 +5,10 @@ and runs the background loops (timers, validation, delivery). The HTTP layer sit
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from callgrid.clock import Clock, SystemClock, VirtualClock, to_datetime
 from callgrid.config import Settings
@@ -33,6 +29,7 @@ from callgrid.media.streaming import open_stream
 from callgrid.platform import sip_routing
 from callgrid.platform.calls.service import CallService, CallServiceSettings
 from callgrid.platform.identities import IdentityService
+from callgrid.platform.keys import Keys, load_or_create_keys
 from callgrid.platform.media_port import MediaEvent
 from callgrid.platform.number_orders import NumberOrders
 from callgrid.platform.phone_numbers import PhoneNumberService
@@ -45,9 +42,7 @@ from callgrid.platform.resource import (
 from callgrid.platform.timers import TimerService
 from callgrid.security import (
     issue_arm_token,
-    load_or_create_rsa_key,
     load_or_create_token,
-    new_secret,
     sign_callback_token,
 )
 from callgrid.sip.trunk import SipTrunk
@@ -85,13 +80,6 @@ class _ResourceEventSink:
         await self._publisher.send_callback(tx, url=url, event=event, audience=audience)
 
 
-@dataclass
-class Keys:
-    token_key: rsa.RSAPrivateKey  # identity access tokens and the ARM bearer token
-    callback_key: rsa.RSAPrivateKey  # callback JWTs (served as JWKS)
-    context_secret: bytes  # incomingCallContext MACs
-
-
 class Node:
     def __init__(self, settings: Settings, *, clock: Clock | None = None, sender: Sender | None = None) -> None:
         self.settings = settings
@@ -125,25 +113,17 @@ class Node:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = await open_store(s.resolved_store_url)
+        self.keys = await load_or_create_keys(self.store, s.data_dir)
         async with self.store.transaction() as tx:
             default = await load_or_create_resource(
                 tx, name=s.resource_name, subscription_id=s.subscription_id, resource_group=s.resource_group
             )
             self.resources = ResourceDirectory(default, await load_resources(tx))
-            secret = await tx.get_meta("calls.contextSecret")
-            if secret is None:
-                secret = base64.b64encode(new_secret()).decode()
-                await tx.set_meta("calls.contextSecret", secret)
             if self.virtual_clock is not None:
                 # A restarted virtual clock resumes where it stopped, so stored due times stay meaningful.
                 saved = await tx.get_meta("clock.virtualNow")
                 if saved is not None:
                     await self.virtual_clock.set(float(saved))
-        self.keys = Keys(
-            token_key=load_or_create_rsa_key(s.data_dir / "keys" / "token-signing.pem"),
-            callback_key=load_or_create_rsa_key(s.data_dir / "keys" / "callback-signing.pem"),
-            context_secret=base64.b64decode(secret),
-        )
         self.console_token = load_or_create_token(s.data_dir / "keys" / "console-token")
 
         self.timers = TimerService(self.store, self.clock)
@@ -219,6 +199,10 @@ class Node:
         if s.sip_port:
             self.sip = SipTrunk(self, host=s.host, port=s.sip_port, allow=s.sip_allow.split(","))
             await self.sip.start()
+        # Another node sharing the store gave these loops work (a store only this node uses never calls).
+        self.store.on_change("delivery", self.delivery.wake)
+        self.store.on_change("timer", self.timers.wake)
+        self.store.on_change("subscriptions", self.subscriptions_changed)
         if run_loops:
             await self.delivery.recover()
             for loop in (

@@ -53,7 +53,9 @@ def test_a_second_server_on_the_same_data_dir_is_refused(tmp_path: Path, callgri
 
 
 def test_a_database_with_damaged_pages_is_refused_at_start(tmp_path: Path, callgrid_tls_dir: Path) -> None:
-    server = CallgridServer(tmp_path / "data", tls_dir=callgrid_tls_dir).start()
+    # SQLite's file, whichever store the other tests' servers use.
+    sqlite = f"sqlite:///{(tmp_path / 'data' / 'callgrid.db').resolve()}"
+    server = CallgridServer(tmp_path / "data", tls_dir=callgrid_tls_dir, store=sqlite).start()
     for i in range(200):
         server.client().own_number(f"+1425555{i:04d}")
     server.stop()
@@ -92,3 +94,44 @@ def test_an_empty_database_file_is_initialised_with_a_warning(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     assert "is empty (0 bytes); initialising a new store" in result.stderr
     assert "CALLGRID_CONNECTION_STRING" in result.stdout
+
+
+def test_the_store_is_chosen_by_callgrid_store_and_the_banner_says_where_state_lives(
+    tmp_path: Path, callgrid_tls_dir: Path
+) -> None:
+    from callgrid.testing.stores import drop_schema, fresh_postgres_url
+
+    url, schema = fresh_postgres_url("banner")
+    with_password = url.replace("postgresql://postgres@", "postgresql://postgres:s3cret@")
+    server = CallgridServer(
+        tmp_path / "data", tls_dir=callgrid_tls_dir, env={"CALLGRID_STORE": with_password, "COLUMNS": "250"}
+    )
+    try:
+        server.start()
+        banner = " ".join(server.log_path.read_text().split())
+        assert f"state postgresql://postgres:***@127.0.0.1:5432/test?schema={schema} (schema {schema})" in banner
+        assert "s3cret" not in banner
+        assert not (tmp_path / "data" / "callgrid.db").exists()  # nothing in SQLite
+        # A command beside the server finds the same store (server.json), without being told.
+        env = _callgrid("env", "--data-dir", str(server.data_dir))
+        assert env.returncode == 0, env.stderr
+        assert f"CALLGRID_ACCESS_KEY={server.access_key}" in env.stdout.replace("'", "")
+    finally:
+        server.stop()
+        drop_schema(schema)
+
+
+def test_an_unreachable_database_is_refused_with_its_address(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    result = _callgrid(
+        "serve",
+        "--data-dir",
+        str(tmp_path),
+        "--port",
+        str(free_port()),
+        "--store",
+        f"postgresql://callgrid:pw@127.0.0.1:{port}/callgrid",
+    )
+    message = _refused(result)
+    assert f"The PostgreSQL store postgresql://callgrid:***@127.0.0.1:{port}/callgrid cannot be used" in message
+    assert "pw@" not in message

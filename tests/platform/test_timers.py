@@ -11,8 +11,7 @@ import pytest
 
 from callgrid.clock import VirtualClock
 from callgrid.platform.timers import TimerService
-from callgrid.store import Store, StoreTx, TimerRow
-from callgrid.store.base import open_store
+from callgrid.store import Store, StoreTx, TimerRow, open_store
 
 
 @dataclass

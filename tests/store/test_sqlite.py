@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from callgrid.store.base import open_store
+from callgrid.store import open_store
 
 
 async def test_wal_starts_over_under_steady_writes(tmp_path: Path) -> None:

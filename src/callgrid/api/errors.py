@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from callgrid.api.body import ACS_BODY_LIMIT, close_if_unread, read_body
 from callgrid.errors import CallgridError, InvalidRequest
 from callgrid.jsonbody import loads
+from callgrid.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,18 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, "Error", str(exc.detail))
 
 
+async def on_store_unavailable(request: Request, exc: Exception) -> Response:
+    # ACS answers 503 ServiceUnavailable with Retry-After while a dependency is down; the SDKs' retry
+    # policy retries it. Nothing was written: the transaction did not commit.
+    log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(
+        503,
+        "ServiceUnavailable",
+        f"The service is temporarily unavailable ({exc}). Retry the request.",
+        headers={"Retry-After": "1", **(close_if_unread(request) or {})},
+    )
+
+
 async def on_unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return error_response(500, "InternalError", f"callgrid failed unexpectedly: {type(exc).__name__}: {exc}")
@@ -42,6 +55,7 @@ async def on_unexpected_error(request: Request, exc: Exception) -> Response:
 EXCEPTION_HANDLERS: dict[Any, Any] = {
     CallgridError: on_callgrid_error,
     HTTPException: on_http_error,
+    StoreUnavailable: on_store_unavailable,
     Exception: on_unexpected_error,
 }
 

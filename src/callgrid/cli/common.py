@@ -10,22 +10,22 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
-from cryptography.hazmat.primitives.asymmetric import rsa
 from rich.console import Console
 
 from callgrid.cli.options import AsJson as AsJson  # re-exported: the command modules import them from here
 from callgrid.cli.options import DataDir as DataDir
 from callgrid.cli.options import PortOption as PortOption
+from callgrid.cli.options import StoreOption as StoreOption
 from callgrid.client import CallgridClient, CallgridHttpError, CallgridUnreachable
 from callgrid.config import Settings
 from callgrid.datadir import DATA_DIR_ENV, LocatedDataDir, locate_data_dir
+from callgrid.platform.keys import Keys, load_or_create_keys
 from callgrid.platform.resource import CommunicationResource, load_or_create_resource, load_resources
 from callgrid.security import (
     TlsMaterial,
     ensure_tls_material,
     issue_arm_token,
     issue_entra_token,
-    load_or_create_rsa_key,
     load_or_create_token,
 )
 from callgrid.store import StoreUnusable, open_store
@@ -45,6 +45,8 @@ class LocalState:
     settings: Settings
     resource: CommunicationResource  # the default one, unless `for_resource` chose another
     tls: TlsMaterial | None
+    keys: Keys
+    store_location: str  # where state lives, without a password
     others: tuple[CommunicationResource, ...] = ()
 
     def for_resource(self, name: str | None) -> LocalState:
@@ -56,7 +58,7 @@ class LocalState:
             known = ", ".join([self.resource.name, *(r.name for r in self.others)])
             err.print(f"[red]error[/red] no Communication resource named '{name}' (known: {known})", soft_wrap=True)
             raise typer.Exit(1)
-        return LocalState(self.settings, found, self.tls, self.others)
+        return LocalState(self.settings, found, self.tls, self.keys, self.store_location, self.others)
 
     @property
     def endpoint(self) -> str:
@@ -73,12 +75,9 @@ class LocalState:
     def console_token(self) -> str:
         return load_or_create_token(self.settings.data_dir / "keys" / "console-token")
 
-    def _token_key(self) -> rsa.RSAPrivateKey:
-        return load_or_create_rsa_key(self.settings.data_dir / "keys" / "token-signing.pem")
-
     def arm_token(self, lifetime: timedelta = ARM_TOKEN_LIFETIME) -> str:
         return issue_arm_token(
-            self._token_key(),
+            self.keys.token_key,
             issuer=self.endpoint,
             now=datetime.now(UTC),
             lifetime=lifetime,
@@ -88,7 +87,7 @@ class LocalState:
     def acs_token(self, lifetime: timedelta = ENV_ACS_TOKEN_LIFETIME) -> str:
         """An Entra ID-shaped bearer token for the resource's ACS routes (api/auth.py checks it)."""
         return issue_entra_token(
-            self._token_key(),
+            self.keys.token_key,
             issuer=self.endpoint,
             resource_id=self.resource.immutable_id,
             now=datetime.now(UTC),
@@ -125,6 +124,9 @@ def settings_for(data_dir: Path | None, port: int | None, insecure: bool | None 
     data_dir = locate_data_dir(data_dir).path
     saved = saved_server(data_dir)
     overrides: dict[str, Any] = {"data_dir": data_dir, **extra}
+    # A command beside a server uses the store that server was started with (server.json).
+    if not overrides.get("store_url") and saved.get("store") and not Settings.from_env().store_url:
+        overrides["store_url"] = saved["store"]
     overrides["port"] = port if port is not None else saved.get("port")
     if insecure is not None:
         overrides["tls"] = not insecure if insecure else saved.get("tls", True)
@@ -146,9 +148,10 @@ def local_state(settings: Settings, *, verify_store: bool = False) -> LocalState
     """The resource and TLS material of a data directory; a store that cannot be used ends the command
     with its message (exit 1), not a traceback."""
 
-    async def load() -> tuple[CommunicationResource, list[CommunicationResource]]:
+    async def load() -> tuple[CommunicationResource, list[CommunicationResource], Keys, str]:
         store = await open_store(settings.resolved_store_url, verify=verify_store)
         try:
+            keys = await load_or_create_keys(store, settings.data_dir)
             async with store.transaction() as tx:
                 default = await load_or_create_resource(
                     tx,
@@ -156,18 +159,19 @@ def local_state(settings: Settings, *, verify_store: bool = False) -> LocalState
                     subscription_id=settings.subscription_id,
                     resource_group=settings.resource_group,
                 )
-                return default, await load_resources(tx)
+                others = await load_resources(tx)
+            return default, others, keys, store.location
         finally:
             await store.close()
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        resource, others = asyncio.run(load())
+        resource, others, keys, location = asyncio.run(load())
     except StoreUnusable as exc:
         err.print(f"[red]error[/red] {exc}", soft_wrap=True, highlight=False)
         raise typer.Exit(1) from None
     tls = ensure_tls_material(settings.data_dir / "tls") if settings.tls else None
-    return LocalState(settings, resource, tls, tuple(others))
+    return LocalState(settings, resource, tls, keys, location, tuple(others))
 
 
 def served_data_dir(data_dir: Path | None) -> LocatedDataDir:

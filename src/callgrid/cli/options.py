@@ -23,6 +23,16 @@ DataDir = Annotated[
     ),
 ]
 PortOption = Annotated[int | None, typer.Option("--port", "-p", help="The server's port (default: as last served).")]
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Where state lives: sqlite:///path (default: callgrid.db in the data dir) or "
+        "postgresql://user@host:port/db[?schema=NAME] to share it between several nodes.",
+        envvar="CALLGRID_STORE",
+        show_default=False,
+    ),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON (stable keys, for scripts) instead of a table.")]
 
 

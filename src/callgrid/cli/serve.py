@@ -13,6 +13,7 @@ from callgrid.cli.common import (
     DataDir,
     LocalState,
     PortOption,
+    StoreOption,
     console,
     err,
     local_state,
@@ -48,6 +49,7 @@ def serve(
         str | None,
         typer.Option(help="Networks allowed to call in besides the configured trunks (default: loopback)."),
     ] = None,
+    store: StoreOption = None,
 ) -> None:
     """Start callgrid: the ACS resource, its Event Grid system topic, and callgrid's own API."""
     from callgrid import http_server
@@ -63,6 +65,7 @@ def serve(
         ring_timeout_seconds=ring_timeout,
         sip_port=sip_port,
         sip_allow=sip_allow,
+        store_url=store,
     )
     try:
         # Before anything is written to the data directory (server.json names the port clients use).
@@ -72,9 +75,12 @@ def serve(
         raise typer.Exit(1) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     state = local_state(settings, verify_store=True)
-    (settings.data_dir / "server.json").write_text(
-        json.dumps({"port": settings.port, "tls": settings.tls, "endpoint": settings.endpoint})
-    )
+    saved: dict[str, Any] = {"port": settings.port, "tls": settings.tls, "endpoint": settings.endpoint}
+    if settings.store_url:
+        saved["store"] = settings.store_url
+    server_json = settings.data_dir / "server.json"
+    server_json.touch(mode=0o600)  # the store URL may carry a password
+    server_json.write_text(json.dumps(saved))
     _banner(state, located.how)
     node = Node(settings)
     ssl_args: dict[str, Any] = {}
@@ -107,7 +113,7 @@ def _banner(state: LocalState, how: str) -> None:
     console.print(f"[bold]connection string[/bold]  {state.connection_string}", soft_wrap=True)
     console.print(f"[bold]resource id[/bold]        {state.resource.arm_id}", soft_wrap=True)
     console.print(
-        f"[bold]state[/bold]              {s.resolved_store_url} (data dir {s.data_dir.resolve()})", soft_wrap=True
+        f"[bold]state[/bold]              {state.store_location} (data dir {s.data_dir.resolve()})", soft_wrap=True
     )
     console.print(f"[bold]data dir chosen by[/bold] {how}", soft_wrap=True, highlight=False)
     console.print(f"[bold]clock[/bold]              {s.clock}", soft_wrap=True)
@@ -136,12 +142,13 @@ def env(
         str | None,
         typer.Option("--resource", "-r", help="Whose variables: a resource from `callgrid resources list`."),
     ] = None,
+    store: StoreOption = None,
 ) -> None:
     """Print `export NAME=value` lines: connection string, resource id, ARM and ACS bearer tokens, CA trust."""
     located = locate_data_dir(data_dir)
     # A named data directory may be new (the test plugin prepares one before serving it); a found or default
     # one must be a server's, else the values printed would name keys and a CA that no server uses.
     where = located.path if located.explicit else served_data_dir(data_dir).path
-    state = local_state(settings_for(where, port)).for_resource(resource)
+    state = local_state(settings_for(where, port, store_url=store)).for_resource(resource)
     for name, value in state.env().items():
         print(f"export {name}={shlex.quote(value)}")

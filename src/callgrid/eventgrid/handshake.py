@@ -151,10 +151,29 @@ class SubscriptionValidator:
                 del self._running[key]
 
     async def _validate(self, doc: dict[str, Any]) -> None:
+        if self._store.shared and not await self._claim(doc):
+            return
         if doc["properties"].get("eventDeliverySchema") == CLOUD_EVENT_SCHEMA:
             await self._validate_cloud_events(doc)
         else:
             await self._validate_event_grid(doc)
+
+    async def _claim(self, doc: dict[str, Any]) -> bool:
+        """With nodes sharing the store, one of them sends the handshake: the first to mark the subscription.
+        The mark lasts as long as the handshake can, so a node that died in it leaves it to another."""
+        key, code = doc["id"].lower(), doc["callgrid"]["validationCode"]
+        async with self._store.transaction() as tx:
+            current = await tx.get_subscription(key)
+            if current is None or current["callgrid"]["validationCode"] != code:
+                return False
+            if current["properties"]["provisioningState"] not in PENDING_VALIDATION:
+                return False
+            now = self._clock.now()
+            if current["callgrid"].get("handshakeUntil", -math.inf) > now:
+                return False
+            current["callgrid"]["handshakeUntil"] = now + (self._timeout + _RETRY_AFTER_SECONDS) * _ATTEMPTS + 5
+            await tx.put_subscription(key, current)
+        return True
 
     async def _send_with_retry(self, method: str, url: str, *, body: bytes, headers: dict[str, str]) -> SendResult:
         result: SendResult | None = None

@@ -122,6 +122,8 @@ async def load_or_create_resource(
     tx: StoreTx, *, name: str, subscription_id: str, resource_group: str
 ) -> CommunicationResource:
     """The default resource's id and keys are made once and kept: a restart keeps the same connection string."""
+    # Nodes starting together on a shared store make them once, not once each.
+    await tx.lock("callgrid.resource")
     immutable_id = await tx.get_meta("resource.immutableId")
     access_key = await tx.get_meta("resource.accessKey")
     if immutable_id is None or access_key is None:

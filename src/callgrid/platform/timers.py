@@ -34,6 +34,10 @@ class TimerService:
     def register(self, kind: str, handler: TimerHandler) -> None:
         self._handlers[kind] = handler
 
+    def wake(self) -> None:
+        """Look for due timers now (another node added one)."""
+        self._wake.set()
+
     async def schedule(self, tx: StoreTx, kind: str, due_at: float, payload: dict[str, Any]) -> str:
         timer_id = str(uuid.uuid4())
         await tx.add_timer(TimerRow(timer_id, due_at, kind, payload))

@@ -2,7 +2,8 @@
 
 A domain operation opens one transaction, reads what it needs, writes the state change *and* the
 events it raised (outbox rows) together, and commits before the caller is answered: nothing that
-was acknowledged can be lost, and nothing is half-written. Implementations: `sqlite.py` (default).
+was acknowledged can be lost, and nothing is half-written. Implementations: `sqlite.py` (the default,
+one node) and `postgresql.py` (several nodes on one database); `callgrid.store.open_store` picks one by URL.
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ class DuplicateKey(Exception):
 
 class StoreUnusable(Exception):
     """The store cannot be opened or is damaged; the message names it and says what to do."""
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached for now (database restarting, no free connection): nothing was
+    written; the request may be retried (answered 503)."""
 
 
 @dataclass
@@ -92,6 +98,12 @@ class StoreTx(Protocol):
     # Runs `action` once the transaction has committed (never if it rolls back): how in-memory parts
     # such as the media plane follow stored state without acting on a change that did not happen.
     def after_commit(self, action: Callable[[], None]) -> None: ...
+
+    async def lock(self, name: str) -> None:
+        """Wait until no other transaction (of any node) holds `name`, then hold it until this one ends.
+        For what is read absent and then created (a shared key at start): SQLite's transactions are
+        exclusive already."""
+        ...
 
     # resource metadata
     async def get_meta(self, key: str) -> str | None: ...
@@ -225,21 +237,18 @@ class StoreTx(Protocol):
 
 class Store(Protocol):
     url: str
+    # Several nodes may share it: keys live in it (not in a data dir), leases are never taken back early.
+    shared: bool
 
-    async def open(self) -> None: ...
+    @property
+    def location(self) -> str:
+        """Where state lives, for a banner (no password)."""
+        ...
+
+    async def open(self, *, verify: bool = False) -> None: ...
     async def close(self) -> None: ...
     def transaction(self) -> AbstractAsyncContextManager[StoreTx]: ...
-
-
-async def open_store(url: str, *, verify: bool = False) -> Store:
-    """Open the store at `url`; `verify` also checks its integrity (a server's start does, a CLI command not).
-
-    Raises :class:`StoreUnusable` when it cannot be opened or is damaged.
-    """
-    if url.startswith("sqlite:///"):
-        from callgrid.store.sqlite import SqliteStore
-
-        store = SqliteStore(url)
-        await store.open(verify=verify)
-        return store
-    raise ValueError(f"unsupported store URL '{url}' (expected sqlite:///path)")
+    def on_change(self, topic: str, action: Callable[[], None]) -> None:
+        """Call `action` when another process commits work of `topic` ("delivery", "timer"); a store
+        that only one process uses never does."""
+        ...

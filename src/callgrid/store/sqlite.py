@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import fields
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from callgrid.store.base import (
     StoreUnusable,
     TimerRow,
 )
+from callgrid.store.schema import migrations
 
 _log = logging.getLogger(__name__)
 _DELIVERY_COLUMNS = [f.name for f in fields(DeliveryRow)]
@@ -60,17 +60,9 @@ def _dead_letter(values: tuple[Any, ...]) -> DeadLetterRow:
     return DeadLetterRow(*loaded)
 
 
-def _migrations() -> list[tuple[int, str]]:
-    found = []
-    for entry in resources.files("callgrid.store").joinpath("migrations").iterdir():
-        if entry.name.endswith(".sql"):
-            # Drop comment lines: statements are split on ";" and comments may contain one.
-            sql = "\n".join(line for line in entry.read_text().splitlines() if not line.lstrip().startswith("--"))
-            found.append((int(entry.name.split("_", 1)[0]), sql))
-    return sorted(found)
-
-
 class SqliteStore:
+    shared = False
+
     def __init__(self, url: str, synchronous: str = "NORMAL") -> None:
         self.url = url
         self.path = Path(url.removeprefix("sqlite:///"))
@@ -141,7 +133,7 @@ class SqliteStore:
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
         done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-        for version, sql in _migrations():
+        for version, _name, statements in migrations():
             if version in done:
                 continue
             conn.execute("BEGIN IMMEDIATE")
@@ -151,14 +143,21 @@ class SqliteStore:
                 if conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)).fetchone():
                     conn.execute("COMMIT")
                     continue
-                for statement in sql.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                for statement in statements:
+                    conn.execute(statement)
                 conn.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+    @property
+    def location(self) -> str:
+        return self.url
+
+    def on_change(self, topic: str, action: Callable[[], None]) -> None:
+        # One process serves from this file: it wakes its own loops.
+        return None
 
     async def close(self) -> None:
         if self._checkpointer is not None:
@@ -249,6 +248,10 @@ class _SqliteTx:
 
     def after_commit(self, action: Callable[[], None]) -> None:
         self._after_commit.append(action)
+
+    async def lock(self, name: str) -> None:
+        # Transactions are exclusive already (BEGIN IMMEDIATE under the store's lock).
+        return None
 
     def run_after_commit(self) -> None:
         for action in self._after_commit:

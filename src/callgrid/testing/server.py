@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shlex
 import shutil
@@ -26,6 +27,7 @@ from typing import Any
 
 from callgrid.client import CallgridClient, CallgridHttpError
 from callgrid.security import ensure_tls_material
+from callgrid.testing.stores import new_test_schema, store_kind
 
 INCOMING_CALL = "Microsoft.Communication.IncomingCall"
 ARM_API = "api-version=2025-02-15"
@@ -144,6 +146,14 @@ class FaultInjector:
         self._added.clear()
 
 
+def _saved_store(data_dir: Path) -> str | None:
+    try:
+        saved = json.loads((data_dir / "server.json").read_text()).get("store")
+    except (OSError, ValueError):
+        return None
+    return str(saved) if saved else None
+
+
 def _count(count: int | None) -> dict[str, int]:
     return {} if count is None else {"count": count}
 
@@ -160,8 +170,15 @@ class CallgridServer:
         ring_timeout: float | None = None,
         extra_args: list[str] | None = None,
         env: dict[str, str] | None = None,
+        store: str | None = None,
     ) -> None:
+        """`store`: the server's store URL; by default SQLite in `data_dir`, or, with
+        CALLGRID_TEST_STORE=postgresql, a PostgreSQL schema of its own (dropped when the process exits)."""
         self.data_dir = data_dir
+        if store is None and store_kind() == "postgresql" and "CALLGRID_STORE" not in (env or {}):
+            # A data directory a server has used keeps its store (as `callgrid serve` reads it from server.json).
+            store = _saved_store(data_dir) or new_test_schema()
+        self.store = store
         self.port = free_port()
         self.clock_kind = clock
         self.ring_timeout = ring_timeout
@@ -193,6 +210,7 @@ class CallgridServer:
             self.clock_kind,
             "--log-level",
             "warning",
+            *self._store_args(),
             *self.extra_args,
         ]
         if self.ring_timeout is not None:
@@ -208,7 +226,12 @@ class CallgridServer:
             stdin=subprocess.DEVNULL,
             env={**os.environ, **self.server_env},
         )
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            # A server that came up too late must not outlive the test that gave up on it.
+            self.stop(signal.SIGKILL)
+            raise
         return self
 
     def _load_env(self) -> None:
@@ -220,7 +243,11 @@ class CallgridServer:
         if resource is not None:
             args += ["--resource", resource]
         out = subprocess.run(
-            args, check=True, capture_output=True, text=True, env={**os.environ, **self.server_env}
+            [*args, *self._store_args()],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **self.server_env},
         ).stdout
         env = {}
         for line in out.splitlines():
@@ -264,6 +291,9 @@ class CallgridServer:
         else:
             self.stop()
         return self.start()
+
+    def _store_args(self) -> list[str]:
+        return [] if self.store is None else ["--store", self.store]
 
     def __enter__(self) -> CallgridServer:
         return self.start() if self.proc is None else self

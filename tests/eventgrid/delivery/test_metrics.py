@@ -164,7 +164,22 @@ def test_retention_purges_ended_deliveries_but_keeps_counts_and_dead_letters(
         frozenset({"topic": topic, "event_subscription_name": "KEPT-APP"}.items()),
     )
     assert samples[key] == 2
-    # The purged events are gone from the store too (read from the file, beside the running server).
-    with sqlite3.connect(f"file:{fresh.data_dir / 'callgrid.db'}?mode=ro", uri=True) as db:
-        (events,) = db.execute("SELECT COUNT(*) FROM events").fetchone()
-    assert events == 2  # the dead-lettered calls' events
+    # The purged events are gone from the store too (read from the store, beside the running server).
+    assert _stored_events(fresh) == 2  # the dead-lettered calls' events
+
+
+def _stored_events(server: CallgridServer) -> int:
+    if server.store is None:
+        with sqlite3.connect(f"file:{server.data_dir / 'callgrid.db'}?mode=ro", uri=True) as db:
+            (count,) = db.execute("SELECT COUNT(*) FROM events").fetchone()
+        return int(count)
+    import psycopg
+    from psycopg import sql
+
+    from callgrid.testing.stores import postgres_url
+
+    schema = server.store.split("schema=")[1].split("&")[0]
+    with psycopg.connect(postgres_url()) as conn:
+        row = conn.execute(sql.SQL("SELECT COUNT(*) FROM {}.events").format(sql.Identifier(schema))).fetchone()
+    assert row is not None
+    return int(row[0])
