@@ -3,10 +3,11 @@
 -- rows here: `doc` holds their keys, subscription and resource group.
 CREATE TABLE communication_resources (
     name TEXT PRIMARY KEY,
-    immutable_id TEXT NOT NULL UNIQUE,
+    immutable_id TEXT NOT NULL,
     created_at REAL NOT NULL,
     doc TEXT NOT NULL
 );
+CREATE UNIQUE INDEX communication_resources_immutable_id ON communication_resources (immutable_id);
 
 -- A phone number belongs to one resource: its immutable id. Numbers owned before there were several
 -- resources belong to the default one.
