@@ -46,7 +46,7 @@ from callgrid.store.base import (
     StoreUnusable,
     TimerRow,
 )
-from callgrid.store.schema import for_postgresql, migrations
+from callgrid.store.schema import STATE_TABLES, for_postgresql, migrations
 
 _log = logging.getLogger(__name__)
 
@@ -62,30 +62,6 @@ _DEAD_LETTER_COLUMNS = [f.name for f in fields(DeadLetterRow)]
 _DEAD_LETTER_JSON = ("item", "destination")
 _DEAD_LETTER_WRITE_LEASE_SECONDS = 120.0
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-
-# Every table reset() empties (meta stays: keys and the resource survive a reset).
-_STATE_TABLES = (
-    "eventgrid_metrics",
-    "delivery_attempts",
-    "dead_letters",
-    "deliveries",
-    "events",
-    "event_subscriptions",
-    "eventgrid_topics",
-    "timers",
-    "repeatable_requests",
-    "recordings",
-    "call_connections",
-    "calls",
-    "endpoints",
-    "phone_numbers",
-    "number_holds",
-    "number_operations",
-    "number_reservations",
-    "number_searches",
-    "identities",
-    "communication_resources",
-)
 
 
 def _values(row: object, columns: list[str]) -> tuple[Any, ...]:
@@ -826,5 +802,5 @@ class _PostgresTx:
         return len(rows)
 
     async def reset(self) -> None:
-        await self._exec(f"TRUNCATE {', '.join(_STATE_TABLES)}")
+        await self._exec(f"TRUNCATE {', '.join(STATE_TABLES)}")
         self.notify.add("subscriptions")

@@ -64,3 +64,28 @@ def for_postgresql(statement: str, name: str = "") -> str:
             at = opening.end()
             sql = sql[:at] + "\n    rowid BIGINT GENERATED ALWAYS AS IDENTITY," + sql[at:]
     return sql
+
+
+# Every table a reset empties, children before parents (meta stays: keys and the default resource survive).
+STATE_TABLES = (
+    "eventgrid_metrics",
+    "delivery_attempts",
+    "dead_letters",
+    "deliveries",
+    "events",
+    "event_subscriptions",
+    "eventgrid_topics",
+    "timers",
+    "repeatable_requests",
+    "recordings",
+    "call_connections",
+    "calls",
+    "endpoints",
+    "phone_numbers",
+    "number_holds",
+    "number_operations",
+    "number_reservations",
+    "number_searches",
+    "identities",
+    "communication_resources",
+)

@@ -27,7 +27,7 @@ from callgrid.store.base import (
     StoreUnusable,
     TimerRow,
 )
-from callgrid.store.schema import migrations
+from callgrid.store.schema import STATE_TABLES, migrations
 
 _log = logging.getLogger(__name__)
 _DELIVERY_COLUMNS = [f.name for f in fields(DeliveryRow)]
@@ -773,26 +773,5 @@ class _SqliteTx:
         return len(rows)
 
     async def reset(self) -> None:
-        for table in (
-            "eventgrid_metrics",
-            "delivery_attempts",
-            "dead_letters",
-            "deliveries",
-            "events",
-            "event_subscriptions",
-            "eventgrid_topics",
-            "timers",
-            "repeatable_requests",
-            "recordings",
-            "call_connections",
-            "calls",
-            "endpoints",
-            "phone_numbers",
-            "number_holds",
-            "number_operations",
-            "number_reservations",
-            "number_searches",
-            "identities",
-            "communication_resources",
-        ):
+        for table in STATE_TABLES:
             self._c.execute(f"DELETE FROM {table}")
