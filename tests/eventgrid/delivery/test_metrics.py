@@ -13,7 +13,7 @@ from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.eventgrid.delivery.helpers import DEAD_LETTER, deliveries, raise_incoming_calls, settled, wait_for
 from tests.support.arm import put_subscription
 
-_SAMPLE = re.compile(r"^([a-z_]+)(\{.*\})? (\S+)$")
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$")  # Prometheus metric names
 
 
 def scrape(server: CallgridServer) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
