@@ -46,16 +46,12 @@ from callgrid.store.base import (
     StoreUnusable,
     TimerRow,
 )
-from callgrid.store.schema import STATE_TABLES, for_postgresql, migrations
+from callgrid.store.schema import STATE_TABLES, delivery_progress_columns, for_postgresql, migrations
 
 _log = logging.getLogger(__name__)
 
 _DELIVERY_COLUMNS = [f.name for f in fields(DeliveryRow)]
-_DELIVERY_PROGRESS = [
-    c
-    for c in _DELIVERY_COLUMNS
-    if c not in ("id", "kind", "event_id", "subscription_id", "created_at", "max_attempts", "audience")
-]
+_DELIVERY_PROGRESS = delivery_progress_columns(_DELIVERY_COLUMNS)
 _DELIVERY_PROGRESS_SQL = f"UPDATE deliveries SET {', '.join(f'{c} = %s' for c in _DELIVERY_PROGRESS)} WHERE id = %s"
 _ATTEMPT_COLUMNS = [f.name for f in fields(AttemptRow)]
 _DEAD_LETTER_COLUMNS = [f.name for f in fields(DeadLetterRow)]

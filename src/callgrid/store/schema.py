@@ -89,3 +89,11 @@ STATE_TABLES = (
     "identities",
     "communication_resources",
 )
+
+
+def delivery_progress_columns(columns: list[str]) -> list[str]:
+    """What an attempt changes of a delivery row: both stores update only these. An UPDATE that names a
+    column rewrites every index on it, even to the same value, so the event and subscription indexes stay
+    out of each outcome's writes."""
+    fixed = ("id", "kind", "event_id", "subscription_id", "created_at", "max_attempts", "audience")
+    return [c for c in columns if c not in fixed]

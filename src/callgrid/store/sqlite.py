@@ -27,17 +27,11 @@ from callgrid.store.base import (
     StoreUnusable,
     TimerRow,
 )
-from callgrid.store.schema import STATE_TABLES, migrations
+from callgrid.store.schema import STATE_TABLES, delivery_progress_columns, migrations
 
 _log = logging.getLogger(__name__)
 _DELIVERY_COLUMNS = [f.name for f in fields(DeliveryRow)]
-# What an attempt changes. An UPDATE that names a column rewrites every index on it, even to the same
-# value: naming only these keeps the event and subscription indexes out of each outcome's WAL pages.
-_DELIVERY_PROGRESS = [
-    c
-    for c in _DELIVERY_COLUMNS
-    if c not in ("id", "kind", "event_id", "subscription_id", "created_at", "max_attempts", "audience")
-]
+_DELIVERY_PROGRESS = delivery_progress_columns(_DELIVERY_COLUMNS)
 _DELIVERY_PROGRESS_SQL = f"UPDATE deliveries SET {', '.join(f'{c} = ?' for c in _DELIVERY_PROGRESS)} WHERE id = ?"
 _ATTEMPT_COLUMNS = [f.name for f in fields(AttemptRow)]
 
