@@ -25,6 +25,9 @@ from tests.console.conftest import launch, log_in, new_page
 from tests.media.voice_support import callback, party_path, wait
 from tests.platform.calling_support import ENTRY_NUMBER, PSTN_CALLER, make_world
 
+# Hears or speaks in real time: runs in the suite's serial pass (see the Makefile), not beside other tests.
+pytestmark = pytest.mark.realtime
+
 MENU = [
     RecognitionChoice(label="Sales", phrases=["sales", "buy something"]),
     RecognitionChoice(label="Support", phrases=["support", "help"]),

@@ -27,6 +27,9 @@ from tests.media.voice_support import (
 )
 from tests.platform.calling_support import PSTN_CALLER, World, make_world
 
+# Hears or speaks in real time: runs in the suite's serial pass (see the Makefile), not beside other tests.
+pytestmark = pytest.mark.realtime
+
 MENU = [
     RecognitionChoice(label="Sales", phrases=["sales", "buy something"]),
     RecognitionChoice(label="Support", phrases=["support", "help"]),

@@ -27,6 +27,9 @@ from tests.media.voice_support import RATE, FileServer, answer, callback, chirp,
 from tests.platform.calling_support import PSTN_CALLER, World, make_world
 from tests.support.media_app import MediaApp
 
+# Hears or speaks in real time: runs in the suite's serial pass (see the Makefile), not beside other tests.
+pytestmark = pytest.mark.realtime
+
 TONE = (8000 * np.sin(2 * np.pi * 440 * np.arange(RATE) / RATE)).astype(np.int16)
 
 

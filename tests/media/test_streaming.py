@@ -26,6 +26,9 @@ from tests.media.voice_support import CALLER, RATE, answer, callback, chirp, fin
 from tests.platform.calling_support import ENTRY_NUMBER, PSTN_CALLER, World, make_world
 from tests.support.media_app import MediaApp
 
+# Hears or speaks in real time: runs in the suite's serial pass (see the Makefile), not beside other tests.
+pytestmark = pytest.mark.realtime
+
 
 @pytest.fixture
 def world(fresh: CallgridServer, webhook: WebhookReceiver) -> World:

@@ -11,6 +11,9 @@ from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.platform.calling_support import ENTRY_NUMBER, PSTN_CALLER, World, make_world, phone
 from tests.platform.test_media import FileServer, answered, files
 
+# Hears or speaks in real time: runs in the suite's serial pass (see the Makefile), not beside other tests.
+pytestmark = pytest.mark.realtime
+
 __all__ = ["files"]  # the fixture, shared with test_media
 
 

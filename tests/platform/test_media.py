@@ -23,6 +23,9 @@ from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.media.voice_support import FileServer
 from tests.platform.calling_support import ENTRY_NUMBER, PSTN_CALLER, World, make_world, phone
 
+# Hears or speaks in real time: runs in the suite's serial pass (see the Makefile), not beside other tests.
+pytestmark = pytest.mark.realtime
+
 MP3_FRAME = b"\xff\xfb\x90\xc0" + bytes(413)  # MPEG-1 Layer III, 128 kbit/s, 44.1 kHz, mono, silent
 FILES = {
     "/prompt.wav": wav_bytes(2.5),

@@ -22,6 +22,9 @@ from tests.media.voice_support import FileServer, chirp, find, wait, words_of
 from tests.sip.rtp_peer import RtpPeer
 from tests.sip.sipp import Sipp, ack, invite, recv, scenario, uas_reply
 
+# Hears or speaks in real time: runs in the suite's serial pass (see the Makefile), not beside other tests.
+pytestmark = pytest.mark.realtime
+
 NUMBER = "+14255551212"
 CALLER = "+12065550100"
 

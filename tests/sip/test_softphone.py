@@ -11,6 +11,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 from azure.communication.callautomation import (
     CallAutomationClient,
     FileSource,
@@ -22,6 +23,9 @@ from callgrid.media import codecs, speech
 from callgrid.testing import CallgridServer, WebhookReceiver
 from callgrid.testing.server import free_port
 from tests.media.voice_support import FileServer, chirp, find, words_of
+
+# Hears or speaks in real time: runs in the suite's serial pass (see the Makefile), not beside other tests.
+pytestmark = pytest.mark.realtime
 
 NUMBER = "+14255551212"
 CALLER = "+12065550100"

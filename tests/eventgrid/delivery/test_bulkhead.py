@@ -14,6 +14,9 @@ from callgrid.testing import CallgridServer, Received, WebhookReceiver
 from tests.eventgrid.delivery.helpers import raise_incoming_calls
 from tests.support.arm import put_subscription
 
+# Hears or speaks in real time: runs in the suite's serial pass (see the Makefile), not beside other tests.
+pytestmark = pytest.mark.realtime
+
 CALLS = 300  # more than the engine's 256 in-flight slots
 
 
