@@ -4,6 +4,7 @@ data plane, or out of date on the server's clock, is refused with 401 in ACS's s
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -35,7 +36,9 @@ from azure.core.exceptions import ClientAuthenticationError
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from callgrid.platform.keys import load_or_create_keys
 from callgrid.security import issue_acs_access_token, issue_arm_token, issue_entra_token, load_or_create_rsa_key
+from callgrid.store import open_store
 from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.platform.calling_support import ENTRY_NUMBER, PSTN_CALLER, make_world
 from tests.support.credential import AsyncCallgridCredential, CallgridCredential, expires_on
@@ -70,7 +73,19 @@ def async_credential(callgrid: CallgridServer) -> AsyncCallgridCredential:
 
 
 def _key(server: CallgridServer) -> rsa.RSAPrivateKey:
-    return load_or_create_rsa_key(server.data_dir / "keys" / "token-signing.pem")
+    """The server's token-signing key where its store keeps it: a file beside SQLite, the database's meta
+    table with PostgreSQL (platform/keys.py)."""
+    if server.store is None:
+        return load_or_create_rsa_key(server.data_dir / "keys" / "token-signing.pem")
+
+    async def load(url: str) -> rsa.RSAPrivateKey:
+        store = await open_store(url)
+        try:
+            return (await load_or_create_keys(store, server.data_dir)).token_key
+        finally:
+            await store.close()
+
+    return asyncio.run(load(server.store))
 
 
 def _server_now(server: CallgridServer) -> datetime:

@@ -172,8 +172,8 @@ def slow_first_answer(
 
 def timed_out_first_attempt(server: CallgridServer) -> dict[str, Any]:
     raise_incoming_calls(server)
-    (row,) = deliveries(server)
-    assert row["inFlight"]
+    # The engine claims the first attempt just after the event is stored (on PostgreSQL, after a NOTIFY).
+    assert wait_for(lambda: [r["inFlight"] for r in deliveries(server)] == [True])
     server.advance(29)
     assert deliveries(server)[0]["inFlight"]
     server.advance(2)  # past the 30 s response limit, on the virtual clock
