@@ -119,3 +119,106 @@ def test_the_callers_voice_is_recognised_and_the_apps_prompt_reaches_the_caller(
     finally:
         uac.stop()
         files.close()
+
+
+def _late_offer_caller(answer_port: str | None) -> str:
+    """A caller whose INVITE has no SDP: it answers the offer in callgrid's 200 in its ACK (at `answer_port`),
+    or, with None, sends an ACK without the answer; then waits for callgrid's BYE."""
+    from tests.sip.sipp import _SDP
+
+    body = _SDP.format(payloads="8 101", media_port=answer_port) if answer_port else ""
+    ctype = "      Content-Type: application/sdp\n" if body else ""
+    sdp_lines = "\n".join("      " + line for line in body.splitlines())
+    return scenario(
+        "late-offer",
+        f"""
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Pat Caller" <sip:{CALLER}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:{CALLER}@[local_ip]:[local_port];transport=[transport]>
+      Max-Forwards: 70
+      Content-Length: 0
+    ]]>
+  </send>""",
+        recv(100, optional=True),
+        recv(180),
+        recv(200, rrs=True),
+        f"""
+  <send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Pat Caller" <sip:{CALLER}@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+{ctype}      Content-Length: [len]
+
+{sdp_lines}
+    ]]>
+  </send>""",
+        '\n  <recv request="BYE" timeout="60000"/>',
+        uas_reply("200 OK"),
+    )
+
+
+def test_an_invite_without_sdp_gets_the_offer_in_the_200_and_media_follows_the_acks_answer(
+    sip: CallgridServer, app: WebhookReceiver, automation: CallAutomationClient, peer: RtpPeer, tmp_path: Path
+) -> None:
+    sip.own_number(NUMBER)
+    uac = Sipp(
+        tmp_path,
+        "caller",
+        _late_offer_caller("[rtp_peer]"),
+        remote=f"127.0.0.1:{sip.sip_port}",  # type: ignore[attr-defined]
+        service=NUMBER,
+        caller=CALLER,
+        extra=["-key", "rtp_peer", str(peer.port)],
+    ).start()
+    try:
+        incoming = app.wait_for("Microsoft.Communication.IncomingCall", timeout=20)["data"]
+        ccid = automation.answer_call(incoming["incomingCallContext"], app.url + "/callbacks").call_connection_id
+        assert ccid is not None
+        app.wait_for("Microsoft.Communication.CallConnected", lambda e: e["data"]["callConnectionId"] == ccid)
+        peer.wait_for_media()  # callgrid's RTP goes where the ACK's answer said
+        with peer._lock:
+            assert {p.payload_type for p in peer.received} == {8}  # the answer chose A-law
+        automation.get_call_connection(ccid).start_recognizing_media(
+            RecognizeInputType.DTMF, PhoneNumberIdentifier(CALLER), dtmf_max_tones_to_collect=2
+        )
+        peer.press("42")
+        assert _callback(app, ccid, "RecognizeCompleted")["dtmfResult"]["tones"] == ["four", "two"]
+        _hang_up(automation, ccid, uac)
+        ok = uac.trace().split("SIP/2.0 200 OK", 1)[1]
+        assert "m=audio" in ok and "RTP/AVP 0 8 101" in ok  # the 200 made the offer
+    finally:
+        uac.stop()
+
+
+def test_an_ack_without_the_answer_ends_the_call(
+    sip: CallgridServer, app: WebhookReceiver, automation: CallAutomationClient, tmp_path: Path
+) -> None:
+    sip.own_number(NUMBER)
+    uac = Sipp(
+        tmp_path,
+        "caller",
+        _late_offer_caller(None),
+        remote=f"127.0.0.1:{sip.sip_port}",  # type: ignore[attr-defined]
+        service=NUMBER,
+        caller=CALLER,
+    ).start()
+    try:
+        incoming = app.wait_for("Microsoft.Communication.IncomingCall", timeout=20)["data"]
+        ccid = automation.answer_call(incoming["incomingCallContext"], app.url + "/callbacks").call_connection_id
+        assert ccid is not None
+        run = uac.wait()  # callgrid's BYE came, and was answered
+        assert run.returncode == 0, run.out + run.trace
+        _callback(app, ccid, "CallDisconnected")
+    finally:
+        uac.stop()

@@ -319,6 +319,24 @@ class SipTrunk:
         leg = self.dialogs.get((ack.call_id, self.layer.tag_of(ack.get("To")) or ""))
         if leg is not None and leg.state == "answered":
             leg.state = "confirmed"
+            if leg.late_offer:
+                leg.late_offer = False
+                self._late_answer(leg, ack)
+
+    def _late_answer(self, leg: Leg, ack: Request) -> None:
+        """The ACK's answer to the offer our 200 made; none we can use ends the call (RFC 3264 says the
+        answer must come, and media cannot flow without it)."""
+        try:
+            answer = sdp.parse(ack.body)
+            codec = answer.codec()
+        except sdp.SdpError:
+            codec = None
+        if codec is None:
+            self.count("badAnswerSdp")
+            self._send_bye(leg)
+            self._far_end_left(leg)
+            return
+        leg.rtp.set_remote(answer.host, answer.port, codec, answer.event_payload, answer.direction)
 
     def _stray_response(self, response: Response) -> None:
         """A 2xx to our INVITE retransmitted after its transaction ended: the ACK was lost, send it again."""
@@ -397,18 +415,17 @@ class SipTrunk:
         if caller is None:
             tx.reply(403, "Forbidden (the caller has no phone number)", to_tag=new_tag())
             return
-        if not request.body:
-            tx.reply(488, "Not Acceptable Here (an SDP offer is required)", to_tag=new_tag())
-            return
-        try:
-            offer = sdp.parse(request.body)
-        except sdp.SdpError as exc:
-            tx.reply(400, f"Bad Request (SDP: {exc})", to_tag=new_tag())
-            return
-        codec = offer.codec()
-        if codec is None:
-            tx.reply(488, "Not Acceptable Here (PCMU or PCMA only)", to_tag=new_tag())
-            return
+        # Without SDP (a late offer, RFC 3261 13.2.1) our 200 carries the offer and the ACK the answer.
+        offer: sdp.AudioOffer | None = None
+        if request.body:
+            try:
+                offer = sdp.parse(request.body)
+            except sdp.SdpError as exc:
+                tx.reply(400, f"Bad Request (SDP: {exc})", to_tag=new_tag())
+                return
+            if offer.codec() is None:
+                tx.reply(488, "Not Acceptable Here (PCMU or PCMA only)", to_tag=new_tag())
+                return
         local_tag = new_tag()
         leg = Leg(
             direction="inbound",
@@ -424,7 +441,10 @@ class SipTrunk:
             route_set=request.get_all("Record-Route"),
         )
         leg.local.params["tag"] = local_tag
-        leg.rtp.set_remote(offer.host, offer.port, codec, offer.event_payload, offer.direction)
+        if offer is None:
+            leg.late_offer = True
+        else:
+            leg.rtp.set_remote(offer.host, offer.port, offer.codec() or 0, offer.event_payload, offer.direction)
         headers = {name: value for name, value in request.headers if name.lower().startswith("x-")}
         name = parse_name_addr(request.get("From") or "").display
         try:
@@ -484,7 +504,9 @@ class SipTrunk:
         leg.rtp.on_key = lambda key: self._key(leg, key)
         plane.attach(scid, raw_id, leg.rtp.hear)
 
-    def _answer_response(self, request: Request, leg: Leg, *, direction: str = "sendrecv") -> Response:
+    def _answer_response(
+        self, request: Request, leg: Leg, *, direction: str = "sendrecv", offer: bool = False
+    ) -> Response:
         response = response_to(request, 200, to_tag=leg.local_tag)
         response.add("Contact", f"<sip:callgrid@{self.host}:{self.port}>")
         response.add("Allow", ALLOW)
@@ -492,16 +514,19 @@ class SipTrunk:
         response.add("Server", USER_AGENT)
         for route in request.get_all("Record-Route"):
             response.add("Record-Route", route)
-        response.body = sdp.build(
-            self.host, leg.rtp.local_port, leg.rtp.codec, leg.rtp.event_payload, direction=direction
-        )
+        if offer:
+            response.body = sdp.build_offer(self.host, leg.rtp.local_port)
+        else:
+            response.body = sdp.build(
+                self.host, leg.rtp.local_port, leg.rtp.codec, leg.rtp.event_payload, direction=direction
+            )
         return response
 
     def _answer_inbound(self, leg: Leg) -> None:
         tx = leg.invite_tx
         if tx is None or tx.final:
             return
-        leg.answer = self._answer_response(tx.request, leg)
+        leg.answer = self._answer_response(tx.request, leg, offer=leg.late_offer)
         tx.respond(leg.answer)
         leg.state = "answered"
         self._wire_media(leg)
