@@ -222,3 +222,34 @@ def test_an_ack_without_the_answer_ends_the_call(
         _callback(app, ccid, "CallDisconnected")
     finally:
         uac.stop()
+
+
+def test_rtp_from_another_address_is_dropped_and_counted(
+    sip: CallgridServer, app: WebhookReceiver, automation: CallAutomationClient, peer: RtpPeer, tmp_path: Path
+) -> None:
+    import socket
+    import struct
+
+    from callgrid.sip import rtp
+    from tests.sip.conftest import sip_metric
+
+    uac, ccid = _connected_call(sip, app, automation, peer, tmp_path)
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.2", 0))  # another host than the caller's SDP named
+    try:
+        before = sip_metric(sip, "rtp_from_wrong_address")
+        automation.get_call_connection(ccid).start_recognizing_media(
+            RecognizeInputType.DTMF, PhoneNumberIdentifier(CALLER), dtmf_max_tones_to_collect=1
+        )
+        callgrid_rtp = peer.wait_for_media()
+        for i in range(5):  # the key 9, ended, as a caller would send it
+            payload = struct.pack("!BBH", 9, 0x80 | 10, 800)
+            stranger.sendto(rtp.build_packet(101, 500 + i, 4242, 0xBADBAD, payload, i == 0), callgrid_rtp)
+        wait(lambda: sip_metric(sip, "rtp_from_wrong_address") >= before + 5, what="the stranger's packets counted")
+        peer.press("1")
+        # Only the caller's key was collected: the stranger's 9 was not heard.
+        assert _callback(app, ccid, "RecognizeCompleted")["dtmfResult"]["tones"] == ["one"]
+        _hang_up(automation, ccid, uac)
+    finally:
+        stranger.close()
+        uac.stop()

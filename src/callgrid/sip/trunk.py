@@ -215,6 +215,7 @@ class SipTrunk:
         elif method == "OPTIONS":
             self._options(tx)
         elif method == "BYE":
+            self.count("outOfDialog")
             tx.reply(481)
         elif method in ("REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "REFER", "NOTIFY", "UPDATE", "PRACK", "INFO"):
             self._reply_allow(tx, 405)
@@ -306,6 +307,7 @@ class SipTrunk:
     def _cancel(self, tx: ServerTransaction) -> None:
         invite = self.layer.invite_of_cancel(tx.request)
         if invite is None or invite.final:
+            self.count("outOfDialog")
             tx.reply(481)
             return
         tx.reply(200)
