@@ -116,6 +116,7 @@ class Leg(asyncio.DatagramProtocol):
         if not self.sending or self.transport is None or self.remote_rtp is None:
             return
         due = int((now - self.start) / FRAME) + 1
+        self.ua.burst = max(self.ua.burst, due - self.sent)
         while self.sent < due:  # a late wake sends what is due, as a phone's clock would have
             packet = rtp.build_packet(rtp.PCMU, self.seq & 0xFFFF, self.ts & 0xFFFFFFFF, self.ssrc, CALLER_PAYLOAD)
             self.transport.sendto(packet, self.remote_rtp)
@@ -197,6 +198,7 @@ class UserAgent(asyncio.DatagramProtocol):
         self.port = 0
         self.legs: dict[str, Leg] = {}
         self.transport: asyncio.DatagramTransport | None = None
+        self.burst = 0  # the most packets a caller sent at once (its loop ran late)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -348,6 +350,7 @@ async def _run(args: argparse.Namespace, server: CallgridServer, hook: WebhookRe
         "concurrentSeconds": round(steady_to - all_up, 1),
         "callerToCallgrid": {
             "packetsSent": sent_by_callers,
+            "largestBurstFromOneCaller": ua.burst,
             "packetsTakenByCallgrid": delta("callgrid_sip_rtp_packets_received"),
             "framesDroppedByMediaPlane": delta("callgrid_media_live_frames_dropped"),
             "framesDroppedInSteadyWindow": metrics_to.get("callgrid_media_live_frames_dropped", 0.0)

@@ -623,8 +623,9 @@ class MediaPlane:
                 next_tick = self._next_tick = self.now_tick()
             due = self._epoch + next_tick * FRAME_SECONDS
             delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            # Late, the loop still yields once: what the live parties sent meanwhile is read (and counted
+            # against the ticks owed) before the catch-up mixes it.
+            await asyncio.sleep(max(0.0, delay))
             current = self.now_tick()
             if current - next_tick > MAX_CATCH_UP_TICKS:
                 self.metrics.count("ticksSkipped", current - next_tick - MAX_CATCH_UP_TICKS)
