@@ -3,9 +3,11 @@
 Inbound, an INVITE to a number the resource owns becomes a call from that PSTN caller (IncomingCall,
 filters, the app's answer, redirect or reject); the caller hears 100 and 180 while it rings, 200 with
 SDP when it connects, 486 / 403 / 603 when the app rejects it (busy / forbidden / none), 480 when
-nobody answers in time. Outbound, the call core hands over offers to public numbers that a SIP route
-matches (`platform/trunk_port.py`); the far end's 180, 200, 486, 603 or silence drive the same
-callbacks as a simulated device. Connected legs carry G.711 RTP both ways through the media plane,
+nobody answers in time; an INVITE without SDP gets our offer in the 200 and answers in its ACK.
+Outbound, the call core hands over offers to public numbers that a SIP route matches
+(`platform/trunk_port.py`), with the trunks to try in order; a trunk that answers 408 / 503 / 504, never
+answers or cannot be reached passes the call to the next (not once it rang: a second phone must not
+ring). The far end's 180, 200, 486, 603 or silence drive the same callbacks as a simulated device. Connected legs carry G.711 RTP both ways through the media plane,
 RFC 4733 keys arriving as the keys the recogniser collects.
 
 This is one way in beside the HTTP API: it uses the call core's own operations, each in its own
