@@ -7,7 +7,7 @@ rules are the service's: a trunk used by a route cannot be removed, a route nami
 refused (422 UnprocessableConfiguration), `routes` is replaced as a whole, `trunks` merged by FQDN
 (null removes one). Routes are tried in order, those whose numberPattern matches the whole number; a
 route's trunks in random order. The call goes to the first; the trunk fails over to the next when one
-answers 408, 503 or 504 or cannot be reached (`sip/trunk.py`).
+answers 408, 503 or 504, never answers or cannot be reached (`sip/trunk.py`).
 """
 
 from __future__ import annotations
