@@ -7,8 +7,9 @@ nobody answers in time; an INVITE without SDP gets our offer in the 200 and answ
 Outbound, the call core hands over offers to public numbers that a SIP route matches
 (`platform/trunk_port.py`), with the trunks to try in order; a trunk that answers 408 / 503 / 504, never
 answers or cannot be reached passes the call to the next (not once it rang: a second phone must not
-ring). The far end's 180, 200, 486, 603 or silence drive the same callbacks as a simulated device. Connected legs carry G.711 RTP both ways through the media plane,
-RFC 4733 keys arriving as the keys the recogniser collects.
+ring). The far end's 180, 200, 486, 603 or silence drive the same callbacks as a simulated device.
+Connected legs carry G.711 RTP both ways through the media plane, RFC 4733 keys arriving as the keys the
+recogniser collects.
 
 This is one way in beside the HTTP API: it uses the call core's own operations, each in its own
 store transaction, and follows calls through `call_changed` after each commit.
