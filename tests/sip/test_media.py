@@ -253,3 +253,47 @@ def test_rtp_from_another_address_is_dropped_and_counted(
     finally:
         stranger.close()
         uac.stop()
+
+
+def test_a_reinvite_without_sdp_gets_an_offer_and_the_acks_answer_moves_the_media(
+    sip: CallgridServer, app: WebhookReceiver, automation: CallAutomationClient, peer: RtpPeer, tmp_path: Path
+) -> None:
+    from tests.sip.sipp import _SDP, in_dialog
+
+    sip.own_number(NUMBER)
+    answer = "\n".join("      " + line for line in _SDP.format(payloads="0 101", media_port="[rtp_peer]").splitlines())
+    check = '<ereg regexp="RTP/AVP 0 8 101" search_in="body" check_it="true" assign_to="o"/>'
+    reack = ack().replace("CSeq: 1 ACK", "CSeq: 2 ACK")
+    reack = reack.replace(
+        "      Content-Length: 0\n", f"      Content-Type: application/sdp\n      Content-Length: [len]\n\n{answer}\n"
+    )
+    xml = scenario(
+        "reinvite-no-sdp",
+        invite(caller=CALLER),  # the first offer points at SIPp's own media port: nobody reads there
+        recv(100, optional=True),
+        recv(180),
+        recv(200, rrs=True),
+        ack(),
+        in_dialog("INVITE", 2),
+        f'\n  <recv response="200"><action>{check}</action></recv>',
+        reack.replace("Max-Forwards: 70", "Max-Forwards: 70\n      X-Seen: [$o]"),
+        '\n  <recv request="BYE" timeout="60000"/>',
+        uas_reply("200 OK"),
+    )
+    uac = Sipp(
+        tmp_path,
+        "caller",
+        xml,
+        remote=f"127.0.0.1:{sip.sip_port}",  # type: ignore[attr-defined]
+        service=NUMBER,
+        caller=CALLER,
+        extra=["-key", "rtp_peer", str(peer.port)],
+    ).start()
+    try:
+        incoming = app.wait_for("Microsoft.Communication.IncomingCall", timeout=20)["data"]
+        ccid = automation.answer_call(incoming["incomingCallContext"], app.url + "/callbacks").call_connection_id
+        assert ccid is not None
+        peer.wait_for_media()  # only the re-INVITE's ACK named this address
+        _hang_up(automation, ccid, uac)
+    finally:
+        uac.stop()

@@ -278,20 +278,22 @@ class SipTrunk:
         if leg.state not in ("confirmed", "answered"):
             tx.reply(491)
             return
-        direction = "sendrecv"
-        if tx.request.body:
-            try:
-                offer = sdp.parse(tx.request.body)
-            except sdp.SdpError:
-                tx.reply(488)
-                return
-            codec = offer.codec()
-            if codec is None:
-                tx.reply(488)
-                return
-            leg.rtp.set_remote(offer.host, offer.port, codec, offer.event_payload, offer.direction)
-            direction = sdp.answer_direction(offer.direction)
-        response = self._answer_response(tx.request, leg, direction=direction)
+        if not tx.request.body:
+            # Without SDP the re-INVITE asks for our offer (RFC 3261 14.2); its ACK carries the answer.
+            leg.late_offer = True
+            tx.respond(self._answer_response(tx.request, leg, offer=True))
+            return
+        try:
+            offer = sdp.parse(tx.request.body)
+        except sdp.SdpError:
+            tx.reply(488)
+            return
+        codec = offer.codec()
+        if codec is None:
+            tx.reply(488)
+            return
+        leg.rtp.set_remote(offer.host, offer.port, codec, offer.event_payload, offer.direction)
+        response = self._answer_response(tx.request, leg, direction=sdp.answer_direction(offer.direction))
         tx.respond(response)
 
     def _info(self, tx: ServerTransaction, leg: Leg) -> None:
@@ -322,11 +324,13 @@ class SipTrunk:
 
     def _ack(self, ack: Request) -> None:
         leg = self.dialogs.get((ack.call_id, self.layer.tag_of(ack.get("To")) or ""))
-        if leg is not None and leg.state == "answered":
+        if leg is None or leg.state == "ended":
+            return
+        if leg.state == "answered":
             leg.state = "confirmed"
-            if leg.late_offer:
-                leg.late_offer = False
-                self._late_answer(leg, ack)
+        if leg.late_offer:  # the answer to the offer in our 200 (to the INVITE or a re-INVITE)
+            leg.late_offer = False
+            self._late_answer(leg, ack)
 
     def _late_answer(self, leg: Leg, ack: Request) -> None:
         """The ACK's answer to the offer our 200 made; none we can use ends the call (RFC 3264 says the
