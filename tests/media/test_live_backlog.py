@@ -8,10 +8,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from callgrid.media.codecs import Pcm
 from callgrid.media.plane import FRAME_SAMPLES, LIVE_BACKLOG_FRAMES, SILENCE, MediaPlane
 from callgrid.platform.media_port import MediaEvent
+
+# Hears or speaks in real time (it stalls the loop on purpose): runs in the suite's serial pass.
+pytestmark = pytest.mark.realtime
 
 VOICE = np.full(FRAME_SAMPLES, 3000, dtype=np.int16)
 

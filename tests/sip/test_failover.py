@@ -1,5 +1,5 @@
 """Trunk failover and calls out over TCP: a server that places its calls to the trunks over TCP, with a
-short T1 (50 ms) so that a trunk which never answers times out in 3.2 s (64 x T1) instead of 32.
+short T1 (100 ms) so that a trunk which never answers times out in 6.4 s (64 x T1) instead of 32.
 
 As Azure documents it, a call tries the routes that match its number in order, the trunks of a route in
 random order, and goes on to the next trunk when one answers 408, 503 or 504, or cannot be reached; not
@@ -33,7 +33,7 @@ def sip_server(tmp_path_factory: pytest.TempPathFactory, callgrid_tls_dir: Path)
         tmp_path_factory.mktemp("callgrid-sip-tcp"),
         tls_dir=callgrid_tls_dir,
         extra_args=["--sip-port", str(port), "--sip-allow", "127.0.0.1/32", "--sip-transport", "tcp"],
-        env={"CALLGRID_SIP_T1_MS": "50"},
+        env={"CALLGRID_SIP_T1_MS": "100"},
     )
     server.sip_port = port  # type: ignore[attr-defined]
     server.start()
@@ -73,7 +73,7 @@ def _connected_then_hung_up(automation: CallAutomationClient, app: WebhookReceiv
 
 def _silent() -> str:
     """An SBC that takes the INVITE and never answers it."""
-    return scenario("uas-silent", '\n  <recv request="INVITE"/>', '\n  <pause milliseconds="6000"/>')
+    return scenario("uas-silent", '\n  <recv request="INVITE"/>', '\n  <pause milliseconds="8000"/>')
 
 
 def _ring_then(status: str) -> str:
