@@ -73,6 +73,12 @@ class Settings:
     sip_port: int = 0
     # Who may send INVITEs and OPTIONS besides the configured trunks' addresses (comma-separated networks).
     sip_allow: str = "127.0.0.0/8,::1/128"
+    # The transport of the calls callgrid places over the trunks: "udp" or "tcp" (Azure uses TLS; an SBC on
+    # a test bench rarely has a certificate for it).
+    sip_transport: str = "udp"
+    # RFC 3261's T1 (ms): SIP's retransmission and timeout timers scale with it (a trunk that never answers
+    # times out after 64 x T1, then the call fails over to the next trunk).
+    sip_t1_ms: int = 500
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

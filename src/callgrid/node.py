@@ -197,7 +197,14 @@ class Node:
         )
         self.media.start(self.apply_media_event)
         if s.sip_port:
-            self.sip = SipTrunk(self, host=s.host, port=s.sip_port, allow=s.sip_allow.split(","))
+            self.sip = SipTrunk(
+                self,
+                host=s.host,
+                port=s.sip_port,
+                allow=s.sip_allow.split(","),
+                outbound=s.sip_transport,
+                t1=s.sip_t1_ms / 1000,
+            )
             await self.sip.start()
         # Another node sharing the store gave these loops work (a store only this node uses never calls).
         self.store.on_change("delivery", self.delivery.wake)

@@ -135,3 +135,10 @@ def test_an_unreachable_database_is_refused_with_its_address(tmp_path: Path) -> 
     message = _refused(result)
     assert f"The PostgreSQL store postgresql://callgrid:***@127.0.0.1:{port}/callgrid cannot be used" in message
     assert "pw@" not in message
+
+
+def test_an_unknown_sip_transport_is_refused(tmp_path: Path) -> None:
+    result = _callgrid("serve", "--data-dir", str(tmp_path / "data"), "--port", str(free_port()), "--sip-port",
+                       str(free_port()), "--sip-transport", "sctp")  # fmt: skip
+    assert "--sip-transport must be udp or tcp, not 'sctp'" in _refused(result)
+    assert result.returncode == 2

@@ -214,13 +214,13 @@ def uas_answer() -> str:
     return scenario("uas-answer", *steps)
 
 
-def uas_refuse(status: str) -> str:
-    """The far end refuses: 100, 180, then `status` (e.g. "486 Busy Here"); the ACK follows."""
+def uas_refuse(status: str, *, ring: bool = True) -> str:
+    """The far end refuses: 100, 180 (unless not `ring`), then `status` (e.g. "486 Busy Here"); the ACK follows."""
     return scenario(
         "uas-refuse",
         '\n  <recv request="INVITE" crlf="true"/>',
         uas_reply("100 Trying"),
-        uas_reply("180 Ringing", tag=True),
+        uas_reply("180 Ringing", tag=True) if ring else "",
         pause(300),
         uas_reply(status, tag=True),
         '\n  <recv request="ACK"/>',

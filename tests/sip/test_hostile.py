@@ -68,6 +68,7 @@ class Udp:
 
 def test_options_is_answered_and_unknown_or_out_of_dialog_requests_are_refused(sip: CallgridServer) -> None:
     udp = Udp(sip)
+    before = sip_metric(sip, "out_of_dialog")
     try:
         udp.send(_request("OPTIONS", call_id="o1", branch="o1", port=udp.port))
         options = udp.answers(1.0)
@@ -77,6 +78,12 @@ def test_options_is_answered_and_unknown_or_out_of_dialog_requests_are_refused(s
         assert [r.status for r in udp.answers(1.0)] == [481]
         udp.send(_request("FROB", call_id="f1", branch="f1", port=udp.port))
         assert [r.status for r in udp.answers(1.0)] == [501]
+        # Without a To tag as well, and a CANCEL of no INVITE: 481, each counted.
+        udp.send(_request("BYE", call_id="nobody2", branch="b2", port=udp.port))
+        assert [r.status for r in udp.answers(1.0)] == [481]
+        udp.send(_request("CANCEL", call_id="nobody3", branch="c3", port=udp.port))
+        assert [r.status for r in udp.answers(1.0)] == [481]
+        assert sip_metric(sip, "out_of_dialog") == before + 3
     finally:
         udp.close()
 

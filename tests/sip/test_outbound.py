@@ -246,3 +246,43 @@ def test_the_far_end_hanging_up_ends_a_two_party_call(
         assert gone["data"]["resultInformation"]["code"] == 200
     finally:
         far.stop()
+
+
+def test_a_trunk_answering_503_over_udp_hands_the_call_to_the_next_route(
+    sip: CallgridServer, sip_routing: Any, automation: CallAutomationClient, app: WebhookReceiver, tmp_path: Path
+) -> None:
+    sip.own_number(OWNED)
+    busy = Sipp(tmp_path, "busy", uas_refuse("503 Service Unavailable", ring=False), remote=None)
+    spare = Sipp(tmp_path, "spare", uas_answer(), remote=None)
+    sip_routing.set_trunks(
+        [
+            SipTrunk(fqdn="sbc-a.localhost", sip_signaling_port=busy.port),
+            SipTrunk(fqdn="sbc-b.localhost", sip_signaling_port=spare.port),
+        ]
+    )
+    sip_routing.set_routes(
+        [
+            SipTrunkRoute(name="a", number_pattern=r"\+1\d+", trunks=["sbc-a.localhost"]),
+            SipTrunkRoute(name="b", number_pattern=r"\+1\d+", trunks=["sbc-b.localhost"]),
+        ]
+    )
+    busy.start()
+    spare.start()
+    try:
+        created = automation.create_call(
+            PhoneNumberIdentifier(US_NUMBER),
+            app.url + "/callbacks",
+            source_caller_id_number=PhoneNumberIdentifier(OWNED),
+        )
+        ccid = created.call_connection_id
+        app.wait_for(
+            "Microsoft.Communication.CallConnected", lambda e: e["data"]["callConnectionId"] == ccid, timeout=20
+        )
+        automation.get_call_connection(ccid).hang_up(is_for_everyone=True)
+        for sbc in (busy, spare):
+            run = sbc.wait()
+            assert run.returncode == 0, run.out + run.trace
+        assert "Via: SIP/2.0/UDP" in spare.trace()
+    finally:
+        busy.stop()
+        spare.stop()

@@ -49,6 +49,10 @@ def serve(
         str | None,
         typer.Option(help="Networks allowed to call in besides the configured trunks (default: loopback)."),
     ] = None,
+    sip_transport: Annotated[
+        str | None,
+        typer.Option(help="Transport of the calls callgrid places over the trunks: udp (default) or tcp."),
+    ] = None,
     store: StoreOption = None,
 ) -> None:
     """Start callgrid: the ACS resource, its Event Grid system topic, and callgrid's own API."""
@@ -56,6 +60,9 @@ def serve(
     from callgrid.node import Node
     from callgrid.server import build_app
 
+    if sip_transport is not None and sip_transport.lower() not in ("udp", "tcp"):
+        err.print(f"[red]error[/red] --sip-transport must be udp or tcp, not '{sip_transport}'", highlight=False)
+        raise typer.Exit(2)
     located = locate_data_dir(data_dir)
     settings = settings_for(
         located.path,
@@ -65,6 +72,7 @@ def serve(
         ring_timeout_seconds=ring_timeout,
         sip_port=sip_port,
         sip_allow=sip_allow,
+        sip_transport=sip_transport,
         store_url=store,
     )
     try:
@@ -120,7 +128,11 @@ def _banner(state: LocalState, how: str) -> None:
     console.print(f"[bold]console[/bold]            {state.console_url}", soft_wrap=True)
     console.print(f"[bold]console token[/bold]      {state.console_token()}", soft_wrap=True, highlight=False)
     if s.sip_port:
-        console.print(f"[bold]sip trunk[/bold]          sip:{s.host}:{s.sip_port} (UDP and TCP)", soft_wrap=True)
+        console.print(
+            f"[bold]sip trunk[/bold]          sip:{s.host}:{s.sip_port} (UDP and TCP in; calls out over "
+            f"{s.sip_transport.upper()})",
+            soft_wrap=True,
+        )
     if state.tls is not None:
         console.print(
             "\nTrust callgrid's CA in the shell that runs your app (the bundle keeps the system roots):", soft_wrap=True
@@ -141,6 +153,10 @@ def env(
     resource: Annotated[
         str | None,
         typer.Option("--resource", "-r", help="Whose variables: a resource from `callgrid resources list`."),
+    ] = None,
+    sip_transport: Annotated[
+        str | None,
+        typer.Option(help="Transport of the calls callgrid places over the trunks: udp (default) or tcp."),
     ] = None,
     store: StoreOption = None,
 ) -> None:

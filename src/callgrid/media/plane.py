@@ -312,6 +312,7 @@ class MediaPlane:
         self._recordings: dict[str, _Recording] = {}
         self._epoch = time.monotonic()
         self._wall_epoch = time.time() - (time.monotonic() - self._epoch)
+        self._next_tick = 0  # the tick the loop runs next: behind the clock while the loop is late
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._events: asyncio.Queue[MediaEvent] = asyncio.Queue()
@@ -488,12 +489,14 @@ class MediaPlane:
 
     def feed(self, server_call_id: str, raw_id: str, frame: Pcm) -> None:
         """One 20 ms frame a live party said. Past a backlog of LIVE_BACKLOG_FRAMES (a peer sending faster
-        than real time, or keys it pressed still sounding) frames are dropped: live audio stays live."""
+        than real time, or keys it pressed still sounding) frames are dropped: live audio stays live. The
+        ticks the loop owes (it ran late and will catch up) are not the peer's backlog: they widen the cap."""
         media = self._calls.get(server_call_id)
         leg = media.legs.get(raw_id) if media is not None else None
         if leg is None:
             return
-        if len(leg.speech) >= LIVE_BACKLOG_FRAMES:
+        owed = min(max(0, self.now_tick() - self._next_tick), MAX_CATCH_UP_TICKS)
+        if len(leg.speech) >= LIVE_BACKLOG_FRAMES + owed:
             self.metrics.count("liveFramesDropped")
             return
         leg.speech.append(frame)
@@ -617,11 +620,12 @@ class MediaPlane:
             if not any(m.active for m in self._calls.values()):
                 self._wake.clear()
                 await self._wake.wait()
-                next_tick = self.now_tick()
+                next_tick = self._next_tick = self.now_tick()
             due = self._epoch + next_tick * FRAME_SECONDS
             delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            # Late, the loop still yields once: what the live parties sent meanwhile is read (and counted
+            # against the ticks owed) before the catch-up mixes it.
+            await asyncio.sleep(max(0.0, delay))
             current = self.now_tick()
             if current - next_tick > MAX_CATCH_UP_TICKS:
                 self.metrics.count("ticksSkipped", current - next_tick - MAX_CATCH_UP_TICKS)
@@ -634,6 +638,7 @@ class MediaPlane:
                 if media.active:
                     media.tick(next_tick)
             next_tick += 1
+            self._next_tick = next_tick
 
     async def _dispatch(self) -> None:
         while True:

@@ -5,13 +5,15 @@ that send calls to public numbers over them, as `SipRoutingClient` reads and mer
 Kept as one document in the store's resource metadata, so both stores hold it without a migration. The
 rules are the service's: a trunk used by a route cannot be removed, a route naming an unknown trunk is
 refused (422 UnprocessableConfiguration), `routes` is replaced as a whole, `trunks` merged by FQDN
-(null removes one). Routes are tried in order; the first whose numberPattern matches the whole number
-carries the call, to its first trunk.
+(null removes one). Routes are tried in order, those whose numberPattern matches the whole number; a
+route's trunks in random order. The call goes to the first; the trunk fails over to the next when one
+answers 408, 503 or 504, never answers or cannot be reached (`sip/trunk.py`).
 """
 
 from __future__ import annotations
 
 import json
+import random
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -129,22 +131,27 @@ def _route(value: Any) -> dict[str, Any]:
     return route
 
 
-async def trunk_for(tx: StoreTx, number: str) -> Trunk | None:
-    """The trunk a call to `number` (E.164, with +) leaves over: the first route that matches it whole."""
+async def trunks_for(tx: StoreTx, number: str, rng: random.Random | None = None) -> list[Trunk]:
+    """The trunks a call to `number` (E.164, with +) may leave over, in the order they are tried: route by
+    route as listed, for each route that matches the number whole, its trunks in random order (the
+    service's documented rule); a trunk named by two routes is tried once, at its first place."""
     config = await get(tx)
+    shuffle = (rng or random).shuffle
+    out: list[Trunk] = []
     for route in config["routes"]:
-        if not route["trunks"]:
-            continue
         try:
             matched = re.fullmatch(route["numberPattern"], number) is not None
         except re.error:
             matched = False
-        if matched:
-            fqdn = route["trunks"][0].lower()
+        if not matched:
+            continue
+        fqdns = [fqdn.lower() for fqdn in route["trunks"]]
+        shuffle(fqdns)
+        for fqdn in fqdns:
             trunk = config["trunks"].get(fqdn)
-            if trunk is not None:
-                return Trunk(fqdn, int(trunk["sipSignalingPort"]))
-    return None
+            if trunk is not None and all(t.fqdn != fqdn for t in out):
+                out.append(Trunk(fqdn, int(trunk["sipSignalingPort"])))
+    return out
 
 
 def wire(config: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """What the call core asks of a SIP trunk (Direct Routing), and how the trunk's outcomes come back.
 
-The core rings a public number over a trunk when a SIP route matches it (`sip_routing.trunk_for`) and
+The core rings a public number over a trunk when a SIP route matches it (`sip_routing.trunks_for`) and
 the node has a trunk (`callgrid serve --sip-port`); otherwise a simulated device rings, as before. It
 hands the trunk a `TrunkLeg` once the ringing is committed, and shows it every committed change of a
 call (`call_changed`) so the trunk can follow: answer or refuse an inbound INVITE, send BYE or CANCEL.
@@ -28,6 +28,8 @@ class TrunkLeg:
     trunk_fqdn: str
     trunk_port: int
     custom_context: dict[str, Any] = field(default_factory=dict)
+    # The trunks tried next, in order, when this one fails (408, 503, 504, unreachable): (fqdn, port).
+    failover: tuple[tuple[str, int], ...] = ()
 
 
 class TrunkPort(Protocol):

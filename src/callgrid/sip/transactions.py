@@ -55,10 +55,10 @@ class ServerTransaction:
                 self._end()
                 return
             if not reliable:
-                self._retransmit_g(T1)
-            self._timers.append(loop.call_later(64 * T1, self._end))  # Timer H
+                self._retransmit_g(self.layer.t1)
+            self._timers.append(loop.call_later(64 * self.layer.t1, self._end))  # Timer H
         else:
-            self._timers.append(loop.call_later(0 if reliable else 64 * T1, self._end))  # Timer J
+            self._timers.append(loop.call_later(0 if reliable else 64 * self.layer.t1, self._end))  # Timer J
 
     def reply(self, status: int, reason: str | None = None, *, to_tag: str | None = None) -> Response:
         response = response_to(self.request, status, reason, to_tag=to_tag)
@@ -114,8 +114,8 @@ class ClientTransaction:
         self.layer.transport.send(self.request, self.peer)
         loop = asyncio.get_running_loop()
         if self.peer.transport == "UDP":
-            self._retransmit(T1)
-        self._timers.append(loop.call_later(64 * T1, self._timed_out))  # Timer B / F
+            self._retransmit(self.layer.t1)
+        self._timers.append(loop.call_later(64 * self.layer.t1, self._timed_out))  # Timer B / F
 
     def _retransmit(self, interval: float) -> None:
         def fire() -> None:
@@ -181,9 +181,12 @@ class ClientTransaction:
 class TransactionLayer:
     """Matches messages to transactions; what matches none goes to the transaction user (the trunk)."""
 
-    def __init__(self, transport: SipTransport, count: Callable[[str], None]) -> None:
+    def __init__(self, transport: SipTransport, count: Callable[[str], None], *, t1: float = T1) -> None:
         self.transport = transport
         self.count = count
+        # T1 may be set (RFC 3261 17.1.1.1 allows it): Timers A, B, E, F, G, H and J scale with it, so a
+        # smaller one makes a trunk that never answers fail over sooner.
+        self.t1 = t1
         self.server: dict[tuple[str, str, str], ServerTransaction] = {}
         self.client: dict[tuple[str, str], ClientTransaction] = {}
 

@@ -1,5 +1,5 @@
 """SIP over UDP and TCP on one port (RFC 3261 section 18): messages in, framed and parsed; messages out,
-to a peer's address or back down the TCP connection it came on.
+to a peer's address, back down the TCP connection it came on, or down one callgrid opened to a trunk.
 
 A datagram or TCP message that does not parse is answered 400 when it is a request whose Via, From,
 To, Call-ID and CSeq can still be read (so the sender stops retransmitting), else dropped; either way
@@ -20,6 +20,7 @@ from callgrid.sip.message import MAX_MESSAGE, Message, Request, Response, SipPar
 log = logging.getLogger(__name__)
 
 TCP_IDLE_SECONDS = 600.0
+CONNECT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,26 @@ class SipTransport:
         reason = "Bad Request (" + re.sub(r"[^ -~]", "", why)[:80] + ")"
         self.send(Response(headers=copied, status=400, reason=reason), peer)
 
+    async def connect(self, host: str, port: int) -> bool:
+        """A TCP connection to a trunk for the calls callgrid places (reused while it stays open: an SBC
+        sees one connection, as it would from Azure); False when it cannot be opened."""
+        existing = self._connections.get((host, port))
+        if existing is not None and not existing.is_closing():
+            return True
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, limit=MAX_MESSAGE + 1), CONNECT_SECONDS
+            )
+        except (OSError, TimeoutError):
+            self._count("connectFailed")
+            return False
+        peer = Peer("TCP", host, port)
+        self._connections[(host, port)] = writer
+        task = asyncio.ensure_future(self._read_tcp(reader, writer, peer))
+        self._readers.add(task)
+        task.add_done_callback(self._readers.discard)
+        return True
+
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
@@ -113,6 +134,13 @@ class SipTransport:
         address = writer.get_extra_info("peername")
         peer = Peer("TCP", address[0], address[1])
         self._connections[(peer.host, peer.port)] = writer
+        try:
+            await self._read_tcp(reader, writer, peer)
+        finally:
+            if task is not None:
+                self._readers.discard(task)
+
+    async def _read_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: Peer) -> None:
         try:
             while True:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TCP_IDLE_SECONDS)
@@ -138,8 +166,6 @@ class SipTransport:
             if self._connections.get((peer.host, peer.port)) is writer:
                 del self._connections[(peer.host, peer.port)]
             writer.close()
-            if task is not None:
-                self._readers.discard(task)
 
 
 class _Datagrams(asyncio.DatagramProtocol):

@@ -3,10 +3,13 @@
 Inbound, an INVITE to a number the resource owns becomes a call from that PSTN caller (IncomingCall,
 filters, the app's answer, redirect or reject); the caller hears 100 and 180 while it rings, 200 with
 SDP when it connects, 486 / 403 / 603 when the app rejects it (busy / forbidden / none), 480 when
-nobody answers in time. Outbound, the call core hands over offers to public numbers that a SIP route
-matches (`platform/trunk_port.py`); the far end's 180, 200, 486, 603 or silence drive the same
-callbacks as a simulated device. Connected legs carry G.711 RTP both ways through the media plane,
-RFC 4733 keys arriving as the keys the recogniser collects.
+nobody answers in time; an INVITE without SDP gets our offer in the 200 and answers in its ACK.
+Outbound, the call core hands over offers to public numbers that a SIP route matches
+(`platform/trunk_port.py`), with the trunks to try in order; a trunk that answers 408 / 503 / 504, never
+answers or cannot be reached passes the call to the next (not once it rang: a second phone must not
+ring). The far end's 180, 200, 486, 603 or silence drive the same callbacks as a simulated device.
+Connected legs carry G.711 RTP both ways through the media plane, RFC 4733 keys arriving as the keys the
+recogniser collects.
 
 This is one way in beside the HTTP API: it uses the call core's own operations, each in its own
 store transaction, and follows calls through `call_changed` after each commit.
@@ -63,6 +66,9 @@ _TONE_OF_KEY = {key: name for name, key in TONE_KEYS.items()}
 _REFUSAL = {486: 486, 403: 403, 603: 603, 408: 480, 480: 480, 487: 487}
 # How the far end's refusal of an outbound call reaches the app.
 _FAR_END = {486: BUSY, 600: BUSY, 603: DECLINED, 403: FORBIDDEN}
+# The answers on which a call goes on to the next trunk of its routes (Azure's documented set), as long
+# as the trunk had not started ringing (a 1xx beyond 100): a second trunk must not ring a second phone.
+FAILOVER_STATUSES = frozenset({408, 503, 504})
 
 
 @dataclass
@@ -87,6 +93,10 @@ class Leg:
     invite_client: ClientTransaction | None = None  # outbound
     invite: Request | None = None  # outbound: the INVITE we sent
     provisional: bool = False  # outbound: a 1xx came, so a CANCEL may go
+    early: bool = False  # outbound: the far end rang (a 1xx beyond 100): no failover after that
+    plan: TrunkLeg | None = None  # outbound: the offer, with the trunks still to try
+    attempt: int = 0  # outbound: which of the plan's trunks this leg went to
+    late_offer: bool = False  # our 200 carried the offer (an INVITE without SDP): the ACK answers
     cancel_wanted: bool = False
     answer: Response | None = None  # inbound: the 200 retransmitted until ACK
     keys: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -109,13 +119,18 @@ def _e164_or_none(value: str | None) -> str | None:
 class SipTrunk:
     """The node's SIP side (implements `platform.trunk_port.TrunkPort`)."""
 
-    def __init__(self, node: Node, *, host: str, port: int, allow: list[str]) -> None:
+    def __init__(
+        self, node: Node, *, host: str, port: int, allow: list[str], outbound: str = "UDP", t1: float = T1
+    ) -> None:
         self.node = node
         self.bind_host = host
         self.host = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         self.counters: Counter[str] = Counter()
         self.transport = SipTransport(host, port, self._on_message, self.count)
-        self.layer = TransactionLayer(self.transport, self.count)
+        self.layer = TransactionLayer(self.transport, self.count, t1=t1)
+        if outbound.upper() not in ("UDP", "TCP"):
+            raise ValueError(f"SIP transport for calls to the trunks: UDP or TCP, not {outbound!r}")
+        self.outbound = outbound.upper()  # calls callgrid places leave over this transport
         self.allowed_networks = [ipaddress.ip_network(n.strip(), strict=False) for n in allow if n.strip()]
         self.dialogs: dict[tuple[str, str], Leg] = {}
         self.by_call: dict[str, list[Leg]] = {}
@@ -203,6 +218,7 @@ class SipTrunk:
         elif method == "OPTIONS":
             self._options(tx)
         elif method == "BYE":
+            self.count("outOfDialog")
             tx.reply(481)
         elif method in ("REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "REFER", "NOTIFY", "UPDATE", "PRACK", "INFO"):
             self._reply_allow(tx, 405)
@@ -262,20 +278,22 @@ class SipTrunk:
         if leg.state not in ("confirmed", "answered"):
             tx.reply(491)
             return
-        direction = "sendrecv"
-        if tx.request.body:
-            try:
-                offer = sdp.parse(tx.request.body)
-            except sdp.SdpError:
-                tx.reply(488)
-                return
-            codec = offer.codec()
-            if codec is None:
-                tx.reply(488)
-                return
-            leg.rtp.set_remote(offer.host, offer.port, codec, offer.event_payload, offer.direction)
-            direction = sdp.answer_direction(offer.direction)
-        response = self._answer_response(tx.request, leg, direction=direction)
+        if not tx.request.body:
+            # Without SDP the re-INVITE asks for our offer (RFC 3261 14.2); its ACK carries the answer.
+            leg.late_offer = True
+            tx.respond(self._answer_response(tx.request, leg, offer=True))
+            return
+        try:
+            offer = sdp.parse(tx.request.body)
+        except sdp.SdpError:
+            tx.reply(488)
+            return
+        codec = offer.codec()
+        if codec is None:
+            tx.reply(488)
+            return
+        leg.rtp.set_remote(offer.host, offer.port, codec, offer.event_payload, offer.direction)
+        response = self._answer_response(tx.request, leg, direction=sdp.answer_direction(offer.direction))
         tx.respond(response)
 
     def _info(self, tx: ServerTransaction, leg: Leg) -> None:
@@ -294,6 +312,7 @@ class SipTrunk:
     def _cancel(self, tx: ServerTransaction) -> None:
         invite = self.layer.invite_of_cancel(tx.request)
         if invite is None or invite.final:
+            self.count("outOfDialog")
             tx.reply(481)
             return
         tx.reply(200)
@@ -305,8 +324,28 @@ class SipTrunk:
 
     def _ack(self, ack: Request) -> None:
         leg = self.dialogs.get((ack.call_id, self.layer.tag_of(ack.get("To")) or ""))
-        if leg is not None and leg.state == "answered":
+        if leg is None or leg.state == "ended":
+            return
+        if leg.state == "answered":
             leg.state = "confirmed"
+        if leg.late_offer:  # the answer to the offer in our 200 (to the INVITE or a re-INVITE)
+            leg.late_offer = False
+            self._late_answer(leg, ack)
+
+    def _late_answer(self, leg: Leg, ack: Request) -> None:
+        """The ACK's answer to the offer our 200 made; none we can use ends the call (RFC 3264 says the
+        answer must come, and media cannot flow without it)."""
+        try:
+            answer = sdp.parse(ack.body)
+            codec = answer.codec()
+        except sdp.SdpError:
+            codec = None
+        if codec is None:
+            self.count("badAnswerSdp")
+            self._send_bye(leg)
+            self._far_end_left(leg)
+            return
+        leg.rtp.set_remote(answer.host, answer.port, codec, answer.event_payload, answer.direction)
 
     def _stray_response(self, response: Response) -> None:
         """A 2xx to our INVITE retransmitted after its transaction ended: the ACK was lost, send it again."""
@@ -385,18 +424,17 @@ class SipTrunk:
         if caller is None:
             tx.reply(403, "Forbidden (the caller has no phone number)", to_tag=new_tag())
             return
-        if not request.body:
-            tx.reply(488, "Not Acceptable Here (an SDP offer is required)", to_tag=new_tag())
-            return
-        try:
-            offer = sdp.parse(request.body)
-        except sdp.SdpError as exc:
-            tx.reply(400, f"Bad Request (SDP: {exc})", to_tag=new_tag())
-            return
-        codec = offer.codec()
-        if codec is None:
-            tx.reply(488, "Not Acceptable Here (PCMU or PCMA only)", to_tag=new_tag())
-            return
+        # Without SDP (a late offer, RFC 3261 13.2.1) our 200 carries the offer and the ACK the answer.
+        offer: sdp.AudioOffer | None = None
+        if request.body:
+            try:
+                offer = sdp.parse(request.body)
+            except sdp.SdpError as exc:
+                tx.reply(400, f"Bad Request (SDP: {exc})", to_tag=new_tag())
+                return
+            if offer.codec() is None:
+                tx.reply(488, "Not Acceptable Here (PCMU or PCMA only)", to_tag=new_tag())
+                return
         local_tag = new_tag()
         leg = Leg(
             direction="inbound",
@@ -412,7 +450,10 @@ class SipTrunk:
             route_set=request.get_all("Record-Route"),
         )
         leg.local.params["tag"] = local_tag
-        leg.rtp.set_remote(offer.host, offer.port, codec, offer.event_payload, offer.direction)
+        if offer is None:
+            leg.late_offer = True
+        else:
+            leg.rtp.set_remote(offer.host, offer.port, offer.codec() or 0, offer.event_payload, offer.direction)
         headers = {name: value for name, value in request.headers if name.lower().startswith("x-")}
         name = parse_name_addr(request.get("From") or "").display
         try:
@@ -472,7 +513,9 @@ class SipTrunk:
         leg.rtp.on_key = lambda key: self._key(leg, key)
         plane.attach(scid, raw_id, leg.rtp.hear)
 
-    def _answer_response(self, request: Request, leg: Leg, *, direction: str = "sendrecv") -> Response:
+    def _answer_response(
+        self, request: Request, leg: Leg, *, direction: str = "sendrecv", offer: bool = False
+    ) -> Response:
         response = response_to(request, 200, to_tag=leg.local_tag)
         response.add("Contact", f"<sip:callgrid@{self.host}:{self.port}>")
         response.add("Allow", ALLOW)
@@ -480,16 +523,19 @@ class SipTrunk:
         response.add("Server", USER_AGENT)
         for route in request.get_all("Record-Route"):
             response.add("Record-Route", route)
-        response.body = sdp.build(
-            self.host, leg.rtp.local_port, leg.rtp.codec, leg.rtp.event_payload, direction=direction
-        )
+        if offer:
+            response.body = sdp.build_offer(self.host, leg.rtp.local_port)
+        else:
+            response.body = sdp.build(
+                self.host, leg.rtp.local_port, leg.rtp.codec, leg.rtp.event_payload, direction=direction
+            )
         return response
 
     def _answer_inbound(self, leg: Leg) -> None:
         tx = leg.invite_tx
         if tx is None or tx.final:
             return
-        leg.answer = self._answer_response(tx.request, leg)
+        leg.answer = self._answer_response(tx.request, leg, offer=leg.late_offer)
         tx.respond(leg.answer)
         leg.state = "answered"
         self._wire_media(leg)
@@ -562,6 +608,10 @@ class SipTrunk:
         self._close(leg)
 
     def _close(self, leg: Leg) -> None:
+        # A closed leg's packets join the totals; a live leg's are added when /metrics is read.
+        self.counters["rtpPacketsReceived"] += leg.rtp.received
+        self.counters["rtpPacketsSent"] += leg.rtp.sent
+        leg.rtp.received = leg.rtp.sent = 0
         leg.state = "ended"
         leg.rtp.close()
         if leg.server_call_id:
@@ -648,21 +698,27 @@ class SipTrunk:
     # ---- outbound calls -----------------------------------------------------------------------------
 
     def ring(self, leg: TrunkLeg) -> None:
-        self._spawn(self._outbound(leg))
+        self._spawn(self._outbound(leg, 0))
 
-    async def _outbound(self, plan: TrunkLeg) -> None:
-        addresses = await self._resolve(plan.trunk_fqdn)
+    async def _outbound(self, plan: TrunkLeg, attempt: int) -> None:
+        """INVITE the call's target over the plan's `attempt`-th trunk (0: the route's first choice)."""
+        fqdn, port = (plan.trunk_fqdn, plan.trunk_port) if attempt == 0 else plan.failover[attempt - 1]
+        addresses = await self._resolve(fqdn)
         if not addresses:
             self.count("trunkUnresolved")
-            await self._refused(plan.server_call_id, plan.offer_id, "unresolved", UNREACHABLE)
+            await self._trunk_failed(plan, attempt, "unresolved", UNREACHABLE)
+            return
+        peer = Peer(self.outbound, addresses[0], port)
+        if peer.transport == "TCP" and not await self.transport.connect(peer.host, peer.port):
+            self.count("trunkUnreachable")
+            await self._trunk_failed(plan, attempt, "connection refused", UNREACHABLE)
             return
         self.count("callsOutbound")
-        peer = Peer("UDP", addresses[0], plan.trunk_port)
         local_tag = new_tag()
         caller_user = plan.caller if plan.caller.startswith("+") else "anonymous"
         local = parse_name_addr(f"<sip:{caller_user}@{self.host}:{self.port};user=phone>")
         local.params["tag"] = local_tag
-        remote = parse_name_addr(f"<sip:{plan.target}@{plan.trunk_fqdn}:{plan.trunk_port};user=phone>")
+        remote = parse_name_addr(f"<sip:{plan.target}@{fqdn}:{port};user=phone>")
         leg = Leg(
             direction="outbound",
             raw_id="4:" + plan.target,
@@ -674,12 +730,15 @@ class SipTrunk:
             rtp=await self._open_rtp(),
             server_call_id=plan.server_call_id,
             offer_id=plan.offer_id,
+            plan=plan,
+            attempt=attempt,
         )
         self.dialogs[leg.key] = leg
         self.by_call.setdefault(plan.server_call_id, []).append(leg)
         invite = self._in_dialog_request(leg, "INVITE")
         invite.uri = remote.uri
-        invite.add("Contact", f"<sip:callgrid@{self.host}:{self.port}>")
+        transport_param = ";transport=tcp" if peer.transport == "TCP" else ""
+        invite.add("Contact", f"<sip:callgrid@{self.host}:{self.port}{transport_param}>")
         invite.add("Allow", ALLOW)
         if caller_user != "anonymous":
             invite.add("P-Asserted-Identity", f"<sip:{caller_user}@{self.host};user=phone>")
@@ -702,6 +761,7 @@ class SipTrunk:
         status = response.status
         if status < 200:
             leg.provisional = True
+            leg.early = leg.early or status > 100
             if leg.cancel_wanted and leg.state == "ringing":
                 self._send_cancel(leg)
                 self._close(leg)
@@ -713,7 +773,10 @@ class SipTrunk:
             self._close(leg)
             self.count(f"outboundRefused{status}")
             result = _FAR_END.get(status, UNREACHABLE)
-            self._spawn(self._refused(leg.server_call_id, leg.offer_id, f"sip {status}", result))
+            if status in FAILOVER_STATUSES and not leg.early:
+                self._spawn(self._failover(leg, f"sip {status}", result))
+            else:
+                self._spawn(self._refused(leg.server_call_id, leg.offer_id, f"sip {status}", result))
             return
         # 2xx: the dialog is up; ACK it (its own transaction-less request), then tell the core.
         leg.remote = parse_name_addr(response.get("To") or str(leg.remote))
@@ -746,11 +809,34 @@ class SipTrunk:
             self._wire_media(leg)
 
     def _outbound_timeout(self, leg: Leg) -> None:
+        """Timer B: no final answer (RFC 3261's 408). Failover, unless the far end was already ringing."""
         if leg.state == "ended":
             return
         self._close(leg)
         self.count("outboundTimeout")
-        self._spawn(self._refused(leg.server_call_id, leg.offer_id, "no answer from trunk", UNREACHABLE))
+        if leg.early:
+            self._spawn(self._refused(leg.server_call_id, leg.offer_id, "no answer from trunk", UNREACHABLE))
+        else:
+            self._spawn(self._failover(leg, "no answer from trunk", UNREACHABLE))
+
+    async def _failover(self, leg: Leg, reason: str, result: Result) -> None:
+        if leg.plan is None or leg.cancel_wanted:
+            await self._refused(leg.server_call_id, leg.offer_id, reason, result)
+            return
+        await self._trunk_failed(leg.plan, leg.attempt, reason, result)
+
+    async def _trunk_failed(self, plan: TrunkLeg, attempt: int, reason: str, result: Result) -> None:
+        """A trunk could not take the call: the next of the plan's trunks gets it, while the offer still
+        rings; after the last, the call core hears the refusal."""
+        if attempt < len(plan.failover):
+            async with self.node.store.transaction() as tx:
+                doc = await tx.get_call(plan.server_call_id)
+            offer = Call.from_doc(doc).offer(plan.offer_id) if doc is not None else None
+            if offer is not None and offer.state == OfferState.RINGING:
+                self.count("trunkFailover")
+                await self._outbound(plan, attempt + 1)
+                return
+        await self._refused(plan.server_call_id, plan.offer_id, reason, result)
 
     async def _refused(self, server_call_id: str, offer_id: str, reason: str, result: Result) -> None:
         async with self.node.store.transaction() as tx:
@@ -760,6 +846,8 @@ class SipTrunk:
 
     def snapshot(self) -> dict[str, float]:
         out: dict[str, float] = dict(self.counters)
+        for name, live in (("rtpPacketsReceived", "received"), ("rtpPacketsSent", "sent")):
+            out[name] = out.get(name, 0) + sum(getattr(leg.rtp, live) for leg in self.dialogs.values())
         out["activeLegs"] = len(self.dialogs)
         out["activeSettingUp"] = self._setting_up
         return out

@@ -717,8 +717,9 @@ class CallService:
             {"serverCallId": call.server_call_id, "offerId": offer.offer_id},
         )
         if kind is TargetKind.EXTERNAL_NUMBER and self.trunk is not None:
-            trunk = await sip_routing.trunk_for(tx, target.phone_number)
-            if trunk is not None:
+            trunks = await sip_routing.trunks_for(tx, target.phone_number)
+            if trunks:
+                trunk = trunks[0]
                 # The far end decides, over the trunk: its answer or refusal comes back as far_end_*.
                 port, leg = (
                     self.trunk,
@@ -730,6 +731,7 @@ class CallService:
                         trunk_fqdn=trunk.fqdn,
                         trunk_port=trunk.sip_signaling_port,
                         custom_context=custom_context,
+                        failover=tuple((t.fqdn, t.sip_signaling_port) for t in trunks[1:]),
                     ),
                 )
                 call.record(now, "sentToTrunk", target=target.raw_id, trunk=trunk.fqdn)
