@@ -196,7 +196,7 @@ class PostgresStore:
 
     def on_change(self, topic: str, action: Callable[[], None]) -> None:
         """Call `action` when any node commits a transaction that added work of `topic` ("delivery", "timer")
-        or changed the event subscriptions ("subscriptions")."""
+        or changed the event subscriptions ("subscriptions") or the Communication resources ("resources")."""
         self._listeners.setdefault(topic, []).append(action)
         if self._listen_task is None:
             self._listen_task = asyncio.get_running_loop().create_task(self._listen(), name="postgres-listen")
@@ -318,6 +318,10 @@ class _PostgresTx:
         row = await self._one("SELECT value FROM meta WHERE key = %s FOR UPDATE", key)
         return None if row is None else str(row[0])
 
+    async def peek_meta(self, key: str) -> str | None:
+        row = await self._one("SELECT value FROM meta WHERE key = %s", key)
+        return None if row is None else str(row[0])
+
     async def set_meta(self, key: str, value: str) -> None:
         await self._exec(
             "INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -334,12 +338,15 @@ class _PostgresTx:
             "ON CONFLICT (name) DO UPDATE SET doc = excluded.doc",
             (name, immutable_id, created_at, _dumps(doc)),
         )
+        # Every node holds the resources in memory (platform/resource.py): theirs is stale now.
+        self.notify.add("resources")
 
     async def list_resources(self) -> list[dict[str, Any]]:
         rows = await self._all("SELECT doc FROM communication_resources ORDER BY created_at, name")
         return [json.loads(r[0]) for r in rows]
 
     async def delete_resource(self, name: str) -> bool:
+        self.notify.add("resources")
         return await self._count("DELETE FROM communication_resources WHERE name = %s", name) > 0
 
     # identities
@@ -799,4 +806,4 @@ class _PostgresTx:
 
     async def reset(self) -> None:
         await self._exec(f"TRUNCATE {', '.join(STATE_TABLES)}")
-        self.notify.add("subscriptions")
+        self.notify.update(("subscriptions", "resources"))

@@ -270,6 +270,9 @@ class _SqliteTx:
         row = self._one("SELECT value FROM meta WHERE key = ?", key)
         return None if row is None else str(row[0])
 
+    async def peek_meta(self, key: str) -> str | None:
+        return await self.get_meta(key)
+
     async def set_meta(self, key: str, value: str) -> None:
         self._c.execute(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
