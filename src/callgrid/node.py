@@ -264,11 +264,9 @@ class Node:
         node last read them (one small read when they did not). True when they were read again. What a
         request finds by key, token or name is checked with this first unless it is the default resource,
         which never changes: a key regenerated on one node is refused on every node from then on."""
-        if not self.store.shared:
+        if not self.store.shared or not await self.resources.moved(self.store):
             return False
         async with self.store.transaction() as tx:
-            if not await self.resources.moved(tx):
-                return False
             await self.resources.reload(tx)
         return True
 

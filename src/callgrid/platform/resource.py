@@ -24,7 +24,7 @@ from typing import Any
 from callgrid.errors import Conflict, InvalidRequest, NotFound
 from callgrid.security import new_access_key
 from callgrid.security.tokens import ARM_SUBJECT
-from callgrid.store import StoreTx
+from callgrid.store import Store, StoreTx
 
 # Azure's rule for a Communication resource name (it becomes a DNS label): 1-63 letters, digits, hyphens.
 _NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
@@ -187,14 +187,14 @@ class ResourceDirectory:
 
     async def reload(self, tx: StoreTx) -> None:
         """Read the resources again from the store (another node may have changed them)."""
-        version = await tx.peek_meta(VERSION_KEY)
+        version = await tx.get_meta(VERSION_KEY)
         others = await load_resources(tx)
         self._others = {r.name.lower(): r for r in others}
         self.version = version
 
-    async def moved(self, tx: StoreTx) -> bool:
+    async def moved(self, store: Store) -> bool:
         """Whether the resources changed in the store since this directory was read (one small read)."""
-        return await tx.peek_meta(VERSION_KEY) != self.version
+        return await store.peek_meta(VERSION_KEY) != self.version
 
     async def _current(self, tx: StoreTx) -> None:
         # A change starts from the store's state, one at a time across nodes: another node's change (a

@@ -229,18 +229,35 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ transactions
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[StoreTx]:
+    async def _getconn(self) -> psycopg.AsyncConnection[Any]:
         if self._pool is None:
             raise RuntimeError("store is not open")
         try:
-            conn = await self._pool.getconn()
+            return await self._pool.getconn()
         except PoolTimeout:
             raise StoreUnavailable(
                 f"no database connection became free within {self._pool_timeout:g} s (all {self._pool_size} busy)"
             ) from None
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"the database cannot be reached: {exc}") from None
+
+    async def peek_meta(self, key: str) -> str | None:
+        # One statement on an autocommit connection: no BEGIN/COMMIT round trips, no row lock.
+        conn = await self._getconn()
+        try:
+            cur = await conn.execute(b"SELECT value FROM meta WHERE key = %s", (key,))
+            row = await cur.fetchone()
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StoreUnavailable(f"the database connection was lost: {exc}") from None
+        finally:
+            assert self._pool is not None
+            await self._pool.putconn(conn)
+        return None if row is None else str(row[0])
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[StoreTx]:
+        conn = await self._getconn()
+        assert self._pool is not None
         tx = _PostgresTx(conn)
         try:
             try:
@@ -316,10 +333,6 @@ class _PostgresTx:
     # meta
     async def get_meta(self, key: str) -> str | None:
         row = await self._one("SELECT value FROM meta WHERE key = %s FOR UPDATE", key)
-        return None if row is None else str(row[0])
-
-    async def peek_meta(self, key: str) -> str | None:
-        row = await self._one("SELECT value FROM meta WHERE key = %s", key)
         return None if row is None else str(row[0])
 
     async def set_meta(self, key: str, value: str) -> None:

@@ -161,6 +161,13 @@ class SqliteStore:
             self._conn.close()
             self._conn = None
 
+    async def peek_meta(self, key: str) -> str | None:
+        if self._conn is None:
+            raise RuntimeError("store is not open")
+        async with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[StoreTx]:
         if self._conn is None:
@@ -269,9 +276,6 @@ class _SqliteTx:
     async def get_meta(self, key: str) -> str | None:
         row = self._one("SELECT value FROM meta WHERE key = ?", key)
         return None if row is None else str(row[0])
-
-    async def peek_meta(self, key: str) -> str | None:
-        return await self.get_meta(key)
 
     async def set_meta(self, key: str, value: str) -> None:
         self._c.execute(
