@@ -90,7 +90,7 @@ async def _token_resource(node: Node, token: str) -> CommunicationResource:
     except jwt.PyJWTError:
         return node.resource
     resource_id = str(claims.get("resourceId", ""))
-    if resource_id != node.resource.immutable_id:
+    if resource_id and resource_id != node.resource.immutable_id:
         await node.sync_resources()  # made or deleted on another node?
     named = node.resources.by_immutable_id(resource_id)
     return named if named is not None else node.resource
