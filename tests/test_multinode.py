@@ -19,8 +19,10 @@ import requests
 from azure.communication.callautomation import CallAutomationClient, CommunicationUserIdentifier
 from azure.communication.identity import CommunicationIdentityClient
 from azure.core.credentials import AzureKeyCredential
+from azure.core.exceptions import HttpResponseError
 from azure.eventgrid import EventGridEvent, EventGridPublisherClient
 
+from callgrid.client import CallgridHttpError
 from callgrid.testing import CallgridServer, Received, WebhookReceiver
 from callgrid.testing.stores import drop_schema, fresh_postgres_url
 from tests.eventgrid.delivery.helpers import wait_for
@@ -94,6 +96,50 @@ def test_a_call_placed_on_one_node_is_answered_through_the_other(
     assert [t["event"] for t in call["timeline"]] == ["callPlaced", "ringing", "redirected", "ringing", "answered"]
     # The handshake and each IncomingCall went out once, not once per node.
     assert [r.header("aeg-event-type") for r in webhook.received] == ["SubscriptionValidation"] + ["Notification"] * 2
+
+
+def test_a_resource_made_or_rekeyed_on_one_node_is_seen_at_once_by_the_other(
+    two_nodes: tuple[CallgridServer, CallgridServer],
+) -> None:
+    a, b = two_nodes
+
+    def identities(node: CallgridServer, key: str) -> CommunicationIdentityClient:
+        return CommunicationIdentityClient.from_connection_string(
+            f"endpoint={node.endpoint};accesskey={key}", connection_verify=node.ca_bundle, retry_total=0
+        )
+
+    def refused_on_b(key: str) -> None:
+        with pytest.raises(HttpResponseError) as failure:
+            identities(b, key).create_user()
+        assert failure.value.status_code == 401
+
+    made = a.client().request("POST", "/callgrid/v1/resources", {"name": "team-b"})
+    # Signed with the new resource's key, straight away on the other node: accepted, as that resource's.
+    user = identities(b, made["primaryKey"]).create_user().properties["id"]
+    assert user.startswith(f"8:acs:{made['immutableResourceId']}_")
+    assert [r["name"] for r in b.client().request("GET", "/callgrid/v1/resources")["value"]] == ["callgrid", "team-b"]
+
+    renewed = a.client().request("POST", "/callgrid/v1/resources/team-b:regenerateKey", {"keyType": "primary"})
+    # The retired key is refused on node B from the moment node A answered; the new one and the secondary work.
+    refused_on_b(made["primaryKey"])
+    identities(b, renewed["primaryKey"]).create_user()
+    identities(b, made["secondaryKey"]).create_user()
+
+    # A change made on B is what A starts from: regenerating the secondary on B keeps A's new primary.
+    again = b.client().request("POST", "/callgrid/v1/resources/team-b:regenerateKey", {"keyType": "secondary"})
+    assert again["primaryKey"] == renewed["primaryKey"]
+    with pytest.raises(HttpResponseError) as failure:
+        identities(a, made["secondaryKey"]).create_user()
+    assert failure.value.status_code == 401
+    # Nor can B make a second resource of the name A made.
+    with pytest.raises(CallgridHttpError) as taken:
+        b.client().request("POST", "/callgrid/v1/resources", {"name": "team-b"})
+    assert taken.value.status == 409
+
+    # Deleted on A: its keys are refused on B.
+    a.delete_resource("team-b")
+    refused_on_b(renewed["primaryKey"])
+    refused_on_b(again["secondaryKey"])
 
 
 def test_a_node_killed_mid_delivery_loses_nothing_and_its_timers_fire_on_the_survivor(

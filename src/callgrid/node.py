@@ -37,7 +37,6 @@ from callgrid.platform.resource import (
     CommunicationResource,
     ResourceDirectory,
     load_or_create_resource,
-    load_resources,
 )
 from callgrid.platform.timers import TimerService
 from callgrid.security import (
@@ -80,6 +79,12 @@ class _ResourceEventSink:
         await self._publisher.send_callback(tx, url=url, event=event, audience=audience)
 
 
+# Several nodes drain one outbox: a node claims and queues only what it will send soon. What one node has
+# queued is not another's to send, and a claim beyond a destination's room is written back (on PostgreSQL
+# half of each 2,048-row claim was, doubling the database's work): BENCHMARKS.md, several nodes.
+SHARED_STORE_DELIVERY: dict[str, int] = {"claim_batch": 512, "max_queued_per_destination": 256}
+
+
 class Node:
     def __init__(self, settings: Settings, *, clock: Clock | None = None, sender: Sender | None = None) -> None:
         self.settings = settings
@@ -99,6 +104,8 @@ class Node:
         # handed to the publisher there.
         self.event_observers: list[Callable[[str, str, dict[str, Any], list[str]], None]] = []
         self.sip: SipTrunk | None = None
+        self._resources_follower: asyncio.Task[None] | None = None
+        self._resources_stale = False
 
     @property
     def resource(self) -> CommunicationResource:
@@ -118,7 +125,8 @@ class Node:
             default = await load_or_create_resource(
                 tx, name=s.resource_name, subscription_id=s.subscription_id, resource_group=s.resource_group
             )
-            self.resources = ResourceDirectory(default, await load_resources(tx))
+            self.resources = ResourceDirectory(default)
+            await self.resources.reload(tx)
             if self.virtual_clock is not None:
                 # A restarted virtual clock resumes where it stopped, so stored due times stay meaningful.
                 saved = await tx.get_meta("clock.virtualNow")
@@ -143,6 +151,7 @@ class Node:
                 dead_letter_delay_seconds=s.dead_letter_delay_seconds,
                 probation_failure_threshold=s.probation_failure_threshold,
                 cloud_event_dataschema=s.cloud_event_dataschema,
+                **SHARED_STORE_DELIVERY if self.store.shared else {},
             ),
             retry=RetryPolicy(jitter_fraction=s.retry_jitter),
             on_dead_letter=self.dead_letters.wake,
@@ -210,6 +219,7 @@ class Node:
         self.store.on_change("delivery", self.delivery.wake)
         self.store.on_change("timer", self.timers.wake)
         self.store.on_change("subscriptions", self.subscriptions_changed)
+        self.store.on_change("resources", self.resources_changed)
         if run_loops:
             await self.delivery.recover()
             for loop in (
@@ -228,6 +238,10 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        if self._resources_follower is not None:
+            self._resources_follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._resources_follower
         if self.sip is not None:
             await self.sip.stop()
         await self.media.stop()
@@ -242,6 +256,33 @@ class Node:
     def subscriptions_changed(self) -> None:
         self.subscription_table.invalidate()
         self.validator.wake()
+
+    def resources_changed(self) -> None:
+        """Another node changed the Communication resources: read them again, off any request's path (one
+        reload at a time; changes meanwhile make one more)."""
+        self._resources_stale = True
+        if self._resources_follower is None or self._resources_follower.done():
+            self._resources_follower = asyncio.get_running_loop().create_task(self._follow_resources())
+
+    async def _follow_resources(self) -> None:
+        while self._resources_stale:
+            self._resources_stale = False
+            try:
+                await self.sync_resources()
+            except Exception:
+                # The store is away: the LISTEN connection's return announces every topic again.
+                log.warning("could not read the Communication resources again", exc_info=True)
+
+    async def sync_resources(self) -> bool:
+        """On a store other nodes share: read the resources again if one of them changed them since this
+        node last read them (one small read when they did not). True when they were read again. What a
+        request finds by key, token or name is checked with this first unless it is the default resource,
+        which never changes: a key regenerated on one node is refused on every node from then on."""
+        if not self.store.shared or not await self.resources.moved(self.store):
+            return False
+        async with self.store.transaction() as tx:
+            await self.resources.reload(tx)
+        return True
 
     def callback_authorization(self, audience: str | None = None) -> str:
         """The callback JWT for a call of the resource whose immutable id is `audience` (default: the default
@@ -361,9 +402,9 @@ class Node:
         async with self.store.transaction() as tx:
             await tx.reset()
             await sip_routing.reset(tx)
+            await self.resources.forget_created(tx)
         if self.sip is not None:
             self.sip.reset()
-        self.resources.forget_created()
         self.subscriptions_changed()
         for observe in self.event_observers:
             observe("reset", "", {}, [])

@@ -173,6 +173,8 @@ async def _extension(request: Request, match: re.Match[str]) -> Response:
         )
         return await _subscription(request, parent, match["name"], match["action"])
     resource = node.resources.by_arm_id(scope)
+    if resource is None and await node.sync_resources():  # made on another node?
+        resource = node.resources.by_arm_id(scope)
     if resource is None:
         return error_response(
             404,
@@ -238,6 +240,8 @@ async def _topic(request: Request, match: re.Match[str]) -> Response:
         body = await _read_json(request)
         source = body.get("properties", {}).get("source") if isinstance(body, dict) else None
         named = node.resources.by_arm_id(source) if isinstance(source, str) else None
+        if named is None and isinstance(source, str) and await node.sync_resources():  # made on another node?
+            named = node.resources.by_arm_id(source)
         # A source that is none of this server's resources is the caller's own resource's error to report.
         owner = named or resource_of(request)
         if kind == SYSTEM and not _allowed(request, owner):

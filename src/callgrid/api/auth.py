@@ -81,7 +81,7 @@ def verify_acs_bearer(node: Node, resource: CommunicationResource, token: str) -
     )
 
 
-def _token_resource(node: Node, token: str) -> CommunicationResource:
+async def _token_resource(node: Node, token: str) -> CommunicationResource:
     """The resource a token names (its `resourceId` claim, read before the signature is checked: the check
     that follows is against that resource, so a forged claim gains nothing). A token naming no resource of
     this server is checked against the default one, whose check then says what is wrong with it."""
@@ -89,7 +89,10 @@ def _token_resource(node: Node, token: str) -> CommunicationResource:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:
         return node.resource
-    named = node.resources.by_immutable_id(str(claims.get("resourceId", "")))
+    resource_id = str(claims.get("resourceId", ""))
+    if resource_id and resource_id != node.resource.immutable_id:
+        await node.sync_resources()  # made or deleted on another node?
+    named = node.resources.by_immutable_id(resource_id)
     return named if named is not None else node.resource
 
 
@@ -121,7 +124,7 @@ def _signed(handler: Handler, limit: int) -> Handler:
             try:
                 if not token:
                     raise TokenError("the Authorization header has no token after 'Bearer'")
-                resource = _token_resource(node, token)
+                resource = await _token_resource(node, token)
                 verify_acs_bearer(node, resource, token)
             except TokenError as exc:
                 return _denied(request, TokenError(f"The bearer token is refused: {exc}."))
@@ -138,8 +141,9 @@ def _signed(handler: Handler, limit: int) -> Handler:
             return _denied(request, exc)
         digest = hashlib.sha256()
         await read_body(request, limit, on_chunk=digest.update)
-        candidates = node.resources.candidates()
-        try:
+
+        def verify() -> CommunicationResource:
+            candidates = node.resources.candidates()
             index = verify_signature_with_any(
                 signed,
                 method=request.method,
@@ -148,9 +152,25 @@ def _signed(handler: Handler, limit: int) -> Handler:
                 body_digest=digest.digest(),
                 access_keys=[key for _, key in candidates],
             )
+            return candidates[index][0]
+
+        try:
+            synced = False
+            try:
+                resource = verify()
+            except HmacAuthError:
+                # A key made on another node since this one last read the resources?
+                if not await node.sync_resources():
+                    raise
+                synced = True
+                resource = verify()
+            # The default resource's keys never change; another's may have been regenerated or deleted
+            # on another node: checked against the store's version (nothing to do on a store of its own).
+            if not resource.is_default and not synced and await node.sync_resources():
+                resource = verify()
         except HmacAuthError as exc:
             return _denied(request, exc)
-        request.state.resource = candidates[index][0]
+        request.state.resource = resource
         return await handler(request)
 
     return wrapper
@@ -180,7 +200,10 @@ def arm_bearer(handler: Handler) -> Handler:
                 401, "InvalidAuthenticationToken", f"The access token is invalid: {exc}", headers=close
             )
         # The token's principal is one resource's owner (api/arm.py keeps it to that resource's parts).
-        principal = node.resources.by_arm_subject(str(claims.get("sub", "")))
+        subject = str(claims.get("sub", ""))
+        if subject != node.resource.arm_subject:
+            await node.sync_resources()  # made or deleted on another node?
+        principal = node.resources.by_arm_subject(subject)
         if principal is None:
             return error_response(
                 401,

@@ -182,6 +182,7 @@ async def reset(request: Request) -> Response:
 async def list_resources(request: Request) -> Response:
     require_default_resource(request, "list the server's resources")
     node = node_of(request)
+    await node.sync_resources()
     return JSONResponse({"value": [r.view(node.settings.endpoint) for r in node.resources]})
 
 
@@ -201,6 +202,7 @@ async def create_resource(request: Request) -> Response:
 async def get_resource(request: Request) -> Response:
     require_default_resource(request, "read the server's resources")
     node = node_of(request)
+    await node.sync_resources()
     resource = node.resources.get(request.path_params["name"])
     return JSONResponse(resource.view(node.settings.endpoint, with_keys=True))
 

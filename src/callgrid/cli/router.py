@@ -3,7 +3,8 @@
 These commands use only callgrid.router (itself a plain SDK user), never callgrid's platform: the same
 commands run in front of a real Communication resource. Their SQLite file is `--db`, else
 `<data dir>/router/router.db` with the data directory every callgrid command finds (`callgrid.datadir`):
-the one `callgrid demo` runs its router on.
+the one `callgrid demo` runs its router on. `--store postgresql://...` (CALLGRID_ROUTER_STORE) puts it in
+PostgreSQL instead, where several `router serve` behind one webhook URL share it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from callgrid.router.config import (
 from callgrid.router.identifiers import InvalidValue, caller, target
 from callgrid.router.identifiers import phone_number as phone_number_of
 from callgrid.router.models import Rules, Unassigned
-from callgrid.router.store import RouterStore
+from callgrid.router.store import RouterStore, open_router_store
 
 router_app = typer.Typer(
     help="The router: assign phone numbers to identities and route IncomingCall at runtime (Azure or callgrid).",
@@ -58,6 +59,16 @@ ConnectionString = Annotated[
         envvar=["CALLGRID_ROUTER_CONNECTION_STRING", "CALLGRID_CONNECTION_STRING"],
     ),
 ]
+StoreUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="The router's PostgreSQL store, postgresql://user@host:port/db[?schema=NAME] (default schema "
+        "callgrid_router): several `router serve` on one database give the same answers. Instead of --db.",
+        envvar="CALLGRID_ROUTER_STORE",
+        show_default=False,
+    ),
+]
 PublicUrl = Annotated[
     str | None,
     typer.Option(
@@ -77,8 +88,15 @@ def _db_path(db: Path | None, data_dir: Path | None) -> Path:
     return db if db is not None else locate_data_dir(data_dir).path / "router" / "router.db"
 
 
-def _store(db: Path | None, data_dir: Path | None, *, create: bool = True) -> RouterStore:
+def _store(db: Path | None, data_dir: Path | None, store_url: str | None = None, *, create: bool = True) -> RouterStore:
     """The router's store; commands that only read it say so when there is none rather than make one."""
+    if store_url:
+        if db is not None:
+            _fail("--db and --store name two stores: give one.")
+        try:
+            return open_router_store(store_url)
+        except ValueError as exc:
+            _fail(str(exc))
     path = _db_path(db, data_dir)
     if not create and not path.is_file():
         how = "--db" if db is not None else f"router/router.db in the data directory, {locate_data_dir(data_dir).how}"
@@ -96,6 +114,7 @@ def serve(
     port: Annotated[int, typer.Option("--port", "-p", envvar="CALLGRID_ROUTER_PORT")] = DEFAULT_PORT,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     db: Db = None,
+    store_url: StoreUrl = None,
     data_dir: DataDir = None,
     jwt_audience: Annotated[
         str | None,
@@ -120,10 +139,13 @@ def serve(
     except ConfigError as exc:
         _fail(str(exc))
     extra: dict[str, Any] = {"jwt_issuer": jwt_issuer} if jwt_issuer else {}
+    if store_url and db is not None:
+        _fail("--db and --store name two stores: give one.")
     db = _db_path(db, data_dir)
     config = RouterConfig(
         connection_string=connection_string,
         db=db,
+        store=store_url or None,
         host=host,
         port=port,
         public_url=public_url,
@@ -131,12 +153,18 @@ def serve(
         jwks_url=jwks_url,
         **extra,
     )
-    state = open_state(config)
+    try:
+        state = open_state(config)
+    except ValueError as exc:
+        _fail(str(exc))
     console.rule("[bold]callgrid router[/bold]")
     console.print(f"[bold]ACS endpoint[/bold]   {config.acs_endpoint}")
     console.print(f"[bold]listening[/bold]      {config.local_url}")
     console.print(f"[bold]webhook[/bold]        {webhook_url(config.base_url, state.webhook_secret)}", soft_wrap=True)
-    console.print(f"[bold]state[/bold]          {db.resolve()} ({state.store.count_assignments()} assignments)")
+    console.print(
+        f"[bold]state[/bold]          {state.store.location} ({state.store.count_assignments()} assignments)",
+        soft_wrap=True,
+    )
     console.print(f"[bold]callback JWKS[/bold]  {config.resolved_jwks_url} (audience {jwt_audience or 'not set'})")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
@@ -149,6 +177,7 @@ def assign(
     identity: Annotated[str, typer.Argument(help="The ACS identity's raw id (8:acs:...).")],
     display_name: Annotated[str | None, typer.Option("--display-name")] = None,
     db: Db = None,
+    store_url: StoreUrl = None,
     data_dir: DataDir = None,
 ) -> None:
     """Assign a number to an identity (replaces an earlier assignment of the number)."""
@@ -156,20 +185,20 @@ def assign(
         a = make_assignment(phone_number, identity, display_name)
     except InvalidValue as exc:
         _fail(f"{exc} Nothing was stored.")
-    created = _store(db, data_dir).assign(a)
+    created = _store(db, data_dir, store_url).assign(a)
     console.print(
         f"{'assigned' if created else 'reassigned'} [bold]{a.phone_number}[/bold] → {a.identity}", soft_wrap=True
     )
 
 
 @router_app.command()
-def unassign(phone_number: str, db: Db = None, data_dir: DataDir = None) -> None:
+def unassign(phone_number: str, db: Db = None, store_url: StoreUrl = None, data_dir: DataDir = None) -> None:
     """Remove a number's assignment."""
     try:
         number = phone_number_of(phone_number)
     except InvalidValue as exc:
         _fail(str(exc))
-    if not _store(db, data_dir).unassign(number):
+    if not _store(db, data_dir, store_url).unassign(number):
         _fail(f"{number} is not assigned.")
     console.print(f"unassigned [bold]{number}[/bold]")
 
@@ -180,10 +209,11 @@ def list_(
     after: Annotated[str, typer.Option(help="Start after this number (paging).")] = "",
     as_json: AsJson = False,
     db: Db = None,
+    store_url: StoreUrl = None,
     data_dir: DataDir = None,
 ) -> None:
     """List assignments in number order."""
-    store = _store(db, data_dir, create=False)
+    store = _store(db, data_dir, store_url, create=False)
     page = store.assignments(after=after, limit=limit)
     if as_json:
         print(json.dumps([a.view() for a in page], indent=2))
@@ -201,6 +231,7 @@ def import_(
         bool, typer.Option("--all-or-nothing/--skip-bad", help="Any bad row stops the import, or skip bad rows.")
     ] = True,
     db: Db = None,
+    store_url: StoreUrl = None,
     data_dir: DataDir = None,
 ) -> None:
     """Import assignments from a CSV file; every bad row is reported with its line number."""
@@ -208,7 +239,7 @@ def import_(
         text = file.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         _fail(f"cannot read {file}: {exc}")
-    report = import_csv(_store(db, data_dir), text, all_or_nothing=all_or_nothing)
+    report = import_csv(_store(db, data_dir, store_url), text, all_or_nothing=all_or_nothing)
     for e in report.errors:
         err.print(f"[red]{file}:{e.line}[/red] {e.message}", highlight=False)
     if report.errors and not report.applied:
@@ -230,10 +261,11 @@ def rules(
     ] = None,
     no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Remove the fallback target.")] = False,
     db: Db = None,
+    store_url: StoreUrl = None,
     data_dir: DataDir = None,
 ) -> None:
     """Show or change the routing rules."""
-    store = _store(db, data_dir)
+    store = _store(db, data_dir, store_url)
     current = store.rules()
     new_fallback = None if no_fallback else current.fallback
     if fallback is not None:
@@ -255,6 +287,7 @@ def block(
     number_or_id: Annotated[str, typer.Argument(metavar="CALLER", help="E.164 number or raw id.")],
     note: Annotated[str | None, typer.Option()] = None,
     db: Db = None,
+    store_url: StoreUrl = None,
     data_dir: DataDir = None,
 ) -> None:
     """Reject calls from this caller as forbidden."""
@@ -262,28 +295,31 @@ def block(
         key = caller(number_or_id)
     except InvalidValue as exc:
         _fail(str(exc))
-    _store(db, data_dir).block(key, note)
+    _store(db, data_dir, store_url).block(key, note)
     console.print(f"blocked [bold]{key}[/bold]")
 
 
 @router_app.command()
 def unblock(
-    number_or_id: Annotated[str, typer.Argument(metavar="CALLER")], db: Db = None, data_dir: DataDir = None
+    number_or_id: Annotated[str, typer.Argument(metavar="CALLER")],
+    db: Db = None,
+    store_url: StoreUrl = None,
+    data_dir: DataDir = None,
 ) -> None:
     """Take a caller off the block list."""
     try:
         key = caller(number_or_id)
     except InvalidValue as exc:
         _fail(str(exc))
-    if not _store(db, data_dir).unblock(key):
+    if not _store(db, data_dir, store_url).unblock(key):
         _fail(f"{key} is not blocked.")
     console.print(f"unblocked [bold]{key}[/bold]")
 
 
 @router_app.command()
-def blocked(as_json: AsJson = False, db: Db = None, data_dir: DataDir = None) -> None:
+def blocked(as_json: AsJson = False, db: Db = None, store_url: StoreUrl = None, data_dir: DataDir = None) -> None:
     """The block list."""
-    rows = _store(db, data_dir, create=False).blocked()
+    rows = _store(db, data_dir, store_url, create=False).blocked()
     if as_json:
         print(json.dumps([{"caller": key, "note": note} for key, note in rows], indent=2))
         return
@@ -298,10 +334,13 @@ def log(
     server_call_id: Annotated[str | None, typer.Option("--server-call-id")] = None,
     as_json: AsJson = False,
     db: Db = None,
+    store_url: StoreUrl = None,
     data_dir: DataDir = None,
 ) -> None:
     """The decision log: each IncomingCall, the rule that fired, and every SDK call's outcome."""
-    rows = _store(db, data_dir, create=False).decisions(limit=limit, event_id=event_id, server_call_id=server_call_id)
+    rows = _store(db, data_dir, store_url, create=False).decisions(
+        limit=limit, event_id=event_id, server_call_id=server_call_id
+    )
     if as_json:
         print(json.dumps([d.view() for d in rows], indent=2))
         return
@@ -325,15 +364,15 @@ def log(
 
 
 @router_app.command()
-def info(db: Db = None, data_dir: DataDir = None, public_url: PublicUrl = None) -> None:
+def info(db: Db = None, store_url: StoreUrl = None, data_dir: DataDir = None, public_url: PublicUrl = None) -> None:
     """The router's webhook URL (with its secret) and API key, for scripts and Event Grid."""
     from callgrid.router.app import webhook_url
 
-    store = _store(db, data_dir, create=False)
+    store = _store(db, data_dir, store_url, create=False)
     base = public_url or store.meta("public_url") or f"http://127.0.0.1:{DEFAULT_PORT}"
     print(f"webhook_url={webhook_url(base, store.secret('webhook_secret'))}")
     print(f"api_key={store.secret('api_key')}")
-    print(f"db={store.path.resolve()}")
+    print(f"db={store.location}")
 
 
 @router_app.command()
@@ -373,6 +412,7 @@ def subscribe(
     ] = False,
     as_json: AsJson = False,
     db: Db = None,
+    store_url: StoreUrl = None,
     data_dir: DataDir = None,
 ) -> None:
     """Create or update the router's Event Grid subscriptions (25 numbers each), delete stale ones."""
@@ -381,7 +421,7 @@ def subscribe(
     from callgrid.router.app import webhook_url
     from callgrid.router.subscribe import Scope, SubscribeError, Subscriber, credential_for
 
-    store = _store(db, data_dir)
+    store = _store(db, data_dir, store_url)
     try:
         chosen = Scope(scope)
     except ValueError:

@@ -8,26 +8,30 @@ an ARM id. All share the server's one endpoint: a request names its resource by 
 
 The default resource lives in `meta` as it always has, so existing connection strings keep working; the
 others are rows of their own. The directory is held in memory (resources are few and change rarely) and
-follows the store: a change is applied once its transaction has committed.
+follows the store: a change is applied once its transaction has committed. Several nodes may share the
+store: every change also writes a new `resources.version` to `meta`, so a node can tell with one read
+whether what it holds is still what the store holds (`moved`) and read it again (`reload`).
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 from callgrid.errors import Conflict, InvalidRequest, NotFound
 from callgrid.security import new_access_key
 from callgrid.security.tokens import ARM_SUBJECT
-from callgrid.store import StoreTx
+from callgrid.store import Store, StoreTx
 
 # Azure's rule for a Communication resource name (it becomes a DNS label): 1-63 letters, digits, hyphens.
 _NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9._()-]{1,90}$")
 KEY_TYPES = ("primary", "secondary")
+# Moves (a new random value) with every change of the resources other than the default one.
+VERSION_KEY = "resources.version"
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,34 @@ class ResourceDirectory:
         self._others: dict[str, CommunicationResource] = {}
         for resource in others or []:
             self._others[resource.name.lower()] = resource
+        self.version: str | None = None  # the store's VERSION_KEY when the directory was last read
+
+    async def reload(self, tx: StoreTx) -> None:
+        """Read the resources again from the store (another node may have changed them)."""
+        version = await tx.get_meta(VERSION_KEY)
+        others = await load_resources(tx)
+        self._others = {r.name.lower(): r for r in others}
+        self.version = version
+
+    async def moved(self, store: Store) -> bool:
+        """Whether the resources changed in the store since this directory was read (one small read)."""
+        return await store.peek_meta(VERSION_KEY) != self.version
+
+    async def _current(self, tx: StoreTx) -> None:
+        # A change starts from the store's state, one at a time across nodes: another node's change (a
+        # name taken, a key regenerated) is neither missed nor overwritten.
+        await tx.lock("callgrid.resource")
+        await self.reload(tx)
+
+    async def _changed(self, tx: StoreTx, apply: Callable[[], None]) -> None:
+        version = str(uuid.uuid4())
+        await tx.set_meta(VERSION_KEY, version)
+
+        def applied() -> None:
+            apply()
+            self.version = version
+
+        tx.after_commit(applied)
 
     def all(self) -> list[CommunicationResource]:
         return [self.default, *self._others.values()]
@@ -234,6 +266,7 @@ class ResourceDirectory:
         resource_group: str | None = None,
     ) -> CommunicationResource:
         check_name(name)
+        await self._current(tx)
         if self.find(name) is not None:
             raise Conflict(f"A Communication resource named '{name}' already exists.", code="ResourceExists")
         resource = CommunicationResource(
@@ -246,11 +279,12 @@ class ResourceDirectory:
             created_at=now,
         )
         await tx.put_resource(resource.name, resource.immutable_id, now, resource.to_doc())
-        tx.after_commit(lambda: self._others.__setitem__(name.lower(), resource))
+        await self._changed(tx, lambda: self._others.__setitem__(name.lower(), resource))
         return resource
 
     async def delete(self, tx: StoreTx, name: str) -> CommunicationResource:
         """Forget the resource, its identities and its numbers (the caller removes its Event Grid parts)."""
+        await self._current(tx)
         resource = self.get(name)
         if resource.is_default:
             raise InvalidRequest(
@@ -260,11 +294,12 @@ class ResourceDirectory:
         await tx.delete_identities_with_prefix(resource.user_prefix)
         await tx.delete_phone_numbers_of(resource.immutable_id)
         await tx.delete_resource(resource.name)
-        tx.after_commit(lambda: self._forget(name))
+        await self._changed(tx, lambda: self._forget(name))
         return resource
 
     async def regenerate_key(self, tx: StoreTx, name: str, key_type: str) -> CommunicationResource:
         """A new primary or secondary key; the old one stops working at once, as on Azure."""
+        await self._current(tx)
         resource = self.get(name)
         if resource.is_default:
             # Its key is in every `callgrid env` a user has exported: it stays what it is.
@@ -279,12 +314,12 @@ class ResourceDirectory:
         else:
             changed = replace(resource, secondary_key=new_key)
         await tx.put_resource(changed.name, changed.immutable_id, changed.created_at, changed.to_doc())
-        tx.after_commit(lambda: self._others.__setitem__(name.lower(), changed))
+        await self._changed(tx, lambda: self._others.__setitem__(name.lower(), changed))
         return changed
 
     def _forget(self, name: str) -> None:
         self._others.pop(name.lower(), None)
 
-    def forget_created(self) -> None:
-        """After a reset: only the default resource is left."""
-        self._others.clear()
+    async def forget_created(self, tx: StoreTx) -> None:
+        """In a reset's transaction (which empties the store's resources): only the default one is left."""
+        await self._changed(tx, lambda: self._others.clear())

@@ -21,7 +21,7 @@ from callgrid.router import api, callbacks, webhook
 from callgrid.router.callback_auth import CallbackVerifier
 from callgrid.router.config import CALLBACK_PATH, WEBHOOK_PATH, RouterConfig
 from callgrid.router.engine import Router
-from callgrid.router.store import RouterStore
+from callgrid.router.store import RouterStore, open_router_store
 from callgrid.router.web import RouterState, state_of
 
 log = logging.getLogger("callgrid.router")
@@ -32,7 +32,7 @@ def webhook_url(base_url: str, secret: str) -> str:
 
 
 def open_state(config: RouterConfig, store: RouterStore | None = None) -> RouterState:
-    store = store or RouterStore(config.db)
+    store = store or open_router_store(config.store or config.db)
     if config.webhook_secret:
         store.set_meta("webhook_secret", config.webhook_secret)
     if config.api_key:

@@ -47,6 +47,8 @@ def default_arm_endpoint(endpoint: str) -> str:
 class RouterConfig:
     connection_string: str
     db: Path = DEFAULT_DB
+    # A postgresql:// URL instead of `db`: several routers behind one webhook URL share it.
+    store: str | None = None
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     # Where Event Grid and ACS reach this router (a tunnel or a public host in Azure).

@@ -1,4 +1,5 @@
-"""The router's own SQLite store: assignments, rules, block list, and the durable decision log.
+"""The router's own store: assignments, rules, block list, and the durable decision log. SQLite here;
+PostgreSQL (router/postgresql.py, the same queries) when several routers share it.
 
 One connection per process; WAL so the CLI can edit assignments while `router serve` runs. Every write is
 one `BEGIN IMMEDIATE` transaction. An IncomingCall is written (state `pending`, with what is needed to act
@@ -17,6 +18,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Protocol
 
 from callgrid.router.models import (
     ActionRecord,
@@ -26,6 +28,22 @@ from callgrid.router.models import (
     Rules,
     Unassigned,
 )
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Connection(Protocol):
+    """What the queries below need of a connection: sqlite3's, or router/postgresql.py's stand-in."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
+
 
 _SCHEMA = [
     # 1: the first schema.
@@ -139,6 +157,11 @@ class RouterStore:
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._migrate()
 
+    @property
+    def location(self) -> str:
+        """Where the router's state lives, for a banner."""
+        return str(self.path.resolve())
+
     def close(self) -> None:
         self.stop_checkpoints()
         with self._lock:
@@ -159,7 +182,7 @@ class RouterStore:
             self._checkpoints = None
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[Connection]:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -168,6 +191,11 @@ class RouterStore:
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._lock:
+            yield self._conn
 
     def _migrate(self) -> None:
         with self._tx() as c:
@@ -181,8 +209,8 @@ class RouterStore:
     # ---- meta: secrets, rules, remembered settings ---------------------------------------------------
 
     def meta(self, key: str) -> str | None:
-        with self._lock:
-            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        with self._read() as c:
+            row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
@@ -193,14 +221,14 @@ class RouterStore:
             )
 
     def secret(self, key: str) -> str:
-        """A random secret, generated once and kept (the webhook secret, the API key)."""
+        """A random secret, generated once and kept (the webhook secret, the API key); routers starting
+        together on one shared store keep the one that was written first."""
         with self._tx() as c:
-            row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-            if row is not None:
-                return str(row[0])
-            value = secrets.token_urlsafe(24)
-            c.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
-            return value
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                (key, secrets.token_urlsafe(24)),
+            )
+            return str(c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
 
     def rules(self) -> Rules:
         raw = self.meta("rules")
@@ -240,7 +268,7 @@ class RouterStore:
         return created, updated, unchanged
 
     @staticmethod
-    def _upsert(c: sqlite3.Connection, a: Assignment) -> None:
+    def _upsert(c: Connection, a: Assignment) -> None:
         c.execute(
             "INSERT INTO assignments (phone_number, identity, display_name, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (phone_number) DO UPDATE SET identity = excluded.identity, "
@@ -253,8 +281,8 @@ class RouterStore:
             return c.execute("DELETE FROM assignments WHERE phone_number = ?", (phone_number,)).rowcount > 0
 
     def assignment(self, phone_number: str) -> Assignment | None:
-        with self._lock:
-            row = self._conn.execute(
+        with self._read() as c:
+            row = c.execute(
                 "SELECT phone_number, identity, display_name FROM assignments WHERE phone_number = ?", (phone_number,)
             ).fetchone()
         return None if row is None else Assignment(row[0], row[1], row[2])
@@ -268,16 +296,16 @@ class RouterStore:
             args.append(identity)
         sql += " ORDER BY phone_number LIMIT ?"
         args.append(limit)
-        with self._lock:
-            return [Assignment(r[0], r[1], r[2]) for r in self._conn.execute(sql, args)]
+        with self._read() as c:
+            return [Assignment(r[0], r[1], r[2]) for r in c.execute(sql, args)]
 
     def assigned_numbers(self) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._conn.execute("SELECT phone_number FROM assignments ORDER BY phone_number")]
+        with self._read() as c:
+            return [r[0] for r in c.execute("SELECT phone_number FROM assignments ORDER BY phone_number")]
 
     def count_assignments(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT count(*) FROM assignments").fetchone()[0])
+        with self._read() as c:
+            return int(c.execute("SELECT count(*) FROM assignments").fetchone()[0])
 
     # ---- block list ----------------------------------------------------------------------------------
 
@@ -294,20 +322,16 @@ class RouterStore:
             return c.execute("DELETE FROM blocked_callers WHERE caller = ?", (caller,)).rowcount > 0
 
     def blocked(self) -> list[tuple[str, str | None]]:
-        with self._lock:
-            return [
-                (r[0], r[1]) for r in self._conn.execute("SELECT caller, note FROM blocked_callers ORDER BY caller")
-            ]
+        with self._read() as c:
+            return [(r[0], r[1]) for r in c.execute("SELECT caller, note FROM blocked_callers ORDER BY caller")]
 
     def is_blocked(self, callers: Iterable[str]) -> bool:
         keys = [c for c in callers if c]
         if not keys:
             return False
         marks = ",".join("?" * len(keys))
-        with self._lock:
-            row = self._conn.execute(
-                f"SELECT 1 FROM blocked_callers WHERE caller IN ({marks}) LIMIT 1", keys
-            ).fetchone()
+        with self._read() as c:
+            row = c.execute(f"SELECT 1 FROM blocked_callers WHERE caller IN ({marks}) LIMIT 1", keys).fetchone()
         return row is not None
 
     # ---- the decision log ----------------------------------------------------------------------------
@@ -343,15 +367,15 @@ class RouterStore:
 
     def pending(self) -> list[tuple[IncomingCall, float]]:
         """Events accepted but not finished (the process stopped in between): resumed at start."""
-        with self._lock:
-            rows = self._conn.execute(
+        with self._read() as c:
+            rows = c.execute(
                 "SELECT event_id, caller, callee, incoming_call_context, server_call_id, correlation_id, event_time, "
                 "first_sent FROM decisions WHERE state = 'pending' ORDER BY received_at"
             ).fetchall()
         return [(IncomingCall(r[0], r[1], r[2], r[3] or "", r[4], r[5], r[6]), float(r[7])) for r in rows]
 
     @staticmethod
-    def _insert_action(c: sqlite3.Connection, event_id: str, a: ActionRecord) -> None:
+    def _insert_action(c: Connection, event_id: str, a: ActionRecord) -> None:
         c.execute(
             "INSERT INTO actions (event_id, at, action, target, reason, ok, status, error_code, error_message, "
             "elapsed_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -399,8 +423,8 @@ class RouterStore:
             args.append(server_call_id)
         sql += " ORDER BY received_at DESC, rowid DESC LIMIT ?"
         args.append(limit)
-        with self._lock:
-            rows = self._conn.execute(sql, args).fetchall()
+        with self._read() as c:
+            rows = c.execute(sql, args).fetchall()
             out = [DecisionRecord(*tuple(r)) for r in rows]
             for d in out:
                 d.actions = [
@@ -415,7 +439,7 @@ class RouterStore:
                         elapsed_ms=a[7],
                         at=a[8],
                     )
-                    for a in self._conn.execute(
+                    for a in c.execute(
                         "SELECT action, target, reason, ok, status, error_code, error_message, elapsed_ms, at "
                         "FROM actions WHERE event_id = ? ORDER BY id",
                         (d.event_id,),
@@ -437,8 +461,8 @@ class RouterStore:
             return cur.rowcount > 0
 
     def callbacks(self, limit: int = 50) -> list[dict[str, object]]:
-        with self._lock:
-            rows = self._conn.execute(
+        with self._read() as c:
+            rows = c.execute(
                 "SELECT id, received_at, type, call_connection_id, correlation_id FROM callbacks "
                 "ORDER BY received_at DESC LIMIT ?",
                 (limit,),
@@ -447,3 +471,17 @@ class RouterStore:
             {"id": r[0], "receivedAt": r[1], "type": r[2], "callConnectionId": r[3], "correlationId": r[4]}
             for r in rows
         ]
+
+
+def open_router_store(location: str | Path) -> RouterStore:
+    """The router's store at `location`: a `postgresql://` URL (several routers share it), `sqlite:///path`
+    or a file path."""
+    text = str(location)
+    if text.startswith(("postgresql://", "postgres://")):
+        try:
+            # Imported only when used: a SQLite user needs no PostgreSQL driver.
+            from callgrid.router.postgresql import PostgresRouterStore
+        except ImportError as exc:
+            raise ValueError(f"a PostgreSQL store needs psycopg ({exc}): pip install 'callgrid[postgresql]'") from None
+        return PostgresRouterStore(text)
+    return RouterStore(text.removeprefix("sqlite:///") if text.startswith("sqlite:///") else text)

@@ -196,7 +196,7 @@ class PostgresStore:
 
     def on_change(self, topic: str, action: Callable[[], None]) -> None:
         """Call `action` when any node commits a transaction that added work of `topic` ("delivery", "timer")
-        or changed the event subscriptions ("subscriptions")."""
+        or changed the event subscriptions ("subscriptions") or the Communication resources ("resources")."""
         self._listeners.setdefault(topic, []).append(action)
         if self._listen_task is None:
             self._listen_task = asyncio.get_running_loop().create_task(self._listen(), name="postgres-listen")
@@ -229,18 +229,35 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ transactions
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[StoreTx]:
+    async def _getconn(self) -> psycopg.AsyncConnection[Any]:
         if self._pool is None:
             raise RuntimeError("store is not open")
         try:
-            conn = await self._pool.getconn()
+            return await self._pool.getconn()
         except PoolTimeout:
             raise StoreUnavailable(
                 f"no database connection became free within {self._pool_timeout:g} s (all {self._pool_size} busy)"
             ) from None
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"the database cannot be reached: {exc}") from None
+
+    async def peek_meta(self, key: str) -> str | None:
+        # One statement on an autocommit connection: no BEGIN/COMMIT round trips, no row lock.
+        conn = await self._getconn()
+        try:
+            cur = await conn.execute(b"SELECT value FROM meta WHERE key = %s", (key,))
+            row = await cur.fetchone()
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StoreUnavailable(f"the database connection was lost: {exc}") from None
+        finally:
+            assert self._pool is not None
+            await self._pool.putconn(conn)
+        return None if row is None else str(row[0])
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[StoreTx]:
+        conn = await self._getconn()
+        assert self._pool is not None
         tx = _PostgresTx(conn)
         try:
             try:
@@ -334,12 +351,15 @@ class _PostgresTx:
             "ON CONFLICT (name) DO UPDATE SET doc = excluded.doc",
             (name, immutable_id, created_at, _dumps(doc)),
         )
+        # Every node holds the resources in memory (platform/resource.py): theirs is stale now.
+        self.notify.add("resources")
 
     async def list_resources(self) -> list[dict[str, Any]]:
         rows = await self._all("SELECT doc FROM communication_resources ORDER BY created_at, name")
         return [json.loads(r[0]) for r in rows]
 
     async def delete_resource(self, name: str) -> bool:
+        self.notify.add("resources")
         return await self._count("DELETE FROM communication_resources WHERE name = %s", name) > 0
 
     # identities
@@ -799,4 +819,4 @@ class _PostgresTx:
 
     async def reset(self) -> None:
         await self._exec(f"TRUNCATE {', '.join(STATE_TABLES)}")
-        self.notify.add("subscriptions")
+        self.notify.update(("subscriptions", "resources"))

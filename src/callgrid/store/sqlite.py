@@ -161,6 +161,13 @@ class SqliteStore:
             self._conn.close()
             self._conn = None
 
+    async def peek_meta(self, key: str) -> str | None:
+        if self._conn is None:
+            raise RuntimeError("store is not open")
+        async with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[StoreTx]:
         if self._conn is None:
