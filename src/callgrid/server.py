@@ -23,6 +23,7 @@ from callgrid.api import (
     recordings,
     simulator,
     sip_routing,
+    throttle,
 )
 from callgrid.api.errors import EXCEPTION_HANDLERS
 from callgrid.node import Node
@@ -44,6 +45,9 @@ def build_app(node: Node, *, start_node: bool = True) -> Starlette:
             if start_node:
                 await node.stop()
 
+    admission = throttle.Admission(
+        node.settings.max_requests_in_flight, retry_after_seconds=node.settings.throttle_retry_after_seconds
+    )
     app = Starlette(
         routes=[
             *identity.routes,
@@ -60,10 +64,12 @@ def build_app(node: Node, *, start_node: bool = True) -> Starlette:
             *faults.routes,
             console.mount(),
         ],
-        middleware=[Middleware(faults.OperationFaults)],
+        # Outermost, so a refusal costs no other middleware's work.
+        middleware=[Middleware(throttle.Throttle, admission=admission), Middleware(faults.OperationFaults)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.state.node = node
+    app.state.admission = admission
     console.install(app.state, node)
     return app

@@ -50,6 +50,14 @@ def serve(
         typer.Option(help="Networks allowed to call in besides the configured trunks (default: loopback)."),
     ] = None,
     store: StoreOption = None,
+    max_requests_in_flight: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Past this many requests in flight, answer 429 with Retry-After instead of queueing "
+            "(0: no bound; default 256, or CALLGRID_MAX_REQUESTS_IN_FLIGHT).",
+        ),
+    ] = None,
 ) -> None:
     """Start callgrid: the ACS resource, its Event Grid system topic, and callgrid's own API."""
     from callgrid import http_server
@@ -66,6 +74,7 @@ def serve(
         sip_port=sip_port,
         sip_allow=sip_allow,
         store_url=store,
+        max_requests_in_flight=max_requests_in_flight,
     )
     try:
         # Before anything is written to the data directory (server.json names the port clients use).
