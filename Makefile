@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 PORT ?= 8710
 
 .PHONY: run test test-postgresql lint bench clean
@@ -29,6 +30,15 @@ test: $(STAMP)
 POSTGRES_TESTS ?= tests
 test-postgresql: $(STAMP)
 	CALLGRID_TEST_STORE=postgresql $(BIN)/pytest -q $(POSTGRES_TESTS)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+## Every benchmark in benchmarks/, quick modes, in under ten minutes: writes BENCHMARKS.md's summary table
+## and benchmarks/results/ (the JSON, and a plot of latency against offered load)
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/run_all.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
