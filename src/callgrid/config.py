@@ -37,6 +37,8 @@ class Settings:
     # Past this many requests in flight, the next is answered 429 with Retry-After (api/throttle.py) rather
     # than queued; 0 turns the bound off. Far above what a test suite or the 200 calls/s benchmark keeps.
     max_requests_in_flight: int = 256
+    # ... and while the oldest due event delivery is this many seconds late (system clock only; 0: off).
+    max_delivery_lag_seconds: float = 0.5
     throttle_retry_after_seconds: int = 1
     # HMAC: how far x-ms-date may be from our clock.
     max_clock_skew_seconds: float = 900.0

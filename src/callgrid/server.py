@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,15 +39,22 @@ def build_app(node: Node, *, start_node: bool = True) -> Starlette:
         # collector's sight, a full collection walks only what calls create (it paused the 20 ms media
         # ticks for tens of milliseconds).
         gc.freeze()
+        watching = None
+        if admission.max_delivery_lag_seconds > 0 and node.virtual_clock is None:
+            watching = asyncio.create_task(admission.watch_deliveries(node.store, node.clock))
         try:
             yield
         finally:
+            if watching is not None:
+                watching.cancel()
             await console.shutdown(app.state)
             if start_node:
                 await node.stop()
 
     admission = throttle.Admission(
-        node.settings.max_requests_in_flight, retry_after_seconds=node.settings.throttle_retry_after_seconds
+        node.settings.max_requests_in_flight,
+        retry_after_seconds=node.settings.throttle_retry_after_seconds,
+        max_delivery_lag_seconds=node.settings.max_delivery_lag_seconds,
     )
     app = Starlette(
         routes=[

@@ -35,7 +35,7 @@ def _counters(part: str, counters: dict[str, float]) -> str:
     lines = []
     for name, value in sorted(counters.items()):
         metric = f"callgrid_{part}_" + "".join("_" + c.lower() if c.isupper() else c for c in name)
-        kind = "gauge" if name.startswith(("max", "active")) or name.endswith("InFlight") else "counter"
+        kind = "gauge" if name.startswith(("max", "active")) or name.endswith(("InFlight", "LagSeconds")) else "counter"
         lines += [f"# TYPE {metric} {kind}", f"{metric} {value:g}"]
     return "\n".join(lines) + "\n" if lines else ""
 
