@@ -6,6 +6,7 @@ headers and only part of its body. Observed through the official Identity SDK an
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import ssl
@@ -124,3 +125,47 @@ def test_scrapes_and_health_probes_are_never_refused(server: CallgridServer) -> 
         assert _metrics(server)["callgrid_http_requests_in_flight"] == 1
     finally:
         held.close()
+
+
+async def test_deliveries_running_late_refuse_requests_until_they_catch_up(tmp_path: Path) -> None:
+    """The second trigger, on a real store: a due delivery 10 s late is seen by the sampler; once it is
+    claimed (as the delivery engine claims it) the lag is gone and requests are admitted again."""
+    from callgrid.api.throttle import Admission
+    from callgrid.clock import VirtualClock
+    from callgrid.store import DeliveryRow, open_store
+
+    clock = VirtualClock()
+    store = await open_store(f"sqlite:///{tmp_path / 'callgrid.db'}")
+    admission = Admission(256, retry_after_seconds=1, max_delivery_lag_seconds=0.5)
+    watching = asyncio.create_task(admission.watch_deliveries(store, clock, interval=0.01))
+    try:
+        now = clock.now()
+        async with store.transaction() as tx:
+            await tx.add_event("e1", "/topic", "{}", now - 10)
+            await tx.add_delivery(
+                DeliveryRow(
+                    id="d1",
+                    kind="eventgrid",
+                    event_id="e1",
+                    url="http://x",
+                    created_at=now - 10,
+                    next_attempt_at=now - 10,
+                )
+            )
+        await _until_async(lambda: admission.delivery_lag_seconds > 0, "the sampler saw the late delivery")
+        assert admission.delivery_lag_seconds == pytest.approx(10, abs=0.5)
+        assert admission.refuses()
+        async with store.transaction() as tx:
+            assert [r.id for r, _ in await tx.claim_deliveries(now, 10, now + 60)] == ["d1"]
+        await _until_async(lambda: admission.delivery_lag_seconds == 0, "the lag was gone once claimed")
+        assert not admission.refuses()
+    finally:
+        watching.cancel()
+        await store.close()
+
+
+async def _until_async(condition: Any, what: str) -> None:
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.01)
