@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 PORT ?= 8710
 
 .PHONY: run test test-postgresql lint bench clean
@@ -34,6 +35,15 @@ test-postgresql: $(STAMP)
 	CALLGRID_TEST_STORE=postgresql $(BIN)/pytest -q -n $(JOBS) --dist loadfile -m "not realtime" $(POSTGRES_TESTS)
 	@# Exit status 5 is "no test collected": a chosen subset may hold no real-time test.
 	CALLGRID_TEST_STORE=postgresql $(BIN)/pytest -q -m realtime $(POSTGRES_TESTS) || [ $$? = 5 ]
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+## Every benchmark in benchmarks/, quick modes, in under ten minutes: writes BENCHMARKS.md's summary table
+## and benchmarks/results/ (the JSON, and a plot of latency against offered load)
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/run_all.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,6 +10,11 @@ webhook subscribed to identities' calls. Measured in the same run, at the same r
 
 Prints JSON: p50/p99/max in ms for each, and the router's cost (routed - direct) at p50 and p99.
 Usage: python benchmarks/route_latency.py [--rate 200] [--seconds 10] [--numbers 50]
+
+`--find-max [--rates 100,200,...] [--seconds 10]`: the routed phase alone at rising rates (then bisected),
+reporting the highest steady rate with p99 <= 25 ms and nothing lost or refused, this machine's bare HTTP
+round trips per second measured in the same run (the ratio compares across machines), and the CPU per
+routed call of each process at that rate.
 """
 
 from __future__ import annotations
@@ -78,12 +83,14 @@ def _pct(values: list[float], p: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))], 2) if ordered else float("nan")
 
 
-def _summary(values: list[float], sent: int) -> dict[str, Any]:
+def _summary(values: list[float], sent: int, refused: int = 0) -> dict[str, Any]:
     return {
         "n": len(values),
-        "lost": sent - len(values),
+        "lost": sent - len(values) - refused,
+        "refused": refused,
         "p50_ms": _pct(values, 50),
         "p99_ms": _pct(values, 99),
+        "p999_ms": _pct(values, 99.9),
         "max_ms": round(max(values), 2) if values else None,
     }
 
@@ -98,6 +105,7 @@ class Bench:
         self.ssl = ssl.create_default_context(cafile=env["REQUESTS_CA_BUNDLE"])
         self.arrivals: dict[str, float] = {}
         self.waiters: dict[str, asyncio.Future[float]] = {}
+        self.refused = 0
 
     def _signed(self, method: str, path: str, body: bytes) -> dict[str, str]:
         headers = sign_request(method, path, urlsplit(self.endpoint).netloc, body, self.key, datetime.now(UTC))
@@ -123,6 +131,9 @@ class Bench:
             self.endpoint + "/callgrid/v1/calls", data=body, headers=self._signed("POST", "/callgrid/v1/calls", body)
         ) as response:
             placed = await response.json()
+        if response.status >= 400:  # 429 past capacity: refused before any work, so not lost
+            self.refused += 1
+            return None
         waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self.waiters[placed["serverCallId"]] = waiter
         try:
@@ -146,6 +157,7 @@ class Bench:
     async def steady(self, rate: float, seconds: float, make: Any) -> tuple[list[float], int]:
         """Open loop: start one operation every 1/rate s regardless of how long earlier ones take."""
         tasks = []
+        self.refused = 0
         cpu_before = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
         start = time.perf_counter()
         total = int(rate * seconds)
@@ -155,6 +167,7 @@ class Bench:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(make(i)))
         results = await asyncio.gather(*tasks)
+        self.last_refused = self.refused
         self.last_cpu_ms_per_op = {
             name: round((_cpu_seconds(pid) - cpu_before[name]) * 1000 / total, 3) for name, pid in self.pids.items()
         }
@@ -169,14 +182,14 @@ async def _measure(bench: Bench, numbers: list[str], users: list[str], rate: flo
             await bench.place(session, numbers[i % len(numbers)])
             await bench.place(session, users[i % len(users)])
         direct, direct_n = await bench.steady(rate, seconds, lambda i: bench.place(session, users[i % len(users)]))
-        direct_cpu = bench.last_cpu_ms_per_op
+        direct_cpu, direct_refused = bench.last_cpu_ms_per_op, bench.last_refused
         routed, routed_n = await bench.steady(rate, seconds, lambda i: bench.place(session, numbers[i % len(numbers)]))
-        routed_cpu = bench.last_cpu_ms_per_op
+        routed_cpu, routed_refused = bench.last_cpu_ms_per_op, bench.last_refused
         cg, cg_n = await bench.steady(rate, min(seconds, 5), lambda i: bench.hop(session, "callgrid"))
         rt, rt_n = await bench.steady(rate, min(seconds, 5), lambda i: bench.hop(session, "router"))
     out = {
-        "routed": _summary(routed, routed_n),
-        "direct": _summary(direct, direct_n),
+        "routed": _summary(routed, routed_n, routed_refused),
+        "direct": _summary(direct, direct_n, direct_refused),
         "hops": {"callgrid_signed_request": _summary(cg, cg_n), "router_http_request": _summary(rt, rt_n)},
         # CPU per call of each process (all threads): steadier than latency on a shared machine.
         "cpu_ms_per_call": {"routed": routed_cpu, "direct": direct_cpu},
@@ -189,11 +202,111 @@ async def _measure(bench: Bench, numbers: list[str], users: list[str], rate: flo
     return out
 
 
+async def _find_max(
+    bench: Bench, numbers: list[str], rates: list[float], seconds: float, p99_ms: float, refine: int
+) -> dict[str, Any]:
+    """Routed phase only, rising rates: the highest that holds p99 <= p99_ms with nothing lost or refused.
+    After the first rate that fails, `refine` bisections between it and the last that held."""
+    bare = await bare_http_round_trips_per_s()
+    connector = aiohttp.TCPConnector(ssl=bench.ssl, limit=500)
+    steps: list[dict[str, Any]] = []
+
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for i in range(40):  # warm up connections, the router's SDK client and both stores
+            await bench.place(session, numbers[i % len(numbers)])
+
+        async def step(rate: float) -> bool:
+            values, sent = await bench.steady(rate, seconds, lambda i: bench.place(session, numbers[i % len(numbers)]))
+            summary = _summary(values, sent, bench.last_refused)
+            held = summary["p99_ms"] <= p99_ms and summary["lost"] == 0 and summary["refused"] == 0
+            steps.append({"rate_per_s": rate, **summary, "held": held, "cpu_ms_per_call": bench.last_cpu_ms_per_op})
+            print(f"find-max: {rate:g}/s p99 {summary['p99_ms']} ms, lost {summary['lost']}, "
+                  f"refused {summary['refused']}: {'held' if held else 'failed'}", file=sys.stderr)  # fmt: skip
+            await asyncio.sleep(2)  # what an overloaded step left queued drains before the next
+            return held
+
+        best: float | None = None
+        failed: float | None = None
+        for rate in rates:
+            if await step(rate):
+                best = rate
+            else:
+                failed = rate
+                break
+        low = best or 0.0
+        for _ in range(refine if failed is not None else 0):
+            middle = float(round((low + failed) / 2 / 10) * 10)  # type: ignore[operator]
+            if middle <= low or middle >= failed:  # type: ignore[operator]
+                break
+            if await step(middle):
+                low = best = middle
+            else:
+                failed = middle
+    at_best = next((s for s in steps if s["rate_per_s"] == best and s["held"]), None)
+    return {
+        "criterion": {"p99_ms_at_most": p99_ms, "lost": 0, "refused": 0, "seconds_per_step": seconds},
+        "max_routed_calls_per_s": best,
+        "first_failed_rate_per_s": failed,
+        "bare_http_round_trips_per_s": round(bare),
+        # Comparable across machines: the routed story's ceiling as a fraction of a bare HTTP round trip's.
+        "max_routed_vs_bare_round_trips": round(best / bare, 4) if best else None,
+        "cpu_ms_per_routed_call_at_max": at_best["cpu_ms_per_call"] if at_best else None,
+        "steps": steps,
+    }
+
+
+_BARE_SERVER = """
+import sys
+from aiohttp import web
+async def ok(request):
+    return web.Response(text="ok")
+app = web.Application()
+app.router.add_get("/", ok)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+
+async def bare_http_round_trips_per_s(seconds: float = 2.0, concurrency: int = 8) -> float:
+    """This machine's bare HTTP round trips per second: a do-nothing aiohttp server in its own process,
+    driven closed-loop by this one over kept-alive plain-HTTP connections. A yardstick for the machine."""
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-c", _BARE_SERVER, str(port)])
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        _wait(url, None)
+        done = 0
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+            async def worker(until: float) -> None:
+                nonlocal done
+                while time.perf_counter() < until:
+                    async with session.get(url) as r:
+                        await r.read()
+                    done += 1
+
+            await asyncio.gather(*(worker(time.perf_counter() + 0.3) for _ in range(concurrency)))  # warm-up
+            done = 0
+            started = time.perf_counter()
+            await asyncio.gather(*(worker(started + seconds) for _ in range(concurrency)))
+            return done / (time.perf_counter() - started)
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=200.0, help="calls per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each phase")
     parser.add_argument("--numbers", type=int, default=50, help="assigned numbers (one identity each)")
+    parser.add_argument(
+        "--find-max",
+        action="store_true",
+        help="routed only, rising --rates: the highest with p99 <= --p99-ms, nothing lost or refused",
+    )
+    parser.add_argument("--rates", default="100,200,300,400,500,600,800,1000", help="--find-max's rates, rising")
+    parser.add_argument("--p99-ms", type=float, default=25.0)
+    parser.add_argument("--refine", type=int, default=2, help="--find-max's bisections after the first failure")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="route-latency-"))
@@ -278,13 +391,32 @@ def main() -> None:
             await web.TCPSite(runner, "127.0.0.1", hook_port).start()
             try:
                 await asyncio.to_thread(_identity_subscription, env, f"http://127.0.0.1:{hook_port}/identities")
+                if args.find_max:
+                    rates = [float(r) for r in args.rates.split(",")]
+                    return await _find_max(bench, numbers, rates, args.seconds, args.p99_ms, args.refine)
                 return await _measure(bench, numbers, users, args.rate, args.seconds)
             finally:
                 await runner.cleanup()
 
         # The driver (caller and devices) on the same event loop as the servers use: it shares the two
         # cores with them, and the less of them it takes, the less it perturbs what it measures.
+        load_before = os.getloadavg()
         result = _run_loop(run())
+        if args.find_max:
+            print(
+                json.dumps(
+                    {
+                        "benchmark": "route_latency_find_max",
+                        "assigned_numbers": args.numbers,
+                        "store": "sqlite (callgrid and router)",
+                        **result,
+                        "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+                    },
+                    indent=2,
+                )
+            )
+            finished = True
+            return
         result = {
             "benchmark": "route_latency",
             "rate_per_s": args.rate,

@@ -34,6 +34,12 @@ class Settings:
     # default), and an idle kept-alive connection is closed after keep_alive_timeout_seconds (uvicorn's default).
     request_headers_timeout_seconds: float = 30.0
     keep_alive_timeout_seconds: float = 5.0
+    # Past this many requests in flight, the next is answered 429 with Retry-After (api/throttle.py) rather
+    # than queued; 0 turns the bound off. Far above what a test suite or the 200 calls/s benchmark keeps.
+    max_requests_in_flight: int = 256
+    # ... and while the oldest due event delivery is this many seconds late (system clock only; 0: off).
+    max_delivery_lag_seconds: float = 0.5
+    throttle_retry_after_seconds: int = 1
     # HMAC: how far x-ms-date may be from our clock.
     max_clock_skew_seconds: float = 900.0
     # How long an offer rings (and its incomingCallContext lives) before it times out (sub-code 8587).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ from callgrid.api import (
     recordings,
     simulator,
     sip_routing,
+    throttle,
 )
 from callgrid.api.errors import EXCEPTION_HANDLERS
 from callgrid.node import Node
@@ -37,13 +39,23 @@ def build_app(node: Node, *, start_node: bool = True) -> Starlette:
         # collector's sight, a full collection walks only what calls create (it paused the 20 ms media
         # ticks for tens of milliseconds).
         gc.freeze()
+        watching = None
+        if admission.max_delivery_lag_seconds > 0 and node.virtual_clock is None:
+            watching = asyncio.create_task(admission.watch_deliveries(node.store, node.clock))
         try:
             yield
         finally:
+            if watching is not None:
+                watching.cancel()
             await console.shutdown(app.state)
             if start_node:
                 await node.stop()
 
+    admission = throttle.Admission(
+        node.settings.max_requests_in_flight,
+        retry_after_seconds=node.settings.throttle_retry_after_seconds,
+        max_delivery_lag_seconds=node.settings.max_delivery_lag_seconds,
+    )
     app = Starlette(
         routes=[
             *identity.routes,
@@ -60,10 +72,12 @@ def build_app(node: Node, *, start_node: bool = True) -> Starlette:
             *faults.routes,
             console.mount(),
         ],
-        middleware=[Middleware(faults.OperationFaults)],
+        # Outermost, so a refusal costs no other middleware's work.
+        middleware=[Middleware(throttle.Throttle, admission=admission), Middleware(faults.OperationFaults)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.state.node = node
+    app.state.admission = admission
     console.install(app.state, node)
     return app

@@ -23,6 +23,7 @@ async def metrics(request: Request) -> Response:
         rows = await tx.metric_counts()
         names = {d["id"].lower(): d["name"] for d in await tx.list_subscriptions()}
     text = render(rows, names) + _counters("media", node.media.metrics.snapshot())
+    text += _counters("http", request.app.state.admission.snapshot())
     if node.sip is not None:
         text += _counters("sip", node.sip.snapshot())
     return Response(text, media_type=CONTENT_TYPE)
@@ -34,7 +35,7 @@ def _counters(part: str, counters: dict[str, float]) -> str:
     lines = []
     for name, value in sorted(counters.items()):
         metric = f"callgrid_{part}_" + "".join("_" + c.lower() if c.isupper() else c for c in name)
-        kind = "gauge" if name.startswith(("max", "active")) else "counter"
+        kind = "gauge" if name.startswith(("max", "active")) or name.endswith(("InFlight", "LagSeconds")) else "counter"
         lines += [f"# TYPE {metric} {kind}", f"{metric} {value:g}"]
     return "\n".join(lines) + "\n" if lines else ""
 

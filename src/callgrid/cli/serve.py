@@ -54,6 +54,14 @@ def serve(
         typer.Option(help="Transport of the calls callgrid places over the trunks: udp (default) or tcp."),
     ] = None,
     store: StoreOption = None,
+    max_requests_in_flight: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Past this many requests in flight, answer 429 with Retry-After instead of queueing "
+            "(0: no bound; default 256, or CALLGRID_MAX_REQUESTS_IN_FLIGHT).",
+        ),
+    ] = None,
 ) -> None:
     """Start callgrid: the ACS resource, its Event Grid system topic, and callgrid's own API."""
     from callgrid import http_server
@@ -74,6 +82,7 @@ def serve(
         sip_allow=sip_allow,
         sip_transport=sip_transport,
         store_url=store,
+        max_requests_in_flight=max_requests_in_flight,
     )
     try:
         # Before anything is written to the data directory (server.json names the port clients use).
