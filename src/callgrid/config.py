@@ -73,6 +73,9 @@ class Settings:
     sip_port: int = 0
     # Who may send INVITEs and OPTIONS besides the configured trunks' addresses (comma-separated networks).
     sip_allow: str = "127.0.0.0/8,::1/128"
+    # The media plane's ticks and sockets run in a thread of their own, out of reach of the server loop's
+    # pauses; false runs them on the server's loop (kept to measure the two side by side).
+    media_thread: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
