@@ -448,7 +448,10 @@ class MediaPlane:
             except BaseException as exc:
                 answer.set_exception(exc)
 
-        loop.call_soon_threadsafe(run)
+        try:
+            loop.call_soon_threadsafe(run)
+        except RuntimeError:
+            return call()  # the plane's loop has closed (the server is stopping): nothing else touches it now
         # The plane's loop never waits for the server's, so this returns within a tick's work.
         return answer.result(SYNC_TIMEOUT_SECONDS)
 
