@@ -14,7 +14,8 @@ Measured over a steady window after all streams are up:
 - CPU per streamed call-second of callgrid's process, beside the same for a bare WebSocket echo in the
   same run: a client process that sends the same frames (same size, base64 JSON) to the same app at the
   same pace on N sockets, and receives the echoes.
-Prints JSON.
+`--planes thread,loop` measures the media plane in its own thread and on the server's loop one after the
+other in the same run (each with its own callgrid server and bare baseline). Prints JSON.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -65,7 +67,11 @@ class App:
                 if self.measuring:
                     arrivals.append(time.monotonic())
                     stamps.append(frame["audioData"]["timestamp"])
-                await ws.send_str(json.dumps({"kind": "AudioData", "audioData": {"data": frame["audioData"]["data"]}}))
+                echo = json.dumps({"kind": "AudioData", "audioData": {"data": frame["audioData"]["data"]}})
+                try:
+                    await ws.send_str(echo)
+                except ConnectionResetError:
+                    break  # the call ended under the echo
         return ws
 
     async def callbacks(self, request: web.Request) -> web.Response:
@@ -73,6 +79,21 @@ class App:
             if event["type"].endswith("MediaStreamingStarted"):
                 self.connected.add(event["data"]["callConnectionId"])
         return web.Response()
+
+
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each thread of a process ("main" is the event loop's thread), from /proc."""
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            name = "main" if task.name == str(pid) else task.name
+            out[name] = _cpu_seconds_of(task / "stat")
+    return out
+
+
+def _cpu_seconds_of(stat: Path) -> float:
+    fields = stat.read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _pacing(arrivals: dict[str, list[float]]) -> list[float]:
@@ -190,8 +211,10 @@ async def _run_bench(env: dict[str, str], pid: int, calls: int, seconds: float) 
         await asyncio.sleep(1.0)
         app.measuring = True
         cpu0, own0, t0 = _cpu_seconds(pid), _cpu_seconds(os.getpid()), time.monotonic()
+        threads0 = _thread_cpu(pid)
         await asyncio.sleep(seconds)
         cpu1, own1, t1 = _cpu_seconds(pid), _cpu_seconds(os.getpid()), time.monotonic()
+        threads1 = _thread_cpu(pid)
         app.measuring = False
     streamed = {k: v for k, v in app.arrivals.items() if not k.startswith("bare")}
     late = _pacing(streamed)
@@ -243,15 +266,20 @@ async def _run_bench(env: dict[str, str], pid: int, calls: int, seconds: float) 
         # The app (echoing every frame) and the driver share this process: its share of the 2 cores.
         "app_process_cores": round((own1 - own0) / (t1 - t0), 2),
         "callgrid_process_cores": round((cpu1 - cpu0) / (t1 - t0), 2),
+        # The busiest threads of callgrid's process ("main": the server's loop; the media plane's thread
+        # is the other busy one when it runs in its own).
+        "callgrid_thread_cores": dict(
+            sorted(
+                ((k, round((v - threads0.get(k, 0.0)) / (t1 - t0), 3)) for k, v in threads1.items()),
+                key=lambda kv: -kv[1],
+            )[:3]
+        ),
         "callgrid_media_counters": drops,
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=100)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    args = parser.parse_args()
+def _measure(plane: str, calls: int, seconds: float) -> dict[str, Any]:
+    """One callgrid server with the media plane in its own thread ("thread") or on the server's loop."""
     work = Path(tempfile.mkdtemp(prefix="media-bench-"))
     port = _free_port()
     proc = None
@@ -261,6 +289,7 @@ def main() -> None:
             [sys.executable, "-m", "callgrid", "serve", "--data-dir", str(work / "cg"), "--port", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, "CALLGRID_MEDIA_THREAD": "true" if plane == "thread" else "false"},
         )
         env = {**os.environ}
         for line in _run("env", "--data-dir", str(work / "cg"), "--port", str(port)).splitlines():
@@ -268,13 +297,27 @@ def main() -> None:
             env[name] = shlex.split(value)[0]
         _wait(env["CALLGRID_ENDPOINT"] + "/calling/keys", env["REQUESTS_CA_BUNDLE"])
         os.environ.update({k: env[k] for k in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")})
-        result = _run_loop(_run_bench(env, proc.pid, args.calls, args.seconds))
-        print(json.dumps(result, indent=2))
+        return {"media_plane": plane, **_run_loop(_run_bench(env, proc.pid, calls, seconds))}
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(30)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--planes",
+        default="thread",
+        help="comma-separated, measured in this order in one run: thread (the media plane's own thread, "
+        "the default) and/or loop (the plane on the server's event loop)",
+    )
+    args = parser.parse_args()
+    results = [_measure(plane, args.calls, args.seconds) for plane in args.planes.split(",")]
+    print(json.dumps(results if len(results) > 1 else results[0], indent=2))
 
 
 if __name__ == "__main__":

@@ -85,6 +85,9 @@ class Settings:
     # RFC 3261's T1 (ms): SIP's retransmission and timeout timers scale with it (a trunk that never answers
     # times out after 64 x T1, then the call fails over to the next trunk).
     sip_t1_ms: int = 500
+    # The media plane's ticks and sockets run in a thread of their own, out of reach of the server loop's
+    # pauses; false runs them on the server's loop (kept to measure the two side by side).
+    media_thread: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

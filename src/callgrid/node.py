@@ -174,7 +174,7 @@ class Node:
             self.resources,
             operation_seconds=0.0 if self.virtual_clock is not None else s.number_operation_seconds,
         )
-        self.media = MediaPlane(s.data_dir)
+        self.media = MediaPlane(s.data_dir, own_thread=s.media_thread)
         if self.virtual_clock is not None:
             self.virtual_clock.on_move(self.media.clock_moved)
         self.prompts = PromptLoader(self.media.prompts)

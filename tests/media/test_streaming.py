@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -272,3 +273,21 @@ def wait_for_metric(world: World, name: str, timeout: float) -> float:
                 return float(line.split()[1])
         time.sleep(0.25)
     raise AssertionError(f"{name} stayed 0 for {timeout} s")
+
+
+def test_a_server_that_stops_closes_its_streams_cleanly(
+    tmp_path: Path, callgrid_tls_dir: Path, webhook: WebhookReceiver, echo_app: MediaApp
+) -> None:
+    # A server of its own: this one is stopped (SIGTERM) while a call streams to the app.
+    server = CallgridServer(tmp_path / "callgrid", tls_dir=callgrid_tls_dir).start()
+    try:
+        world = make_world(server, webhook)
+        server_call_id, ccid = answer(world, media_streaming=streaming(echo_app.url))
+        callback(world, ccid, "MediaStreamingStarted")
+        play(world, server_call_id, chirp(0.5))
+        echo_app.wait_for(lambda: len(echo_app.of_kind("AudioData")) > 10)
+        server.stop()
+        # The media plane closed the socket with a close frame before the process ended.
+        assert echo_app.wait_for(lambda: echo_app.closes) == [1000]
+    finally:
+        server.stop()

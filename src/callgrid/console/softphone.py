@@ -2,7 +2,7 @@
 
 The browser's microphone is decoded, resampled to the media plane's 16 kHz mono and spoken into the call
 as its party's voice (`MediaPlane.speak`, as a simulated caller's); what that party hears (prompts, bot
-audio, the other parties) comes from the plane's ears for it (`MediaPlane.attach_ear`) and is sent back
+audio, the other parties) comes from the plane's ears for it (`MediaPlane.attach`) and is sent back
 at 20 ms a frame. Keys pressed on the keypad are the party's DTMF, as the simulator's `sendDtmf`.
 
 Signalling is one POST: the browser's offer with its ICE candidates gathered (aiortc does not trickle),
@@ -224,7 +224,7 @@ class Softphones:
             # The call's media ended (everyone hung up): the browser's connection goes too.
             self._spawn(session, self.hang_up(session))
 
-        session.detach = plane.attach_ear(session.server_call_id, session.raw_id, session.track.push, ended)
+        session.detach = plane.attach(session.server_call_id, session.raw_id, session.track.push, ended)
 
     async def _call_over(self, session: Session) -> bool:
         async with self._node.store.transaction() as tx:

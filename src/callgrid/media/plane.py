@@ -10,20 +10,31 @@ Frames are paced on the system's monotonic clock, whatever the simulation clock 
 time. The simulation clock still times operations (PlayCompleted, silence timeouts), so on a virtual
 clock a test moves the clock for those and lets audio (speech recognised, frames streamed) happen on
 its own. Calls with nothing to hear or say are not ticked; the frames they skip are silence.
+
+The plane runs in a thread of its own, with its own event loop: the ticks, the mixing and the media
+streams' sockets live there, so HTTP, store and delivery work on the server's loop cannot delay a frame
+(those pauses were the whole tail of frame pacing). The plane's state belongs to that thread. The port's
+commands are handed over with `call_soon_threadsafe`, in the order they were given, without waiting; the
+few calls that answer (`speak`, `heard`, `in_call`, `stop_recording`) wait for the plane's loop to run
+them. What goes the other way (events for the call core, a live party's frames) is handed to the
+server's loop the same way, a tick's frames at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
+import functools
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -151,22 +162,13 @@ class _Ears:
         self._frames = self._ticks = None
 
 
-class _PartyEar(FrameSink):
-    """A live listener for one party: every tick, what that party heard then (silence when nothing)."""
+@dataclass(eq=False)
+class _Ear:
+    """A live party's ears (a SIP trunk's RTP, the console's softphone): `deliver` gets what the party hears,
+    a 20 ms frame every tick (silence included), on the loop that attached it; `closed` when the call ends."""
 
-    def __init__(self, media: CallMedia, raw_id: str, deliver: Callable[[Pcm], None], closed: Callable[[], None]):
-        self._media = media
-        self._raw_id = raw_id
-        self._deliver = deliver
-        self._closed = closed
-
-    def on_frame(self, tick: int, mixed: Pcm | None, by_party: dict[str, Pcm | None]) -> None:
-        # Each leg's ears are written earlier in the same tick, so this tick's frame is there.
-        leg = self._media.legs.get(self._raw_id)
-        self._deliver(leg.heard.render(tick, tick + 1) if leg is not None else SILENCE)
-
-    def close(self) -> None:
-        self._closed()
+    deliver: Callable[[Pcm], None]
+    closed: Callable[[], None] | None = None
 
 
 @dataclass
@@ -196,8 +198,8 @@ class _Leg:
     app: bool = False
     speech: collections.deque[Pcm] = field(default_factory=collections.deque)
     heard: _Ears = field(default_factory=lambda: _Ears())
-    # A live party (a SIP trunk's RTP) hears each tick's frame through this, silence included.
-    ear: Callable[[Pcm], None] | None = None
+    # A live party hears each tick's frame through this, silence included.
+    ear: _Ear | None = None
 
 
 @dataclass
@@ -233,7 +235,8 @@ class CallMedia:
             or any(leg.speech or leg.ear is not None for leg in self.legs.values())
         )
 
-    def tick(self, tick: int) -> None:
+    def tick(self, tick: int, to_ears: list[tuple[_Ear, Pcm]]) -> None:
+        """Mix one tick; what live parties hear is added to `to_ears` (delivered on their own loop)."""
         spoken: dict[str, Pcm | None] = {}
         for raw_id, leg in self.legs.items():
             frame = leg.speech.popleft() if leg.speech else None
@@ -261,11 +264,7 @@ class CallMedia:
             if mixed is not None:
                 leg.heard.write(tick, mixed)
             if leg.ear is not None:
-                try:
-                    leg.ear(SILENCE if mixed is None else mixed)
-                except Exception:
-                    log.exception("a live party's ear failed; it is detached")
-                    leg.ear = None
+                to_ears.append((leg.ear, SILENCE if mixed is None else mixed))
         parties_mix = mix(voices)
         for sink in list(self.sinks.values()):
             try:
@@ -299,11 +298,47 @@ class CallMedia:
 
 EventHandler = Callable[[MediaEvent], Awaitable[None]]
 
+P = ParamSpec("P")
+R = TypeVar("R")
+SYNC_TIMEOUT_SECONDS = 10.0  # how long a caller waits for the plane's loop before giving up
+STOP_GRACE_SECONDS = 2.0  # sockets get this long to close cleanly when the server stops
+
+
+def _in_plane(method: Callable[Concatenate[MediaPlane, P], None]) -> Callable[Concatenate[MediaPlane, P], None]:
+    """A command run on the plane's loop: from any other thread it is handed over in order, not waited for."""
+
+    @functools.wraps(method)
+    def command(self: MediaPlane, /, *args: P.args, **kwargs: P.kwargs) -> None:
+        self._post(functools.partial(method, self, *args, **kwargs))
+
+    return command
+
+
+def _answered_in_plane(method: Callable[Concatenate[MediaPlane, P], R]) -> Callable[Concatenate[MediaPlane, P], R]:
+    """A call run on the plane's loop whose caller waits for the answer (after the commands before it)."""
+
+    @functools.wraps(method)
+    def call(self: MediaPlane, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._wait_for(functools.partial(method, self, *args, **kwargs))
+
+    return call
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop  # what the server's own loop runs on, when installed
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
 
 class MediaPlane:
-    """The node's media plane (implements `platform.media_port.MediaPlanePort`)."""
+    """The node's media plane (implements `platform.media_port.MediaPlanePort`).
 
-    def __init__(self, data_dir: Path, *, prompts: PromptCache | None = None) -> None:
+    `own_thread=False` runs it on the loop that starts it (one loop, as before the thread; kept for
+    measuring the two side by side)."""
+
+    def __init__(self, data_dir: Path, *, prompts: PromptCache | None = None, own_thread: bool = True) -> None:
         self.prompts = prompts or PromptCache()
         self.metrics = MediaMetrics()
         self._calls: dict[str, CallMedia] = {}
@@ -313,9 +348,13 @@ class MediaPlane:
         self._epoch = time.monotonic()
         self._wall_epoch = time.time() - (time.monotonic() - self._epoch)
         self._next_tick = 0  # the tick the loop runs next: behind the clock while the loop is late
+        self._own_thread = own_thread
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the plane's loop, while it runs
+        self._main: asyncio.AbstractEventLoop | None = None  # the server's loop: events and ears go there
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._events: asyncio.Queue[MediaEvent] = asyncio.Queue()
+        self._wake = asyncio.Event()  # used on the plane's loop only
+        self._events: asyncio.Queue[MediaEvent] = asyncio.Queue()  # on the server's loop
         self._event_task: asyncio.Task[None] | None = None
         self._handler: EventHandler | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -327,19 +366,104 @@ class MediaPlane:
 
     def start(self, handler: EventHandler) -> None:
         self._handler = handler
-        self._task = asyncio.create_task(self._run(), name="media-plane")
+        self._main = asyncio.get_running_loop()
         self._event_task = asyncio.create_task(self._dispatch(), name="media-events")
+        if not self._own_thread:
+            self._loop = self._main
+            self._task = asyncio.create_task(self._run(), name="media-plane")
+            return
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(started,), name="media-plane", daemon=True)
+        self._thread.start()
+        started.wait()
+
+    def _serve(self, started: threading.Event) -> None:
+        """The plane's thread: its loop runs the ticks and the sockets until `stop`."""
+        loop = _new_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        self._task = loop.create_task(self._run(), name="media-plane")
+        loop.call_soon(started.set)
+        try:
+            loop.run_forever()
+        finally:
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
 
     async def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is not None and thread is not None and thread.is_alive():
+            with contextlib.suppress(RuntimeError):
+                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._shut(), loop))
+                loop.call_soon_threadsafe(loop.stop)
+            await asyncio.to_thread(thread.join, STOP_GRACE_SECONDS * 5)
+        elif loop is not None:
+            await self._shut()
+        self._loop = self._thread = None
+        if self._event_task is not None:
+            self._event_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._event_task
+
+    async def _shut(self) -> None:
+        """On the plane's loop: every call's media ends (sockets close, ears hear it), then the ticks stop."""
         for media in list(self._calls.values()):
             self._end(media)
-        for task in (self._task, self._event_task, *self._background):
+        if self._task is not None:
+            self._task.cancel()
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=STOP_GRACE_SECONDS)
+        for task in (self._task, *self._background):
             if task is not None:
                 task.cancel()
-        for task in (self._task, self._event_task, *self._background):
+        for task in (self._task, *self._background):
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+    def _on_plane(self) -> bool:
+        """Whether this thread may touch the plane's state now (its own thread, or no thread running)."""
+        return self._thread is None or self._loop is None or threading.current_thread() is self._thread
+
+    def _post(self, command: Callable[[], None]) -> None:
+        loop = self._loop
+        if self._on_plane() or loop is None:
+            command()
+            return
+        with contextlib.suppress(RuntimeError):  # the plane has stopped: there is no audio left to command
+            loop.call_soon_threadsafe(command)
+
+    def _wait_for(self, call: Callable[[], R]) -> R:
+        loop = self._loop
+        if self._on_plane() or loop is None:
+            return call()
+        answer: concurrent.futures.Future[R] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                answer.set_result(call())
+            except BaseException as exc:
+                answer.set_exception(exc)
+
+        try:
+            loop.call_soon_threadsafe(run)
+        except RuntimeError:
+            return call()  # the plane's loop has closed (the server is stopping): nothing else touches it now
+        # The plane's loop never waits for the server's, so this returns within a tick's work.
+        return answer.result(SYNC_TIMEOUT_SECONDS)
+
+    def _to_main(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run `callback` on the server's loop (at once when the plane shares it)."""
+        main = self._main
+        if main is None or self._thread is None or threading.current_thread() is not self._thread:
+            callback(*args)
+            return
+        with contextlib.suppress(RuntimeError):  # the server's loop has closed: nobody is listening
+            main.call_soon_threadsafe(callback, *args)
 
     def now_tick(self) -> int:
         return int((time.monotonic() - self._epoch) / FRAME_SECONDS)
@@ -349,9 +473,11 @@ class MediaPlane:
         return datetime.fromtimestamp(self._wall_epoch + tick * FRAME_SECONDS, UTC)
 
     def emit(self, event: MediaEvent) -> None:
-        self._events.put_nowait(event)
+        """What the plane observed, for the call core (on the server's loop)."""
+        self._to_main(self._events.put_nowait, event)
 
     def spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        """A task of the plane's (a socket, a recognition), on the plane's loop."""
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         task.set_name(name)
         self._background.add(task)
@@ -369,6 +495,7 @@ class MediaPlane:
 
     # ---- MediaPlanePort -----------------------------------------------------------------------------
 
+    @_in_plane
     def call_state(self, server_call_id: str, parties: list[Party] | None) -> None:
         if parties is None:
             media = self._calls.pop(server_call_id, None)
@@ -396,17 +523,23 @@ class MediaPlane:
     def play(
         self, server_call_id: str, op_id: str, prompt_keys: list[str], targets: list[str] | None, loop: bool
     ) -> None:
+        # Cut into frames by the caller: the plane's loop only queues them.
         pcm = [self.prompts.get(key) for key in prompt_keys]
         frames = frames_of(np.concatenate(pcm)) if pcm else []
-        media = self.session(server_call_id)
-        media.prompts.append(_Prompt(op_id, frames, set(targets) if targets else None, loop))
+        self._play(server_call_id, _Prompt(op_id, frames, set(targets) if targets else None, loop))
+
+    @_in_plane
+    def _play(self, server_call_id: str, prompt: _Prompt) -> None:
+        self.session(server_call_id).prompts.append(prompt)
         self.wake()
 
+    @_in_plane
     def stop_play(self, server_call_id: str, op_id: str) -> None:
         media = self._calls.get(server_call_id)
         if media is not None:
             media.prompts = [p for p in media.prompts if p.op_id != op_id]
 
+    @_in_plane
     def listen(
         self,
         server_call_id: str,
@@ -429,6 +562,7 @@ class MediaPlane:
         )
         self.wake()
 
+    @_in_plane
     def stop_listen(self, server_call_id: str, op_id: str) -> None:
         media = self._calls.get(server_call_id)
         if media is not None:
@@ -436,8 +570,12 @@ class MediaPlane:
             if sink is not None:
                 sink.close()
 
+    @_answered_in_plane
     def speak(self, server_call_id: str, raw_id: str, pcm: Pcm) -> float:
         """A simulated party says `pcm` (after what it is still saying); returns when it will have finished."""
+        return self._speak(server_call_id, raw_id, pcm)
+
+    def _speak(self, server_call_id: str, raw_id: str, pcm: Pcm) -> float:
         media = self.session(server_call_id)
         leg = media.legs.get(raw_id)
         if leg is None:
@@ -446,47 +584,45 @@ class MediaPlane:
         self.wake()
         return len(leg.speech) * FRAME_SECONDS
 
+    @_answered_in_plane
     def in_call(self, server_call_id: str, raw_id: str) -> bool:
         """Whether `raw_id` is a party of the call's media now (it connected and has not left)."""
         media = self._calls.get(server_call_id)
         return media is not None and media.ended_tick is None and raw_id in media.legs
 
-    def attach_ear(
-        self, server_call_id: str, raw_id: str, deliver: Callable[[Pcm], None], closed: Callable[[], None]
+    def attach(
+        self,
+        server_call_id: str,
+        raw_id: str,
+        deliver: Callable[[Pcm], None],
+        closed: Callable[[], None] | None = None,
     ) -> Callable[[], None]:
-        """A live party's ears (the console's softphone): `deliver` gets what `raw_id` hears, a 20 ms frame
-        every tick, until the call ends (then `closed` is called) or the returned function detaches it.
-        Its voice goes in through `speak`, as any simulated party's."""
-        media = self.session(server_call_id)
-        key = "ear:" + raw_id
-        old = media.sinks.pop(key, None)
-        if old is not None:
-            old.close()
-        sink = _PartyEar(media, raw_id, deliver, closed)
-        media.sinks[key] = sink
-        self.wake()
+        """A live party (RTP over a SIP trunk, the console's softphone): `deliver` gets what `raw_id` hears,
+        a 20 ms frame every tick, on the caller's loop, until the call ends (then `closed` is called there)
+        or the returned function detaches it. Its voice goes in through `feed` (or `speak`)."""
+        ear = _Ear(deliver, closed)
+        self._attach(server_call_id, raw_id, ear)
+        return functools.partial(self._detach, server_call_id, raw_id, ear)
 
-        def detach() -> None:
-            if media.sinks.get(key) is sink:
-                del media.sinks[key]
-
-        return detach
-
-    def attach(self, server_call_id: str, raw_id: str, ear: Callable[[Pcm], None]) -> None:
-        """A live party (RTP over a SIP trunk): `ear` gets what it hears every 20 ms while its call is up."""
+    @_in_plane
+    def _attach(self, server_call_id: str, raw_id: str, ear: _Ear) -> None:
         media = self.session(server_call_id)
         leg = media.legs.get(raw_id)
         if leg is None:
             leg = media.legs[raw_id] = _Leg(raw_id, self.now_tick())
-        leg.ear = ear
+        old, leg.ear = leg.ear, ear
+        if old is not None and old.closed is not None:
+            self._to_main(old.closed)
         self.wake()
 
-    def detach(self, server_call_id: str, raw_id: str) -> None:
+    @_in_plane
+    def _detach(self, server_call_id: str, raw_id: str, ear: _Ear) -> None:
         media = self._calls.get(server_call_id)
-        leg = media.legs.get(raw_id) if media is not None else None
-        if leg is not None:
-            leg.ear = None
+        for leg in (media.legs.get(raw_id), media.departed.get(raw_id)) if media is not None else ():
+            if leg is not None and leg.ear is ear:
+                leg.ear = None
 
+    @_in_plane
     def feed(self, server_call_id: str, raw_id: str, frame: Pcm) -> None:
         """One 20 ms frame a live party said. Past a backlog of LIVE_BACKLOG_FRAMES (a peer sending faster
         than real time, or keys it pressed still sounding) frames are dropped: live audio stays live. The
@@ -501,22 +637,25 @@ class MediaPlane:
             return
         leg.speech.append(frame)
 
+    @_in_plane
     def tones(self, server_call_id: str, raw_id: str, tones: list[str]) -> None:
         gap = np.zeros(int(0.05 * RATE), dtype=np.int16)
         parts: list[Pcm] = []
         for tone in tones:
             parts.extend([codecs.dtmf_tone(TONE_KEYS.get(tone, tone), 0.15, RATE), gap])
         if parts:
-            self.speak(server_call_id, raw_id, np.concatenate(parts))
+            self._speak(server_call_id, raw_id, np.concatenate(parts))
         for sink in self.session(server_call_id).sinks.values():
             sink.on_tones(raw_id, tones)
 
+    @_answered_in_plane
     def heard(self, server_call_id: str, raw_id: str) -> Pcm | None:
         media = self._calls.get(server_call_id) or self._ended.get(server_call_id)
         if media is None or (raw_id not in media.legs and raw_id not in media.departed):
             return None
         return media.heard_by(raw_id, media.ended_tick if media.ended_tick is not None else self.now_tick())
 
+    @_in_plane
     def start_stream(self, options: StreamOptions) -> None:
         if self.stream_factory is None:
             return
@@ -528,6 +667,7 @@ class MediaPlane:
         media.sinks[key] = self.stream_factory(self, media, options)
         self.wake()
 
+    @_in_plane
     def stop_stream(self, server_call_id: str, kind: str, call_connection_id: str) -> None:
         media = self._calls.get(server_call_id)
         if media is None:
@@ -536,6 +676,7 @@ class MediaPlane:
         if sink is not None:
             sink.close()
 
+    @_in_plane
     def update_transcription(self, server_call_id: str, call_connection_id: str, locale: str) -> None:
         media = self._calls.get(server_call_id)
         sink = media.sinks.get(f"transcription:{call_connection_id}") if media else None
@@ -543,10 +684,12 @@ class MediaPlane:
             sink.locale = locale
 
     def app_audio(self, media: CallMedia, pcm: Pcm) -> None:
-        """Audio an app streamed into its call (bidirectional streaming): heard by every party."""
+        """Audio an app streamed into its call (bidirectional streaming): heard by every party. On the
+        plane's loop (the stream's socket lives there)."""
         media.app_audio.extend(frames_of(pcm))
         self.wake()
 
+    @_in_plane
     def start_recording(self, server_call_id: str, recording_id: str, channel_type: str, active: bool) -> None:
         media = self.session(server_call_id)
         rec = _Recording(recording_id, server_call_id, channel_type, active)
@@ -554,24 +697,17 @@ class MediaPlane:
         self._recordings[recording_id] = rec
         self.wake()
 
+    @_in_plane
     def set_recording_active(self, recording_id: str, active: bool) -> None:
         rec = self._recordings.get(recording_id)
         if rec is not None:
             rec.active = active
 
     def stop_recording(self, recording_id: str, format_type: str, content_type: str, min_seconds: float) -> None:
-        rec = self._recordings.pop(recording_id, None)
+        rec = self._take_recording(recording_id, min_seconds)
         if rec is None:
             return
-        short = round(min_seconds / FRAME_SECONDS) - rec.length
-        if short > 0:
-            # The call's clock recorded longer than audio played (a virtual clock moved): silence fills it.
-            rec.mixed.extend([SILENCE] * short)
-            for frames in rec.channels.values():
-                frames.extend([SILENCE] * short)
-        media = self._calls.get(rec.server_call_id)
-        if media is not None and media.recording is rec:
-            media.recording = None
+        # Encoded and written by the caller: the plane's loop has let the recording go.
         if rec.channel_type == "unmixed" and rec.channels:
             channels = [_joined(frames) for frames in rec.channels.values()]
         else:
@@ -583,6 +719,23 @@ class MediaPlane:
         tmp.write_bytes(data)
         tmp.replace(path)
 
+    @_answered_in_plane
+    def _take_recording(self, recording_id: str, min_seconds: float) -> _Recording | None:
+        rec = self._recordings.pop(recording_id, None)
+        if rec is None:
+            return None
+        short = round(min_seconds / FRAME_SECONDS) - rec.length
+        if short > 0:
+            # The call's clock recorded longer than audio played (a virtual clock moved): silence fills it.
+            rec.mixed.extend([SILENCE] * short)
+            for frames in rec.channels.values():
+                frames.extend([SILENCE] * short)
+        media = self._calls.get(rec.server_call_id)
+        if media is not None and media.recording is rec:
+            media.recording = None
+        return rec
+
+    @_in_plane
     def clock_moved(self, seconds: float) -> None:
         """A virtual clock jumped ahead: recordings running then hear that time pass as silence, so what
         happened after the jump stays after it (a key pressed 2 s in is 2 s in, plus the real time the
@@ -613,6 +766,26 @@ class MediaPlane:
         media.sinks.clear()
         media.prompts.clear()
         media.app_audio.clear()
+        for leg in [*media.legs.values(), *media.departed.values()]:
+            ear, leg.ear = leg.ear, None
+            if ear is not None and ear.closed is not None:
+                self._to_main(ear.closed)
+
+    def _hear(self, to_ears: list[tuple[_Ear, Pcm]]) -> None:
+        """On the server's loop: a tick's frames to the live parties that attached there."""
+        for ear, frame in to_ears:
+            try:
+                ear.deliver(frame)
+            except Exception:
+                log.exception("a live party's ear failed; it is detached")
+                self._drop_ear(ear)
+
+    @_in_plane
+    def _drop_ear(self, ear: _Ear) -> None:
+        for media in self._calls.values():
+            for leg in media.legs.values():
+                if leg.ear is ear:
+                    leg.ear = None
 
     async def _run(self) -> None:
         next_tick = self.now_tick()
@@ -634,9 +807,12 @@ class MediaPlane:
             self.metrics.lateness(late)
             if late > 0.05:
                 self.metrics.count("ticksLateOver50ms")
+            to_ears: list[tuple[_Ear, Pcm]] = []
             for media in list(self._calls.values()):
                 if media.active:
-                    media.tick(next_tick)
+                    media.tick(next_tick, to_ears)
+            if to_ears:
+                self._to_main(self._hear, to_ears)
             next_tick += 1
             self._next_tick = next_tick
 

@@ -25,7 +25,7 @@ import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -101,6 +101,7 @@ class Leg:
     answer: Response | None = None  # inbound: the 200 retransmitted until ACK
     keys: asyncio.Lock = field(default_factory=asyncio.Lock)
     started: float = field(default_factory=time.monotonic)
+    detach_media: Callable[[], None] | None = None  # the leg's ears in the media plane, once attached
 
     @property
     def key(self) -> tuple[str, str]:
@@ -511,7 +512,7 @@ class SipTrunk:
 
         leg.rtp.on_audio = heard
         leg.rtp.on_key = lambda key: self._key(leg, key)
-        plane.attach(scid, raw_id, leg.rtp.hear)
+        leg.detach_media = plane.attach(scid, raw_id, leg.rtp.hear)
 
     def _answer_response(
         self, request: Request, leg: Leg, *, direction: str = "sendrecv", offer: bool = False
@@ -614,8 +615,9 @@ class SipTrunk:
         leg.rtp.received = leg.rtp.sent = 0
         leg.state = "ended"
         leg.rtp.close()
-        if leg.server_call_id:
-            self.node.media.detach(leg.server_call_id, leg.raw_id)
+        if leg.detach_media is not None:
+            leg.detach_media()
+            leg.detach_media = None
         self.dialogs.pop(leg.key, None)
         legs = self.by_call.get(leg.server_call_id)
         if legs is not None:
