@@ -32,12 +32,15 @@ async def test_frames_queued_while_the_loop_was_stalled_are_all_mixed(tmp_path: 
         plane.attach("call-1", "4:+12065550100", lambda frame: None)
         plane.attach("call-1", "4:+14255551212", heard.append)
         await asyncio.sleep(0.1)
-        # The loop is blocked for 600 ms; then the packets that arrived meanwhile are read in one go.
-        time.sleep(0.6)
+        # The plane's loop (its own thread) is blocked for 600 ms, and the packets that arrive meanwhile
+        # wait behind it; when it runs again they are read in one go.
+        assert plane._loop is not None
+        plane._loop.call_soon_threadsafe(time.sleep, 0.6)
+        await asyncio.sleep(0.3)
         frames = 3 * LIVE_BACKLOG_FRAMES
         for _ in range(frames):
             plane.feed("call-1", "4:+12065550100", VOICE)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.9)
     finally:
         await plane.stop()
     voiced = sum(1 for frame in heard if frame is not SILENCE and np.any(frame))
