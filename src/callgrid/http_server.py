@@ -29,6 +29,7 @@ def guarded_protocol(headers_timeout: float) -> type[asyncio.Protocol]:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self.transport = _CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
             self._arm_headers_deadline()
 
         def data_received(self, data: bytes) -> None:
@@ -63,6 +64,39 @@ def guarded_protocol(headers_timeout: float) -> type[asyncio.Protocol]:
                 self.transport.close()
 
     return HeadersDeadlineProtocol
+
+
+class _CoalescingTransport:
+    """A transport whose writes in one turn of the loop go out as one.
+
+    uvicorn writes a response's status line and headers, then its body: over TLS that is two records, two
+    encryptions and two sends (and two reads on the client's side) for what is nearly always one small
+    answer. Held until the end of the turn, they leave together; nothing waits longer than that turn.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def run(

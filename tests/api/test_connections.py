@@ -90,3 +90,23 @@ def test_a_kept_alive_connection_still_serves_requests_in_time(server: CallgridS
         assert _closed_by_server(conn.sock, HEADERS_TIMEOUT + 5)
     finally:
         conn.close()
+
+
+def test_a_response_leaves_in_one_tls_record(server: CallgridServer) -> None:
+    # Status line, headers and body in one write: one TLS record, so one read on the client's side
+    # returns the whole answer (uvicorn alone writes the head and the body as two records).
+    sock = _tls(server)
+    try:
+        for _ in range(3):  # and again on the kept-alive connection
+            sock.sendall(b"GET /callgrid/v1/calls HTTP/1.1\r\nHost: localhost\r\n\r\n")  # unsigned: a 401
+            first = sock.recv(65536)
+            head, _, body = first.partition(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            assert head.startswith(b"HTTP/1.1 401")
+            assert len(body) == length > 0, f"the first read held {len(body)} of {length} body bytes"
+    finally:
+        sock.close()
