@@ -28,8 +28,10 @@ class TimerService:
         self._idle_poll = idle_poll_seconds
         self._handlers: dict[str, TimerHandler] = {}
         self._wake = asyncio.Event()
-        # When the loop next looks by itself; -inf while it is looking (it will see what is added).
-        self._deadline = -math.inf
+        # When the loop next looks by itself; +inf while it is looking: a timer added then may come after
+        # the look read the store (a transaction's end awaits its group's COMMIT), so it wakes the loop, which
+        # looks once more before it sleeps.
+        self._deadline = math.inf
 
     def register(self, kind: str, handler: TimerHandler) -> None:
         self._handlers[kind] = handler
@@ -74,7 +76,7 @@ class TimerService:
     async def run_forever(self) -> None:
         while True:
             self._wake.clear()
-            self._deadline = -math.inf
+            self._deadline = math.inf
             try:
                 next_due = await self.run_due()
             except Exception:
