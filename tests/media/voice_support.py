@@ -42,7 +42,15 @@ def callback(world: World, ccid: str, name: str, index: int = 0) -> dict[str, ob
         ]
         return dict(hits[index]["data"]) if len(hits) > index else None
 
-    return world.webhook.wait_until(found, timeout=30)  # type: ignore[no-any-return]
+    try:
+        return world.webhook.wait_until(found, timeout=30)  # type: ignore[no-any-return]
+    except AssertionError as exc:
+        # What the call went through, and the server's last words: a missing callback says little alone.
+        timeline = world.client.request("GET", "/callgrid/v1/calls?limit=5")
+        log = world.server.log_path.read_text(errors="replace").splitlines()[-40:]
+        raise AssertionError(
+            f"no {name} for {ccid}: {exc}\ncalls: {timeline}\nserver log:\n" + "\n".join(log)
+        ) from None
 
 
 def say(world: World, server_call_id: str, text: str, raw_id: str = CALLER) -> float:
