@@ -277,6 +277,25 @@ def test_calls_between_resources_are_refused(callgrid: CallgridServer) -> None:
     assert callgrid.place_call(CALLER, NUMBER_A)["state"] == "ringing"
 
 
+def test_a_resources_listings_are_not_crowded_out_by_another_resources(callgrid: CallgridServer) -> None:
+    """`limit` counts the asking resource's calls and identities, not the server's."""
+    b = callgrid.create_resource("team-b")
+    b.own_number(NUMBER_B)
+    callgrid.own_number(NUMBER_A)
+    user_b = _identity(b).create_user().properties["id"]
+    b_call = b.place_call(CALLER, NUMBER_B)["serverCallId"]
+    ident_a = _identity(callgrid)
+    for _ in range(3):  # newer than B's: the server's newest three are all A's
+        ident_a.create_user()
+        callgrid.place_call(CALLER, NUMBER_A)
+
+    calls = b.client().request("GET", "/callgrid/v1/calls?limit=2")["value"]
+    assert [c["serverCallId"] for c in calls] == [b_call]
+    identities = b.client().request("GET", "/callgrid/v1/identities?limit=2")["value"]
+    assert [i["rawId"] for i in identities] == [user_b]
+    assert len(callgrid.client().request("GET", "/callgrid/v1/calls?limit=2")["value"]) == 2
+
+
 def test_a_key_reaches_only_its_resource_and_a_retired_key_nothing(callgrid: CallgridServer) -> None:
     b = callgrid.create_resource("team-b")
     secondary = b.env["CALLGRID_SECONDARY_ACCESS_KEY"]

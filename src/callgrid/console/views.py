@@ -153,7 +153,7 @@ def callback_claims(node: Node) -> dict[str, Any]:
 async def directory_view(node: Node) -> dict[str, Any]:
     async with node.store.transaction() as tx:
         numbers, _ = await node.numbers.list(tx, node.resource, 0, 200)
-        identities = [i for i in await tx.list_identities(200) if node.resource.owns_user(i["id"])]
+        identities = await tx.list_identities(200, node.resource.user_prefix)
     return {"numbers": numbers, "identities": identities}
 
 

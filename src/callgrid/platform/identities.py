@@ -44,16 +44,15 @@ class IdentityService:
         return user_id
 
     async def list_identities(self, tx: StoreTx, resource: CommunicationResource, limit: int) -> list[dict[str, Any]]:
-        """`resource`'s newest identities first (of the server's newest `limit`): raw id, when created, when
-        its tokens were last revoked."""
+        """`resource`'s newest `limit` identities first: raw id, when created, when its tokens were last
+        revoked."""
         return [
             {
                 "rawId": row["id"],
                 "createdAt": iso_z(row["createdAt"]),
                 "tokensRevokedAt": None if row["tokensRevokedAt"] is None else iso_z(row["tokensRevokedAt"]),
             }
-            for row in await tx.list_identities(limit)
-            if resource.owns_user(row["id"])
+            for row in await tx.list_identities(limit, resource.user_prefix)
         ]
 
     async def exists(self, tx: StoreTx, resource: CommunicationResource, user_id: str) -> bool:

@@ -376,9 +376,13 @@ class _PostgresTx:
             return None
         return {"id": row[0], "createdAt": row[1], "tokensRevokedAt": row[2]}
 
-    async def list_identities(self, limit: int) -> list[dict[str, Any]]:
+    async def list_identities(self, limit: int, prefix: str = "") -> list[dict[str, Any]]:
         rows = await self._all(
-            "SELECT id, created_at, tokens_revoked_at FROM identities ORDER BY created_at DESC, id LIMIT %s", limit
+            "SELECT id, created_at, tokens_revoked_at FROM identities WHERE left(id, %s) = %s "
+            "ORDER BY created_at DESC, id LIMIT %s",
+            len(prefix),
+            prefix,
+            limit,
         )
         return [{"id": r[0], "createdAt": r[1], "tokensRevokedAt": r[2]} for r in rows]
 
@@ -493,8 +497,16 @@ class _PostgresTx:
     async def get_call(self, server_call_id: str) -> dict[str, Any] | None:
         return await self._get_doc("calls", "server_call_id", server_call_id)
 
-    async def list_calls(self, limit: int) -> list[dict[str, Any]]:
-        rows = await self._all("SELECT doc FROM calls ORDER BY updated_at DESC LIMIT %s", limit)
+    async def list_calls(self, limit: int, resource_ids: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        if resource_ids is None:
+            rows = await self._all("SELECT doc FROM calls ORDER BY updated_at DESC LIMIT %s", limit)
+        else:
+            rows = await self._all(
+                "SELECT doc FROM calls WHERE COALESCE(doc::jsonb ->> 'resource_id', '') = ANY(%s) "
+                "ORDER BY updated_at DESC LIMIT %s",
+                list(resource_ids),
+                limit,
+            )
         return [json.loads(r[0]) for r in rows]
 
     async def add_call_connection(self, call_connection_id: str, server_call_id: str) -> None:

@@ -394,9 +394,11 @@ class _SqliteTx:
             return None
         return {"id": row[0], "createdAt": row[1], "tokensRevokedAt": row[2]}
 
-    async def list_identities(self, limit: int) -> list[dict[str, Any]]:
+    async def list_identities(self, limit: int, prefix: str = "") -> list[dict[str, Any]]:
         rows = self._c.execute(
-            "SELECT id, created_at, tokens_revoked_at FROM identities ORDER BY created_at DESC, id LIMIT ?", (limit,)
+            "SELECT id, created_at, tokens_revoked_at FROM identities WHERE substr(id, 1, ?) = ? "
+            "ORDER BY created_at DESC, id LIMIT ?",
+            (len(prefix), prefix, limit),
         ).fetchall()
         return [{"id": r[0], "createdAt": r[1], "tokensRevokedAt": r[2]} for r in rows]
 
@@ -528,8 +530,17 @@ class _SqliteTx:
     async def get_call(self, server_call_id: str) -> dict[str, Any] | None:
         return _doc(self._one("SELECT doc FROM calls WHERE server_call_id = ?", server_call_id))
 
-    async def list_calls(self, limit: int) -> list[dict[str, Any]]:
-        rows = self._c.execute("SELECT doc FROM calls ORDER BY updated_at DESC LIMIT ?", (limit,)).fetchall()
+    async def list_calls(self, limit: int, resource_ids: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        if resource_ids is None:
+            rows = self._c.execute("SELECT doc FROM calls ORDER BY updated_at DESC LIMIT ?", (limit,)).fetchall()
+        else:
+            # Filtered while walking the updated_at index: it stops at the limit'th call of the resources.
+            marks = ", ".join("?" * len(resource_ids))
+            rows = self._c.execute(
+                f"SELECT doc FROM calls WHERE COALESCE(json_extract(doc, '$.resource_id'), '') IN ({marks}) "
+                "ORDER BY updated_at DESC LIMIT ?",
+                (*resource_ids, limit),
+            ).fetchall()
         return [json.loads(r[0]) for r in rows]
 
     async def add_call_connection(self, call_connection_id: str, server_call_id: str) -> None:

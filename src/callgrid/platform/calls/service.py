@@ -324,8 +324,12 @@ class CallService:
     async def list_calls(
         self, tx: StoreTx, limit: int = 100, resource: CommunicationResource | None = None
     ) -> list[Call]:
-        calls = [Call.from_doc(d) for d in await tx.list_calls(limit)]
-        return calls if resource is None else [c for c in calls if self.owns(resource, c)]
+        if resource is None:
+            return [Call.from_doc(d) for d in await tx.list_calls(limit)]
+        # The store filters before its limit: a resource's calls are not crowded out by another's.
+        ids = (resource.immutable_id, "") if resource.immutable_id == self.resources.default.immutable_id else None
+        docs = await tx.list_calls(limit, ids or (resource.immutable_id,))
+        return [Call.from_doc(d) for d in docs]
 
     async def set_device(
         self,
