@@ -10,7 +10,6 @@ import asyncio
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from route_latency import Bench, _free_port, _identity_subscription, _run, _wait
+from route_latency import Bench, _free_port, _identity_subscription, _run, _wait, stop
 
 
 @dataclass
@@ -71,11 +70,7 @@ def callgrid(*extra: str, prefix: str = "callgrid-bench-") -> Iterator[Served]:
         yield Served(proc, env, work)
         ok = True
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         if ok:
             shutil.rmtree(work, ignore_errors=True)
         else:

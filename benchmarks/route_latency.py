@@ -430,16 +430,21 @@ def main() -> None:
         finished = True
     finally:
         for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+            stop(p)
         # Both stores and both servers' logs: tens of MB a run, worth keeping only to see what went wrong.
         if finished:
             shutil.rmtree(work, ignore_errors=True)
         else:
             print(f"route_latency: servers' logs and stores kept in {work}", file=sys.stderr)
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL if it is still there 15 s later."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def _run_loop(main: Any) -> Any:

@@ -35,6 +35,15 @@ def _routes(sip_routing: Any, us_port: int, uk_port: int) -> None:
     )
 
 
+def _call_out(automation: CallAutomationClient, app: WebhookReceiver, number: str) -> str:
+    """The app calls `number` from the owned number: the call leaves over the trunks."""
+    created = automation.create_call(
+        PhoneNumberIdentifier(number), app.url + "/callbacks", source_caller_id_number=PhoneNumberIdentifier(OWNED)
+    )
+    assert created.call_connection_id is not None
+    return created.call_connection_id
+
+
 def test_trunks_and_routes_round_trip_through_the_sdk(sip: CallgridServer, sip_routing: Any) -> None:
     _routes(sip_routing, 5071, 5072)
     trunks = {t.fqdn: t.sip_signaling_port for t in sip_routing.list_trunks()}
@@ -66,12 +75,7 @@ def test_a_created_call_leaves_over_the_first_matching_route_and_is_answered(
     _routes(sip_routing, us.port, uk.port)
     uk.start()
     try:
-        created = automation.create_call(
-            PhoneNumberIdentifier(UK_NUMBER),
-            app.url + "/callbacks",
-            source_caller_id_number=PhoneNumberIdentifier(OWNED),
-        )
-        ccid = created.call_connection_id
+        ccid = _call_out(automation, app, UK_NUMBER)
         app.wait_for(
             "Microsoft.Communication.CallConnected", lambda e: e["data"]["callConnectionId"] == ccid, timeout=20
         )
@@ -101,12 +105,7 @@ def test_the_far_end_refusing_fails_the_created_call(
     _routes(sip_routing, us.port, us.port)
     us.start()
     try:
-        created = automation.create_call(
-            PhoneNumberIdentifier(US_NUMBER),
-            app.url + "/callbacks",
-            source_caller_id_number=PhoneNumberIdentifier(OWNED),
-        )
-        ccid = created.call_connection_id
+        ccid = _call_out(automation, app, US_NUMBER)
         failed = app.wait_for(
             "Microsoft.Communication.CreateCallFailed", lambda e: e["data"]["callConnectionId"] == ccid, timeout=20
         )
@@ -125,12 +124,7 @@ def test_a_far_end_that_rings_past_the_timeout_is_cancelled(
     _routes(sip_routing, us.port, us.port)
     us.start()
     try:
-        created = automation.create_call(
-            PhoneNumberIdentifier(US_NUMBER),
-            app.url + "/callbacks",
-            source_caller_id_number=PhoneNumberIdentifier(OWNED),
-        )
-        ccid = created.call_connection_id
+        ccid = _call_out(automation, app, US_NUMBER)
         app.wait_until(lambda: "180 Ringing" in us.trace(), timeout=20)
         sip.advance(31)
         failed = app.wait_for(
@@ -229,12 +223,7 @@ def test_the_far_end_hanging_up_ends_a_two_party_call(
     _routes(sip_routing, far.port, far.port)
     far.start()
     try:
-        created = automation.create_call(
-            PhoneNumberIdentifier(US_NUMBER),
-            app.url + "/callbacks",
-            source_caller_id_number=PhoneNumberIdentifier(OWNED),
-        )
-        ccid = created.call_connection_id
+        ccid = _call_out(automation, app, US_NUMBER)
         app.wait_for(
             "Microsoft.Communication.CallConnected", lambda e: e["data"]["callConnectionId"] == ccid, timeout=20
         )
@@ -269,12 +258,7 @@ def test_a_trunk_answering_503_over_udp_hands_the_call_to_the_next_route(
     busy.start()
     spare.start()
     try:
-        created = automation.create_call(
-            PhoneNumberIdentifier(US_NUMBER),
-            app.url + "/callbacks",
-            source_caller_id_number=PhoneNumberIdentifier(OWNED),
-        )
-        ccid = created.call_connection_id
+        ccid = _call_out(automation, app, US_NUMBER)
         app.wait_for(
             "Microsoft.Communication.CallConnected", lambda e: e["data"]["callConnectionId"] == ccid, timeout=20
         )
