@@ -135,6 +135,7 @@ class SipTrunk:
         self.allowed_networks = [ipaddress.ip_network(n.strip(), strict=False) for n in allow if n.strip()]
         self.dialogs: dict[tuple[str, str], Leg] = {}
         self.by_call: dict[str, list[Leg]] = {}
+        self._revisions: dict[str, int] = {}  # the newest snapshot followed, per call with legs here
         self._tasks: set[asyncio.Task[Any]] = set()
         self._resolved: dict[str, tuple[float, list[str]]] = {}
         self._trunk_addresses: set[str] = set()
@@ -565,6 +566,12 @@ class SipTrunk:
         legs = self.by_call.get(call.server_call_id)
         if not legs:
             return
+        # A snapshot older than one already followed would undo it (a CANCEL or BYE for a leg that has just
+        # answered): two transactions' actions on one call may run in the other order than they committed.
+        if call.revision < self._revisions.get(call.server_call_id, 0):
+            self.count("staleCallSnapshotsIgnored")
+            return
+        self._revisions[call.server_call_id] = call.revision
         for leg in list(legs):
             self._follow(leg, call)
 
@@ -625,6 +632,7 @@ class SipTrunk:
                 legs.remove(leg)
             if not legs:
                 del self.by_call[leg.server_call_id]
+                self._revisions.pop(leg.server_call_id, None)
 
     def _far_end_left(self, leg: Leg) -> None:
         """The far end hung up (BYE, CANCEL, no ACK): the call core hears it; the leg is closed."""

@@ -120,6 +120,8 @@ class Call:
     # Events raised in one instant get strictly increasing times, so their order survives delivery.
     last_event_time: float = 0.0
     participants_sequence: int = 0
+    # How many times the call was saved: orders the committed snapshots of one call (see `save`).
+    revision: int = 0
     media: dict[str, Any] = field(default_factory=dict)  # owned by platform/media.py
     # The immutable id of the resource the call belongs to ("" in calls saved before there were several).
     resource_id: str = ""

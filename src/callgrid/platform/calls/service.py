@@ -1236,6 +1236,9 @@ class CallService:
             return  # the call is gone (reset, or never stored here)
 
     async def save(self, tx: StoreTx, call: Call) -> None:
+        # After-commit actions can run out of commit order (a commit, an await, then its actions): the
+        # revision lets a follower (the SIP trunk) tell an older snapshot from a newer one.
+        call.revision += 1
         await tx.put_call(call.server_call_id, call.to_doc(), self._clock.now())
         # The media plane follows who is in the call once this is committed.
         plane, server_call_id = self.media_plane, call.server_call_id
