@@ -590,8 +590,13 @@ class SipTrunk:
                 self._hang_up(leg, 0)
             return
         offer = call.offer(leg.offer_id)
+        if offer is None:
+            # A snapshot from before this leg's offer was made (offers are never removed): it ran its
+            # after-commit actions after the ringing transaction's, so it says nothing about this leg.
+            self.count("staleCallSnapshotsIgnored")
+            return
         if leg.state == "ringing":
-            if call.state == CallState.DISCONNECTED or offer is None or offer.state != OfferState.RINGING:
+            if call.state == CallState.DISCONNECTED or offer.state != OfferState.RINGING:
                 self._hang_up(leg, 0)
         elif not in_call:
             self._hang_up(leg, 0)
