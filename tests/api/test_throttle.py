@@ -128,8 +128,9 @@ def test_scrapes_and_health_probes_are_never_refused(server: CallgridServer) -> 
 
 
 async def test_deliveries_running_late_refuse_requests_until_they_catch_up(tmp_path: Path) -> None:
-    """The second trigger, on a real store: a due delivery 10 s late is seen by the sampler; once it is
-    claimed (as the delivery engine claims it) the lag is gone and requests are admitted again."""
+    """The second trigger, on a real store: a due delivery 10 s late is seen by the sampler and requests that
+    could add work are refused, while reads are still answered; once it is claimed (as the delivery engine
+    claims it) the lag is gone and everything is admitted again."""
     from callgrid.api.throttle import Admission
     from callgrid.clock import VirtualClock
     from callgrid.store import DeliveryRow, open_store
@@ -154,11 +155,12 @@ async def test_deliveries_running_late_refuse_requests_until_they_catch_up(tmp_p
             )
         await _until_async(lambda: admission.delivery_lag_seconds > 0, "the sampler saw the late delivery")
         assert admission.delivery_lag_seconds == pytest.approx(10, abs=0.5)
-        assert admission.refuses()
+        assert admission.refuses("POST") and admission.refuses("PUT") and admission.refuses("DELETE")
+        assert not admission.refuses("GET") and not admission.refuses("HEAD")
         async with store.transaction() as tx:
             assert [r.id for r, _ in await tx.claim_deliveries(now, 10, now + 60)] == ["d1"]
         await _until_async(lambda: admission.delivery_lag_seconds == 0, "the lag was gone once claimed")
-        assert not admission.refuses()
+        assert not admission.refuses("POST")
     finally:
         watching.cancel()
         await store.close()

@@ -10,13 +10,16 @@ comes back when the queue has drained. The refusals are counted in `/metrics`.
 Requests are not the only queue: each accepted call leaves deliveries behind it, and past capacity those
 wait while new calls keep being accepted cheaply. So, on the system clock, a task samples how far the
 oldest due delivery is behind (the store's `next_delivery_due`, every 0.1 s) and, while that is more than
-`max_delivery_lag_seconds`, requests are refused the same way. On a virtual clock the sampling is off: moving
-the clock makes deliveries due at once by design.
+`max_delivery_lag_seconds`, requests that could add work (any method but GET, HEAD and OPTIONS) are refused
+the same way. Reads are still answered then: they leave no delivery behind, and a client watching a backlog
+drain must be able to see it. On a virtual clock the sampling is off: moving the clock makes deliveries due
+at once by design.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -25,12 +28,15 @@ from callgrid.api.errors import error_response
 from callgrid.clock import Clock
 from callgrid.store import Store, StoreUnavailable
 
+log = logging.getLogger(__name__)
+
 # Never refused, never counted: Prometheus must see an overload, probes must not call a busy server dead,
 # and the console's event stream stays open for as long as a browser watches.
 _EXEMPT = ("/metrics", "/callgrid/v1/health", "/console")
 # A refused request's unread body up to this size is left for the HTTP parser to skip, keeping the
 # connection (a new TLS handshake per refusal would cost more than the refusal saves); above it, close.
 _KEEP_ALIVE_BODY_LIMIT = 64 * 1024
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass
@@ -45,10 +51,10 @@ class Admission:
     throttled: int = 0
     delivery_lag_seconds: float = 0.0
 
-    def refuses(self) -> bool:
+    def refuses(self, method: str) -> bool:
         if 0 < self.max_requests_in_flight <= self.in_flight:
             return True
-        return 0 < self.max_delivery_lag_seconds < self.delivery_lag_seconds
+        return method not in _READS and 0 < self.max_delivery_lag_seconds < self.delivery_lag_seconds
 
     def snapshot(self) -> dict[str, float]:
         return {
@@ -68,6 +74,10 @@ class Admission:
                 self.delivery_lag_seconds = max(0.0, clock.now() - due) if due is not None else 0.0
             except StoreUnavailable:
                 self.delivery_lag_seconds = 0.0  # the requests themselves will say so
+            except Exception:
+                # A stale lag would refuse every request for good: forget it, say why, and keep sampling.
+                log.exception("could not sample the delivery lag")
+                self.delivery_lag_seconds = 0.0
             await asyncio.sleep(interval)
 
 
@@ -83,7 +93,7 @@ class Throttle:
             await self.app(scope, receive, send)
             return
         admission = self.admission
-        if admission.refuses():
+        if admission.refuses(scope["method"]):
             admission.throttled += 1
             await self._refuse(scope, receive, send)
             return
