@@ -46,6 +46,8 @@ LATE_ANSWER_WINDOW_SECONDS = 180.0
 _REVALIDATION_WAIT_SECONDS = 10.0
 # Outcome recorded for an event that expired or was dropped without any attempt.
 _NO_ATTEMPT_OUTCOME = "Canceled"
+# How long (real time) a clock moved in steps waits for sends, claims or records that are not a POST in flight.
+_SETTLE_LIMIT_SECONDS = 30.0
 
 
 @dataclass
@@ -467,6 +469,10 @@ class DeliveryEngine:
             self._recording += 1
             try:
                 await self._record_batch(batch)
+            except Exception:
+                # This task must outlive a bad batch: the batch's leases stay and its rows are sent again.
+                log.exception("could not record a batch of delivery outcomes")
+                self._in_flight_ids.difference_update(r.id for request, _ in batch for r in request.rows)
             finally:
                 self._recording -= 1
 
@@ -591,12 +597,28 @@ class DeliveryEngine:
         """Wait (real time) until the POSTs in flight are answered and their outcomes recorded.
 
         A POST still unanswered `patience` real seconds after it was sent is left to its response time
-        limit, which falls due on the clock like any other work.
+        limit, which falls due on the clock like any other work. Sends waiting for their turn, claims and
+        records of outcomes are waited for up to `_SETTLE_LIMIT_SECONDS`, then left, and said: moving a
+        clock must never hang on a store slow to answer or on a slot that only the clock can free.
         """
+        began = time.perf_counter()
         while True:
-            started = time.perf_counter() - patience
-            answering = [t for t in self._in_flight if self._sending_since.get(t, time.perf_counter()) > started]
-            if not (answering or self._dispatching or self._recording or not self._done.empty()):
+            now = time.perf_counter()
+            sending = [self._sending_since.get(t) for t in self._in_flight]
+            answering = any(since is not None and since > now - patience for since in sending)
+            waiting = None in sending or self._dispatching or self._recording or not self._done.empty()
+            if not answering and not waiting:
+                return
+            if not answering and now - began > _SETTLE_LIMIT_SECONDS:
+                log.warning(
+                    "the clock moves on after %.0f s with deliveries still waiting to be sent (%d), claimed (%d) "
+                    "or recorded (%d, %d queued)",
+                    now - began,
+                    sending.count(None),
+                    self._dispatching,
+                    self._recording,
+                    self._done.qsize(),
+                )
                 return
             await asyncio.sleep(0.002)
 
