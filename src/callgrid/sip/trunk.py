@@ -218,7 +218,7 @@ class SipTrunk:
         if not new or tx is None:
             return
         method = message.method
-        to_tag = self.layer.tag_of(message.get("To"))
+        to_tag = message.tag("To")
         if to_tag is not None:
             self._in_dialog(tx, to_tag)
         elif method == "INVITE":
@@ -343,7 +343,7 @@ class SipTrunk:
             self._far_end_left(leg)
 
     def _ack(self, ack: Request) -> None:
-        leg = self.dialogs.get((ack.call_id, self.layer.tag_of(ack.get("To")) or ""))
+        leg = self.dialogs.get((ack.call_id, ack.tag("To") or ""))
         if leg is None or leg.state == "ended":
             return
         if leg.state == "answered":
@@ -371,7 +371,7 @@ class SipTrunk:
         """A 2xx to our INVITE retransmitted after its transaction ended: the ACK was lost, send it again."""
         if response.status < 200 or response.status >= 300 or response.cseq[1] != "INVITE":
             return
-        leg = self.dialogs.get((response.call_id, self.layer.tag_of(response.get("From")) or ""))
+        leg = self.dialogs.get((response.call_id, response.tag("From") or ""))
         if leg is not None:
             self._send_ack(leg, response.cseq[0])
 
