@@ -222,15 +222,16 @@ class SipTrunk:
         if to_tag is not None:
             self._in_dialog(tx, to_tag)
         elif method == "INVITE":
-            # 100 at once (RFC 3261 17.2.1), so the caller stops retransmitting while the call is set up;
-            # past MAX_SETTING_UP calls in set-up, new ones are turned away until the platform catches up.
+            # 100 unless the call rings within 200 ms (RFC 3261 17.2.1), or at once to a retransmission, so
+            # the caller stops retransmitting while the call is set up; past MAX_SETTING_UP calls in set-up,
+            # new ones are turned away until the platform catches up.
             if self._setting_up >= MAX_SETTING_UP:
                 self.count("overloaded")
                 response = response_to(message, 503, to_tag=new_tag())
                 response.add("Retry-After", "1")
                 tx.respond(response)
                 return
-            tx.reply(100)
+            tx.trying_later()
             self._setting_up += 1
             self._spawn(self._inbound_invite(tx))
         elif method == "CANCEL":
