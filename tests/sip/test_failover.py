@@ -26,7 +26,7 @@ from callgrid.platform import sip_routing
 from callgrid.testing import CallgridServer, WebhookReceiver
 from callgrid.testing.server import free_port
 from tests.sip.conftest import _free_udp_and_tcp_port, sip_metric
-from tests.sip.sipp import Sipp, scenario, uas_answer, uas_refuse, uas_reply
+from tests.sip.sipp import Sipp, ack, in_dialog, invite, pause, recv, scenario, uas_answer, uas_refuse, uas_reply
 
 CALLER = "+12065550100"
 _SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"
@@ -419,3 +419,31 @@ def test_a_caller_whose_connection_dropped_mid_call_gets_the_apps_bye_on_a_new_o
         assert sip.get_call(incoming["serverCallId"])["state"] == "disconnected"
     finally:
         caller.close()
+
+
+def test_an_sbc_calling_in_over_tcp_is_answered_and_hangs_up(
+    sip: CallgridServer, automation: CallAutomationClient, app: WebhookReceiver, tmp_path: Path
+) -> None:
+    sip.own_number(OWNED)
+    xml = scenario(
+        "tcp-answered",
+        invite(caller=CALLER),
+        recv(100, optional=True),
+        recv(180),
+        recv(200, rrs=True),
+        ack(),
+        pause(300),
+        in_dialog("BYE", 2),
+        recv(200),
+    )
+    remote = f"127.0.0.1:{sip.sip_port}"  # type: ignore[attr-defined]
+    uac = Sipp(tmp_path, "sbc-in", xml, remote=remote, service=OWNED, caller=CALLER, transport="t1").start()
+    try:
+        incoming = app.wait_for("Microsoft.Communication.IncomingCall", timeout=20)["data"]
+        ccid = automation.answer_call(incoming["incomingCallContext"], app.url + "/callbacks").call_connection_id
+        run = uac.wait()
+        assert run.returncode == 0, run.out + run.trace
+        assert "Via: SIP/2.0/TCP" in run.trace
+        app.wait_for("Microsoft.Communication.CallDisconnected", lambda e: e["data"]["callConnectionId"] == ccid)
+    finally:
+        uac.stop()

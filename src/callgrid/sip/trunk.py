@@ -567,7 +567,6 @@ class SipTrunk:
     def _answer_undeliverable(self, leg: Leg) -> None:
         if leg.state in ("ringing", "answered"):
             self.count("answerUndeliverable")
-            self._close(leg)
             self._far_end_left(leg)
 
     def _retransmit_answer(self, leg: Leg, interval: float, waited: float) -> None:
