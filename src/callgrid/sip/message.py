@@ -161,7 +161,7 @@ class Message:
             self._index = index
             self._indexed = (id(headers), len(headers))
             self._parsed.clear()
-        return index.get(_lookup_key(name))
+        return index.get(_LOOKUP.get(name) or _lookup_key(name))
 
     def _changed(self) -> None:
         self._index = None
