@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
+import struct
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -319,6 +321,49 @@ def test_a_trunk_whose_connection_closes_before_it_answers_hands_the_call_to_the
     finally:
         gone.stop()
         answering.stop()
+
+
+def _resetting_sbc() -> tuple[socket.socket, threading.Thread]:
+    """An SBC that takes the INVITE over TCP and resets the connection (RST, not FIN) without answering."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(30)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            conn.settimeout(10)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65535)
+                if not chunk:
+                    break
+                data += chunk
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+def test_a_trunk_that_resets_its_connection_hands_the_call_to_the_next(
+    sip: CallgridServer, sip_routing: Any, automation: CallAutomationClient, app: WebhookReceiver, tmp_path: Path
+) -> None:
+    sip.own_number(OWNED)
+    resetting, thread = _resetting_sbc()
+    answering = Sipp(tmp_path, "sbc2", uas_answer(), remote=None, transport="t1")
+    _two_routes(sip_routing, resetting.getsockname()[1], answering.port)
+    before = sip_metric(sip, "outbound_transport_error")
+    answering.start()
+    try:
+        _connected_then_hung_up(automation, app, _create(automation, app))
+        run = answering.wait()
+        assert run.returncode == 0, run.out + run.trace
+        assert sip_metric(sip, "outbound_transport_error") == before + 1
+    finally:
+        answering.stop()
+        resetting.close()
+        thread.join(timeout=10)
 
 
 class _TcpCaller:
