@@ -139,7 +139,7 @@ def test_a_call_over_tcp_rings_and_is_cancelled(sip: CallgridServer, app: Webhoo
         deadline = time.monotonic() + 10
         while b"180 Ringing" not in data and time.monotonic() < deadline:
             data += tcp.recv(65535)
-        assert b"SIP/2.0 100 Trying" in data and b"SIP/2.0 180 Ringing" in data
+        assert b"SIP/2.0 180 Ringing" in data  # a 100 Trying first only when ringing took over 200 ms
         incoming = app.wait_for("Microsoft.Communication.IncomingCall")["data"]
         cancel = invite.replace(b"INVITE sip:", b"CANCEL sip:", 1).replace(b"CSeq: 1 INVITE", b"CSeq: 1 CANCEL")
         tcp.sendall(cancel.split(b"Content-Type:")[0] + b"Content-Length: 0\r\n\r\n")

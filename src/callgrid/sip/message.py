@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
 MAX_MESSAGE = 65535  # larger than any SIP over UDP; a TCP peer sending more is cut off
 MAX_HEADERS = 200
@@ -64,6 +65,13 @@ _CANONICAL = {
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 _REQUEST_LINE = re.compile(r"^([A-Za-z0-9.!%*_+`'~-]+) (\S+) SIP/2\.0$")
 _STATUS_LINE = re.compile(r"^SIP/2\.0 ([1-6][0-9][0-9]) ?(.*)$")
+# Compiled once: a call's messages go through these a dozen times, and re's own cache costs a lookup each.
+_SCHEME = re.compile(r"^(sips?|tel):", re.IGNORECASE)
+_VIA = re.compile(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z]+)\s+([^;\s]+)\s*(;.*)?$", re.IGNORECASE)
+_ADDR_URI = re.compile(r"^(sips?|tel):\S+$", re.IGNORECASE)
+_URI = re.compile(r"^(sips?|tel):([^;?]*)((?:;[^?]*)?)", re.IGNORECASE)
+_PHONE_PUNCTUATION = re.compile(r"[-.()\s]")
+_E164 = re.compile(r"\+?[1-9][0-9]{6,14}")
 
 REASONS = {
     100: "Trying",
@@ -97,47 +105,95 @@ class SipParseError(ValueError):
     """Not a SIP message callgrid can act on."""
 
 
+# Names seen before -> their canonical spelling, and that spelling lowercased (what lookups compare).
+# Bounded: a peer inventing header names must not grow it without end.
+_SPELLING: dict[str, str] = {}
+_LOOKUP: dict[str, str] = {}
+_MEMO_MAX = 2048
+
+
 def canonical(name: str) -> str:
     """The usual spelling of a known header (compact forms expanded); others keep the sender's spelling
     (custom X- headers reach the app as the caller wrote them). Names compare case-insensitively."""
+    known = _SPELLING.get(name)
+    if known is not None:
+        return known
     stripped = name.strip()
     low = stripped.lower()
-    if low in _COMPACT:
-        return _COMPACT[low]
-    return _CANONICAL.get(low, stripped)
+    spelled = _COMPACT[low] if low in _COMPACT else _CANONICAL.get(low, stripped)
+    if len(_SPELLING) < _MEMO_MAX:
+        _SPELLING[name] = spelled
+    return spelled
+
+
+def _lookup_key(name: str) -> str:
+    key = _LOOKUP.get(name)
+    if key is None:
+        key = canonical(name).lower()
+        if len(_LOOKUP) < _MEMO_MAX:
+            _LOOKUP[name] = key
+    return key
 
 
 @dataclass
 class Message:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+    # Lowercased name -> values, built on the first look-up: a message is read far more often than it is
+    # changed. Rebuilt when `headers` is another list or has another length (appended to or replaced).
+    _index: dict[str, list[str]] | None = field(default=None, init=False, repr=False, compare=False)
+    _indexed: tuple[int, int] = field(default=(0, -1), init=False, repr=False, compare=False)
+    # What has been parsed out of the headers (top Via, tags), dropped with the index.
+    _parsed: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def _values(self, name: str) -> list[str] | None:
+        headers = self.headers
+        index = self._index
+        if index is None or self._indexed != (id(headers), len(headers)):
+            index = {}
+            for key, value in headers:
+                low = key.lower()
+                values = index.get(low)
+                if values is None:
+                    index[low] = [value]
+                else:
+                    values.append(value)
+            self._index = index
+            self._indexed = (id(headers), len(headers))
+            self._parsed.clear()
+        return index.get(_LOOKUP.get(name) or _lookup_key(name))
+
+    def _changed(self) -> None:
+        self._index = None
+        self._parsed.clear()
 
     def get(self, name: str) -> str | None:
-        name = canonical(name).lower()
-        for key, value in self.headers:
-            if key.lower() == name:
-                return value
-        return None
+        values = self._values(name)
+        return values[0] if values else None
 
     def get_all(self, name: str) -> list[str]:
         """Every value of a header, comma-separated lists split (for Via, Route, Record-Route...)."""
-        name = canonical(name).lower()
+        values = self._values(name)
+        if not values:
+            return []
         out: list[str] = []
-        for key, value in self.headers:
-            if key.lower() == name:
-                out.extend(split_commas(value))
+        for value in values:
+            out.extend(split_commas(value))
         return out
 
     def set(self, name: str, value: str) -> None:
         self.remove(name)
         self.headers.append((canonical(name), value))
+        self._changed()
 
     def add(self, name: str, value: str) -> None:
         self.headers.append((canonical(name), value))
+        self._changed()
 
     def remove(self, name: str) -> None:
-        low = canonical(name).lower()
+        low = _lookup_key(name)
         self.headers = [(k, v) for k, v in self.headers if k.lower() != low]
+        self._changed()
 
     @property
     def call_id(self) -> str:
@@ -150,10 +206,27 @@ class Message:
 
     @property
     def top_via(self) -> Via:
-        vias = self.get_all("Via")
-        if not vias:
-            raise SipParseError("no Via")
-        return parse_via(vias[0])
+        self._values("Via")  # brings the index (and what was parsed from it) up to date
+        via = self._parsed.get("via")
+        if via is None:
+            vias = self.get_all("Via")
+            if not vias:
+                raise SipParseError("no Via")
+            via = self._parsed["via"] = parse_via(vias[0])
+        return via  # type: ignore[no-any-return]
+
+    def tag(self, name: str) -> str | None:
+        """The tag parameter of a From or To header; None without one or when it does not parse."""
+        value = self.get(name)
+        key = "tag:" + name
+        if key in self._parsed:
+            return self._parsed[key]  # type: ignore[no-any-return]
+        try:
+            tag = parse_name_addr(value).tag if value is not None else None
+        except ValueError:
+            tag = None
+        self._parsed[key] = tag
+        return tag
 
     def _head(self) -> str:
         raise NotImplementedError
@@ -187,6 +260,9 @@ class Response(Message):
 
 def split_commas(value: str) -> list[str]:
     """Split a header value on commas outside quotes and angle brackets."""
+    if "," not in value:
+        stripped = value.strip()
+        return [stripped] if stripped else []
     parts: list[str] = []
     depth, quoted, start = 0, False, 0
     for i, ch in enumerate(value):
@@ -233,7 +309,7 @@ def parse(data: bytes) -> Request | Response:
         if m is None:
             raise SipParseError("bad request line")
         msg = Request(method=m.group(1).upper(), uri=m.group(2))
-        if not re.match(r"^(sips?|tel):", msg.uri, re.IGNORECASE):
+        if not _SCHEME.match(msg.uri):
             raise SipParseError("unsupported Request-URI scheme")
     headers: list[tuple[str, str]] = []
     for line in lines[1:]:
@@ -272,9 +348,10 @@ def _check_mandatory(msg: Request | Response) -> None:
     number, method = parse_cseq(msg.get("CSeq") or "")
     if isinstance(msg, Request) and method != msg.method:
         raise SipParseError("CSeq method differs from the request's")
-    parse_via(msg.get_all("Via")[0] if msg.get_all("Via") else "")
-    parse_name_addr(msg.get("From") or "")
-    parse_name_addr(msg.get("To") or "")
+    vias = msg.get_all("Via")
+    msg._parsed["via"] = parse_via(vias[0] if vias else "")  # kept: every layer reads the top Via
+    for name in ("From", "To"):
+        msg._parsed["tag:" + name] = parse_name_addr(msg.get(name) or "").tag
     del number
 
 
@@ -312,7 +389,7 @@ def parse_params(text: str) -> dict[str, str | None]:
 
 
 def parse_via(value: str) -> Via:
-    m = re.match(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z]+)\s+([^;\s]+)\s*(;.*)?$", value.strip(), re.IGNORECASE)
+    m = _VIA.match(value.strip())
     if m is None:
         raise SipParseError("bad Via")
     host, port = split_host_port(m.group(2))
@@ -371,7 +448,7 @@ def parse_name_addr(value: str) -> NameAddr:
     else:
         uri, _, rest = value.partition(";")
         display, params = "", parse_params(rest)
-    if not re.match(r"^(sips?|tel):\S+$", uri, re.IGNORECASE):
+    if not _ADDR_URI.match(uri):
         raise SipParseError("bad URI")
     return NameAddr(display, uri, params)
 
@@ -386,7 +463,7 @@ class SipUri:
 
 
 def parse_uri(uri: str) -> SipUri:
-    m = re.match(r"^(sips?|tel):([^;?]*)((?:;[^?]*)?)", uri.strip(), re.IGNORECASE)
+    m = _URI.match(uri.strip())
     if m is None:
         raise SipParseError("bad URI")
     scheme, rest, params = m.group(1).lower(), m.group(2), parse_params(m.group(3) or "")
@@ -403,8 +480,8 @@ def phone_number(uri: str) -> str | None:
         user = parse_uri(uri).user
     except SipParseError:
         return None
-    digits = re.sub(r"[-.()\s]", "", user)
-    if re.fullmatch(r"\+?[1-9][0-9]{6,14}", digits):
+    digits = _PHONE_PUNCTUATION.sub("", user)
+    if _E164.fullmatch(digits):
         return digits if digits.startswith("+") else "+" + digits
     return None
 
@@ -420,13 +497,19 @@ def new_branch() -> str:
 def response_to(request: Request, status: int, reason: str | None = None, *, to_tag: str | None = None) -> Response:
     """A response copying what RFC 3261 8.2.6.2 says it must: Via, From, To (+ tag), Call-ID, CSeq."""
     resp = Response(status=status, reason=reason or REASONS.get(status, ""))
-    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        for key, value in request.headers:
-            if key.lower() == name.lower():
-                resp.headers.append((key, value))
-    if to_tag is not None and status != 100:
+    headers = resp.headers
+    tagged: str | None = None
+    if to_tag is not None and status != 100 and request.tag("To") is None:
         to = parse_name_addr(request.get("To") or "")
-        if to.tag is None:
-            to.params["tag"] = to_tag
-            resp.set("To", str(to))
+        to.params["tag"] = to_tag
+        tagged = str(to)
+    for name in ("via", "from", "to", "call-id", "cseq"):
+        values = request._values(name)
+        if not values:
+            continue
+        if name == "to" and tagged is not None:
+            headers.append(("To", tagged))  # one To, with our tag (RFC 3261 8.2.6.2)
+            continue
+        spelled = canonical(name)
+        headers.extend((spelled, value) for value in values)
     return resp

@@ -6,6 +6,10 @@ INVITE is retransmitted (Timer G) until its ACK or Timer H; a non-INVITE transac
 answer for Timer J. A 2xx to an INVITE ends the transaction: the dialog retransmits it (section 13.3.1.4).
 Client side: requests are retransmitted over UDP (Timers A and E), time out (Timers B and F), and an
 INVITE's non-2xx final response is acknowledged here, also when it is retransmitted (Timer D).
+
+Over TCP a transaction fails at once on a transport error (section 17.1.4): its request could not be
+sent, or the connection it went down ended before the final answer; the transaction user treats that as
+a 503 (section 8.1.3.1). A response that cannot be sent tells the server transaction's user (17.2.4).
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from callgrid.sip.message import Request, Response, parse_name_addr, response_to
-from callgrid.sip.transport import Peer, SipTransport
+from callgrid.sip.transport import Address, Peer, SipTransport
 
 T1, T2, T4 = 0.5, 4.0, 5.0
+# RFC 3261 17.2.1: an INVITE not answered by its user within 200 ms gets a 100 (Trying) from here. Most
+# calls ring sooner, and their 180 says the same: one message less each way for every call.
+TRYING_AFTER = 0.2
 
 
 def server_key(request: Request) -> tuple[str, str, str]:
@@ -35,17 +42,48 @@ class ServerTransaction:
     last: Response | None = None
     acked: bool = False
     done: bool = False
+    # The transaction user's ear for a response that could not be sent (the caller's connection is gone).
+    on_failure: Callable[[], None] | None = None
     _timers: list[asyncio.TimerHandle] = field(default_factory=list)
+    _trying: asyncio.TimerHandle | None = None
 
     @property
     def final(self) -> bool:
         return self.last is not None and self.last.status >= 200
 
+    def _send(self, response: Response) -> None:
+        if self.peer.transport == "UDP":
+            self.layer.transport.send(response, self.peer)
+            return
+        # RFC 3261 18.2.2: the connection the request came on, else a new one to its Via's sent-by port.
+        try:
+            port = self.request.top_via.port or 5060
+        except ValueError:
+            port = 5060
+        self.layer.transport.send(response, self.peer, reconnect=(self.peer.host, port), on_error=self._failed)
+
+    def _failed(self) -> None:
+        self.layer.count("responseTransportError")
+        if self.on_failure is not None:
+            self.on_failure()
+
+    def trying_later(self) -> None:
+        """A 100 (Trying) unless the transaction user answers within TRYING_AFTER."""
+        self._trying = asyncio.get_running_loop().call_later(TRYING_AFTER, self._send_trying)
+
+    def _send_trying(self) -> None:
+        self._trying = None
+        if self.last is None and not self.done:
+            self.reply(100)
+
     def respond(self, response: Response) -> None:
         if self.final:
             return  # a transaction has one final answer
+        if self._trying is not None:
+            self._trying.cancel()
+            self._trying = None
         self.last = response
-        self.layer.transport.send(response, self.peer)
+        self._send(response)
         if response.status < 200:
             return
         loop = asyncio.get_running_loop()
@@ -69,7 +107,7 @@ class ServerTransaction:
         def fire() -> None:
             if self.acked or self.done or self.last is None:
                 return
-            self.layer.transport.send(self.last, self.peer)
+            self._send(self.last)
             self._retransmit_g(min(interval * 2, T2))
 
         self._timers.append(asyncio.get_running_loop().call_later(interval, fire))
@@ -77,7 +115,9 @@ class ServerTransaction:
     def retransmitted(self) -> None:
         self.layer.count("retransmissionsReceived")
         if self.last is not None:
-            self.layer.transport.send(self.last, self.peer)
+            self._send(self.last)
+        elif self.request.method == "INVITE":
+            self.reply(100)  # retransmitting before the 200 ms are up: it is in a hurry to hear one
 
     def ack(self) -> None:
         self.acked = True
@@ -88,6 +128,9 @@ class ServerTransaction:
         if self.done:
             return
         self.done = True
+        if self._trying is not None:
+            self._trying.cancel()
+            self._trying = None
         for timer in self._timers:
             timer.cancel()
         self.layer.server.pop(self.key, None)
@@ -103,6 +146,8 @@ class ClientTransaction:
     peer: Peer
     on_response: ResponseHandler
     on_timeout: Callable[[], None]
+    on_transport_error: Callable[[], None] | None = None  # none: as a timeout
+    reconnect: Address | None = None  # over TCP, where a new connection goes when the peer's has ended
     key: tuple[str, str] = ("", "")
     state: str = "calling"  # calling | proceeding | completed | terminated
     _timers: list[asyncio.TimerHandle] = field(default_factory=list)
@@ -111,7 +156,7 @@ class ClientTransaction:
     def start(self) -> None:
         self.key = (self.request.top_via.branch, self.request.method)
         self.layer.client[self.key] = self
-        self.layer.transport.send(self.request, self.peer)
+        self._send(self.request)
         loop = asyncio.get_running_loop()
         if self.peer.transport == "UDP":
             self._retransmit(self.layer.t1)
@@ -120,7 +165,7 @@ class ClientTransaction:
     def _retransmit(self, interval: float) -> None:
         def fire() -> None:
             if self.state == "calling" or (self.state == "proceeding" and self.request.method != "INVITE"):
-                self.layer.transport.send(self.request, self.peer)
+                self._send(self.request)
                 nxt = interval * 2 if self.request.method == "INVITE" else min(interval * 2, T2)
                 self._retransmit(nxt)
 
@@ -129,7 +174,7 @@ class ClientTransaction:
     def received(self, response: Response) -> None:
         if self.state in ("completed", "terminated"):
             if self._ack is not None and response.status >= 300:
-                self.layer.transport.send(self._ack, self.peer)  # a retransmitted final: ACK again
+                self._send(self._ack, failing=False)  # a retransmitted final: ACK again
             return
         if response.status < 200:
             if self.request.method == "INVITE" and self.state == "calling":
@@ -145,7 +190,7 @@ class ClientTransaction:
         self._timers.clear()
         if self.request.method == "INVITE" and response.status >= 300:
             self._ack = self._non_2xx_ack(response)
-            self.layer.transport.send(self._ack, self.peer)
+            self._send(self._ack, failing=False)
             self.state = "completed"
             wait = 32.0 if self.peer.transport == "UDP" else 0.0  # Timer D
             self._timers.append(asyncio.get_running_loop().call_later(wait, self._terminate))
@@ -153,6 +198,22 @@ class ClientTransaction:
             self.state = "terminated"
             self._terminate()
         self.on_response(response)
+
+    def _send(self, message: Request, *, failing: bool = True) -> None:
+        if self.peer.transport == "UDP":
+            self.layer.transport.send(message, self.peer)
+        else:
+            on_error = self.transport_error if failing else None
+            self.layer.transport.send(message, self.peer, reconnect=self.reconnect, on_error=on_error)
+
+    def transport_error(self) -> None:
+        """The request could not be sent, or its connection ended before the final answer."""
+        if self.state not in ("calling", "proceeding"):
+            return
+        self.state = "terminated"
+        self._terminate()
+        self.layer.count("transportErrors")
+        (self.on_transport_error or self.on_timeout)()
 
     def _non_2xx_ack(self, response: Response) -> Request:
         ack = Request(method="ACK", uri=self.request.uri)
@@ -189,6 +250,12 @@ class TransactionLayer:
         self.t1 = t1
         self.server: dict[tuple[str, str, str], ServerTransaction] = {}
         self.client: dict[tuple[str, str], ClientTransaction] = {}
+        transport.on_lost = self.connection_lost
+
+    def connection_lost(self, peer: Peer) -> None:
+        """A TCP connection ended: the requests still waiting on it for a final answer will get none."""
+        for tx in [tx for tx in self.client.values() if tx.peer == peer]:
+            tx.transport_error()
 
     def match_request(self, request: Request, peer: Peer) -> tuple[ServerTransaction | None, bool]:
         """(transaction, is_new): a retransmission is answered here and returns (tx, False); an ACK to a
@@ -219,9 +286,16 @@ class TransactionLayer:
         return self.client.get(key)
 
     def request(
-        self, request: Request, peer: Peer, on_response: ResponseHandler, on_timeout: Callable[[], None]
+        self,
+        request: Request,
+        peer: Peer,
+        on_response: ResponseHandler,
+        on_timeout: Callable[[], None],
+        *,
+        on_transport_error: Callable[[], None] | None = None,
+        reconnect: Address | None = None,
     ) -> ClientTransaction:
-        tx = ClientTransaction(self, request, peer, on_response, on_timeout)
+        tx = ClientTransaction(self, request, peer, on_response, on_timeout, on_transport_error, reconnect)
         tx.start()
         return tx
 

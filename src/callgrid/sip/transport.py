@@ -1,6 +1,12 @@
 """SIP over UDP and TCP on one port (RFC 3261 section 18): messages in, framed and parsed; messages out,
 to a peer's address, back down the TCP connection it came on, or down one callgrid opened to a trunk.
 
+A TCP connection the peer closed or reset is never written into: a message for it goes down a new
+connection to the address its sender gave for that (the trunk's own address, a response's Via sent-by,
+a dialog's remote target; RFC 3261 18.1.1 and 18.2.2), or fails, and the sender hears of the failure
+(a transport error, which RFC 3261 8.1.3.1 treats as a 503). The transaction layer hears of every
+connection that ends, so that requests still waiting for an answer on it fail at once.
+
 A datagram or TCP message that does not parse is answered 400 when it is a request whose Via, From,
 To, Call-ID and CSeq can still be read (so the sender stops retransmitting), else dropped; either way
 counted. A TCP peer that sends more than MAX_MESSAGE without a message's end is disconnected.
@@ -32,6 +38,7 @@ class Peer:
 
 Handler = Callable[[Request | Response, Peer], None]
 Counter = Callable[[str], None]
+Address = tuple[str, int]
 
 
 class SipTransport:
@@ -40,8 +47,12 @@ class SipTransport:
         self._handler, self._count = handler, count
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
-        self._connections: dict[tuple[str, int], asyncio.StreamWriter] = {}
+        self._connections: dict[Address, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
+        self._connecting: dict[Address, asyncio.Future[bool]] = {}
         self._readers: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        # Told of each TCP connection that ended (the peer closed or reset it, or it idled out).
+        self.on_lost: Callable[[Peer], None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -51,11 +62,12 @@ class SipTransport:
         self._tcp = await asyncio.start_server(self._serve_tcp, self.host, self.port, limit=MAX_MESSAGE + 1)
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._udp is not None:
             self._udp.close()
         if self._tcp is not None:
             self._tcp.close()
-        for writer in list(self._connections.values()):
+        for _, writer in list(self._connections.values()):
             writer.close()
         for task in list(self._readers):
             task.cancel()
@@ -63,16 +75,52 @@ class SipTransport:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    def send(self, message: Message, peer: Peer) -> None:
+    def send(
+        self,
+        message: Message,
+        peer: Peer,
+        *,
+        reconnect: Address | None = None,
+        on_error: Callable[[], None] | None = None,
+    ) -> None:
+        """Send to `peer`; over TCP without a live connection to it, down a new one to `reconnect` (none:
+        the send fails). `on_error` hears of a failure, later, never from inside this call."""
         data = message.encode()
-        if peer.transport == "TCP":
-            writer = self._connections.get((peer.host, peer.port))
-            if writer is None or writer.is_closing():
-                self._count("sendFailed")
-                return
+        if peer.transport != "TCP":
+            if self._udp is not None:
+                self._udp.sendto(data, (peer.host, peer.port))
+            return
+        writer = self._live((peer.host, peer.port))
+        if writer is not None:
             writer.write(data)
-        elif self._udp is not None:
-            self._udp.sendto(data, (peer.host, peer.port))
+        elif reconnect is not None:
+            task = asyncio.ensure_future(self._send_new(data, reconnect, on_error))
+            self._readers.add(task)
+            task.add_done_callback(self._readers.discard)
+        else:
+            self._count("sendFailed")
+            if on_error is not None:
+                asyncio.get_running_loop().call_soon(on_error)
+
+    def _live(self, address: Address) -> asyncio.StreamWriter | None:
+        entry = self._connections.get(address)
+        if entry is None:
+            return None
+        reader, writer = entry
+        # A peer's FIN may be in before the reader task has run: a half-closed connection takes no more.
+        if writer.is_closing() or reader.at_eof():
+            return None
+        return writer
+
+    async def _send_new(self, data: bytes, address: Address, on_error: Callable[[], None] | None) -> None:
+        self._count("reconnects")
+        writer = self._live(address) if await self.connect(*address) else None
+        if writer is None:
+            self._count("sendFailed")
+            if on_error is not None:
+                on_error()
+            return
+        writer.write(data)
 
     def received(self, data: bytes, peer: Peer) -> None:
         if not data.strip():
@@ -110,9 +158,23 @@ class SipTransport:
     async def connect(self, host: str, port: int) -> bool:
         """A TCP connection to a trunk for the calls callgrid places (reused while it stays open: an SBC
         sees one connection, as it would from Azure); False when it cannot be opened."""
-        existing = self._connections.get((host, port))
-        if existing is not None and not existing.is_closing():
+        if self._live((host, port)) is not None:
             return True
+        # One connection per address: messages sent while it opens wait for it, in order.
+        pending = self._connecting.get((host, port))
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._connecting[(host, port)] = future
+        try:
+            future.set_result(await self._open(host, port))
+        finally:
+            del self._connecting[(host, port)]
+            if not future.done():
+                future.set_result(False)
+        return future.result()
+
+    async def _open(self, host: str, port: int) -> bool:
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(host, port, limit=MAX_MESSAGE + 1), CONNECT_SECONDS
@@ -121,7 +183,7 @@ class SipTransport:
             self._count("connectFailed")
             return False
         peer = Peer("TCP", host, port)
-        self._connections[(host, port)] = writer
+        self._connections[(host, port)] = (reader, writer)
         task = asyncio.ensure_future(self._read_tcp(reader, writer, peer))
         self._readers.add(task)
         task.add_done_callback(self._readers.discard)
@@ -133,7 +195,7 @@ class SipTransport:
             self._readers.add(task)
         address = writer.get_extra_info("peername")
         peer = Peer("TCP", address[0], address[1])
-        self._connections[(peer.host, peer.port)] = writer
+        self._connections[(peer.host, peer.port)] = (reader, writer)
         try:
             await self._read_tcp(reader, writer, peer)
         finally:
@@ -163,9 +225,17 @@ class SipTransport:
         except asyncio.CancelledError:
             raise
         finally:
-            if self._connections.get((peer.host, peer.port)) is writer:
+            entry = self._connections.get((peer.host, peer.port))
+            current = entry is not None and entry[1] is writer
+            if current:
                 del self._connections[(peer.host, peer.port)]
             writer.close()
+            if current and not self._stopping and self.on_lost is not None:
+                try:
+                    self.on_lost(peer)
+                except Exception:
+                    self._count("internalError")
+                    log.exception("handling a lost SIP connection failed")
 
 
 class _Datagrams(asyncio.DatagramProtocol):

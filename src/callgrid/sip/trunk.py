@@ -46,12 +46,13 @@ from callgrid.sip.message import (
     new_branch,
     new_tag,
     parse_name_addr,
+    parse_uri,
     phone_number,
     response_to,
 )
 from callgrid.sip.rtp import RtpSession
 from callgrid.sip.transactions import T1, T2, ClientTransaction, ServerTransaction, TransactionLayer
-from callgrid.sip.transport import Peer, SipTransport
+from callgrid.sip.transport import Address, Peer, SipTransport
 
 if TYPE_CHECKING:
     from callgrid.node import Node
@@ -106,6 +107,23 @@ class Leg:
     @property
     def key(self) -> tuple[str, str]:
         return (self.call_id, self.local_tag)
+
+    @property
+    def reconnect(self) -> Address | None:
+        """Over TCP, where a request in this dialog goes once the connection it used has ended (RFC 3261
+        18.1.1): the trunk's own address for a call we placed; the remote target (the caller's Contact)
+        for one that came in, since the connection it came on was from a port nobody listens on."""
+        if self.peer.transport != "TCP":
+            return None
+        if self.direction == "outbound":
+            return (self.peer.host, self.peer.port)
+        try:
+            uri = parse_uri(self.remote_target or self.remote.uri)
+        except SipParseError:
+            return None
+        if not uri.host:
+            return None
+        return (uri.host.strip("[]"), uri.port or 5060)
 
 
 def _e164_or_none(value: str | None) -> str | None:
@@ -200,19 +218,20 @@ class SipTrunk:
         if not new or tx is None:
             return
         method = message.method
-        to_tag = self.layer.tag_of(message.get("To"))
+        to_tag = message.tag("To")
         if to_tag is not None:
             self._in_dialog(tx, to_tag)
         elif method == "INVITE":
-            # 100 at once (RFC 3261 17.2.1), so the caller stops retransmitting while the call is set up;
-            # past MAX_SETTING_UP calls in set-up, new ones are turned away until the platform catches up.
+            # 100 unless the call rings within 200 ms (RFC 3261 17.2.1), or at once to a retransmission, so
+            # the caller stops retransmitting while the call is set up; past MAX_SETTING_UP calls in set-up,
+            # new ones are turned away until the platform catches up.
             if self._setting_up >= MAX_SETTING_UP:
                 self.count("overloaded")
                 response = response_to(message, 503, to_tag=new_tag())
                 response.add("Retry-After", "1")
                 tx.respond(response)
                 return
-            tx.reply(100)
+            tx.trying_later()
             self._setting_up += 1
             self._spawn(self._inbound_invite(tx))
         elif method == "CANCEL":
@@ -325,7 +344,7 @@ class SipTrunk:
             self._far_end_left(leg)
 
     def _ack(self, ack: Request) -> None:
-        leg = self.dialogs.get((ack.call_id, self.layer.tag_of(ack.get("To")) or ""))
+        leg = self.dialogs.get((ack.call_id, ack.tag("To") or ""))
         if leg is None or leg.state == "ended":
             return
         if leg.state == "answered":
@@ -353,7 +372,7 @@ class SipTrunk:
         """A 2xx to our INVITE retransmitted after its transaction ended: the ACK was lost, send it again."""
         if response.status < 200 or response.status >= 300 or response.cseq[1] != "INVITE":
             return
-        leg = self.dialogs.get((response.call_id, self.layer.tag_of(response.get("From")) or ""))
+        leg = self.dialogs.get((response.call_id, response.tag("From") or ""))
         if leg is not None:
             self._send_ack(leg, response.cseq[0])
 
@@ -538,13 +557,22 @@ class SipTrunk:
         if tx is None or tx.final:
             return
         leg.answer = self._answer_response(tx.request, leg, offer=leg.late_offer)
+        # The caller's connection gone, and no new one to its Via's address: it cannot hear the answer.
+        tx.on_failure = lambda: self._answer_undeliverable(leg)
         tx.respond(leg.answer)
         leg.state = "answered"
         self._wire_media(leg)
         self._retransmit_answer(leg, T1, 0.0)
 
+    def _answer_undeliverable(self, leg: Leg) -> None:
+        if leg.state in ("ringing", "answered"):
+            self.count("answerUndeliverable")
+            self._far_end_left(leg)
+
     def _retransmit_answer(self, leg: Leg, interval: float, waited: float) -> None:
-        """RFC 3261 13.3.1.4: the 2xx goes again until its ACK; none within 64*T1 ends the call."""
+        """RFC 3261 13.3.1.4: the 2xx goes again until its ACK; none within 64*T1 ends the call. Over TCP
+        it is sent once, but the ACK is waited for as long (a caller whose connection dropped before its
+        ACK must not leave the call up)."""
 
         def fire() -> None:
             if leg.state != "answered" or leg.answer is None or leg.invite_tx is None:
@@ -557,8 +585,16 @@ class SipTrunk:
             self.transport.send(leg.answer, leg.invite_tx.peer)
             self._retransmit_answer(leg, min(interval * 2, T2), waited + interval)
 
+        def timeout() -> None:
+            if leg.state == "answered":
+                self.count("ackTimeout")
+                self._hang_up(leg, 0)
+                self._far_end_left(leg)
+
         if leg.peer.transport == "UDP":
             asyncio.get_running_loop().call_later(interval, fire)
+        else:
+            asyncio.get_running_loop().call_later(64 * self.layer.t1, timeout)
 
     # ---- following the call core --------------------------------------------------------------------
 
@@ -691,11 +727,18 @@ class SipTrunk:
         if leg.direction == "inbound" and leg.local_cseq == 0:
             leg.local_cseq = 1
         bye = self._in_dialog_request(leg, "BYE")
-        self.layer.request(bye, leg.peer, lambda response: None, lambda: self.count("byeTimeout"))
+        self.layer.request(
+            bye,
+            leg.peer,
+            lambda response: None,
+            lambda: self.count("byeTimeout"),
+            on_transport_error=lambda: self.count("byeUndeliverable"),
+            reconnect=leg.reconnect,
+        )
 
     def _send_ack(self, leg: Leg, cseq: int) -> None:
         ack = self._in_dialog_request(leg, "ACK", cseq=cseq)
-        self.transport.send(ack, leg.peer)
+        self.transport.send(ack, leg.peer, reconnect=leg.reconnect)
 
     def _send_cancel(self, leg: Leg) -> None:
         if leg.invite is None:
@@ -708,7 +751,7 @@ class SipTrunk:
             if value is not None:
                 cancel.add(name, value)
         cancel.add("CSeq", f"{leg.invite.cseq[0]} CANCEL")
-        self.layer.request(cancel, leg.peer, lambda response: None, lambda: None)
+        self.layer.request(cancel, leg.peer, lambda response: None, lambda: None, reconnect=leg.reconnect)
 
     # ---- outbound calls -----------------------------------------------------------------------------
 
@@ -764,7 +807,12 @@ class SipTrunk:
         invite.body = sdp.build_offer(self.host, leg.rtp.local_port)
         leg.invite = invite
         leg.invite_client = self.layer.request(
-            invite, peer, lambda response: self._outbound_response(leg, response), lambda: self._outbound_timeout(leg)
+            invite,
+            peer,
+            lambda response: self._outbound_response(leg, response),
+            lambda: self._outbound_timeout(leg),
+            on_transport_error=lambda: self._outbound_transport_error(leg),
+            reconnect=leg.reconnect,
         )
         # The offer may have stopped ringing while the trunk was being resolved.
         async with self.node.store.transaction() as tx:
@@ -833,6 +881,18 @@ class SipTrunk:
             self._spawn(self._refused(leg.server_call_id, leg.offer_id, "no answer from trunk", UNREACHABLE))
         else:
             self._spawn(self._failover(leg, "no answer from trunk", UNREACHABLE))
+
+    def _outbound_transport_error(self, leg: Leg) -> None:
+        """The INVITE could not be sent, or the trunk's connection closed or reset before its final answer:
+        as a 503 (RFC 3261 8.1.3.1), the next trunk gets the call unless this one had rung."""
+        if leg.state == "ended":
+            return
+        self._close(leg)
+        self.count("outboundTransportError")
+        if leg.early:
+            self._spawn(self._refused(leg.server_call_id, leg.offer_id, "trunk connection lost", UNREACHABLE))
+        else:
+            self._spawn(self._failover(leg, "trunk connection lost", UNREACHABLE))
 
     async def _failover(self, leg: Leg, reason: str, result: Result) -> None:
         if leg.plan is None or leg.cancel_wanted:
