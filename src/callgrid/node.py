@@ -45,7 +45,7 @@ from callgrid.security import (
     sign_callback_token,
 )
 from callgrid.sip.trunk import SipTrunk
-from callgrid.store import Store, StoreTx, open_store
+from callgrid.store import Store, StoreConflict, StoreTx, open_store
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,9 @@ class _ResourceEventSink:
 # queued is not another's to send, and a claim beyond a destination's room is written back (on PostgreSQL
 # half of each 2,048-row claim was, doubling the database's work): BENCHMARKS.md, several nodes.
 SHARED_STORE_DELIVERY: dict[str, int] = {"claim_batch": 512, "max_queued_per_destination": 256}
+
+# How many times a reset runs when a concurrent transaction deadlocks with it (PostgreSQL).
+_RESET_ATTEMPTS = 5
 
 
 class Node:
@@ -399,10 +402,20 @@ class Node:
 
     async def reset(self) -> None:
         self.faults.clear()
-        async with self.store.transaction() as tx:
-            await tx.reset()
-            await sip_routing.reset(tx)
-            await self.resources.forget_created(tx)
+        for attempt in range(_RESET_ATTEMPTS):
+            try:
+                async with self.store.transaction() as tx:
+                    await tx.reset()
+                    await sip_routing.reset(tx)
+                    await self.resources.forget_created(tx)
+                break
+            except StoreConflict:
+                # Emptying every table meets whatever else is writing (the delivery engine finishing a
+                # batch of attempts): on PostgreSQL the two can deadlock and one is rolled back. A reset
+                # has nothing to lose by running again; it is the one to give way.
+                if attempt == _RESET_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
         if self.sip is not None:
             self.sip.reset()
         self.subscriptions_changed()

@@ -27,6 +27,11 @@ class StoreUnavailable(Exception):
     written; the request may be retried (answered 503)."""
 
 
+class StoreConflict(StoreUnavailable):
+    """The transaction met another one it could not run beside (PostgreSQL found a deadlock, or a
+    serialization failure) and was rolled back: nothing was written, and running it again may succeed."""
+
+
 @dataclass
 class TimerRow:
     id: str

@@ -41,6 +41,7 @@ from callgrid.store.base import (
     DeadLetterRow,
     DeliveryRow,
     DuplicateKey,
+    StoreConflict,
     StoreTx,
     StoreUnavailable,
     StoreUnusable,
@@ -265,6 +266,10 @@ class PostgresStore:
                     yield tx
                     if tx.notify:
                         await conn.execute("SELECT pg_notify(%s, %s)", (self._channel, ",".join(sorted(tx.notify))))
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+                # A deadlock (or serialization failure): PostgreSQL rolled this transaction back; the
+                # connection is fine. Not "connection lost": the caller may run the transaction again.
+                raise StoreConflict(f"the transaction met a concurrent one and was rolled back: {exc}") from None
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 # The connection broke (server restarted, network): the transaction did not commit.
                 raise StoreUnavailable(f"the database connection was lost: {exc}") from None
