@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -84,6 +85,11 @@ class _ResourceEventSink:
 # half of each 2,048-row claim was, doubling the database's work): BENCHMARKS.md, several nodes.
 SHARED_STORE_DELIVERY: dict[str, int] = {"claim_batch": 512, "max_queued_per_destination": 256}
 
+# The file in a node's data directory that names it as the owner of the deliveries it leases.
+NODE_ID_FILE = "node-id"
+
+_LEASE_OWNER_TRIES = 12
+
 # How many times a reset runs when a concurrent transaction deadlocks with it (PostgreSQL).
 _RESET_ATTEMPTS = 5
 
@@ -137,6 +143,8 @@ class Node:
                     await self.virtual_clock.set(float(saved))
         self.console_token = load_or_create_token(s.data_dir / "keys" / "console-token")
 
+        lease_owner = await self._lease_owner()
+
         self.timers = TimerService(self.store, self.clock)
         self.subscription_table = SubscriptionTable()
         self.dead_letters = DeadLetterWriter(
@@ -154,6 +162,7 @@ class Node:
                 dead_letter_delay_seconds=s.dead_letter_delay_seconds,
                 probation_failure_threshold=s.probation_failure_threshold,
                 cloud_event_dataschema=s.cloud_event_dataschema,
+                lease_owner=lease_owner,
                 **SHARED_STORE_DELIVERY if self.store.shared else {},
             ),
             retry=RetryPolicy(jitter_fraction=s.retry_jitter),
@@ -233,6 +242,34 @@ class Node:
                 self.retention.run_forever(),
             ):
                 self._tasks.append(asyncio.create_task(loop))
+
+    async def _lease_owner(self) -> str:
+        """The name this node leases deliveries under: kept in its data directory, so that the node started
+        again takes back what it had leased (its rows are due at once, not when the leases run out). If
+        another live process holds that name (its data directory was copied), this one leases under a
+        name of its own and takes nothing back: what that process leased is its to send."""
+        path = self.settings.data_dir / NODE_ID_FILE
+        try:
+            owner = path.read_text().strip()
+        except FileNotFoundError:
+            owner = ""
+        if not owner:
+            owner = "node-" + uuid.uuid4().hex
+            path.write_text(owner + "\n")
+        # A node killed a moment ago may still hold its name while the database notices its connection
+        # is gone: it is asked a few times before this node concludes another live one has it.
+        for _ in range(_LEASE_OWNER_TRIES):
+            if await self.store.own_leases(owner):
+                return owner
+            await asyncio.sleep(0.25)
+        log.warning(
+            "another live node leases deliveries as %s (a copied data directory?); not taking its leases", owner
+        )
+        own = f"{owner}-{uuid.uuid4().hex[:8]}"
+        if not await self.store.own_leases(own):
+            raise RuntimeError(f"could not hold the lease owner name {own}")
+        # A name of this process's life only: it has nothing to take back.
+        return own
 
     async def stop(self) -> None:
         for task in self._tasks:
