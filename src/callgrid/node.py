@@ -88,6 +88,8 @@ SHARED_STORE_DELIVERY: dict[str, int] = {"claim_batch": 512, "max_queued_per_des
 # The file in a node's data directory that names it as the owner of the deliveries it leases.
 NODE_ID_FILE = "node-id"
 
+# How many times (a quarter second apart) a starting node asks for its lease owner name before it takes
+# another process to hold it: the database ends a killed node's session, and its hold, within moments.
 _LEASE_OWNER_TRIES = 12
 
 # How many times a reset runs when a concurrent transaction deadlocks with it (PostgreSQL).

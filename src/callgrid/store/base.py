@@ -254,7 +254,8 @@ class StoreTx(Protocol):
 
 class Store(Protocol):
     url: str
-    # Several nodes may share it: keys live in it (not in a data dir), leases are never taken back early.
+    # Several nodes may share it: keys live in it (not in a data dir), and a node takes back early only the
+    # leases it took itself (release_leases), never another's.
     shared: bool
 
     @property

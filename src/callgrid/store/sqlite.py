@@ -711,10 +711,11 @@ class _SqliteTx:
             row.lease_until = lease_until
             claimed.append((row, str(r[-1])))
         # Leased rows move out of the due range (next_attempt_at = lease end), so claim scans skip
-        # what is in flight; release_leases() makes them due again after a crash.
+        # what is in flight; release_leases() makes them due again after a crash. No owner is written:
+        # one node per SQLite file, so every lease in it is that node's.
         self._c.executemany(
-            "UPDATE deliveries SET lease_until = ?, next_attempt_at = ?, lease_owner = ? WHERE id = ?",
-            [(lease_until, lease_until, owner or None, row.id) for row, _ in claimed],
+            "UPDATE deliveries SET lease_until = ?, next_attempt_at = ? WHERE id = ?",
+            [(lease_until, lease_until, row.id) for row, _ in claimed],
         )
         return claimed
 
