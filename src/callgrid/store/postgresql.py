@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import re
@@ -80,6 +81,14 @@ def _dead_letter_values(row: DeadLetterRow) -> tuple[Any, ...]:
 def _dead_letter(values: tuple[Any, ...]) -> DeadLetterRow:
     loaded = [json.loads(v) if c in _DEAD_LETTER_JSON else v for c, v in zip(_DEAD_LETTER_COLUMNS, values, strict=True)]
     return DeadLetterRow(*loaded)
+
+
+def _owner_key(owner: str) -> int | None:
+    """What a row stores of its lease owner's name: 8 bytes of its digest, not the name (every claim and
+    every outcome rewrites the row, so its width is paid on each; 2^64 makes two names' keys meeting moot)."""
+    if not owner:
+        return None
+    return int.from_bytes(hashlib.blake2b(owner.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def _refused(exc: psycopg.DataError) -> InvalidRequest:
@@ -703,7 +712,7 @@ class _PostgresTx:
             limit,
             lease_until,
             lease_until,
-            owner or None,
+            _owner_key(owner),
         )
         return [(DeliveryRow(*r[:-1]), str(r[-1])) for r in rows]
 
@@ -726,7 +735,7 @@ class _PostgresTx:
         await self._exec(
             "UPDATE deliveries SET lease_until = NULL, next_attempt_at = COALESCE(last_attempt_at, created_at) "
             "WHERE lease_owner = %s AND status = 'pending' AND lease_until IS NOT NULL",
-            (owner,),
+            (_owner_key(owner),),
         )
 
     # delivery engine (bulk)
