@@ -211,3 +211,68 @@ def test_a_node_killed_mid_delivery_loses_nothing_and_its_timers_fire_on_the_sur
             assert [t["event"] for t in call["timeline"]].count("ringTimeout") == 1, call["timeline"]
     finally:
         hook.close()
+
+
+def test_a_node_started_again_sends_what_it_had_leased_at_once_and_leaves_the_other_nodes_leases(
+    tmp_path: Path, callgrid_tls_dir: Path
+) -> None:
+    # Leases last the response time limit + 30 s: 150 s here, far longer than the test waits for anything (and
+    # node B's POSTs, held unanswered, are not timed out and sent again meanwhile).
+    url, schema = fresh_postgres_url("multinode")
+    env = {"CALLGRID_DELIVERY_TIMEOUT_SECONDS": "120"}
+    a, b = (
+        CallgridServer(tmp_path / name, tls_dir=callgrid_tls_dir, clock="system", store=url, env=env)
+        for name in ("node-a", "node-b")
+    )
+    gate = threading.Event()  # the app answers nothing until the end: every POST stays in flight
+    seen: Counter[str] = Counter()  # event id: how many times it was sent
+    lock = threading.Lock()
+
+    def held(item: Received) -> tuple[int, Any]:
+        with lock:
+            seen.update(e["id"] for e in item.body)
+        gate.wait(240)
+        return 200, None
+
+    def seen_now() -> Counter[str]:
+        with lock:
+            return Counter(seen)
+
+    hook = WebhookReceiver(responder=held)
+    try:
+        a.start()
+        topic = create_topic(a, "orders")
+        sub = topic_subscription_url(a, "orders", "orders-app")
+        assert put(a, sub, webhook_properties(hook.url)).status_code == 201
+        assert wait_state(a, sub)["properties"]["provisioningState"] == "Succeeded"
+        key = AzureKeyCredential(topic_key(a, "orders"))
+
+        def publish(node: CallgridServer, ids: list[str]) -> None:
+            client = EventGridPublisherClient(topic.endpoint.replace(str(a.port), str(node.port)), key)
+            client.send(
+                [EventGridEvent(subject="/o", event_type="Contoso.Order", data={}, data_version="1", id=i) for i in ids]
+            )
+
+        # Node A alone leases these and is sending them when it dies.
+        a_leased = [f"a-{i}" for i in range(10)]
+        publish(a, a_leased)
+        wait_for(lambda: all(seen_now()[i] == 1 for i in a_leased), 30)
+        b.start()
+        a.kill()
+        # Node B, alive, leases these and is sending them.
+        b_leased = [f"b-{i}" for i in range(10)]
+        publish(b, b_leased)
+        wait_for(lambda: all(seen_now()[i] == 1 for i in b_leased), 30)
+
+        # Node A starts again: what it had leased goes out again now, not when its leases end (150 s)...
+        a.start()
+        wait_for(lambda: all(seen_now()[i] == 2 for i in a_leased), 30)
+        # ...and what node B is sending stays node B's: not sent a second time.
+        assert [seen_now()[i] for i in b_leased] == [1] * 10
+        gate.set()
+    finally:
+        gate.set()
+        hook.close()
+        for node in (a, b):
+            node.stop()
+        drop_schema(schema)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +46,7 @@ from callgrid.security import (
     sign_callback_token,
 )
 from callgrid.sip.trunk import SipTrunk
-from callgrid.store import Store, StoreTx, open_store
+from callgrid.store import Store, StoreConflict, StoreTx, open_store
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,16 @@ class _ResourceEventSink:
 # queued is not another's to send, and a claim beyond a destination's room is written back (on PostgreSQL
 # half of each 2,048-row claim was, doubling the database's work): BENCHMARKS.md, several nodes.
 SHARED_STORE_DELIVERY: dict[str, int] = {"claim_batch": 512, "max_queued_per_destination": 256}
+
+# The file in a node's data directory that names it as the owner of the deliveries it leases.
+NODE_ID_FILE = "node-id"
+
+# How many times (a quarter second apart) a starting node asks for its lease owner name before it takes
+# another process to hold it: the database ends a killed node's session, and its hold, within moments.
+_LEASE_OWNER_TRIES = 12
+
+# How many times a reset runs when a concurrent transaction deadlocks with it (PostgreSQL).
+_RESET_ATTEMPTS = 5
 
 
 class Node:
@@ -134,6 +145,8 @@ class Node:
                     await self.virtual_clock.set(float(saved))
         self.console_token = load_or_create_token(s.data_dir / "keys" / "console-token")
 
+        lease_owner = await self._lease_owner()
+
         self.timers = TimerService(self.store, self.clock)
         self.subscription_table = SubscriptionTable()
         self.dead_letters = DeadLetterWriter(
@@ -151,6 +164,7 @@ class Node:
                 dead_letter_delay_seconds=s.dead_letter_delay_seconds,
                 probation_failure_threshold=s.probation_failure_threshold,
                 cloud_event_dataschema=s.cloud_event_dataschema,
+                lease_owner=lease_owner,
                 **SHARED_STORE_DELIVERY if self.store.shared else {},
             ),
             retry=RetryPolicy(jitter_fraction=s.retry_jitter),
@@ -230,6 +244,34 @@ class Node:
                 self.retention.run_forever(),
             ):
                 self._tasks.append(asyncio.create_task(loop))
+
+    async def _lease_owner(self) -> str:
+        """The name this node leases deliveries under: kept in its data directory, so that the node started
+        again takes back what it had leased (its rows are due at once, not when the leases run out). If
+        another live process holds that name (its data directory was copied), this one leases under a
+        name of its own and takes nothing back: what that process leased is its to send."""
+        path = self.settings.data_dir / NODE_ID_FILE
+        try:
+            owner = path.read_text().strip()
+        except FileNotFoundError:
+            owner = ""
+        if not owner:
+            owner = "node-" + uuid.uuid4().hex
+            path.write_text(owner + "\n")
+        # A node killed a moment ago may still hold its name while the database notices its connection
+        # is gone: it is asked a few times before this node concludes another live one has it.
+        for _ in range(_LEASE_OWNER_TRIES):
+            if await self.store.own_leases(owner):
+                return owner
+            await asyncio.sleep(0.25)
+        log.warning(
+            "another live node leases deliveries as %s (a copied data directory?); not taking its leases", owner
+        )
+        own = f"{owner}-{uuid.uuid4().hex[:8]}"
+        if not await self.store.own_leases(own):
+            raise RuntimeError(f"could not hold the lease owner name {own}")
+        # A name of this process's life only: it has nothing to take back.
+        return own
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -399,10 +441,20 @@ class Node:
 
     async def reset(self) -> None:
         self.faults.clear()
-        async with self.store.transaction() as tx:
-            await tx.reset()
-            await sip_routing.reset(tx)
-            await self.resources.forget_created(tx)
+        for attempt in range(_RESET_ATTEMPTS):
+            try:
+                async with self.store.transaction() as tx:
+                    await tx.reset()
+                    await sip_routing.reset(tx)
+                    await self.resources.forget_created(tx)
+                break
+            except StoreConflict:
+                # Emptying every table meets whatever else is writing (the delivery engine finishing a
+                # batch of attempts): on PostgreSQL the two can deadlock and one is rolled back. A reset
+                # has nothing to lose by running again; it is the one to give way.
+                if attempt == _RESET_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
         if self.sip is not None:
             self.sip.reset()
         self.subscriptions_changed()

@@ -4,6 +4,7 @@ loopback, with its exit status and its message trace to judge by."""
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import textwrap
 from dataclasses import dataclass
@@ -12,6 +13,27 @@ from pathlib import Path
 from callgrid.testing.server import free_port
 
 SIPP = shutil.which("sipp")
+
+
+def _free_ports(count: int) -> int:
+    """A port free for TCP from which `count` ports in a row are free for UDP. SIPp binds its SIP socket on
+    UDP (a port free for TCP only may be an RTP session's) and its media above `-mp` (audio, video):
+    a video port taken by someone else's RTP made SIPp exit at once ("Unable to bind", CI under load)."""
+    while True:
+        base = free_port()
+        held: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(udp)
+                udp.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for udp in held:
+                udp.close()
+
 
 _SDP = """\
 v=0
@@ -137,8 +159,8 @@ class Sipp:
         self.xml.write_text(xml)
         # [field0] in the scenarios is the caller's number.
         (self.dir / "fields.csv").write_text(f"SEQUENTIAL\n{caller};\n")
-        self.port = port or free_port()
-        self.media_port = free_port()
+        self.port = port or _free_ports(1)
+        self.media_port = _free_ports(4)
         self.args = [
             SIPP,
             *([remote] if remote else []),

@@ -82,6 +82,27 @@ async def test_claims_keep_order_and_leases_expire(store_url: str) -> None:
         await store.close()
 
 
+async def test_a_node_started_again_takes_back_its_own_leases(store_url: str) -> None:
+    store = await open_store(store_url)
+    try:
+        ids = await _outbox(store, 4)
+        assert await store.own_leases("node-a")
+        async with store.transaction() as tx:
+            await tx.claim_deliveries(now=1.0, limit=2, lease_until=100.0, owner="node-a")
+            await tx.claim_deliveries(now=1.0, limit=2, lease_until=100.0, owner="node-b")
+            # node-a starts again: what it had leased is due at once, long before the lease ends.
+            await tx.release_leases("node-a")
+            again = await tx.claim_deliveries(now=2.0, limit=10, lease_until=200.0, owner="node-a")
+        if store.shared:
+            # node-b's leases are its own (it may be sending them): they wait for their end.
+            assert [r.id for r, _ in again] == ids[:2]
+        else:
+            # One node per SQLite file: every lease in it is this node's past life's.
+            assert [r.id for r, _ in again] == ids
+    finally:
+        await store.close()
+
+
 async def test_timers_come_due_in_order(store_url: str) -> None:
     store = await open_store(store_url)
     try:
@@ -181,6 +202,25 @@ async def test_nodes_starting_together_share_one_set_of_keys(pg_url: str, tmp_pa
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_a_lease_owner_name_is_held_by_one_live_process_at_a_time(pg_url: str) -> None:
+    first, second = await open_store(pg_url), await open_store(pg_url)
+    try:
+        assert await first.own_leases("node-a")
+        # A copy of node-a's data directory started elsewhere: it must not take node-a's leases back.
+        assert not await second.own_leases("node-a")
+        assert await second.own_leases("node-b")
+        await first.close()
+        # node-a gone: the name is free for it to start again.
+        third = await open_store(pg_url)
+        try:
+            assert await third.own_leases("node-a")
+        finally:
+            await third.close()
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def test_a_pool_with_no_free_connection_answers_unavailable_not_never(pg_url: str) -> None:

@@ -22,66 +22,18 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
-from callgrid.router.store import Connection, Cursor, RouterStore
+from callgrid.router.store import SCHEMA, Connection, Cursor, RouterStore
+from callgrid.sql_dialect import for_postgresql
 
 DEFAULT_SCHEMA = "callgrid_router"
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
-# RouterStore's schema (store._SCHEMA) for PostgreSQL, one entry per version, in step with it:
-# tests/router/test_postgresql_store.py compares the tables and columns both build.
+# RouterStore's schema (router/store.py), each version translated as the main store's migrations are
+# (callgrid/sql_dialect.py): one source for both databases. tests/router/test_postgresql_store.py
+# compares the tables, columns, keys and indexes both build.
 _SCHEMA = [
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    CREATE TABLE assignments (
-        phone_number TEXT PRIMARY KEY,
-        identity TEXT NOT NULL,
-        display_name TEXT,
-        updated_at DOUBLE PRECISION NOT NULL
-    );
-    CREATE INDEX assignments_by_identity ON assignments (identity);
-    CREATE TABLE blocked_callers (caller TEXT PRIMARY KEY, note TEXT, created_at DOUBLE PRECISION NOT NULL);
-    CREATE TABLE decisions (
-        rowid BIGINT GENERATED ALWAYS AS IDENTITY,
-        event_id TEXT PRIMARY KEY,
-        received_at DOUBLE PRECISION NOT NULL,
-        event_time TEXT NOT NULL,
-        caller TEXT NOT NULL,
-        callee TEXT NOT NULL,
-        server_call_id TEXT NOT NULL,
-        correlation_id TEXT NOT NULL,
-        incoming_call_context TEXT,
-        first_sent DOUBLE PRECISION NOT NULL,
-        state TEXT NOT NULL,
-        rule TEXT,
-        outcome TEXT,
-        deliveries BIGINT NOT NULL DEFAULT 1,
-        finished_at DOUBLE PRECISION
-    );
-    CREATE INDEX decisions_by_time ON decisions (received_at);
-    CREATE INDEX decisions_pending ON decisions (state) WHERE state = 'pending';
-    CREATE TABLE actions (
-        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        event_id TEXT NOT NULL REFERENCES decisions (event_id),
-        at DOUBLE PRECISION NOT NULL,
-        action TEXT NOT NULL,
-        target TEXT,
-        reason TEXT,
-        ok BIGINT NOT NULL,
-        status BIGINT,
-        error_code TEXT,
-        error_message TEXT,
-        elapsed_ms DOUBLE PRECISION NOT NULL
-    );
-    CREATE INDEX actions_by_event ON actions (event_id);
-    CREATE TABLE callbacks (
-        id TEXT PRIMARY KEY,
-        received_at DOUBLE PRECISION NOT NULL,
-        type TEXT NOT NULL,
-        call_connection_id TEXT,
-        correlation_id TEXT,
-        payload TEXT NOT NULL
-    );
-    """,
+    [for_postgresql(statement, f"router schema {number}") for statement in script.split(";") if statement.strip()]
+    for number, script in enumerate(SCHEMA, start=1)
 ]
 
 
@@ -153,10 +105,9 @@ class PostgresRouterStore(RouterStore):
                 raise ValueError(
                     f"the router's store {self.location} was written by a newer callgrid (schema version {version})"
                 )
-            for number, script in enumerate(_SCHEMA[version:], start=version + 1):
-                for statement in script.split(";"):
-                    if statement.strip():
-                        conn.execute(statement.encode())
+            for number, statements in enumerate(_SCHEMA[version:], start=version + 1):
+                for statement in statements:
+                    conn.execute(statement.encode())
                 conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
 
     def close(self) -> None:

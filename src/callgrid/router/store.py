@@ -45,7 +45,9 @@ class Connection(Protocol):
     def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
 
 
-_SCHEMA = [
+# The router's tables, one script per version, in the part of SQLite's dialect that callgrid/sql_dialect.py's
+# `for_postgresql` translates: router/postgresql.py builds PostgreSQL's tables from these same scripts.
+SCHEMA = [
     # 1: the first schema.
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -200,7 +202,7 @@ class RouterStore:
     def _migrate(self) -> None:
         with self._tx() as c:
             version = int(c.execute("PRAGMA user_version").fetchone()[0])
-            for number, script in enumerate(_SCHEMA[version:], start=version + 1):
+            for number, script in enumerate(SCHEMA[version:], start=version + 1):
                 for statement in script.split(";"):
                     if statement.strip():
                         c.execute(statement)

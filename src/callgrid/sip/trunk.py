@@ -634,6 +634,10 @@ class SipTrunk:
         if leg.state == "ringing":
             if call.state == CallState.DISCONNECTED or offer.state != OfferState.RINGING:
                 self._hang_up(leg, 0)
+        elif offer.state == OfferState.RINGING:
+            # The far end answered after this snapshot was read: `_answered` is telling the call core (and
+            # hangs up itself if the offer stopped ringing meanwhile). Not in the call yet is not "left it".
+            self.count("staleCallSnapshotsIgnored")
         elif not in_call:
             self._hang_up(leg, 0)
 
@@ -814,11 +818,13 @@ class SipTrunk:
             on_transport_error=lambda: self._outbound_transport_error(leg),
             reconnect=leg.reconnect,
         )
-        # The offer may have stopped ringing while the trunk was being resolved.
+        # The offer may have stopped ringing while the trunk was being resolved. The far end may answer
+        # while this read is under way, so what it finds is a snapshot like any other: one older than a
+        # snapshot already followed says nothing (it once sent BYE to a far end that had just answered).
         async with self.node.store.transaction() as tx:
             doc = await tx.get_call(plan.server_call_id)
         if doc is not None:
-            self._follow(leg, Call.from_doc(doc))
+            self.call_changed(Call.from_doc(doc))
 
     def _outbound_response(self, leg: Leg, response: Response) -> None:
         status = response.status

@@ -27,6 +27,11 @@ class StoreUnavailable(Exception):
     written; the request may be retried (answered 503)."""
 
 
+class StoreConflict(StoreUnavailable):
+    """The transaction met another one it could not run beside (PostgreSQL found a deadlock, or a
+    serialization failure) and was rolled back: nothing was written, and running it again may succeed."""
+
+
 @dataclass
 class TimerRow:
     id: str
@@ -208,11 +213,19 @@ class StoreTx(Protocol):
     # the outbox: events and their deliveries
     async def add_event(self, event_id: str, topic: str, body: str, created_at: float) -> None: ...
     async def add_delivery(self, row: DeliveryRow) -> None: ...
-    async def claim_deliveries(self, now: float, limit: int, lease_until: float) -> list[tuple[DeliveryRow, str]]: ...
+    async def claim_deliveries(
+        self, now: float, limit: int, lease_until: float, owner: str = ""
+    ) -> list[tuple[DeliveryRow, str]]:
+        """Lease up to `limit` due rows until `lease_until`, in `owner`'s name (the claiming node's)."""
+        ...
+
     async def finish_attempt(self, row: DeliveryRow) -> None: ...
     async def next_delivery_due(self, now: float) -> float | None: ...
     async def list_deliveries(self, limit: int, subscription_id: str | None = None) -> list[DeliveryRow]: ...
-    async def release_leases(self) -> None: ...
+    async def release_leases(self, owner: str = "") -> None:
+        """Rows leased by a process that is gone are due again now: on a store of one node, every lease;
+        on a shared one, only those `owner` took (never another live node's)."""
+        ...
 
     # delivery engine (bulk): outcomes, attempt history, dead letters, metrics
     async def finish_attempts(self, rows: list[DeliveryRow], attempts: list[AttemptRow]) -> None: ...
@@ -241,7 +254,8 @@ class StoreTx(Protocol):
 
 class Store(Protocol):
     url: str
-    # Several nodes may share it: keys live in it (not in a data dir), leases are never taken back early.
+    # Several nodes may share it: keys live in it (not in a data dir), and a node takes back early only the
+    # leases it took itself (release_leases), never another's.
     shared: bool
 
     @property
@@ -251,6 +265,12 @@ class Store(Protocol):
 
     async def open(self, *, verify: bool = False) -> None: ...
     async def close(self) -> None: ...
+    async def own_leases(self, owner: str) -> bool:
+        """Hold the name `owner` for this process's leases until the store is closed. False when another
+        live process holds it (a copied data directory): the caller then leases under a name of its own
+        and must not release `owner`'s leases."""
+        ...
+
     def transaction(self) -> AbstractAsyncContextManager[StoreTx]: ...
     async def peek_meta(self, key: str) -> str | None:
         """One committed `meta` value, read outside any transaction and without holding its row: for a

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import re
@@ -41,6 +42,7 @@ from callgrid.store.base import (
     DeadLetterRow,
     DeliveryRow,
     DuplicateKey,
+    StoreConflict,
     StoreTx,
     StoreUnavailable,
     StoreUnusable,
@@ -79,6 +81,14 @@ def _dead_letter_values(row: DeadLetterRow) -> tuple[Any, ...]:
 def _dead_letter(values: tuple[Any, ...]) -> DeadLetterRow:
     loaded = [json.loads(v) if c in _DEAD_LETTER_JSON else v for c, v in zip(_DEAD_LETTER_COLUMNS, values, strict=True)]
     return DeadLetterRow(*loaded)
+
+
+def _owner_key(owner: str) -> int | None:
+    """What a row stores of its lease owner's name: 8 bytes of its digest, not the name (every claim and
+    every outcome rewrites the row, so its width is paid on each; 2^64 makes two names' keys meeting moot)."""
+    if not owner:
+        return None
+    return int.from_bytes(hashlib.blake2b(owner.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 def _refused(exc: psycopg.DataError) -> InvalidRequest:
@@ -128,6 +138,8 @@ class PostgresStore:
         self._pool: AsyncConnectionPool | None = None
         self._listeners: dict[str, list[Callable[[], None]]] = {}
         self._listen_task: asyncio.Task[None] | None = None
+        # Holds this process's lease owner name (a session advisory lock) for as long as the store is open.
+        self._owner_conn: psycopg.AsyncConnection[Any] | None = None
 
     @property
     def location(self) -> str:
@@ -182,7 +194,34 @@ class PostgresStore:
                     await conn.execute(for_postgresql(statement, name).encode())
                 await conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
 
+    async def own_leases(self, owner: str) -> bool:
+        # A session lock on a connection of its own, held until close: the kernel's flock on the data
+        # directory keeps two processes of one host from one name, this keeps two hosts (a data directory
+        # copied into an image) from it. Should that connection break, the name is merely unguarded.
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"the database cannot be reached: {exc}") from None
+        try:
+            cur = await conn.execute(
+                "SELECT pg_try_advisory_lock(hashtext(%s))", (f"callgrid.leases.{self.schema}.{owner}",)
+            )
+            row = await cur.fetchone()
+        except psycopg.Error as exc:
+            await conn.close()
+            raise StoreUnavailable(f"the database connection was lost: {exc}") from None
+        if not (row and row[0]):
+            await conn.close()
+            return False
+        if self._owner_conn is not None:
+            await self._owner_conn.close()
+        self._owner_conn = conn
+        return True
+
     async def close(self) -> None:
+        if self._owner_conn is not None:
+            await self._owner_conn.close()
+            self._owner_conn = None
         if self._listen_task is not None:
             self._listen_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -265,6 +304,10 @@ class PostgresStore:
                     yield tx
                     if tx.notify:
                         await conn.execute("SELECT pg_notify(%s, %s)", (self._channel, ",".join(sorted(tx.notify))))
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure) as exc:
+                # A deadlock (or serialization failure): PostgreSQL rolled this transaction back; the
+                # connection is fine. Not "connection lost": the caller may run the transaction again.
+                raise StoreConflict(f"the transaction met a concurrent one and was rolled back: {exc}") from None
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 # The connection broke (server restarted, network): the transaction did not commit.
                 raise StoreUnavailable(f"the database connection was lost: {exc}") from None
@@ -650,15 +693,17 @@ class _PostgresTx:
         await self._insert("deliveries", ", ".join(_DELIVERY_COLUMNS), *_values(row, _DELIVERY_COLUMNS))
         self.notify.add("delivery")
 
-    async def claim_deliveries(self, now: float, limit: int, lease_until: float) -> list[tuple[DeliveryRow, str]]:
-        # One round trip: lock due rows no other node holds, lease them (next_attempt_at moves to the
-        # lease's end, out of the due range), and return them as they were, with their event bodies.
+    async def claim_deliveries(
+        self, now: float, limit: int, lease_until: float, owner: str = ""
+    ) -> list[tuple[DeliveryRow, str]]:
+        # One round trip: lock due rows no other node holds, lease them in `owner`'s name (next_attempt_at
+        # moves to the lease's end, out of the due range), and return them as they were, with their bodies.
         cols = ", ".join("c." + c if c != "next_attempt_at" else "due.was" for c in _DELIVERY_COLUMNS)
         rows = await self._all(
             "WITH due AS (SELECT id, next_attempt_at AS was, rowid FROM deliveries "
             "WHERE status = 'pending' AND next_attempt_at <= %s AND (lease_until IS NULL OR lease_until < %s) "
             "ORDER BY next_attempt_at, rowid LIMIT %s FOR UPDATE SKIP LOCKED), "
-            "claimed AS (UPDATE deliveries d SET lease_until = %s, next_attempt_at = %s FROM due "
+            "claimed AS (UPDATE deliveries d SET lease_until = %s, next_attempt_at = %s, lease_owner = %s FROM due "
             "WHERE d.id = due.id RETURNING d.*) "
             f"SELECT {cols}, e.body FROM claimed c JOIN due ON due.id = c.id JOIN events e ON e.id = c.event_id "
             "ORDER BY due.was, due.rowid",
@@ -667,6 +712,7 @@ class _PostgresTx:
             limit,
             lease_until,
             lease_until,
+            _owner_key(owner),
         )
         return [(DeliveryRow(*r[:-1]), str(r[-1])) for r in rows]
 
@@ -680,10 +726,17 @@ class _PostgresTx:
     async def list_deliveries(self, limit: int, subscription_id: str | None = None) -> list[DeliveryRow]:
         return await self.list_deliveries_by(limit, subscription_id=subscription_id)
 
-    async def release_leases(self) -> None:
-        # Other nodes may be sending what they leased: a starting node must not take it from them.
-        # A dead node's leases expire (lease_until) and its rows fall due again by themselves.
-        return None
+    async def release_leases(self, owner: str = "") -> None:
+        # Other nodes may be sending what they leased: a starting node takes back only what it leased itself
+        # in a previous life (its owner name, which `own_leases` keeps from any other live process). Another
+        # dead node's leases run out (lease_until) and its rows fall due again by themselves.
+        if not owner:
+            return
+        await self._exec(
+            "UPDATE deliveries SET lease_until = NULL, next_attempt_at = COALESCE(last_attempt_at, created_at) "
+            "WHERE lease_owner = %s AND status = 'pending' AND lease_until IS NOT NULL",
+            (_owner_key(owner),),
+        )
 
     # delivery engine (bulk)
     async def finish_attempts(self, rows: list[DeliveryRow], attempts: list[AttemptRow]) -> None:

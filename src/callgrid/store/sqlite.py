@@ -164,6 +164,10 @@ class SqliteStore:
         # One process serves from this file: it wakes its own loops.
         return None
 
+    async def own_leases(self, owner: str) -> bool:
+        # One process per data directory (its lock), and a SQLite file is one data directory's.
+        return True
+
     async def close(self) -> None:
         if self._checkpointer is not None:
             await self._checkpointer.stop()
@@ -690,7 +694,9 @@ class _SqliteTx:
             *_values(row, _DELIVERY_COLUMNS),
         )
 
-    async def claim_deliveries(self, now: float, limit: int, lease_until: float) -> list[tuple[DeliveryRow, str]]:
+    async def claim_deliveries(
+        self, now: float, limit: int, lease_until: float, owner: str = ""
+    ) -> list[tuple[DeliveryRow, str]]:
         cols = ", ".join("d." + c for c in _DELIVERY_COLUMNS)
         rows = self._c.execute(
             f"SELECT {cols}, e.body FROM deliveries d JOIN events e ON e.id = d.event_id "
@@ -705,7 +711,8 @@ class _SqliteTx:
             row.lease_until = lease_until
             claimed.append((row, str(r[-1])))
         # Leased rows move out of the due range (next_attempt_at = lease end), so claim scans skip
-        # what is in flight; release_leases() makes them due again after a crash.
+        # what is in flight; release_leases() makes them due again after a crash. No owner is written:
+        # one node per SQLite file, so every lease in it is that node's.
         self._c.executemany(
             "UPDATE deliveries SET lease_until = ?, next_attempt_at = ? WHERE id = ?",
             [(lease_until, lease_until, row.id) for row, _ in claimed],
@@ -733,7 +740,8 @@ class _SqliteTx:
             ).fetchall()
         return [DeliveryRow(*r) for r in rows]
 
-    async def release_leases(self) -> None:
+    async def release_leases(self, owner: str = "") -> None:
+        # One node per SQLite file (its data directory's lock): every lease is this node's past life's.
         self._c.execute(
             "UPDATE deliveries SET lease_until = NULL, next_attempt_at = COALESCE(last_attempt_at, created_at) "
             "WHERE status = 'pending' AND lease_until IS NOT NULL"

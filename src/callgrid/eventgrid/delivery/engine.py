@@ -64,6 +64,8 @@ class DeliverySettings:
     dead_letter_delay_seconds: float = 0.0
     probation_failure_threshold: int = 10
     cloud_event_dataschema: bool = True
+    # The name this node leases rows under (store.own_leases): what it takes back when it starts again.
+    lease_owner: str = ""
 
 
 @dataclass
@@ -140,9 +142,10 @@ class DeliveryEngine:
         self._wake.set()
 
     async def recover(self) -> None:
-        """On start (single node): rows leased by a process that died are due again now."""
+        """On start: rows this node leased before it stopped (or died) are due again now, not when their
+        leases run out; on a shared store, other nodes' leases are theirs (see Store.release_leases)."""
         async with self._store.transaction() as tx:
-            await tx.release_leases()
+            await tx.release_leases(self.settings.lease_owner)
 
     async def run_forever(self) -> None:
         helpers = [asyncio.create_task(self._finish_forever()), asyncio.create_task(self._watch_timeouts())]
@@ -181,7 +184,7 @@ class DeliveryEngine:
         now = self._clock.now()
         lease = now + self.settings.timeout_seconds + 30.0
         async with self._store.transaction() as tx:
-            rows = await tx.claim_deliveries(now, self.settings.claim_batch, lease)
+            rows = await tx.claim_deliveries(now, self.settings.claim_batch, lease, self.settings.lease_owner)
             claim = await self._plan(tx, rows, now)
             deferred = self._defer_beyond_lanes(claim, now)
             if claim.settled:
