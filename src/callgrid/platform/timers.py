@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from callgrid.clock import Clock
-from callgrid.store import Store, StoreTx, TimerRow
+from callgrid.store import Store, StoreTx, StoreUnavailable, TimerRow
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ class TimerService:
                         log.warning("no handler for timer kind %s; dropped", timer.kind)
                     else:
                         await handler(tx, timer)
+            except StoreUnavailable:
+                raise  # nothing was written: the timer is still there, and fires when the store answers
             except Exception:
                 if timer is None:
                     raise
