@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ from callgrid.eventgrid.delivery.deadletter import (
     dead_letter_item,
     undeliverable_reason,
 )
-from callgrid.eventgrid.delivery.metrics import MetricCounts
+from callgrid.eventgrid.delivery.metrics import MetricCounts, MetricsBuffer
 from callgrid.eventgrid.delivery.payload import Target, dead_letter_text, delivered_text, request_for
 from callgrid.eventgrid.delivery.probation import Probation
 from callgrid.eventgrid.delivery.retry import RetryPolicy
@@ -86,6 +87,25 @@ class _Lane:
 
 
 @dataclass
+class _Outcomes:
+    """Answered requests' changes, to be written in one transaction."""
+
+    rows: list[DeliveryRow] = field(default_factory=list)
+    attempts: list[AttemptRow] = field(default_factory=list)
+    dead: list[DeadLetterRow] = field(default_factory=list)
+    counts: MetricCounts = field(default_factory=MetricCounts)
+
+
+@dataclass
+class _Work:
+    """One of the engine's transactions: its metric counts, and whether it started sending anything."""
+
+    tx: StoreTx
+    counts: MetricCounts
+    busy: bool = False
+
+
+@dataclass
 class _Claim:
     requests: list[_Request] = field(default_factory=list)
     settled: list[DeliveryRow] = field(default_factory=list)  # ended or rescheduled without an attempt
@@ -104,8 +124,12 @@ class DeliveryEngine:
         settings: DeliverySettings,
         retry: RetryPolicy | None = None,
         on_dead_letter: Callable[[], None] | None = None,
+        metrics: MetricsBuffer | None = None,
     ) -> None:
         self._store = store
+        # Where counts wait to be folded into one of this engine's transactions (None: each is written
+        # with the transaction that made it).
+        self._metrics = metrics
         self._clock = clock
         self._sender = sender
         self._callback_authorization = callback_authorization
@@ -143,17 +167,17 @@ class DeliveryEngine:
             await tx.release_leases()
 
     async def run_forever(self) -> None:
-        helpers = [asyncio.create_task(self._finish_forever()), asyncio.create_task(self._watch_timeouts())]
+        watcher = asyncio.create_task(self._watch_timeouts())
         try:
             while True:
                 self._wake.clear()
                 try:
-                    claimed = await self.dispatch_due()
+                    claimed = await self._cycle()
                 except Exception:
                     log.exception("delivery loop error")
                     claimed, self._next_due = 0, self._clock.now() + _IDLE_POLL_SECONDS
-                if claimed >= self.settings.claim_batch:
-                    continue  # there may be more due right now
+                if claimed >= self.settings.claim_batch or not self._done.empty():
+                    continue  # there may be more due right now, or outcomes came in meanwhile
                 next_due = self._next_due  # read in the claim's own transaction
                 now = self._clock.now()
                 if next_due is not None and next_due <= now and not self._in_flight:
@@ -162,8 +186,67 @@ class DeliveryEngine:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._clock.sleep_until(deadline, self._wake), _IDLE_POLL_SECONDS)
         finally:
-            for task in (*helpers, *self._in_flight, *self._late):
+            for task in (watcher, *self._in_flight, *self._late):
                 task.cancel()
+
+    async def _cycle(self) -> int:
+        """One transaction for what the loop has to do now: record the outcomes that came in, then claim
+        what is due. A routed call's deliveries each need both, and one COMMIT is cheaper than two (the two
+        touch the same delivery pages). Returns how many rows were claimed."""
+        batch: list[tuple[_Request, SendResult]] = []
+        while not self._done.empty() and len(batch) < 1024:
+            batch.append(self._done.get_nowait())
+        if not batch:
+            return await self.dispatch_due()
+        self._recording += 1
+        self._dispatching += 1
+        outcomes = self._outcomes(batch, self._clock.now())
+        try:
+            try:
+                async with self._transaction(outcomes.counts) as work:
+                    await self._write_outcomes(work.tx, outcomes)
+                    # Recorded rows are no longer in flight: one whose retry is due now is claimed below.
+                    self._in_flight_ids.difference_update(r.id for r in outcomes.rows)
+                    claimed = await self._claim(work)
+            except Exception:
+                # The outcomes alone, so that a claim that fails does not keep them from being recorded.
+                log.exception("delivery loop error; recording %d outcomes on their own", len(outcomes.rows))
+                await self._record(outcomes)
+                raise
+            self._recorded(outcomes)
+            return await self._start(*claimed)
+        finally:
+            self._in_flight_ids.difference_update(r.id for r in outcomes.rows)
+            self._recording -= 1
+            self._dispatching -= 1
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, counts: MetricCounts) -> AsyncIterator[_Work]:
+        """A transaction of the engine's, whose metric counts (`counts`, which the body adds to) are written
+        at its end: with what the buffer holds when a fold is due (the engine goes idle, or the interval has
+        passed), else into the buffer once it commits. A fold that does not commit goes back to the buffer."""
+        buffer = self._metrics
+        taken: MetricCounts | None = None
+        committed = False
+        try:
+            async with self._store.transaction() as tx:
+                work = _Work(tx, MetricCounts())
+                work.counts.merge(counts)  # a copy: what the body adds stays out of the caller's
+                yield work
+                if buffer is None:
+                    if work.counts:
+                        await tx.add_metric_counts(work.counts.rows())
+                else:
+                    idle = not (self._in_flight_ids or work.busy) and self._done.empty()
+                    taken = buffer.fold(work.counts, idle=idle)
+                    if taken is not None:
+                        await tx.add_metric_counts(taken.rows())
+                    elif work.counts:
+                        tx.after_commit(functools.partial(buffer.add, work.counts))
+            committed = True
+        finally:
+            if buffer is not None and taken is not None:
+                buffer.folded(taken, committed)
 
     # ------------------------------------------------------------------ claiming
 
@@ -176,21 +259,31 @@ class DeliveryEngine:
             self._dispatching -= 1
 
     async def _dispatch_due(self) -> int:
+        async with self._transaction(MetricCounts()) as work:
+            claimed = await self._claim(work)
+        return await self._start(*claimed)
+
+    async def _claim(self, work: _Work) -> tuple[_Claim, int, bool]:
+        """Claim what is due and plan its requests: (the claim, rows claimed, whether some were put back)."""
+        tx = work.tx
         now = self._clock.now()
         lease = now + self.settings.timeout_seconds + 30.0
-        async with self._store.transaction() as tx:
-            rows = await tx.claim_deliveries(now, self.settings.claim_batch, lease)
-            claim = await self._plan(tx, rows, now)
-            deferred = self._defer_beyond_lanes(claim, now)
-            if claim.settled:
-                await tx.finish_attempts(claim.settled, [])
-            if claim.dead:
-                await tx.add_dead_letters(claim.dead)
-            if claim.counts:
-                await tx.add_metric_counts(claim.counts.rows())
-            # Put-back rows are due now, behind the others; the lane that had no room wakes the loop once it
-            # has, rather than the loop claiming them again and again meanwhile.
-            self._next_due = None if deferred else await tx.next_delivery_due(now)
+        rows = await tx.claim_deliveries(now, self.settings.claim_batch, lease)
+        claim = await self._plan(tx, rows, now)
+        deferred = self._defer_beyond_lanes(claim, now)
+        if claim.settled:
+            await tx.finish_attempts(claim.settled, [])
+        if claim.dead:
+            await tx.add_dead_letters(claim.dead)
+        work.counts.merge(claim.counts)
+        work.busy = bool(claim.requests)
+        # Put-back rows are due now, behind the others; the lane that had no room wakes the loop once it
+        # has, rather than the loop claiming them again and again meanwhile.
+        self._next_due = None if deferred else await tx.next_delivery_due(now)
+        return claim, len(rows), deferred
+
+    async def _start(self, claim: _Claim, claimed: int, deferred: bool) -> int:
+        """Start sending what a committed claim planned; returns the rows claimed (0 if some were put back)."""
         if claim.dead and self._on_dead_letter is not None:
             self._on_dead_letter()
         for request in claim.requests:
@@ -209,7 +302,7 @@ class DeliveryEngine:
             task = asyncio.create_task(self._send_in_lane(key, lane, request))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
-        return 0 if deferred else len(rows)
+        return 0 if deferred else claimed
 
     def _defer_beyond_lanes(self, claim: _Claim, now: float) -> bool:
         """Put back (due now, behind every row already due) what a destination has no room for: its share of
@@ -405,6 +498,7 @@ class DeliveryEngine:
         if request.target is not None:
             self.probation.record(request.target.endpoint, result.ok, result.outcome, self._clock.now())
         self._done.put_nowait((request, result))
+        self._wake.set()  # the loop records it, with whatever it claims next
 
     def _await_late_answer(
         self, request: _Request, http: asyncio.Future[SendResult], attempts: list[tuple[str, int]], until: float
@@ -461,29 +555,15 @@ class DeliveryEngine:
 
     # ------------------------------------------------------------------ recording
 
-    async def _finish_forever(self) -> None:
-        while True:
-            batch = [await self._done.get()]
-            self._recording += 1
-            try:
-                await self._record_batch(batch)
-            finally:
-                self._recording -= 1
-
-    async def _record_batch(self, batch: list[tuple[_Request, SendResult]]) -> None:
-        while not self._done.empty() and len(batch) < 1024:
-            batch.append(self._done.get_nowait())
-        now = self._clock.now()
-        rows: list[DeliveryRow] = []
-        attempts: list[AttemptRow] = []
-        dead: list[DeadLetterRow] = []
-        counts = MetricCounts()
+    def _outcomes(self, batch: list[tuple[_Request, SendResult]], now: float) -> _Outcomes:
+        """What a batch of answered requests changes: the rows, their attempts, dead letters and counts."""
+        out = _Outcomes()
         for request, result in batch:
             # One delay per POST: a batch is retried as a unit (all-or-none, eventgrid.md 4.4).
             delay = self._retry_delay(request, result)
             target = request.target
             for row, text in zip(request.rows, request.texts, strict=True):
-                attempts.append(
+                out.attempts.append(
                     AttemptRow(
                         delivery_id=row.id,
                         attempt=row.attempts + 1,
@@ -495,40 +575,45 @@ class DeliveryEngine:
                         batch_size=len(request.rows),
                     )
                 )
-                letter = self._record(row, result, request, text, now, delay)
-                rows.append(row)
+                letter = self._record_row(row, result, request, text, now, delay)
+                out.rows.append(row)
                 if letter is not None:
-                    dead.append(letter)
+                    out.dead.append(letter)
                 if target is not None:
                     sid = target.subscription_id
-                    counts.attempt(target.topic, sid, result.ok, result.outcome, request.duration_ms)
+                    out.counts.attempt(target.topic, sid, result.ok, result.outcome, request.duration_ms)
                     if row.status != "pending":
                         latency = (row.last_attempt_at or now) - row.created_at
-                        counts.ended(target.topic, sid, row.status, row.reason, latency)
+                        out.counts.ended(target.topic, sid, row.status, row.reason, latency)
+        return out
+
+    @staticmethod
+    async def _write_outcomes(tx: StoreTx, out: _Outcomes) -> None:
+        await tx.finish_attempts(out.rows, out.attempts)
+        if out.dead:
+            await tx.add_dead_letters(out.dead)
+
+    async def _record(self, out: _Outcomes) -> None:
+        """Record outcomes in a transaction of their own."""
         try:
-            async with self._store.transaction() as tx:
-                await tx.finish_attempts(rows, attempts)
-                if dead:
-                    await tx.add_dead_letters(dead)
-                if counts:
-                    await tx.add_metric_counts(counts.rows())
+            async with self._transaction(out.counts) as work:
+                await self._write_outcomes(work.tx, out)
         except Exception:
             # Not recorded: the leases stay, and the rows are sent again (at-least-once).
-            log.exception("could not record %d delivery outcomes", len(rows))
-        finally:
-            self._in_flight_ids.difference_update(r.id for r in rows)
-        if dead and self._on_dead_letter is not None:
+            log.exception("could not record %d delivery outcomes", len(out.rows))
+            return
+        self._recorded(out)
+
+    def _recorded(self, out: _Outcomes) -> None:
+        if out.dead and self._on_dead_letter is not None:
             self._on_dead_letter()
-        # A retry may now be due before the claim loop's next look; an ended row needs no look.
-        if any(r.status == "pending" for r in rows):
-            self._wake.set()
 
     def _retry_delay(self, request: _Request, result: SendResult) -> float:
         attempts = request.rows[0].attempts + 1
         azure_resource = request.target is not None and request.target.azure_resource
         return self.retry.delay(attempts, result.status, azure_resource=azure_resource)
 
-    def _record(
+    def _record_row(
         self, row: DeliveryRow, result: SendResult, request: _Request, text: str, now: float, delay: float
     ) -> DeadLetterRow | None:
         row.attempts += 1
