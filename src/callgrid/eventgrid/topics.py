@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from callgrid.eventgrid.filters import Refusal
 from callgrid.eventgrid.index import SubscriptionIndex
 from callgrid.eventgrid.subscriptions import CLOUD_EVENT_SCHEMA, ActiveSubscription, active_subscription
 from callgrid.store import DeliveryRow, StoreTx
+from callgrid.store.keys import ordered_uuid
 
 
 def _version(doc: dict[str, Any]) -> tuple[Any, ...]:
@@ -170,7 +170,7 @@ class EventPublisher:
         for sub in subs:
             await tx.add_delivery(
                 DeliveryRow(
-                    id=str(uuid.uuid4()),
+                    id=ordered_uuid(),
                     kind="eventgrid",
                     event_id=key,
                     url=sub.endpoint_url,
@@ -224,7 +224,7 @@ class EventPublisher:
         await tx.add_event(event["id"], event["source"], json.dumps(event, separators=(",", ":")), now)
         await tx.add_delivery(
             DeliveryRow(
-                id=str(uuid.uuid4()),
+                id=ordered_uuid(),
                 kind="callback",
                 event_id=event["id"],
                 url=url,
