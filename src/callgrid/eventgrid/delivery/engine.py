@@ -43,6 +43,8 @@ _IDLE_POLL_SECONDS = 1.0
 # How long (real time) answered requests' outcomes may wait in memory for a claim to share a transaction
 # with. Unrecorded, a row is only sent again after a crash, as one in flight would be (at-least-once).
 _RECORD_HOLD_SECONDS = 0.02
+# Outcomes recorded in one transaction at most.
+_RECORD_BATCH = 1024
 # A webhook that answers a timed-out request within this long after it was sent still gets the event
 # counted delivered, if its retry has not gone out yet: Azure's best-effort cancel (eventgrid.md 4.5).
 LATE_ANSWER_WINDOW_SECONDS = 180.0
@@ -142,6 +144,9 @@ class DeliveryEngine:
         self._on_dead_letter = on_dead_letter
         self._wake = asyncio.Event()  # set for a claim wanted, and for an outcome to record
         self._claim_wanted = True
+        # Ends a hold of outcomes (a claim is wanted, or a batch's worth waits); not set by each outcome, so a
+        # hold costs one wait however many come in meanwhile.
+        self._hold_end = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._done: asyncio.Queue[tuple[_Request, SendResult]] = asyncio.Queue()
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -166,6 +171,7 @@ class DeliveryEngine:
         """Claim what is due now (rows were added)."""
         self._claim_wanted = True
         self._wake.set()
+        self._hold_end.set()
 
     async def recover(self) -> None:
         """On start (single node): rows leased by a process that died are due again now."""
@@ -176,12 +182,15 @@ class DeliveryEngine:
         watcher = asyncio.create_task(self._watch_timeouts())
         try:
             while True:
+                claim = True
                 if not (self._done.empty() or self._claim_wanted or self._due_now()):
+                    # Only outcomes to record: a claim now would only find what a full lane put back.
                     await self._hold_outcomes()
+                    claim = self._claim_wanted or self._due_now()
                 self._wake.clear()
                 self._claim_wanted = False
                 try:
-                    claimed = await self._cycle()
+                    claimed = await self._cycle(claim)
                 except Exception:
                     log.exception("delivery loop error")
                     claimed, self._next_due = 0, self._clock.now() + _IDLE_POLL_SECONDS
@@ -205,24 +214,33 @@ class DeliveryEngine:
         """Outcomes to record, and nothing to claim yet: wait a little (real time) for a claim to record them
         with. A routed call's first outcome comes just before the redirect that raises its next event, and
         under load the next call's event comes within the hold: one transaction instead of two."""
-        until = time.perf_counter() + _RECORD_HOLD_SECONDS
-        while not self._claim_wanted and self._done.qsize() < 1024:
-            left = until - time.perf_counter()
-            if left <= 0:
-                return
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), left)
+        self._hold_end.clear()
+        if self._claim_wanted or self._done.qsize() >= _RECORD_BATCH:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hold_end.wait(), _RECORD_HOLD_SECONDS)
 
-    async def _cycle(self) -> int:
+    async def _cycle(self, claim: bool) -> int:
         """One transaction for what the loop has to do now: record the outcomes that came in, then claim
-        what is due. A routed call's deliveries each need both, and one COMMIT is cheaper than two (the two
-        touch the same delivery pages). Returns how many rows were claimed."""
+        what is due (if `claim`). A routed call's deliveries each need both, and one COMMIT is cheaper than
+        two (the two touch the same delivery pages). Returns how many rows were claimed."""
         batch: list[tuple[_Request, SendResult]] = []
-        while not self._done.empty() and len(batch) < 1024:
+        while not self._done.empty() and len(batch) < _RECORD_BATCH:
             batch.append(self._done.get_nowait())
         if not batch:
-            return await self.dispatch_due()
+            return await self.dispatch_due() if claim else 0
+        if not claim:
+            self._recording += 1
+            outcomes = self._outcomes(batch, self._clock.now())
+            try:
+                await self._record(outcomes)
+            finally:
+                self._in_flight_ids.difference_update(r.id for r in outcomes.rows)
+                self._recording -= 1
+            # A retry may now be due before the loop's next look; an ended row needs no look.
+            if any(r.status == "pending" for r in outcomes.rows):
+                self.wake()
+            return 0
         self._recording += 1
         self._dispatching += 1
         outcomes = self._outcomes(batch, self._clock.now())
@@ -524,6 +542,8 @@ class DeliveryEngine:
             self.probation.record(request.target.endpoint, result.ok, result.outcome, self._clock.now())
         self._done.put_nowait((request, result))
         self._wake.set()  # the loop records it, with what it claims next if that comes soon
+        if self._done.qsize() >= _RECORD_BATCH:
+            self._hold_end.set()
 
     def _await_late_answer(
         self, request: _Request, http: asyncio.Future[SendResult], attempts: list[tuple[str, int]], until: float
@@ -623,6 +643,9 @@ class DeliveryEngine:
         try:
             async with self._transaction(out.counts) as work:
                 await self._write_outcomes(work.tx, out)
+                # No longer in flight (whatever the COMMIT does: unrecorded, a row is sent again once its lease
+                # ends); the engine is idle if nothing else is, and writes the buffered counts now.
+                self._in_flight_ids.difference_update(r.id for r in out.rows)
         except Exception:
             # Not recorded: the leases stay, and the rows are sent again (at-least-once).
             log.exception("could not record %d delivery outcomes", len(out.rows))
