@@ -16,6 +16,7 @@ from callgrid.config import Settings
 from callgrid.eventgrid.custom_topics import SYSTEM, TopicService
 from callgrid.eventgrid.delivery.deadletter import DeadLetterWriter, writer_for
 from callgrid.eventgrid.delivery.engine import DeliveryEngine, DeliverySettings
+from callgrid.eventgrid.delivery.metrics import MetricCounts, MetricsBuffer
 from callgrid.eventgrid.delivery.retention import Retention
 from callgrid.eventgrid.delivery.retry import RetryPolicy
 from callgrid.eventgrid.delivery.sender import AiohttpSender, Sender
@@ -152,6 +153,9 @@ class Node:
         self.dead_letters = DeadLetterWriter(
             self.store, self.clock, writer_for(s.dead_letter_connection_string, s.data_dir.resolve())
         )
+        # Event Grid's counters of system events and deliveries, between their commits and their folding
+        # into one of the delivery engine's transactions (eventgrid/delivery/metrics.py).
+        self.metrics = MetricsBuffer()
         self.delivery = DeliveryEngine(
             store=self.store,
             clock=self.clock,
@@ -169,6 +173,7 @@ class Node:
             ),
             retry=RetryPolicy(jitter_fraction=s.retry_jitter),
             on_dead_letter=self.dead_letters.wake,
+            metrics=self.metrics,
         )
         self.retention = Retention(self.store, self.clock, s.delivery_retention_hours * 3600.0)
         self.publisher = EventPublisher(
@@ -178,6 +183,7 @@ class Node:
             cloud_event_dataschema=s.cloud_event_dataschema,
         )
         self.publisher.observers = self.event_observers
+        self.publisher.metrics = self.metrics
         # Tokens are checked by clients against real time, so they are stamped with it.
         self.identities = IdentityService(self.keys.token_key, self.wall_clock)
         self.numbers = PhoneNumberService(self.clock)
@@ -288,7 +294,23 @@ class Node:
             await self.sip.stop()
         await self.media.stop()
         await self.sender.close()
+        await self.write_metrics()
         await self.store.close()
+
+    async def write_metrics(self) -> None:
+        """Write the buffered metric counts now (on a stop: a graceful one loses none)."""
+        taken = self.metrics.fold(MetricCounts(), idle=True)
+        if taken is None:
+            return
+        committed = False
+        try:
+            async with self.store.transaction() as tx:
+                await tx.add_metric_counts(taken.rows())
+            committed = True
+        except Exception:
+            log.exception("could not write %d buffered metric counts", len(taken.rows()))
+        finally:
+            self.metrics.folded(taken, committed)
 
     async def apply_media_event(self, event: MediaEvent) -> None:
         """What the media plane heard or saw, applied to the call in a transaction of its own."""
@@ -447,6 +469,8 @@ class Node:
                     await tx.reset()
                     await sip_routing.reset(tx)
                     await self.resources.forget_created(tx)
+                    # Counts buffered before the reset are of what it erased (a fold under way may still land).
+                    tx.after_commit(self.metrics.clear)
                 break
             except StoreConflict:
                 # Emptying every table meets whatever else is writing (the delivery engine finishing a

@@ -1,8 +1,9 @@
 """`GET /metrics`: Event Grid's metrics, and the media plane's counters, for Prometheus. Unsigned, as
 scrape targets are.
 
-A scrape reads the durable counters (one row per topic, subscription, metric and label) and the
-subscriptions' names: its cost follows the number of subscriptions, not the delivery history.
+A scrape reads the durable counters (one row per topic, subscription, metric and label), adds those
+still buffered in memory, and reads the subscriptions' names: its cost follows the number of
+subscriptions, not the delivery history.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 async def metrics(request: Request) -> Response:
     node = node_of(request)
-    async with node.store.transaction() as tx:
-        rows = await tx.metric_counts()
-        names = {d["id"].lower(): d["name"] for d in await tx.list_subscriptions()}
+    # The durable counters and those still buffered, each count once (no fold moves them meanwhile).
+    async with node.metrics.reading() as buffered:
+        async with node.store.transaction() as tx:
+            rows = await tx.metric_counts()
+            names = {d["id"].lower(): d["name"] for d in await tx.list_subscriptions()}
+        rows += buffered()
     text = render(rows, names) + _counters("media", node.media.metrics.snapshot())
     text += _counters("http", request.app.state.admission.snapshot())
     if node.sip is not None:

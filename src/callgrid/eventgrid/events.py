@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from callgrid.clock import iso7
+from callgrid.store.keys import ordered_uuid
 
 # RFC 3339 as Event Grid writes it; .NET writes 7 fractional digits, Python takes at most 6.
 _RFC3339 = re.compile(
@@ -47,7 +48,7 @@ def event_grid_event(
     event_id: str | None = None,
 ) -> dict[str, Any]:
     return {
-        "id": event_id or str(uuid.uuid4()),
+        "id": event_id or ordered_uuid(),  # the outbox's key too (store/keys.py)
         "topic": topic,
         "subject": subject,
         "data": data,

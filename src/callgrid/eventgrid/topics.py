@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import functools
 import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from callgrid.clock import Clock, iso7
-from callgrid.eventgrid.delivery.metrics import MetricCounts
+from callgrid.eventgrid.delivery.metrics import MetricCounts, MetricsBuffer
 from callgrid.eventgrid.events import FilterViews, event_grid_event
 from callgrid.eventgrid.filters import Refusal
 from callgrid.eventgrid.index import SubscriptionIndex
 from callgrid.eventgrid.subscriptions import CLOUD_EVENT_SCHEMA, ActiveSubscription, active_subscription
 from callgrid.store import DeliveryRow, StoreTx
+from callgrid.store.keys import ordered_uuid
 
 
 def _version(doc: dict[str, Any]) -> tuple[Any, ...]:
@@ -126,6 +126,8 @@ class EventPublisher:
         # Told of every event once its transaction commits, matched or not (the console's live view):
         # (kind "event" or "callback", topic source or callback URL, the event, ids of matched subscriptions).
         self.observers: list[Callable[[str, str, dict[str, Any], list[str]], None]] = []
+        # Where counts of events published without a `counts` of the caller's wait to be written.
+        self.metrics: MetricsBuffer | None = None
 
     def _observe(self, tx: StoreTx, kind: str, where: str, event: dict[str, Any], matched: list[str]) -> None:
         for observer in self.observers:
@@ -146,7 +148,8 @@ class EventPublisher:
         the delivery engine converts it to each subscription's schema at send time. `storage_id` is
         the outbox key when the event's own id need not be unique (publishers choose custom topic ids).
         An event no subscription wants is only counted (UnmatchedEventCount): nothing would read it.
-        Metrics go to `counts` when the caller writes many events' counts at once, else straight to `tx`.
+        Metrics go to `counts` when the caller writes many events' counts at once, else to the buffer once
+        `tx` commits (written with a later transaction of the delivery engine's), or straight to `tx`.
         """
         now = self._clock.now()
         views = FilterViews(event, dataschema=self._dataschema)
@@ -154,7 +157,10 @@ class EventPublisher:
         local = counts if counts is not None else MetricCounts()
         local.published(topic_source, (s.id for s in subs))
         if counts is None:
-            await tx.add_metric_counts(local.rows())
+            if self.metrics is not None:
+                tx.after_commit(functools.partial(self.metrics.add, local))
+            else:
+                await tx.add_metric_counts(local.rows())
         if self.observers:
             self._observe(tx, "event", topic_source, event, [s.id for s in subs])
         if not subs:
@@ -164,7 +170,7 @@ class EventPublisher:
         for sub in subs:
             await tx.add_delivery(
                 DeliveryRow(
-                    id=str(uuid.uuid4()),
+                    id=ordered_uuid(),
                     kind="eventgrid",
                     event_id=key,
                     url=sub.endpoint_url,
@@ -218,7 +224,7 @@ class EventPublisher:
         await tx.add_event(event["id"], event["source"], json.dumps(event, separators=(",", ":")), now)
         await tx.add_delivery(
             DeliveryRow(
-                id=str(uuid.uuid4()),
+                id=ordered_uuid(),
                 kind="callback",
                 event_id=event["id"],
                 url=url,

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import logging
 import math
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from callgrid.clock import Clock
 from callgrid.store import Store, StoreTx, StoreUnavailable, TimerRow
+from callgrid.store.keys import ordered_uuid
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class TimerService:
         self._wake.set()
 
     async def schedule(self, tx: StoreTx, kind: str, due_at: float, payload: dict[str, Any]) -> str:
-        timer_id = str(uuid.uuid4())
+        timer_id = ordered_uuid()
         await tx.add_timer(TimerRow(timer_id, due_at, kind, payload))
         # Most timers (ring timeouts) fall due long after the loop's next look: no need to wake it.
         if due_at < self._deadline:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ from callgrid.eventgrid.delivery.deadletter import (
     dead_letter_item,
     undeliverable_reason,
 )
-from callgrid.eventgrid.delivery.metrics import MetricCounts
+from callgrid.eventgrid.delivery.metrics import MetricCounts, MetricsBuffer
 from callgrid.eventgrid.delivery.payload import Target, dead_letter_text, delivered_text, request_for
 from callgrid.eventgrid.delivery.probation import Probation
 from callgrid.eventgrid.delivery.retry import RetryPolicy
@@ -39,6 +40,11 @@ from callgrid.store import AttemptRow, DeadLetterRow, DeliveryRow, Store, StoreT
 log = logging.getLogger(__name__)
 
 _IDLE_POLL_SECONDS = 1.0
+# How long (real time) answered requests' outcomes may wait in memory for a claim to share a transaction
+# with. Unrecorded, a row is only sent again after a crash, as one in flight would be (at-least-once).
+_RECORD_HOLD_SECONDS = 0.02
+# Outcomes recorded in one transaction at most.
+_RECORD_BATCH = 1024
 # A webhook that answers a timed-out request within this long after it was sent still gets the event
 # counted delivered, if its retry has not gone out yet: Azure's best-effort cancel (eventgrid.md 4.5).
 LATE_ANSWER_WINDOW_SECONDS = 180.0
@@ -90,6 +96,25 @@ class _Lane:
 
 
 @dataclass
+class _Outcomes:
+    """Answered requests' changes, to be written in one transaction."""
+
+    rows: list[DeliveryRow] = field(default_factory=list)
+    attempts: list[AttemptRow] = field(default_factory=list)
+    dead: list[DeadLetterRow] = field(default_factory=list)
+    counts: MetricCounts = field(default_factory=MetricCounts)
+
+
+@dataclass
+class _Work:
+    """One of the engine's transactions: its metric counts, and whether it started sending anything."""
+
+    tx: StoreTx
+    counts: MetricCounts
+    busy: bool = False
+
+
+@dataclass
 class _Claim:
     requests: list[_Request] = field(default_factory=list)
     settled: list[DeliveryRow] = field(default_factory=list)  # ended or rescheduled without an attempt
@@ -108,8 +133,12 @@ class DeliveryEngine:
         settings: DeliverySettings,
         retry: RetryPolicy | None = None,
         on_dead_letter: Callable[[], None] | None = None,
+        metrics: MetricsBuffer | None = None,
     ) -> None:
         self._store = store
+        # Where counts wait to be folded into one of this engine's transactions (None: each is written
+        # with the transaction that made it).
+        self._metrics = metrics
         self._clock = clock
         self._sender = sender
         self._callback_authorization = callback_authorization
@@ -117,7 +146,11 @@ class DeliveryEngine:
         self.retry = retry or RetryPolicy()
         self.probation = Probation(settings.probation_failure_threshold)
         self._on_dead_letter = on_dead_letter
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # set for a claim wanted, and for an outcome to record
+        self._claim_wanted = True
+        # Ends a hold of outcomes (a claim is wanted, or a batch's worth waits); not set by each outcome, so a
+        # hold costs one wait however many come in meanwhile.
+        self._hold_end = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._done: asyncio.Queue[tuple[_Request, SendResult]] = asyncio.Queue()
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -139,7 +172,10 @@ class DeliveryEngine:
         self._sending_since: dict[asyncio.Future[Any], float] = {}
 
     def wake(self) -> None:
+        """Claim what is due now (rows were added)."""
+        self._claim_wanted = True
         self._wake.set()
+        self._hold_end.set()
 
     async def recover(self) -> None:
         """On start: rows this node leased before it stopped (or died) are due again now, not when their
@@ -148,17 +184,23 @@ class DeliveryEngine:
             await tx.release_leases(self.settings.lease_owner)
 
     async def run_forever(self) -> None:
-        helpers = [asyncio.create_task(self._finish_forever()), asyncio.create_task(self._watch_timeouts())]
+        watcher = asyncio.create_task(self._watch_timeouts())
         try:
             while True:
+                claim = True
+                if not (self._done.empty() or self._claim_wanted or self._due_now()):
+                    # Only outcomes to record: a claim now would only find what a full lane put back.
+                    await self._hold_outcomes()
+                    claim = self._claim_wanted or self._due_now()
                 self._wake.clear()
+                self._claim_wanted = False
                 try:
-                    claimed = await self.dispatch_due()
+                    claimed = await self._cycle(claim)
                 except Exception:
                     log.exception("delivery loop error")
                     claimed, self._next_due = 0, self._clock.now() + _IDLE_POLL_SECONDS
-                if claimed >= self.settings.claim_batch:
-                    continue  # there may be more due right now
+                if claimed >= self.settings.claim_batch or not self._done.empty():
+                    continue  # there may be more due right now, or outcomes came in meanwhile
                 next_due = self._next_due  # read in the claim's own transaction
                 now = self._clock.now()
                 if next_due is not None and next_due <= now and not self._in_flight:
@@ -167,8 +209,92 @@ class DeliveryEngine:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._clock.sleep_until(deadline, self._wake), _IDLE_POLL_SECONDS)
         finally:
-            for task in (*helpers, *self._in_flight, *self._late):
+            for task in (watcher, *self._in_flight, *self._late):
                 task.cancel()
+
+    def _due_now(self) -> bool:
+        return self._next_due is not None and self._next_due <= self._clock.now()
+
+    async def _hold_outcomes(self) -> None:
+        """Outcomes to record, and nothing to claim yet: wait a little (real time) for a claim to record them
+        with. A routed call's first outcome comes just before the redirect that raises its next event, and
+        under load the next call's event comes within the hold: one transaction instead of two."""
+        self._hold_end.clear()
+        if self._claim_wanted or self._done.qsize() >= _RECORD_BATCH:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hold_end.wait(), _RECORD_HOLD_SECONDS)
+
+    async def _cycle(self, claim: bool) -> int:
+        """One transaction for what the loop has to do now: record the outcomes that came in, then claim
+        what is due (if `claim`). A routed call's deliveries each need both, and one COMMIT is cheaper than
+        two (the two touch the same delivery pages). Returns how many rows were claimed."""
+        batch: list[tuple[_Request, SendResult]] = []
+        while not self._done.empty() and len(batch) < _RECORD_BATCH:
+            batch.append(self._done.get_nowait())
+        if not batch:
+            return await self.dispatch_due() if claim else 0
+        if not claim:
+            self._recording += 1
+            outcomes = self._outcomes(batch, self._clock.now())
+            try:
+                await self._record(outcomes)
+            finally:
+                self._in_flight_ids.difference_update(r.id for r in outcomes.rows)
+                self._recording -= 1
+            # A retry may now be due before the loop's next look; an ended row needs no look.
+            if any(r.status == "pending" for r in outcomes.rows):
+                self.wake()
+            return 0
+        self._recording += 1
+        self._dispatching += 1
+        outcomes = self._outcomes(batch, self._clock.now())
+        try:
+            try:
+                async with self._transaction(outcomes.counts) as work:
+                    await self._write_outcomes(work.tx, outcomes)
+                    # Recorded rows are no longer in flight: one whose retry is due now is claimed below.
+                    self._in_flight_ids.difference_update(r.id for r in outcomes.rows)
+                    claimed = await self._claim(work)
+            except Exception:
+                # The outcomes alone, so that a claim that fails does not keep them from being recorded.
+                log.exception("delivery loop error; recording %d outcomes on their own", len(outcomes.rows))
+                await self._record(outcomes)
+                raise
+            self._recorded(outcomes)
+            return await self._start(*claimed)
+        finally:
+            self._in_flight_ids.difference_update(r.id for r in outcomes.rows)
+            self._recording -= 1
+            self._dispatching -= 1
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, counts: MetricCounts) -> AsyncIterator[_Work]:
+        """A transaction of the engine's, whose metric counts (`counts`, which the body adds to) are written
+        at its end: with what the buffer holds when a fold is due (the engine goes idle, or the interval has
+        passed), else into the buffer once it commits. A fold that does not commit goes back to the buffer."""
+        buffer = self._metrics
+        taken: MetricCounts | None = None
+        committed = False
+        try:
+            async with self._store.transaction() as tx:
+                work = _Work(tx, MetricCounts())
+                work.counts.merge(counts)  # a copy: what the body adds stays out of the caller's
+                yield work
+                if buffer is None:
+                    if work.counts:
+                        await tx.add_metric_counts(work.counts.rows())
+                else:
+                    idle = not (self._in_flight_ids or work.busy) and self._done.empty()
+                    taken = buffer.fold(work.counts, idle=idle)
+                    if taken is not None:
+                        await tx.add_metric_counts(taken.rows())
+                    elif work.counts:
+                        tx.after_commit(functools.partial(buffer.add, work.counts))
+            committed = True
+        finally:
+            if buffer is not None and taken is not None:
+                buffer.folded(taken, committed)
 
     # ------------------------------------------------------------------ claiming
 
@@ -181,21 +307,31 @@ class DeliveryEngine:
             self._dispatching -= 1
 
     async def _dispatch_due(self) -> int:
+        async with self._transaction(MetricCounts()) as work:
+            claimed = await self._claim(work)
+        return await self._start(*claimed)
+
+    async def _claim(self, work: _Work) -> tuple[_Claim, int, bool]:
+        """Claim what is due and plan its requests: (the claim, rows claimed, whether some were put back)."""
+        tx = work.tx
         now = self._clock.now()
         lease = now + self.settings.timeout_seconds + 30.0
-        async with self._store.transaction() as tx:
-            rows = await tx.claim_deliveries(now, self.settings.claim_batch, lease, self.settings.lease_owner)
-            claim = await self._plan(tx, rows, now)
-            deferred = self._defer_beyond_lanes(claim, now)
-            if claim.settled:
-                await tx.finish_attempts(claim.settled, [])
-            if claim.dead:
-                await tx.add_dead_letters(claim.dead)
-            if claim.counts:
-                await tx.add_metric_counts(claim.counts.rows())
-            # Put-back rows are due now, behind the others; the lane that had no room wakes the loop once it
-            # has, rather than the loop claiming them again and again meanwhile.
-            self._next_due = None if deferred else await tx.next_delivery_due(now)
+        rows = await tx.claim_deliveries(now, self.settings.claim_batch, lease, self.settings.lease_owner)
+        claim = await self._plan(tx, rows, now)
+        deferred = self._defer_beyond_lanes(claim, now)
+        if claim.settled:
+            await tx.finish_attempts(claim.settled, [])
+        if claim.dead:
+            await tx.add_dead_letters(claim.dead)
+        work.counts.merge(claim.counts)
+        work.busy = bool(claim.requests)
+        # Put-back rows are due now, behind the others; the lane that had no room wakes the loop once it
+        # has, rather than the loop claiming them again and again meanwhile.
+        self._next_due = None if deferred else await tx.next_delivery_due(now)
+        return claim, len(rows), deferred
+
+    async def _start(self, claim: _Claim, claimed: int, deferred: bool) -> int:
+        """Start sending what a committed claim planned; returns the rows claimed (0 if some were put back)."""
         if claim.dead and self._on_dead_letter is not None:
             self._on_dead_letter()
         for request in claim.requests:
@@ -214,7 +350,7 @@ class DeliveryEngine:
             task = asyncio.create_task(self._send_in_lane(key, lane, request))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
-        return 0 if deferred else len(rows)
+        return 0 if deferred else claimed
 
     def _defer_beyond_lanes(self, claim: _Claim, now: float) -> bool:
         """Put back (due now, behind every row already due) what a destination has no room for: its share of
@@ -247,7 +383,7 @@ class DeliveryEngine:
             while lane.queue:
                 if lane.deferred and len(lane.queue) <= self.settings.max_queued_per_destination // 2:
                     lane.deferred = False
-                    self._wake.set()
+                    self.wake()
                 waiting = lane.queue.popleft()
                 await self._slots.acquire()
                 await self._send(waiting)
@@ -255,7 +391,7 @@ class DeliveryEngine:
             lane.in_flight -= 1
             if lane.deferred:
                 lane.deferred = False
-                self._wake.set()
+                self.wake()
             if lane.in_flight == 0 and not lane.queue and self._lanes.get(key) is lane:
                 del self._lanes[key]
 
@@ -410,6 +546,9 @@ class DeliveryEngine:
         if request.target is not None:
             self.probation.record(request.target.endpoint, result.ok, result.outcome, self._clock.now())
         self._done.put_nowait((request, result))
+        self._wake.set()  # the loop records it, with what it claims next if that comes soon
+        if self._done.qsize() >= _RECORD_BATCH:
+            self._hold_end.set()
 
     def _await_late_answer(
         self, request: _Request, http: asyncio.Future[SendResult], attempts: list[tuple[str, int]], until: float
@@ -466,33 +605,15 @@ class DeliveryEngine:
 
     # ------------------------------------------------------------------ recording
 
-    async def _finish_forever(self) -> None:
-        while True:
-            batch = [await self._done.get()]
-            self._recording += 1
-            try:
-                await self._record_batch(batch)
-            except Exception:
-                # This task must outlive a bad batch: the batch's leases stay and its rows are sent again.
-                log.exception("could not record a batch of delivery outcomes")
-                self._in_flight_ids.difference_update(r.id for request, _ in batch for r in request.rows)
-            finally:
-                self._recording -= 1
-
-    async def _record_batch(self, batch: list[tuple[_Request, SendResult]]) -> None:
-        while not self._done.empty() and len(batch) < 1024:
-            batch.append(self._done.get_nowait())
-        now = self._clock.now()
-        rows: list[DeliveryRow] = []
-        attempts: list[AttemptRow] = []
-        dead: list[DeadLetterRow] = []
-        counts = MetricCounts()
+    def _outcomes(self, batch: list[tuple[_Request, SendResult]], now: float) -> _Outcomes:
+        """What a batch of answered requests changes: the rows, their attempts, dead letters and counts."""
+        out = _Outcomes()
         for request, result in batch:
             # One delay per POST: a batch is retried as a unit (all-or-none, eventgrid.md 4.4).
             delay = self._retry_delay(request, result)
             target = request.target
             for row, text in zip(request.rows, request.texts, strict=True):
-                attempts.append(
+                out.attempts.append(
                     AttemptRow(
                         delivery_id=row.id,
                         attempt=row.attempts + 1,
@@ -504,40 +625,48 @@ class DeliveryEngine:
                         batch_size=len(request.rows),
                     )
                 )
-                letter = self._record(row, result, request, text, now, delay)
-                rows.append(row)
+                letter = self._record_row(row, result, request, text, now, delay)
+                out.rows.append(row)
                 if letter is not None:
-                    dead.append(letter)
+                    out.dead.append(letter)
                 if target is not None:
                     sid = target.subscription_id
-                    counts.attempt(target.topic, sid, result.ok, result.outcome, request.duration_ms)
+                    out.counts.attempt(target.topic, sid, result.ok, result.outcome, request.duration_ms)
                     if row.status != "pending":
                         latency = (row.last_attempt_at or now) - row.created_at
-                        counts.ended(target.topic, sid, row.status, row.reason, latency)
+                        out.counts.ended(target.topic, sid, row.status, row.reason, latency)
+        return out
+
+    @staticmethod
+    async def _write_outcomes(tx: StoreTx, out: _Outcomes) -> None:
+        await tx.finish_attempts(out.rows, out.attempts)
+        if out.dead:
+            await tx.add_dead_letters(out.dead)
+
+    async def _record(self, out: _Outcomes) -> None:
+        """Record outcomes in a transaction of their own."""
         try:
-            async with self._store.transaction() as tx:
-                await tx.finish_attempts(rows, attempts)
-                if dead:
-                    await tx.add_dead_letters(dead)
-                if counts:
-                    await tx.add_metric_counts(counts.rows())
+            async with self._transaction(out.counts) as work:
+                await self._write_outcomes(work.tx, out)
+                # No longer in flight (whatever the COMMIT does: unrecorded, a row is sent again once its lease
+                # ends); the engine is idle if nothing else is, and writes the buffered counts now.
+                self._in_flight_ids.difference_update(r.id for r in out.rows)
         except Exception:
             # Not recorded: the leases stay, and the rows are sent again (at-least-once).
-            log.exception("could not record %d delivery outcomes", len(rows))
-        finally:
-            self._in_flight_ids.difference_update(r.id for r in rows)
-        if dead and self._on_dead_letter is not None:
+            log.exception("could not record %d delivery outcomes", len(out.rows))
+            return
+        self._recorded(out)
+
+    def _recorded(self, out: _Outcomes) -> None:
+        if out.dead and self._on_dead_letter is not None:
             self._on_dead_letter()
-        # A retry may now be due before the claim loop's next look; an ended row needs no look.
-        if any(r.status == "pending" for r in rows):
-            self._wake.set()
 
     def _retry_delay(self, request: _Request, result: SendResult) -> float:
         attempts = request.rows[0].attempts + 1
         azure_resource = request.target is not None and request.target.azure_resource
         return self.retry.delay(attempts, result.status, azure_resource=azure_resource)
 
-    def _record(
+    def _record_row(
         self, row: DeliveryRow, result: SendResult, request: _Request, text: str, now: float, delay: float
     ) -> DeadLetterRow | None:
         row.attempts += 1

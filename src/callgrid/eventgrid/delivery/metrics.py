@@ -4,18 +4,25 @@ Names are Azure's in snake case under `eventgrid_` (PublishSuccessCount ->
 `eventgrid_publish_success_count`), with Azure's dimensions as labels (`topic`,
 `event_subscription_name`, `dead_letter_reason`, `drop_reason`, `error_type`).
 
-Counts are durable counters (`StoreTx.add_metric_counts`), added to in the very transactions that
-publish events and record delivery outcomes, from a `MetricCounts` the caller fills as it goes. A
-scrape reads one row per topic, subscription, metric and label, however long the history; counts
-survive restarts and the retention purge of old deliveries. Histograms are stored as per-bucket
+Counts are durable counters (`StoreTx.add_metric_counts`): a `MetricCounts` the caller fills as it goes is
+written with a transaction. Those of system events and deliveries, the hot path, gather in a
+`MetricsBuffer` once their transaction commits, and are folded into one of the delivery engine's own
+transactions, at most every `FOLD_INTERVAL_SECONDS` while it is busy and at once when it goes idle: a
+routed call's dozen counter updates no longer ride on each of its commits. A scrape reads one row per
+topic, subscription, metric and label, however long the history, plus what is still buffered; counts
+survive restarts and the retention purge of old deliveries (a process killed while busy loses at most
+the last interval's counts; the events themselves are never at stake). Histograms are stored as per-bucket
 counts plus a sum and a count. Topics are lower-cased ARM ids, as Event Grid stamps system events.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import contextlib
+import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 # Seconds from publish to successful delivery (on callgrid's clock).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600, 3600, 21600, 86400)
@@ -103,6 +110,73 @@ class MetricCounts:
 
     def rows(self) -> list[CounterRow]:
         return [(*key, value) for key, value in self._counts.items()]
+
+    def merge(self, other: MetricCounts) -> None:
+        for key, value in other._counts.items():
+            self._counts[key] += value
+
+    def clear(self) -> None:
+        self._counts.clear()
+
+
+# While the engine is busy, buffered counts are written at most this often (real time).
+FOLD_INTERVAL_SECONDS = 0.25
+
+
+class MetricsBuffer:
+    """Committed counts not yet written, and the folding of them into a transaction.
+
+    One fold at a time: its counts leave the buffer when they are written into a transaction and come
+    back if that transaction does not commit. A scrape (`reading`) holds folds off while it reads, so it
+    sees each count exactly once: in the store or in the buffer.
+    """
+
+    def __init__(self, interval: float = FOLD_INTERVAL_SECONDS) -> None:
+        self._pending = MetricCounts()
+        self._interval = interval
+        self._last_fold = 0.0
+        self._readers = 0
+        self._no_fold = asyncio.Event()
+        self._no_fold.set()
+
+    def add(self, counts: MetricCounts) -> None:
+        self._pending.merge(counts)
+
+    def fold(self, own: MetricCounts, *, idle: bool) -> MetricCounts | None:
+        """What a transaction should write: `own` (its counts) with everything buffered, if a fold is due
+        (the engine is idle, or the interval has passed) and none is under way; else None, and the caller
+        adds `own` to the buffer once it commits. A fold must end with `folded`."""
+        if not (self._pending or own) or self._readers or not self._no_fold.is_set():
+            return None
+        now = time.monotonic()
+        if not idle and now - self._last_fold < self._interval:
+            return None
+        self._no_fold.clear()
+        self._last_fold = now
+        taken, self._pending = self._pending, MetricCounts()
+        taken.merge(own)
+        return taken
+
+    def folded(self, taken: MetricCounts, committed: bool) -> None:
+        """The fold's transaction ended: its counts are in the store, or back in the buffer."""
+        if not committed:
+            self._pending.merge(taken)
+        self._no_fold.set()
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[Callable[[], list[CounterRow]]]:
+        """For a scrape: no fold moves counts from the buffer to the store while it reads the store; what
+        it yields gives the buffered rows, to add to what was read."""
+        while not self._no_fold.is_set():
+            await self._no_fold.wait()
+        self._readers += 1
+        try:
+            yield self._pending.rows
+        finally:
+            self._readers -= 1
+
+    def clear(self) -> None:
+        self._pending.clear()
 
 
 # ------------------------------------------------------------------ exposition
