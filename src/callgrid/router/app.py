@@ -9,19 +9,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import quote
 
-import aiohttp
-from azure.communication.callautomation.aio import CallAutomationClient
-from azure.core.pipeline.transport import AioHttpTransport
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from callgrid.router import api, callbacks, webhook
+from callgrid.router.automation import lean_client
 from callgrid.router.callback_auth import CallbackVerifier
 from callgrid.router.config import CALLBACK_PATH, WEBHOOK_PATH, RouterConfig
 from callgrid.router.engine import Router
 from callgrid.router.store import RouterStore, open_router_store
+from callgrid.router.transport import KeptAliveTransport
 from callgrid.router.web import RouterState, state_of
 
 log = logging.getLogger("callgrid.router")
@@ -57,17 +56,15 @@ async def health(request: Request) -> Response:
 def build_app(state: RouterState) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # One TLS context for the life of the app. aiohttp caches its default context when first imported
-        # (so SSL_CERT_FILE set later is missed), and azure-core's `connection_verify=<path>` builds a new
-        # context per request (~20 ms of CPU each on this machine): give the SDK a session of our own.
+        # One TLS context for the life of the app: SSL_CERT_FILE / REQUESTS_CA_BUNDLE when set (an emulator's
+        # CA), else the system's. The SDK client is built once, on a transport that keeps its connections.
         bundle = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
         context = ssl.create_default_context(cafile=bundle) if bundle else ssl.create_default_context()
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, limit=256))
-        transport = AioHttpTransport(session=session, session_owner=False)
-        automation = CallAutomationClient.from_connection_string(state.config.connection_string, transport=transport)
+        transport = KeptAliveTransport(context)
+        automation = lean_client(state.config.connection_string, transport)
         state.store.start_checkpoints()
         try:
-            async with session, automation:
+            async with transport, automation:
                 state.router = Router(state.store, automation, state.config.sdk_timeout_seconds)
                 resumed = state.router.resume_pending()
                 if resumed:

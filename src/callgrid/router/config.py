@@ -19,13 +19,23 @@ class ConfigError(ValueError):
     pass
 
 
-def endpoint_of(connection_string: str) -> str:
-    """The `endpoint=` part of an ACS connection string, without a trailing slash."""
+def _parts(connection_string: str) -> tuple[str, str]:
     parts = dict(item.split("=", 1) for item in connection_string.strip().strip(";").split(";") if "=" in item)
     endpoint = next((v for k, v in parts.items() if k.strip().lower() == "endpoint"), None)
-    if not endpoint or not any(k.strip().lower() == "accesskey" for k in parts):
+    key = next((v for k, v in parts.items() if k.strip().lower() == "accesskey"), None)
+    if not endpoint or not key:
         raise ConfigError("the connection string needs endpoint=...;accesskey=... (as the Azure portal shows it).")
-    return endpoint.rstrip("/")
+    return endpoint.strip().rstrip("/"), key.strip()
+
+
+def endpoint_of(connection_string: str) -> str:
+    """The `endpoint=` part of an ACS connection string, without a trailing slash."""
+    return _parts(connection_string)[0]
+
+
+def access_key_of(connection_string: str) -> str:
+    """The `accesskey=` part of an ACS connection string."""
+    return _parts(connection_string)[1]
 
 
 def is_azure(endpoint: str) -> bool:

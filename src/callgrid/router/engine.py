@@ -17,6 +17,7 @@ from typing import Any
 from azure.communication.callautomation.aio import CallAutomationClient
 from azure.core.exceptions import AzureError, HttpResponseError
 
+from callgrid.router.automation import USER_AGENT
 from callgrid.router.identifiers import sdk_identifier
 from callgrid.router.models import ActionRecord, IncomingCall
 from callgrid.router.routing import Plan, Step, decide
@@ -74,6 +75,7 @@ class Router:
         headers = {
             "Repeatability-Request-ID": str(uuid.uuid5(_REPEATABILITY, f"{call.event_id}/{index}")),
             "Repeatability-First-Sent": formatdate(first_sent, usegmt=True),
+            "User-Agent": USER_AGENT,
         }
         record = ActionRecord(action=step.action, target=step.target, reason=step.reason, ok=False, at=time.time())
         started = time.perf_counter()
