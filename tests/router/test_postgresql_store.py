@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from callgrid.router.app import webhook_url
+from callgrid.router.models import Assignment, Rules, Unassigned
 from callgrid.router.store import RouterStore, open_router_store
 from callgrid.testing import CallgridServer, free_port
 from callgrid.testing.stores import drop_schema, fresh_postgres_url
@@ -158,3 +159,31 @@ def test_the_postgresql_store_builds_the_schema_sqlite_builds(tmp_path: Path, st
     # The decision log's tie-break (rowid) and the action log's own numbering exist on both.
     assert "rowid" in on_postgresql["decisions"]["columns"]  # type: ignore[operator]
     assert on_postgresql["actions"]["key"] == ["id"]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_one_lookup_answers_what_routing_asks(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """`lookup` (one statement) gives the answers the three separate reads give, on both stores, and sees a
+    rules change made by another writer (the CLI) at the next call."""
+    location = request.getfixturevalue("store_url") if kind == "postgresql" else str(tmp_path / "router.db")
+    store, other = open_router_store(location), open_router_store(location)
+    try:
+        store.assign(Assignment(OWNED, "8:acs:r_u1", "Front desk"))
+        store.block("8:acs:r_pest")
+        store.block(CALLER)
+        for number, callers in [
+            (OWNED, ["4:" + CALLER, CALLER]),
+            (OWNED, ["8:acs:r_pest", ""]),
+            (OWNED, ["4:+12065550111", "+12065550111"]),
+            (OTHER, ["4:+12065550111", "+12065550111"]),
+        ]:
+            found = store.lookup(number, callers)
+            assert found.assignment(number) == store.assignment(number)
+            assert found.is_blocked(callers) == store.is_blocked(callers)
+            assert found.rules == store.rules() == Rules()
+        other.set_rules(Rules(Unassigned.FALLBACK, "8:acs:r_desk"))
+        assert store.lookup(OTHER, ["4:" + CALLER, CALLER]).rules == Rules(Unassigned.FALLBACK, "8:acs:r_desk")
+        assert store.lookup(None, ["4:" + CALLER, CALLER]).assigned is None
+    finally:
+        store.close()
+        other.close()

@@ -20,7 +20,7 @@ from azure.core.exceptions import AzureError, HttpResponseError
 from callgrid.router.automation import USER_AGENT
 from callgrid.router.identifiers import sdk_identifier
 from callgrid.router.models import ActionRecord, IncomingCall
-from callgrid.router.routing import Plan, Step, decide
+from callgrid.router.routing import Plan, Step, blocking_keys, decide
 from callgrid.router.store import RouterStore
 
 log = logging.getLogger("callgrid.router")
@@ -51,7 +51,9 @@ class Router:
 
     async def handle(self, call: IncomingCall, first_sent: float) -> None:
         try:
-            plan = decide(call, self.store, self.store.rules())
+            # One read for the assignment, the block list and the rules (`decide` asks it nothing else).
+            lookup = self.store.lookup(call.callee_number, blocking_keys(call))
+            plan = decide(call, lookup, lookup.rules)
             actions: list[ActionRecord] = []
             outcome = await self._carry_out(call, plan, first_sent, actions)
             self.store.finish(call.event_id, plan.rule, outcome, actions)

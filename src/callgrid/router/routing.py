@@ -46,6 +46,11 @@ def _with_failover(first: Step, rules: Rules) -> tuple[Step, ...]:
     return tuple(steps)
 
 
+def blocking_keys(call: IncomingCall) -> list[str]:
+    """Who a block-list entry may name for this call: the caller's raw id, and its number if it has one."""
+    return [call.caller, call.caller_number or ""]
+
+
 def decide(call: IncomingCall, records: Records, rules: Rules) -> Plan:
     number = call.callee_number
     if number is None:
@@ -53,7 +58,7 @@ def decide(call: IncomingCall, records: Records, rules: Rules) -> Plan:
         if call.callee.startswith(ACS_USER_PREFIXES):
             return Plan("identity-leg", ())
         return Plan("other-callee", ())
-    if records.is_blocked([call.caller, call.caller_number or ""]):
+    if records.is_blocked(blocking_keys(call)):
         return Plan("blocked", (Step("reject", reason="forbidden"),))
     assignment = records.assignment(number)
     if assignment is not None:

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +29,21 @@ from callgrid.router.models import (
     Rules,
     Unassigned,
 )
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """One call's view of the store (`RouterStore.lookup`); answers routing's questions for that call."""
+
+    assigned: Assignment | None
+    blocked: bool
+    rules: Rules
+
+    def assignment(self, phone_number: str) -> Assignment | None:
+        return self.assigned if self.assigned is not None and self.assigned.phone_number == phone_number else None
+
+    def is_blocked(self, callers: list[str]) -> bool:
+        return self.blocked  # for the callers the lookup was made with (routing.blocking_keys)
 
 
 class Cursor(Protocol):
@@ -144,6 +160,8 @@ class _Checkpoints(threading.Thread):
 
 
 class RouterStore:
+    _rules_cache: tuple[str | None, Rules] | None = None
+
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         if str(path) != ":memory:":
@@ -233,14 +251,40 @@ class RouterStore:
             return str(c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
 
     def rules(self) -> Rules:
-        raw = self.meta("rules")
+        return self._parse_rules(self.meta("rules"))
+
+    def _parse_rules(self, raw: str | None) -> Rules:
+        # Parsed again only when the stored text changes (the CLI or another router may change it any time).
+        cached = self._rules_cache
+        if cached is not None and cached[0] == raw:
+            return cached[1]
         if raw is None:
-            return Rules()
-        doc = json.loads(raw)
-        return Rules(unassigned=Unassigned(doc["unassigned"]), fallback=doc.get("fallback"))
+            rules = Rules()
+        else:
+            doc = json.loads(raw)
+            rules = Rules(unassigned=Unassigned(doc["unassigned"]), fallback=doc.get("fallback"))
+        self._rules_cache = (raw, rules)
+        return rules
 
     def set_rules(self, rules: Rules) -> None:
         self.set_meta("rules", json.dumps(rules.view()))
+
+    def lookup(self, number: str | None, callers: Sequence[str]) -> Lookup:
+        """What routing a call needs from the store, read in one statement: the callee number's assignment,
+        whether a caller is blocked, and the rules (three reads per call before)."""
+        if number is None:
+            return Lookup(None, False, self.rules())
+        first, second = [*callers, "", ""][:2]
+        with self._read() as c:
+            row = c.execute(
+                "SELECT a.identity, a.display_name, "
+                "EXISTS (SELECT 1 FROM blocked_callers WHERE caller IN (?, ?)), "
+                "(SELECT value FROM meta WHERE key = 'rules') "
+                "FROM (SELECT 1 AS one) AS one LEFT JOIN assignments AS a ON a.phone_number = ?",
+                (first, second, number),
+            ).fetchone()
+        assignment = None if row[0] is None else Assignment(number, row[0], row[1])
+        return Lookup(assignment, bool(row[2]), self._parse_rules(row[3]))
 
     # ---- assignments ---------------------------------------------------------------------------------
 
