@@ -9,6 +9,7 @@ PostgreSQL instead, where several `router serve` behind one webhook URL share it
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import sys
@@ -168,7 +169,12 @@ def serve(
     console.print(f"[bold]callback JWKS[/bold]  {config.resolved_jwks_url} (audience {jwt_audience or 'not set'})")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("azure").setLevel(logging.WARNING)
-    uvicorn.run(build_app(state), host=host, port=port, log_level="warning")
+    app = build_app(state)
+    # What is alive now (modules, the SDK's and the app's objects) lives as long as the process: out of the
+    # collector's view, a full collection walks only what serving allocates (less CPU per routed call).
+    gc.collect()
+    gc.freeze()
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 @router_app.command()
