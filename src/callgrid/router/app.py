@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import quote
 
+import aiohttp
+from azure.core.pipeline.transport import AioHttpTransport
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,7 +22,6 @@ from callgrid.router.callback_auth import CallbackVerifier
 from callgrid.router.config import CALLBACK_PATH, WEBHOOK_PATH, RouterConfig
 from callgrid.router.engine import Router
 from callgrid.router.store import RouterStore, open_router_store
-from callgrid.router.transport import KeptAliveTransport
 from callgrid.router.web import RouterState, state_of
 
 log = logging.getLogger("callgrid.router")
@@ -60,11 +61,12 @@ def build_app(state: RouterState) -> Starlette:
         # CA), else the system's. The SDK client is built once, on a transport that keeps its connections.
         bundle = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
         context = ssl.create_default_context(cafile=bundle) if bundle else ssl.create_default_context()
-        transport = KeptAliveTransport(context)
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, limit=256))
+        transport = AioHttpTransport(session=session, session_owner=False)
         automation = lean_client(state.config.connection_string, transport)
         state.store.start_checkpoints()
         try:
-            async with transport, automation:
+            async with session, automation:
                 state.router = Router(state.store, automation, state.config.sdk_timeout_seconds)
                 resumed = state.router.resume_pending()
                 if resumed:
