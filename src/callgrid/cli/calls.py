@@ -52,7 +52,10 @@ def call(
     with console.status("ringing…") as status:
         while True:
             view = client.get_call(placed["serverCallId"])
-            entries = _entries(view, client.deliveries(200)["value"])
+            # One read of the deliveries for both what is shown and whether they are settled: with two, an
+            # attempt recorded between them ended the watch without ever being shown.
+            deliveries = client.deliveries(200)["value"]
+            entries = _entries(view, deliveries)
             for key, entry in entries:
                 if key in shown:
                     continue
@@ -61,7 +64,7 @@ def call(
                 console.print(_timeline_line(entry, started))
             status.update(f"{view['state']}…")
             voice.step(view["state"])
-            settled = not any(d["status"] == "pending" for d in _deliveries_of(view, client.deliveries(200)["value"]))
+            settled = not any(d["status"] == "pending" for d in _deliveries_of(view, deliveries))
             # With --say / --play, keep following what the app does about it until --watch runs out.
             quiet = voice.done and (not voice.speaks or view["state"] == "disconnected")
             if (view["state"] != "ringing" and settled and quiet) or time.monotonic() >= deadline:
