@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 
 _MS_BITS = (1 << 48) - 1
 _LOW_BITS = (1 << 62) - 1
@@ -28,5 +29,4 @@ def ordered_uuid() -> str:
         | 0b10 << 62
         | random & _LOW_BITS
     )
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return str(uuid.UUID(int=value))
