@@ -1,43 +1,39 @@
 """The one way request and response bodies from the network are parsed as JSON.
 
-`json.loads` alone lets a hostile body through in three ways: thousands of nested brackets raise
-RecursionError (a 500, not a 400), `NaN`/`Infinity` are accepted although JSON has no such values, and a
-deep but parseable document breaks whatever walks it later. Azure's services parse with .NET, whose
+A parser alone can let a hostile body through in three ways: thousands of nested brackets (the standard
+library raises RecursionError: a 500, not a 400), `NaN`/`Infinity` (the standard library accepts them
+although JSON has no such values), and a deep but parseable document that breaks whatever walks it later.
+orjson refuses the first two itself; the depth is checked here. Azure's services parse with .NET, whose
 readers stop at 64 levels (System.Text.Json's and Json.NET's default MaxDepth); callgrid does the same.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
+
+import orjson
 
 __all__ = ["MAX_DEPTH", "JsonRejected", "loads"]
 
 MAX_DEPTH = 64
+_BOM = b"\xef\xbb\xbf"
 
 
 class JsonRejected(ValueError):
     """Not JSON callgrid accepts; the message says why, in words fit for an error body."""
 
 
-def _no_constant(name: str) -> Any:
-    raise JsonRejected(f"{name} is not a JSON value")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise JsonRejected(f"the number {text[:40]} is out of range")
-    return value
-
-
 def loads(text: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     """Parse `text`; raise :class:`ValueError` (a :class:`JsonRejected` for the cases above) if it is refused."""
+    if isinstance(text, bytes) and text.startswith(_BOM):
+        text = text[len(_BOM) :]  # the standard library took one; a .NET reader skips it too
     try:
-        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
-    except RecursionError:
-        raise JsonRejected(f"it is nested deeper than {max_depth} levels") from None
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        # orjson refuses NaN, Infinity and numbers past a double's range itself, and stops at 1,024 levels.
+        if "depth limit" in str(exc):
+            raise JsonRejected(f"it is nested deeper than {max_depth} levels") from None
+        raise
     if _deeper_than(value, max_depth):
         raise JsonRejected(f"it is nested deeper than {max_depth} levels")
     return value

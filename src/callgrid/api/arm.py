@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from callgrid.api.auth import arm_bearer, node_of, resource_of
 from callgrid.api.body import ARM_BODY_LIMIT
 from callgrid.api.errors import error_response, read_json
+from callgrid.api.responses import JSONResponse
 from callgrid.errors import NotFound
 from callgrid.eventgrid.custom_topics import CUSTOM, SYSTEM, public_topic
 from callgrid.eventgrid.subscriptions import (

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from callgrid import __version__
@@ -14,6 +14,7 @@ from callgrid.api.auth import hmac_signed, node_of, require_default_resource, re
 from callgrid.api.deliveries import query_limit
 from callgrid.api.errors import error_response, field, read_object
 from callgrid.api.openapi import OPENAPI
+from callgrid.api.responses import JSONResponse
 from callgrid.errors import InvalidRequest, NotFound
 from callgrid.platform.calls import Call, DeviceBehaviour
 from callgrid.platform.calls.service import parse_identifier

@@ -11,12 +11,13 @@ from typing import Any
 from urllib.parse import unquote
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from callgrid.api.auth import Handler, hmac_signed, node_of, resource_of
 from callgrid.api.errors import error_response, field, read_object
 from callgrid.api.repeatability import operation, repeatable
+from callgrid.api.responses import JSONResponse
 from callgrid.errors import InvalidRequest
 from callgrid.identifiers import CommunicationIdentifier, InvalidIdentifier, from_raw_id, from_wire, phone_number
 from callgrid.node import Node

@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from callgrid.api.auth import hmac_signed, node_of, resource_of
+from callgrid.api.responses import JSONResponse
 from callgrid.clock import iso7
 from callgrid.errors import InvalidRequest, NotFound
 from callgrid.eventgrid.delivery.deadletter import replay

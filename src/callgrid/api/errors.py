@@ -7,9 +7,10 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from callgrid.api.body import ACS_BODY_LIMIT, close_if_unread, read_body
+from callgrid.api.responses import JSONResponse
 from callgrid.errors import CallgridError, InvalidRequest
 from callgrid.jsonbody import loads
 from callgrid.store import StoreUnavailable

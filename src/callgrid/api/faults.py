@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from callgrid.api.auth import hmac_signed, node_of, require_default_resource
 from callgrid.api.errors import error_response, read_object
+from callgrid.api.responses import JSONResponse
 from callgrid.faults import operation_of
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from callgrid.api.auth import hmac_signed, node_of, resource_of
 from callgrid.api.errors import field, read_object, string_list
+from callgrid.api.responses import JSONResponse
 
 
 @hmac_signed

@@ -13,11 +13,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from callgrid.api.auth import hmac_signed, node_of, resource_of
 from callgrid.api.errors import read_object
+from callgrid.api.responses import JSONResponse
 from callgrid.errors import InvalidRequest
 from callgrid.platform import number_lookup
 from callgrid.platform.number_orders import StartedOperation

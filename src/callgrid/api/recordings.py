@@ -9,12 +9,13 @@ signed with the access key like every `/callgrid/v1` route.
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from callgrid.api.auth import hmac_signed, node_of, resource_of
 from callgrid.api.errors import field, read_object
 from callgrid.api.repeatability import operation, repeatable
+from callgrid.api.responses import JSONResponse
 from callgrid.errors import InvalidRequest, NotFound
 
 

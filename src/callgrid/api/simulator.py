@@ -7,12 +7,13 @@ import binascii
 from urllib.parse import unquote
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from callgrid.api.auth import hmac_signed, hmac_signed_audio, node_of, resource_of
 from callgrid.api.body import AUDIO_BODY_LIMIT
 from callgrid.api.errors import field, read_object
+from callgrid.api.responses import JSONResponse
 from callgrid.errors import InvalidRequest, NotFound
 from callgrid.media import codecs, speech
 from callgrid.media.plane import TONE_KEYS

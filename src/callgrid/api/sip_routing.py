@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from callgrid.api.auth import hmac_signed, node_of
 from callgrid.api.errors import read_json
+from callgrid.api.responses import JSONResponse
 from callgrid.platform import sip_routing
 
 

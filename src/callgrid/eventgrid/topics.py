@@ -8,11 +8,11 @@ compiled filter whose subscription did not change, so a change costs a scan, not
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from callgrid import jsonio
 from callgrid.clock import Clock, iso7
 from callgrid.eventgrid.delivery.metrics import MetricCounts, MetricsBuffer
 from callgrid.eventgrid.events import FilterViews, event_grid_event
@@ -166,7 +166,7 @@ class EventPublisher:
         if not subs:
             return []
         key = storage_id or event["id"]
-        await tx.add_event(key, topic_source, json.dumps(event, separators=(",", ":")), now)
+        await tx.add_event(key, topic_source, jsonio.dumps(event), now)
         for sub in subs:
             await tx.add_delivery(
                 DeliveryRow(
@@ -221,7 +221,7 @@ class EventPublisher:
         now = self._clock.now()
         if self.observers:
             self._observe(tx, "callback", url, event, [])
-        await tx.add_event(event["id"], event["source"], json.dumps(event, separators=(",", ":")), now)
+        await tx.add_event(event["id"], event["source"], jsonio.dumps(event), now)
         await tx.add_delivery(
             DeliveryRow(
                 id=ordered_uuid(),

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
@@ -36,6 +35,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from callgrid import jsonio
 from callgrid.errors import InvalidRequest
 from callgrid.store.base import (
     AttemptRow,
@@ -67,11 +67,11 @@ def _values(row: object, columns: list[str]) -> tuple[Any, ...]:
 
 
 def _dumps(doc: Any) -> str:
-    return json.dumps(doc, separators=(",", ":"))
+    return jsonio.dumps(doc)
 
 
 def _doc(row: tuple[Any, ...] | None) -> dict[str, Any] | None:
-    return None if row is None else json.loads(row[0])  # type: ignore[no-any-return]
+    return None if row is None else jsonio.loads(row[0])  # type: ignore[no-any-return]
 
 
 def _dead_letter_values(row: DeadLetterRow) -> tuple[Any, ...]:
@@ -79,7 +79,9 @@ def _dead_letter_values(row: DeadLetterRow) -> tuple[Any, ...]:
 
 
 def _dead_letter(values: tuple[Any, ...]) -> DeadLetterRow:
-    loaded = [json.loads(v) if c in _DEAD_LETTER_JSON else v for c, v in zip(_DEAD_LETTER_COLUMNS, values, strict=True)]
+    loaded = [
+        jsonio.loads(v) if c in _DEAD_LETTER_JSON else v for c, v in zip(_DEAD_LETTER_COLUMNS, values, strict=True)
+    ]
     return DeadLetterRow(*loaded)
 
 
@@ -399,7 +401,7 @@ class _PostgresTx:
 
     async def list_resources(self) -> list[dict[str, Any]]:
         rows = await self._all("SELECT doc FROM communication_resources ORDER BY created_at, name")
-        return [json.loads(r[0]) for r in rows]
+        return [jsonio.loads(r[0]) for r in rows]
 
     async def delete_resource(self, name: str) -> bool:
         self.notify.add("resources")
@@ -456,7 +458,7 @@ class _PostgresTx:
             top,
             skip,
         )
-        return [json.loads(r[0]) for r in rows]
+        return [jsonio.loads(r[0]) for r in rows]
 
     async def count_phone_numbers(self, resource_id: str) -> int:
         row = await self._one("SELECT COUNT(*) FROM phone_numbers WHERE resource_id = %s", resource_id)
@@ -486,7 +488,7 @@ class _PostgresTx:
         rows = await self._all(
             "SELECT doc FROM number_reservations ORDER BY created_at, id LIMIT %s OFFSET %s", top, skip
         )
-        return [json.loads(r[0]) for r in rows]
+        return [jsonio.loads(r[0]) for r in rows]
 
     async def delete_number_reservation(self, reservation_id: str) -> bool:
         return await self._count("DELETE FROM number_reservations WHERE id = %s", reservation_id) > 0
@@ -527,7 +529,7 @@ class _PostgresTx:
         return _doc(await self._one("SELECT doc FROM endpoints WHERE raw_id = %s", raw_id))
 
     async def list_endpoints(self) -> list[dict[str, Any]]:
-        return [json.loads(r[0]) for r in await self._all("SELECT doc FROM endpoints ORDER BY raw_id")]
+        return [jsonio.loads(r[0]) for r in await self._all("SELECT doc FROM endpoints ORDER BY raw_id")]
 
     # calls
     async def put_call(self, server_call_id: str, doc: dict[str, Any], updated_at: float) -> None:
@@ -550,7 +552,7 @@ class _PostgresTx:
                 list(resource_ids),
                 limit,
             )
-        return [json.loads(r[0]) for r in rows]
+        return [jsonio.loads(r[0]) for r in rows]
 
     async def add_call_connection(self, call_connection_id: str, server_call_id: str) -> None:
         await self._insert("call_connections", "call_connection_id, server_call_id", call_connection_id, server_call_id)
@@ -574,7 +576,7 @@ class _PostgresTx:
         )
         if row is None:
             return None
-        return {"fingerprint": row[0], "status": row[1], "response": None if row[2] is None else json.loads(row[2])}
+        return {"fingerprint": row[0], "status": row[1], "response": None if row[2] is None else jsonio.loads(row[2])}
 
     async def put_repeatable(self, request_id: str, doc: dict[str, Any], now: float, expires_at: float) -> None:
         response = doc.get("response")
@@ -621,7 +623,7 @@ class _PostgresTx:
             now,
             limit,
         )
-        return [TimerRow(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+        return [TimerRow(r[0], r[1], r[2], jsonio.loads(r[3])) for r in rows]
 
     async def delete_timer(self, timer_id: str) -> None:
         await self._exec("DELETE FROM timers WHERE id = %s", (timer_id,))
@@ -641,7 +643,7 @@ class _PostgresTx:
 
     async def list_subscriptions(self) -> list[dict[str, Any]]:
         rows = await self._all("SELECT doc FROM event_subscriptions ORDER BY id")
-        return [json.loads(r[0]) for r in rows]
+        return [jsonio.loads(r[0]) for r in rows]
 
     async def delete_subscription(self, sub_id: str) -> bool:
         deleted = await self._count("DELETE FROM event_subscriptions WHERE id = %s", sub_id) > 0
@@ -680,7 +682,7 @@ class _PostgresTx:
 
     async def list_topics(self, kind: str) -> list[dict[str, Any]]:
         rows = await self._all("SELECT doc FROM eventgrid_topics WHERE kind = %s ORDER BY id", kind)
-        return [json.loads(r[0]) for r in rows]
+        return [jsonio.loads(r[0]) for r in rows]
 
     async def delete_topic(self, topic_id: str) -> bool:
         return await self._count("DELETE FROM eventgrid_topics WHERE id = %s", topic_id) > 0

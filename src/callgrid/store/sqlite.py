@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +23,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from callgrid import jsonio
 from callgrid.store.base import (
     AttemptRow,
     DeadLetterRow,
@@ -56,7 +56,9 @@ def _dead_letter_values(row: DeadLetterRow) -> tuple[Any, ...]:
 
 
 def _dead_letter(values: tuple[Any, ...]) -> DeadLetterRow:
-    loaded = [json.loads(v) if c in _DEAD_LETTER_JSON else v for c, v in zip(_DEAD_LETTER_COLUMNS, values, strict=True)]
+    loaded = [
+        jsonio.loads(v) if c in _DEAD_LETTER_JSON else v for c, v in zip(_DEAD_LETTER_COLUMNS, values, strict=True)
+    ]
     return DeadLetterRow(*loaded)
 
 
@@ -325,11 +327,11 @@ _AUTOCHECKPOINT_PAGES = 20_000
 
 
 def _doc(row: tuple[Any, ...] | None) -> dict[str, Any] | None:
-    return None if row is None else json.loads(row[0])  # type: ignore[no-any-return]
+    return None if row is None else jsonio.loads(row[0])  # type: ignore[no-any-return]
 
 
 def _dumps(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, separators=(",", ":"))
+    return jsonio.dumps(doc)
 
 
 class _SqliteTx:
@@ -383,7 +385,7 @@ class _SqliteTx:
 
     async def list_resources(self) -> list[dict[str, Any]]:
         rows = self._c.execute("SELECT doc FROM communication_resources ORDER BY created_at, name").fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [jsonio.loads(r[0]) for r in rows]
 
     async def delete_resource(self, name: str) -> bool:
         return self._c.execute("DELETE FROM communication_resources WHERE name = ?", (name,)).rowcount > 0
@@ -438,7 +440,7 @@ class _SqliteTx:
             "SELECT doc FROM phone_numbers WHERE resource_id = ? ORDER BY number LIMIT ? OFFSET ?",
             (resource_id, top, skip),
         ).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [jsonio.loads(r[0]) for r in rows]
 
     async def count_phone_numbers(self, resource_id: str) -> int:
         row = self._one("SELECT COUNT(*) FROM phone_numbers WHERE resource_id = ?", resource_id)
@@ -471,7 +473,7 @@ class _SqliteTx:
         rows = self._c.execute(
             "SELECT doc FROM number_reservations ORDER BY created_at, id LIMIT ? OFFSET ?", (top, skip)
         ).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [jsonio.loads(r[0]) for r in rows]
 
     async def delete_number_reservation(self, reservation_id: str) -> bool:
         return self._c.execute("DELETE FROM number_reservations WHERE id = ?", (reservation_id,)).rowcount > 0
@@ -521,7 +523,7 @@ class _SqliteTx:
         return _doc(self._one("SELECT doc FROM endpoints WHERE raw_id = ?", raw_id))
 
     async def list_endpoints(self) -> list[dict[str, Any]]:
-        return [json.loads(r[0]) for r in self._c.execute("SELECT doc FROM endpoints ORDER BY raw_id").fetchall()]
+        return [jsonio.loads(r[0]) for r in self._c.execute("SELECT doc FROM endpoints ORDER BY raw_id").fetchall()]
 
     # calls
     async def put_call(self, server_call_id: str, doc: dict[str, Any], updated_at: float) -> None:
@@ -545,7 +547,7 @@ class _SqliteTx:
                 "ORDER BY updated_at DESC LIMIT ?",
                 (*resource_ids, limit),
             ).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [jsonio.loads(r[0]) for r in rows]
 
     async def add_call_connection(self, call_connection_id: str, server_call_id: str) -> None:
         self._insert(
@@ -567,7 +569,7 @@ class _SqliteTx:
         )
         if row is None:
             return None
-        return {"fingerprint": row[0], "status": row[1], "response": None if row[2] is None else json.loads(row[2])}
+        return {"fingerprint": row[0], "status": row[1], "response": None if row[2] is None else jsonio.loads(row[2])}
 
     async def put_repeatable(self, request_id: str, doc: dict[str, Any], now: float, expires_at: float) -> None:
         response = doc.get("response")
@@ -614,7 +616,7 @@ class _SqliteTx:
             "SELECT id, due_at, kind, payload FROM timers WHERE due_at <= ? ORDER BY due_at LIMIT ?",
             (now, limit),
         ).fetchall()
-        return [TimerRow(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+        return [TimerRow(r[0], r[1], r[2], jsonio.loads(r[3])) for r in rows]
 
     async def delete_timer(self, timer_id: str) -> None:
         self._c.execute("DELETE FROM timers WHERE id = ?", (timer_id,))
@@ -635,7 +637,7 @@ class _SqliteTx:
 
     async def list_subscriptions(self) -> list[dict[str, Any]]:
         rows = self._c.execute("SELECT doc FROM event_subscriptions ORDER BY id").fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [jsonio.loads(r[0]) for r in rows]
 
     async def delete_subscription(self, sub_id: str) -> bool:
         deleted = self._c.execute("DELETE FROM event_subscriptions WHERE id = ?", (sub_id,)).rowcount > 0
@@ -672,7 +674,7 @@ class _SqliteTx:
 
     async def list_topics(self, kind: str) -> list[dict[str, Any]]:
         rows = self._c.execute("SELECT doc FROM eventgrid_topics WHERE kind = ? ORDER BY id", (kind,)).fetchall()
-        return [json.loads(r[0]) for r in rows]
+        return [jsonio.loads(r[0]) for r in rows]
 
     async def delete_topic(self, topic_id: str) -> bool:
         return self._c.execute("DELETE FROM eventgrid_topics WHERE id = ?", (topic_id,)).rowcount > 0

@@ -7,7 +7,9 @@ event by type.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +35,30 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024
     daemon_threads = True
 
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Kept-alive connections end with the server: a closed webhook must stop answering, as an app's
+        server that stopped does."""
+        with self._open_lock:
+            live = list(self._open)
+        for sock in live:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
 
 # (status, JSON payload) or (status, JSON payload, extra response headers)
 Responder = Callable[[Received], tuple[int, Any] | tuple[int, Any, dict[str, str]]]
@@ -50,6 +76,9 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keeps connections alive, as the web servers apps run on do: Event Grid's deliveries reuse them.
+            protocol_version = "HTTP/1.1"
+
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
@@ -184,6 +213,7 @@ class WebhookReceiver:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self._server.close_connections()
 
 
 def _events_in(body: Any) -> list[dict[str, Any]]:

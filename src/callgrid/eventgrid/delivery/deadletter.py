@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from callgrid import jsonio
 from callgrid.clock import Clock, iso7, to_datetime
 from callgrid.errors import Conflict, NotFound
 from callgrid.eventgrid.delivery.payload import CLOUD_EVENT_SCHEMA
@@ -222,7 +222,7 @@ class DeadLetterWriter:
             groups[(account, container, blob_name(row.subscription_name, row.created_at, "-"))].append(row)
         for (account, container, _), rows in groups.items():
             name = blob_name(rows[0].subscription_name, rows[0].created_at)
-            data = json.dumps([r.item for r in rows], separators=(",", ":")).encode()
+            data = jsonio.dumpb([r.item for r in rows])
             try:
                 location = await self._writer.write(account, container, name, data)
             except Exception as exc:  # the store keeps them; try again later, give up after 4 h as Azure does

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import time
 import uuid
@@ -20,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from callgrid import jsonio
 from callgrid.clock import Clock
 from callgrid.eventgrid.delivery.batching import plan_batches
 from callgrid.eventgrid.delivery.deadletter import (
@@ -702,7 +702,7 @@ class DeliveryEngine:
             subscription_id=target.subscription_id,
             subscription_name=target.name,
             reason=reason,
-            item=dead_letter_item(json.loads(text), target.schema, row, reason, _NO_ATTEMPT_OUTCOME),
+            item=dead_letter_item(jsonio.loads(text), target.schema, row, reason, _NO_ATTEMPT_OUTCOME),
             destination=target.dead_letter,
             created_at=now,
             write_due_at=now + self.settings.dead_letter_delay_seconds,

@@ -6,10 +6,10 @@ as, so a batch body is those texts joined into an array, with no decode or encod
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from callgrid import jsonio
 from callgrid.eventgrid.delivery.attributes import attribute_headers
 from callgrid.eventgrid.events import is_cloud_event, to_cloud_event
 
@@ -79,13 +79,13 @@ def delivered_text(stored: str, schema: str, *, dataschema: bool) -> str:
     """A stored event as the subscription receives it (JSON text)."""
     if schema == CUSTOM_INPUT_SCHEMA:
         # Only custom-schema topics allow it; they store the envelope with the original event as `data`.
-        return json.dumps(json.loads(stored)["data"], separators=(",", ":"))
+        return jsonio.dumps(jsonio.loads(stored)["data"])
     if schema != CLOUD_EVENT_SCHEMA:
         return stored
-    event = json.loads(stored)
+    event = jsonio.loads(stored)
     if is_cloud_event(event):
         return stored
-    return json.dumps(to_cloud_event(event, include_dataschema=dataschema), separators=(",", ":"))
+    return jsonio.dumps(to_cloud_event(event, include_dataschema=dataschema))
 
 
 def dead_letter_text(stored: str, delivered: str, schema: str) -> str:
@@ -98,7 +98,7 @@ def request_for(
     target: Target, texts: list[str], delivery_count: int, output_id: str | None
 ) -> tuple[bytes, dict[str, str]]:
     """Body and headers of one POST carrying `texts` (already in the delivery schema)."""
-    first = json.loads(texts[0])
+    first = jsonio.loads(texts[0])
     cloud = target.schema == CLOUD_EVENT_SCHEMA
     headers = attribute_headers(target.mappings, first)
     headers.update(
