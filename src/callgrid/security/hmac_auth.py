@@ -175,6 +175,12 @@ class SignedRequest:
     body_hash: str
 
 
+@functools.lru_cache(maxsize=64)
+def _sent_at(date_value: str) -> datetime:
+    # Requests sent within the same second carry the same date: parse it once (email.utils is slow).
+    return parsedate_to_datetime(date_value)
+
+
 def check_headers(headers: Mapping[str, str], *, now: datetime, max_skew: timedelta) -> SignedRequest:
     """Everything that can be checked before the body is read; raise :class:`HmacAuthError` if it fails.
 
@@ -193,7 +199,7 @@ def check_headers(headers: Mapping[str, str], *, now: datetime, max_skew: timede
     if date_value is None:
         raise HmacAuthError("missing x-ms-date header")
     try:
-        sent_at = parsedate_to_datetime(date_value)
+        sent_at = _sent_at(date_value)
     except (TypeError, ValueError, IndexError, OverflowError) as exc:  # Overflow: a year past 9999
         raise HmacAuthError(f"the {date_header} header is not an RFC 1123 date: {date_value!r}") from exc
     if sent_at.tzinfo is None:
