@@ -89,8 +89,8 @@ class VirtualClock:
 
 def iso7(ts: float) -> str:
     """ISO-8601 UTC with 7 fractional digits, as Event Grid and ACS stamp events."""
-    dt = to_datetime(ts)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond:06d}0Z"
+    # isoformat, not strftime: a third less time, and several stamps go into every call's events.
+    return to_datetime(ts).isoformat(timespec="microseconds")[:26] + "0Z"
 
 
 def iso_z(ts: float) -> str:
