@@ -38,7 +38,9 @@ class SystemClock:
             await asyncio.sleep(delay)
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), timeout=delay)
+            # asyncio.timeout, not wait_for: the loops wake often under load, and wait_for makes a task each time.
+            async with asyncio.timeout(delay):
+                await wake.wait()
 
 
 class VirtualClock:

@@ -91,4 +91,5 @@ class TimerService:
             self._deadline = deadline
             # Also look again every second of real time: another node may have added work.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._clock.sleep_until(deadline, self._wake), self._idle_poll)
+                async with asyncio.timeout(self._idle_poll):
+                    await self._clock.sleep_until(deadline, self._wake)
