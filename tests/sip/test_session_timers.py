@@ -311,6 +311,7 @@ def test_a_far_end_that_stops_answering_our_refreshes_gets_bye_and_the_app_sees_
             PhoneNumberIdentifier(FAR), app.url + "/callbacks", source_caller_id_number=PhoneNumberIdentifier(NUMBER)
         )
         ccid = created.call_connection_id
+        assert ccid is not None
         app.wait_for(
             "Microsoft.Communication.CallConnected", lambda e: e["data"]["callConnectionId"] == ccid, timeout=20
         )
