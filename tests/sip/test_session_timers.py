@@ -325,3 +325,60 @@ def test_a_far_end_that_stops_answering_our_refreshes_gets_bye_and_the_app_sees_
         assert sip_metric(sip, "session_refresh_failed") == failed + 1
     finally:
         far.stop()
+
+
+def _far_end_that_wants_an_hour_and_to_refresh_itself() -> str:
+    """A trunk's far end whose Min-SE is an hour (422 to callgrid's 1800 s), that then answers the INVITE
+    asked again saying it refreshes itself, and never does: callgrid's BYE comes when the hour is nearly up."""
+    hour = _TIMER_200.replace("90;refresher=uac", "3600;refresher=uas")
+    return scenario(
+        "slow-far-end",
+        '\n  <recv request="INVITE" crlf="true"/>',
+        uas_reply("422 Session Interval Too Small", tag=True).replace(
+            "      Content-Length", "      Min-SE: 3600\n      Content-Length"
+        ),
+        '\n  <recv request="ACK"/>',
+        f"""
+  <recv request="INVITE" rrs="true">
+    <action>
+      {_header_check("Session-Expires", "^ *3600$", "asked")}
+      {_header_check("Min-SE", "^ *3600$", "min")}
+    </action>
+  </recv>""",
+        uas_reply("100 Trying"),
+        uas_reply("180 Ringing", tag=True),
+        uas_reply("200 OK", tag=True, sdp=True).replace("      Content-Length", hour + "      Content-Length"),
+        '\n  <recv request="ACK" crlf="true"/>',
+        '\n  <recv request="BYE"/>',
+        uas_reply("200 OK", tag=True),
+    )
+
+
+def test_a_call_out_asks_again_after_422_and_ends_when_the_far_end_never_refreshes(
+    sip: CallgridServer, sip_routing: Any, automation: CallAutomationClient, app: WebhookReceiver, tmp_path: Path
+) -> None:
+    sip.own_number(NUMBER)
+    raised, expired = sip_metric(sip, "session_interval_raised"), sip_metric(sip, "session_expired")
+    far = Sipp(tmp_path, "far", _far_end_that_wants_an_hour_and_to_refresh_itself(), remote=None)
+    sip_routing.set_trunks([SipTrunk(fqdn="sbc.localhost", sip_signaling_port=far.port)])
+    sip_routing.set_routes([SipTrunkRoute(name="all", number_pattern=r"\+\d+", trunks=["sbc.localhost"])])
+    far.start()
+    try:
+        created = automation.create_call(
+            PhoneNumberIdentifier(FAR), app.url + "/callbacks", source_caller_id_number=PhoneNumberIdentifier(NUMBER)
+        )
+        ccid = created.call_connection_id
+        assert ccid is not None
+        app.wait_for(
+            "Microsoft.Communication.CallConnected", lambda e: e["data"]["callConnectionId"] == ccid, timeout=20
+        )
+        assert sip_metric(sip, "session_interval_raised") == raised + 1
+        sip.advance(3600 - 32 - 1)  # the far end should have refreshed by now; we wait up to 32 s before expiry
+        assert sip_metric(sip, "session_expired") == expired
+        sip.advance(2)
+        run = far.wait()
+        assert run.returncode == 0, run.out + run.trace
+        assert _gone(app, ccid)["data"]["resultInformation"]["code"] == 200
+        assert sip_metric(sip, "session_expired") == expired + 1
+    finally:
+        far.stop()
