@@ -10,6 +10,9 @@ answers or cannot be reached passes the call to the next (not once it rang: a se
 ring). The far end's 180, 200, 486, 603 or silence drive the same callbacks as a simulated device.
 Connected legs carry G.711 RTP both ways through the media plane, RFC 4733 keys arriving as the keys the
 recogniser collects.
+Session timers (RFC 4028, `sip/session_timer.py`) end a connected leg whose far end has vanished: a
+refresh that never comes, or one of ours that goes unanswered, is a BYE and, for the call core, the far
+end's hang-up.
 
 This is one way in beside the HTTP API: it uses the call core's own operations, each in its own
 store transaction, and follows calls through `call_changed` after each commit.
