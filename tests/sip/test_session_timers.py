@@ -382,3 +382,32 @@ def test_a_call_out_asks_again_after_422_and_ends_when_the_far_end_never_refresh
         assert sip_metric(sip, "session_expired") == expired + 1
     finally:
         far.stop()
+
+
+def test_with_session_timers_off_a_caller_that_requires_them_is_refused_420(
+    tmp_path: Path, callgrid_tls_dir: Path
+) -> None:
+    port = _free_udp_and_tcp_port()
+    server = CallgridServer(
+        tmp_path / "off",
+        tls_dir=callgrid_tls_dir,
+        extra_args=["--sip-port", str(port), "--sip-allow", "127.0.0.1/32", "--sip-session-expires", "0"],
+    )
+    server.start()
+    try:
+        server.own_number(NUMBER)
+        xml = scenario(
+            "demanding-caller",
+            invite(caller=CALLER, headers="Require: timer\nSupported: timer\nSession-Expires: 90"),
+            recv(100, optional=True),
+            f'\n  <recv response="420"><action>{_header_check("Unsupported", "timer", "u")}</action></recv>',
+            ack("[branch-3]"),
+        )
+        uac = Sipp(tmp_path, "uac", xml, remote=f"127.0.0.1:{port}", service=NUMBER, caller=CALLER).start()
+        try:
+            run = uac.wait()
+            assert run.returncode == 0, run.out + run.trace
+        finally:
+            uac.stop()
+    finally:
+        server.stop()

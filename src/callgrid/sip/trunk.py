@@ -534,6 +534,12 @@ class SipTrunk:
         if caller is None:
             tx.reply(403, "Forbidden (the caller has no phone number)", to_tag=new_tag())
             return
+        if not self.session_expires and TIMER in option_tags(request, "Require"):
+            # Session timers off: a caller that requires them is told so (RFC 3261 8.2.2.3).
+            refusal = response_to(request, 420, to_tag=new_tag())
+            refusal.add("Unsupported", TIMER)
+            tx.respond(refusal)
+            return
         # RFC 4028 9: too short an interval is refused before the call is placed (the caller asks again).
         session = answer_request(request, min_se=self.min_se, default=self.session_expires)
         if isinstance(session, TooSmall):
