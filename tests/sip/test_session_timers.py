@@ -1,7 +1,8 @@
 """RFC 4028 session timers over the trunk, with SIPp as the far end: a caller's refreshes (UPDATE and
 re-INVITE) keep its call up; a caller that stops refreshing, or a trunk that stops answering our refreshes,
-gets BYE and the app CallDisconnected; too short an interval is refused 422; a peer without the extension
-is left alone. The server's clock is virtual: the test moves it past a 90 s interval in milliseconds (SIPp
+gets BYE and the app CallDisconnected (so does a trunk that said it would refresh and never does); too
+short an interval is refused 422, and our call out asks again after one; a peer without the extension is
+left alone, and one that requires it of a server with timers off hears 420. The server's clock is virtual: the test moves it past a 90 s interval in milliseconds (SIPp
 waits a few real seconds before each refresh, so that the clock has moved first)."""
 
 from __future__ import annotations
