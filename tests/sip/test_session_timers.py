@@ -2,8 +2,9 @@
 re-INVITE) keep its call up; a caller that stops refreshing, or a trunk that stops answering our refreshes,
 gets BYE and the app CallDisconnected (so does a trunk that said it would refresh and never does); too
 short an interval is refused 422, and our call out asks again after one; a peer without the extension is
-left alone, and one that requires it of a server with timers off hears 420. The server's clock is virtual: the test moves it past a 90 s interval in milliseconds (SIPp
-waits a few real seconds before each refresh, so that the clock has moved first)."""
+left alone, and one that requires it of a server with timers off hears 420. The server's clock is
+virtual: the test moves it past a 90 s interval in milliseconds (SIPp waits a few real seconds before
+each refresh, so that the clock has moved first)."""
 
 from __future__ import annotations
 
@@ -216,7 +217,11 @@ def test_a_caller_without_session_timers_is_left_alone(
         recv(200, rrs=True),
         ack(),
         pause(3000),
-        in_dialog("BYE", 2),
+        # An UPDATE with an offer (hold), as RFC 3311 allows: answered like a re-INVITE, and no timer starts.
+        in_dialog("UPDATE", 2, _SDP.replace("a=sendrecv", "a=sendonly"), "application/sdp"),
+        '\n  <recv response="200"><action><ereg regexp="a=recvonly" search_in="body" check_it="true"'
+        ' assign_to="held"/><log message="[$held]"/></action></recv>',
+        in_dialog("BYE", 3),
         recv(200),
     )
     uac = Sipp(tmp_path, "uac", xml, remote=_remote(sip), service=NUMBER, caller=CALLER).start()
