@@ -85,6 +85,11 @@ class Settings:
     # RFC 3261's T1 (ms): SIP's retransmission and timeout timers scale with it (a trunk that never answers
     # times out after 64 x T1, then the call fails over to the next trunk).
     sip_t1_ms: int = 500
+    # RFC 4028 session timers: the interval (s) callgrid offers on the calls it places and the longest it
+    # accepts on calls in, so a far end that vanished mid-call is noticed (0: no session timers); and the
+    # shortest it accepts (Min-SE; a shorter Session-Expires is answered 422).
+    sip_session_expires: int = 1800
+    sip_min_se: int = 90
     # The media plane's ticks and sockets run in a thread of their own, out of reach of the server loop's
     # pauses; false runs them on the server's loop (kept to measure the two side by side).
     media_thread: bool = True

@@ -233,6 +233,8 @@ class Node:
                 allow=s.sip_allow.split(","),
                 outbound=s.sip_transport,
                 t1=s.sip_t1_ms / 1000,
+                session_expires=s.sip_session_expires,
+                min_se=s.sip_min_se,
             )
             await self.sip.start()
         # Another node sharing the store gave these loops work (a store only this node uses never calls).
@@ -444,6 +446,8 @@ class Node:
                 await tx.next_dead_letter_write_due(),
             ]
         candidates += [self.delivery.next_deadline(), await self.validator.next_due()]
+        if self.sip is not None:
+            candidates.append(self.sip.session_timers.next_due())  # SIP session refreshes and expiries
         return min((c for c in candidates if c is not None), default=None)
 
     async def _settle(self, patience: float) -> None:

@@ -142,3 +142,10 @@ def test_an_unknown_sip_transport_is_refused(tmp_path: Path) -> None:
                        str(free_port()), "--sip-transport", "sctp")  # fmt: skip
     assert "--sip-transport must be udp or tcp, not 'sctp'" in _refused(result)
     assert result.returncode == 2
+
+
+def test_a_sip_session_interval_below_the_minimum_is_refused(tmp_path: Path) -> None:
+    result = _callgrid("serve", "--data-dir", str(tmp_path / "data"), "--port", str(free_port()), "--sip-port",
+                       str(free_port()), "--sip-session-expires", "60")  # fmt: skip
+    assert "--sip-session-expires must be 0 (off) or at least --sip-min-se" in _refused(result)
+    assert result.returncode == 2

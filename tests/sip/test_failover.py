@@ -455,6 +455,7 @@ def test_a_caller_whose_connection_dropped_mid_call_gets_the_apps_bye_on_a_new_o
         caller.calling.sendall(caller.request("ACK", 1, to_tag=to_tag))
         app.wait_for("Microsoft.Communication.CallConnected", lambda e: e["data"]["callConnectionId"] == ccid)
         caller.calling.close()  # mid-call, the connection drops
+        undeliverable, timeouts = sip_metric(sip, "bye_undeliverable"), sip_metric(sip, "bye_timeout")
         automation.get_call_connection(ccid).hang_up(is_for_everyone=True)
         again, _ = caller.listener.accept()  # the BYE goes to the caller's Contact on a new connection
         with again:
@@ -462,6 +463,13 @@ def test_a_caller_whose_connection_dropped_mid_call_gets_the_apps_bye_on_a_new_o
             assert bye.startswith(b"BYE sip:") and b"Call-ID: tcp-" in bye
         app.wait_for("Microsoft.Communication.CallDisconnected", lambda e: e["data"]["callConnectionId"] == ccid)
         assert sip.get_call(incoming["serverCallId"])["state"] == "disconnected"
+        # That new connection closed without an answer: the BYE fails at once (RFC 3261 17.1.4), not after
+        # Timer F (64 x T1, 6.4 s here).
+        deadline = time.monotonic() + 3
+        while sip_metric(sip, "bye_undeliverable") == undeliverable and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sip_metric(sip, "bye_undeliverable") == undeliverable + 1
+        assert sip_metric(sip, "bye_timeout") == timeouts
     finally:
         caller.close()
 

@@ -53,6 +53,18 @@ def serve(
         str | None,
         typer.Option(help="Transport of the calls callgrid places over the trunks: udp (default) or tcp."),
     ] = None,
+    sip_session_expires: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="RFC 4028 session timer (s): offered on calls out, the longest accepted on calls in; a call "
+            "whose far end stops refreshing is ended with BYE (0: off; default 1800).",
+        ),
+    ] = None,
+    sip_min_se: Annotated[
+        int | None,
+        typer.Option(min=90, help="Shortest session timer accepted (s): shorter is answered 422 (default 90)."),
+    ] = None,
     store: StoreOption = None,
     max_requests_in_flight: Annotated[
         int | None,
@@ -71,6 +83,9 @@ def serve(
     if sip_transport is not None and sip_transport.lower() not in ("udp", "tcp"):
         err.print(f"[red]error[/red] --sip-transport must be udp or tcp, not '{sip_transport}'", highlight=False)
         raise typer.Exit(2)
+    if sip_session_expires and sip_session_expires < (sip_min_se or 90):
+        err.print("[red]error[/red] --sip-session-expires must be 0 (off) or at least --sip-min-se", highlight=False)
+        raise typer.Exit(2)
     located = locate_data_dir(data_dir)
     settings = settings_for(
         located.path,
@@ -81,6 +96,8 @@ def serve(
         sip_port=sip_port,
         sip_allow=sip_allow,
         sip_transport=sip_transport,
+        sip_session_expires=sip_session_expires,
+        sip_min_se=sip_min_se,
         store_url=store,
         max_requests_in_flight=max_requests_in_flight,
     )

@@ -28,6 +28,7 @@ _COMPACT = {
     "k": "Supported",
     "t": "To",
     "v": "Via",
+    "x": "Session-Expires",  # RFC 4028 4
 }
 _CANONICAL = {
     name.lower(): name
@@ -60,6 +61,8 @@ _CANONICAL = {
         "Referred-By",
         "Diversion",
         "Unsupported",
+        "Session-Expires",
+        "Min-SE",
     )
 }
 _TOKEN = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
@@ -86,6 +89,7 @@ REASONS = {
     413: "Request Entity Too Large",
     415: "Unsupported Media Type",
     420: "Bad Extension",
+    422: "Session Interval Too Small",
     480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist",
     482: "Loop Detected",

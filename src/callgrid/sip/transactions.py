@@ -148,6 +148,9 @@ class ClientTransaction:
     on_timeout: Callable[[], None]
     on_transport_error: Callable[[], None] | None = None  # none: as a timeout
     reconnect: Address | None = None  # over TCP, where a new connection goes when the peer's has ended
+    # The connection the request went down: the peer's, or the new one to `reconnect` (its loss fails the
+    # transaction as the peer's would; it once waited for Timer B / F instead).
+    sent_on: Address | None = None
     key: tuple[str, str] = ("", "")
     state: str = "calling"  # calling | proceeding | completed | terminated
     _timers: list[asyncio.TimerHandle] = field(default_factory=list)
@@ -204,7 +207,9 @@ class ClientTransaction:
             self.layer.transport.send(message, self.peer)
         else:
             on_error = self.transport_error if failing else None
-            self.layer.transport.send(message, self.peer, reconnect=self.reconnect, on_error=on_error)
+            sent_on = self.layer.transport.send(message, self.peer, reconnect=self.reconnect, on_error=on_error)
+            if message is self.request:
+                self.sent_on = sent_on
 
     def transport_error(self) -> None:
         """The request could not be sent, or its connection ended before the final answer."""
@@ -254,7 +259,8 @@ class TransactionLayer:
 
     def connection_lost(self, peer: Peer) -> None:
         """A TCP connection ended: the requests still waiting on it for a final answer will get none."""
-        for tx in [tx for tx in self.client.values() if tx.peer == peer]:
+        address = (peer.host, peer.port)
+        for tx in [tx for tx in self.client.values() if tx.peer == peer or tx.sent_on == address]:
             tx.transport_error()
 
     def match_request(self, request: Request, peer: Peer) -> tuple[ServerTransaction | None, bool]:

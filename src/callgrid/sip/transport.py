@@ -82,25 +82,28 @@ class SipTransport:
         *,
         reconnect: Address | None = None,
         on_error: Callable[[], None] | None = None,
-    ) -> None:
+    ) -> Address | None:
         """Send to `peer`; over TCP without a live connection to it, down a new one to `reconnect` (none:
-        the send fails). `on_error` hears of a failure, later, never from inside this call."""
+        the send fails). `on_error` hears of a failure, later, never from inside this call. Returns the
+        address of the connection the message goes down (whose loss `on_lost` will name), None if none."""
         data = message.encode()
         if peer.transport != "TCP":
             if self._udp is not None:
                 self._udp.sendto(data, (peer.host, peer.port))
-            return
+            return (peer.host, peer.port)
         writer = self._live((peer.host, peer.port))
         if writer is not None:
             writer.write(data)
-        elif reconnect is not None:
+            return (peer.host, peer.port)
+        if reconnect is not None:
             task = asyncio.ensure_future(self._send_new(data, reconnect, on_error))
             self._readers.add(task)
             task.add_done_callback(self._readers.discard)
-        else:
-            self._count("sendFailed")
-            if on_error is not None:
-                asyncio.get_running_loop().call_soon(on_error)
+            return reconnect
+        self._count("sendFailed")
+        if on_error is not None:
+            asyncio.get_running_loop().call_soon(on_error)
+        return None
 
     def _live(self, address: Address) -> asyncio.StreamWriter | None:
         entry = self._connections.get(address)

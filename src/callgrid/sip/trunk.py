@@ -10,6 +10,9 @@ answers or cannot be reached passes the call to the next (not once it rang: a se
 ring). The far end's 180, 200, 486, 603 or silence drive the same callbacks as a simulated device.
 Connected legs carry G.711 RTP both ways through the media plane, RFC 4733 keys arriving as the keys the
 recogniser collects.
+Session timers (RFC 4028, `sip/session_timer.py`) end a connected leg whose far end has vanished: a
+refresh that never comes, or one of ours that goes unanswered, is a BYE and, for the call core, the far
+end's hang-up.
 
 This is one way in beside the HTTP API: it uses the call core's own operations, each in its own
 store transaction, and follows calls through `call_changed` after each commit.
@@ -51,6 +54,22 @@ from callgrid.sip.message import (
     response_to,
 )
 from callgrid.sip.rtp import RtpSession
+from callgrid.sip.session_timer import (
+    DEFAULT_SESSION_EXPIRES,
+    MIN_SE_FLOOR,
+    TIMER,
+    UAC,
+    UAS,
+    Deadlines,
+    Session,
+    TooSmall,
+    answer_of_response,
+    answer_request,
+    expiry_margin,
+    option_tags,
+    parse_min_se,
+    supports_timer,
+)
 from callgrid.sip.transactions import T1, T2, ClientTransaction, ServerTransaction, TransactionLayer
 from callgrid.sip.transport import Address, Peer, SipTransport
 
@@ -59,7 +78,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
 MAX_SETTING_UP = 200
 USER_AGENT = "callgrid"
 _TONE_OF_KEY = {key: name for name, key in TONE_KEYS.items()}
@@ -103,6 +122,16 @@ class Leg:
     keys: asyncio.Lock = field(default_factory=asyncio.Lock)
     started: float = field(default_factory=time.monotonic)
     detach_media: Callable[[], None] | None = None  # the leg's ears in the media plane, once attached
+    local_sdp: bytes = b""  # our session description as last sent (a re-INVITE refresh repeats it)
+    allows_update: bool = False  # the far end's Allow names UPDATE: our refreshes go as UPDATE
+    # RFC 4028 session timer (sip/session_timer.py); an interval of 0: none.
+    session_interval: int = 0
+    we_refresh: bool = False
+    session_expires_at: float = 0.0  # on the node's clock
+    refreshing: bool = False  # our refresh is out and unanswered
+    session_answer: Session | None = None  # inbound: what our 200 to the INVITE says
+    session_require: bool = False  # inbound: the caller supports timers, so our 200 requires them
+    session_retried: bool = False  # outbound: a 422 had us ask again with a longer interval
 
     @property
     def key(self) -> tuple[str, str]:
@@ -139,7 +168,16 @@ class SipTrunk:
     """The node's SIP side (implements `platform.trunk_port.TrunkPort`)."""
 
     def __init__(
-        self, node: Node, *, host: str, port: int, allow: list[str], outbound: str = "UDP", t1: float = T1
+        self,
+        node: Node,
+        *,
+        host: str,
+        port: int,
+        allow: list[str],
+        outbound: str = "UDP",
+        t1: float = T1,
+        session_expires: int = DEFAULT_SESSION_EXPIRES,
+        min_se: int = MIN_SE_FLOOR,
     ) -> None:
         self.node = node
         self.bind_host = host
@@ -158,6 +196,13 @@ class SipTrunk:
         self._resolved: dict[str, tuple[float, list[str]]] = {}
         self._trunk_addresses: set[str] = set()
         self._setting_up = 0  # inbound INVITEs between their 100 and the call being placed
+        # RFC 4028: the interval offered and the longest accepted (0: no session timers), and the shortest.
+        if session_expires and not MIN_SE_FLOOR <= min_se <= session_expires:
+            raise ValueError(f"SIP session timers: {MIN_SE_FLOOR} <= Min-SE ({min_se}) <= Session-Expires")
+        self.session_expires = session_expires
+        self.min_se = min_se
+        # Each leg's next refresh or expiry, on the node's clock (a virtual one runs them in milliseconds).
+        self.session_timers: Deadlines[tuple[str, str]] = Deadlines(node.clock, self._session_due, count=self.count)
 
     @property
     def port(self) -> int:
@@ -168,6 +213,7 @@ class SipTrunk:
 
     async def start(self) -> None:
         await self.transport.start()
+        self._spawn(self.session_timers.run())
         self.node.calls.trunk = self
 
     async def stop(self) -> None:
@@ -238,10 +284,10 @@ class SipTrunk:
             self._cancel(tx)
         elif method == "OPTIONS":
             self._options(tx)
-        elif method == "BYE":
+        elif method in ("BYE", "UPDATE"):
             self.count("outOfDialog")
             tx.reply(481)
-        elif method in ("REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "REFER", "NOTIFY", "UPDATE", "PRACK", "INFO"):
+        elif method in ("REGISTER", "SUBSCRIBE", "PUBLISH", "MESSAGE", "REFER", "NOTIFY", "PRACK", "INFO"):
             self._reply_allow(tx, 405)
         else:
             self._reply_allow(tx, 501)
@@ -268,6 +314,8 @@ class SipTrunk:
         response = response_to(tx.request, 200, to_tag=new_tag())
         response.add("Allow", ALLOW)
         response.add("Accept", "application/sdp")
+        if self.session_expires:
+            response.add("Supported", TIMER)
         response.add("Server", USER_AGENT)
         tx.respond(response)
 
@@ -284,6 +332,8 @@ class SipTrunk:
             self._far_end_left(leg)
         elif method == "INVITE":
             self._reinvite(tx, leg)
+        elif method == "UPDATE":
+            self._update(tx, leg)
         elif method == "OPTIONS":
             self._options(tx)
         elif method == "INFO":
@@ -299,22 +349,61 @@ class SipTrunk:
         if leg.state not in ("confirmed", "answered"):
             tx.reply(491)
             return
+        session = answer_request(tx.request, min_se=self.min_se, default=self.session_expires)
+        if isinstance(session, TooSmall):
+            self._too_small(tx, session, leg.local_tag)
+            return
+        response: Response | None
         if not tx.request.body:
             # Without SDP the re-INVITE asks for our offer (RFC 3261 14.2); its ACK carries the answer.
             leg.late_offer = True
-            tx.respond(self._answer_response(tx.request, leg, offer=True))
-            return
+            response = self._answer_response(tx.request, leg, offer=True)
+        else:
+            response = self._answer_offer(tx, leg)
+            if response is None:
+                return
+        self._refreshed_by_peer(leg, tx.request, response, session)
+        tx.respond(response)
+
+    def _answer_offer(self, tx: ServerTransaction, leg: Leg) -> Response | None:
+        """The 200 answering a re-INVITE's or UPDATE's offer (the RTP follows it), or None after a 488."""
         try:
             offer = sdp.parse(tx.request.body)
         except sdp.SdpError:
             tx.reply(488)
-            return
+            return None
         codec = offer.codec()
         if codec is None:
             tx.reply(488)
-            return
+            return None
         leg.rtp.set_remote(offer.host, offer.port, codec, offer.event_payload, offer.direction)
-        response = self._answer_response(tx.request, leg, direction=sdp.answer_direction(offer.direction))
+        return self._answer_response(tx.request, leg, direction=sdp.answer_direction(offer.direction))
+
+    def _update(self, tx: ServerTransaction, leg: Leg) -> None:
+        """RFC 3311 UPDATE: most often a session refresh without SDP (RFC 4028); with SDP, a new offer,
+        answered as a re-INVITE's is (an early dialog's offer waits: 491)."""
+        connected = leg.state in ("confirmed", "answered")
+        if tx.request.body and not connected:
+            tx.reply(491)
+            return
+        session = answer_request(tx.request, min_se=self.min_se, default=self.session_expires)
+        if isinstance(session, TooSmall):
+            self._too_small(tx, session, leg.local_tag)
+            return
+        response: Response | None
+        if tx.request.body:
+            response = self._answer_offer(tx, leg)
+            if response is None:
+                return
+        else:
+            response = response_to(tx.request, 200, to_tag=leg.local_tag)
+            response.add("Contact", self._our_contact(leg))
+            response.add("Allow", ALLOW)
+            if self.session_expires:
+                response.add("Supported", TIMER)
+            response.add("Server", USER_AGENT)
+        if connected:
+            self._refreshed_by_peer(leg, tx.request, response, session)
         tx.respond(response)
 
     def _info(self, tx: ServerTransaction, leg: Leg) -> None:
@@ -445,6 +534,17 @@ class SipTrunk:
         if caller is None:
             tx.reply(403, "Forbidden (the caller has no phone number)", to_tag=new_tag())
             return
+        if not self.session_expires and TIMER in option_tags(request, "Require"):
+            # Session timers off: a caller that requires them is told so (RFC 3261 8.2.2.3).
+            refusal = response_to(request, 420, to_tag=new_tag())
+            refusal.add("Unsupported", TIMER)
+            tx.respond(refusal)
+            return
+        # RFC 4028 9: too short an interval is refused before the call is placed (the caller asks again).
+        session = answer_request(request, min_se=self.min_se, default=self.session_expires)
+        if isinstance(session, TooSmall):
+            self._too_small(tx, session, new_tag())
+            return
         # Without SDP (a late offer, RFC 3261 13.2.1) our 200 carries the offer and the ACK the answer.
         offer: sdp.AudioOffer | None = None
         if request.body:
@@ -469,6 +569,9 @@ class SipTrunk:
             invite_tx=tx,
             remote_target=self._contact(request) or parse_name_addr(request.get("From") or "").uri,
             route_set=request.get_all("Record-Route"),
+            allows_update="update" in option_tags(request, "Allow"),
+            session_answer=session,
+            session_require=supports_timer(request),
         )
         leg.local.params["tag"] = local_tag
         if offer is None:
@@ -540,6 +643,8 @@ class SipTrunk:
         response = response_to(request, 200, to_tag=leg.local_tag)
         response.add("Contact", f"<sip:callgrid@{self.host}:{self.port}>")
         response.add("Allow", ALLOW)
+        if self.session_expires:
+            response.add("Supported", TIMER)
         response.add("Content-Type", "application/sdp")
         response.add("Server", USER_AGENT)
         for route in request.get_all("Record-Route"):
@@ -550,6 +655,7 @@ class SipTrunk:
             response.body = sdp.build(
                 self.host, leg.rtp.local_port, leg.rtp.codec, leg.rtp.event_payload, direction=direction
             )
+        leg.local_sdp = response.body
         return response
 
     def _answer_inbound(self, leg: Leg) -> None:
@@ -557,10 +663,14 @@ class SipTrunk:
         if tx is None or tx.final:
             return
         leg.answer = self._answer_response(tx.request, leg, offer=leg.late_offer)
+        if leg.session_answer is not None:
+            self._add_session_headers(leg.answer, leg.session_answer, require=leg.session_require)
         # The caller's connection gone, and no new one to its Via's address: it cannot hear the answer.
         tx.on_failure = lambda: self._answer_undeliverable(leg)
         tx.respond(leg.answer)
         leg.state = "answered"
+        if leg.session_answer is not None:
+            self._session_begin(leg, leg.session_answer, we_sent=False)
         self._wire_media(leg)
         self._retransmit_answer(leg, T1, 0.0)
 
@@ -666,6 +776,7 @@ class SipTrunk:
         self.counters["rtpPacketsSent"] += leg.rtp.sent
         leg.rtp.received = leg.rtp.sent = 0
         leg.state = "ended"
+        self.session_timers.cancel(leg.key)
         leg.rtp.close()
         if leg.detach_media is not None:
             leg.detach_media()
@@ -706,6 +817,143 @@ class SipTrunk:
                     self.count("dtmfIgnored")
 
         self._spawn(apply())
+
+    # ---- session timers (RFC 4028) -----------------------------------------------------------------
+
+    def _too_small(self, tx: ServerTransaction, too_small: TooSmall, to_tag: str) -> None:
+        self.count("sessionIntervalTooSmall")
+        response = response_to(tx.request, 422, to_tag=to_tag)
+        response.add("Min-SE", str(too_small.min_se))
+        tx.respond(response)
+
+    def _add_session_headers(self, response: Response, session: Session, *, require: bool) -> None:
+        response.set("Session-Expires", f"{session.interval};refresher={session.refresher}")
+        if require:
+            response.add("Require", TIMER)
+
+    def _refreshed_by_peer(self, leg: Leg, request: Request, response: Response, session: Session | None) -> None:
+        """A re-INVITE or UPDATE from the far end, answered 2xx (`response`, about to go): the session timer
+        starts again as our answer says (RFC 4028 9). Any successful one counts as a refresh: one without
+        Session-Expires in a dialog that has a timer keeps it (RFC 4028 would end it; a peer that forgot
+        the header in a refresh must not lose the call's protection)."""
+        if session is None:
+            if not leg.session_interval:
+                return
+            session = Session(leg.session_interval, UAS if leg.we_refresh else UAC)
+        else:
+            self._add_session_headers(response, session, require=supports_timer(request))
+        if leg.session_interval:
+            self.count("sessionRefreshReceived")
+        self._session_begin(leg, session, we_sent=False)
+
+    def _session_begin(self, leg: Leg, session: Session, *, we_sent: bool) -> None:
+        """The session timer (re)starts with a 2xx: `we_sent` the request it answers (the refresher's role
+        is named after that transaction's client and server, RFC 4028 7.2 and 9)."""
+        if not leg.session_interval:
+            self.count("sessionTimers")
+        leg.session_interval = session.interval
+        leg.we_refresh = (session.refresher == UAC) == we_sent
+        leg.refreshing = False
+        now = self.node.clock.now()
+        leg.session_expires_at = now + session.interval
+        # The refresher at the half interval (RFC 4028 10's recommendation); the other side gives up later.
+        give_up = leg.session_expires_at - expiry_margin(session.interval)
+        self.session_timers.set(leg.key, now + session.interval / 2 if leg.we_refresh else give_up)
+
+    def _session_due(self, key: tuple[str, str]) -> None:
+        leg = self.dialogs.get(key)
+        if leg is None or leg.state == "ended" or not leg.session_interval:
+            return
+        give_up = leg.session_expires_at - expiry_margin(leg.session_interval)
+        if leg.we_refresh and not leg.refreshing and self.node.clock.now() < give_up:
+            self._send_refresh(leg)
+            self.session_timers.set(key, give_up)  # if the refresh is still unanswered then, give up
+            return
+        self.count("sessionExpired")
+        self._session_ended(leg)
+
+    def _session_ended(self, leg: Leg) -> None:
+        """No refresh came in time, or ours failed: BYE, and the call core hears it as a far end's BYE."""
+        self._send_bye(leg)
+        self._far_end_left(leg)
+
+    def _our_contact(self, leg: Leg) -> str:
+        transport_param = ";transport=tcp" if leg.peer.transport == "TCP" else ""
+        return f"<sip:callgrid@{self.host}:{self.port}{transport_param}>"
+
+    def _send_refresh(self, leg: Leg) -> None:
+        """Our refresh (RFC 4028 7.4): an UPDATE without SDP if the far end allows UPDATE, else a re-INVITE
+        with our SDP as it was (the same version: nothing changes, RFC 3264 8)."""
+        leg.refreshing = True
+        self.count("sessionRefreshSent")
+        method = "UPDATE" if leg.allows_update else "INVITE"
+        request = self._in_dialog_request(leg, method)
+        request.add("Contact", self._our_contact(leg))
+        request.add("Supported", TIMER)
+        request.add("Session-Expires", f"{leg.session_interval};refresher={UAC}")
+        request.add("Min-SE", str(self.min_se))
+        if method == "INVITE":
+            request.add("Allow", ALLOW)
+            request.add("Content-Type", "application/sdp")
+            request.body = leg.local_sdp
+        self.layer.request(
+            request,
+            leg.peer,
+            lambda response: self._refresh_response(leg, request, response),
+            lambda: self._refresh_failed(leg, "no answer"),
+            on_transport_error=lambda: self._refresh_failed(leg, "undeliverable"),
+            reconnect=leg.reconnect,
+        )
+
+    def _refresh_response(self, leg: Leg, request: Request, response: Response) -> None:
+        status = response.status
+        if status < 200:
+            return
+        if request.method == "INVITE" and status < 300:
+            self._send_ack(leg, response.cseq[0])  # a 2xx's ACK is ours to send, whatever became of the leg
+            if leg.state != "ended":
+                self._apply_answer(leg, response)
+        if leg.state == "ended" or not leg.refreshing:
+            return
+        leg.refreshing = False
+        if status < 300:
+            self.count("sessionRefreshed")
+            session = answer_of_response(response, min_se=self.min_se)
+            if session is None:
+                # RFC 4028 7.2: a 2xx without Session-Expires turns the session timer off.
+                leg.session_interval = 0
+                self.session_timers.cancel(leg.key)
+                return
+            self._session_begin(leg, session, we_sent=True)
+            return
+        if status in (408, 481):
+            leg.refreshing = True
+            self._refresh_failed(leg, f"sip {status}")
+            return
+        now = self.node.clock.now()
+        give_up = leg.session_expires_at - expiry_margin(leg.session_interval)
+        if status == 422:
+            # RFC 4028 7.4: ask again at once with the longer interval the far end's Min-SE asks for.
+            try:
+                wanted = parse_min_se(response.get("Min-SE") or "")
+            except SipParseError:
+                wanted = 0
+            if wanted > leg.session_interval:
+                leg.session_interval = wanted
+                self.session_timers.set(leg.key, now)
+                return
+        # Another refusal (491 glare, 500...): the session lasts until it expires; try again halfway there.
+        self.count("sessionRefreshRefused")
+        left = give_up - now
+        self.session_timers.set(leg.key, now + left / 2 if left > 2 else give_up)
+
+    def _refresh_failed(self, leg: Leg, why: str) -> None:
+        """Our refresh timed out, could not be sent, or got 408 / 481 (RFC 4028 10): the far end is gone."""
+        if leg.state == "ended" or not leg.refreshing:
+            return
+        log.info("SIP session refresh failed (%s): ending call leg %s", why, leg.call_id)
+        self.count("sessionRefreshFailed")
+        self._session_ended(leg)
 
     # ---- requests we send in a dialog ---------------------------------------------------------------
 
@@ -807,17 +1055,14 @@ class SipTrunk:
         for name, value in (plan.custom_context.get("sipHeaders") or {}).items():
             if isinstance(name, str) and isinstance(value, str) and name.lower().startswith("x-"):
                 invite.add(name, value.replace("\r", " ").replace("\n", " "))
+        if self.session_expires:
+            # RFC 4028 7.1: the far end chooses who refreshes (its 2xx says).
+            invite.add("Supported", TIMER)
+            invite.add("Session-Expires", str(self.session_expires))
+            invite.add("Min-SE", str(self.min_se))
         invite.add("Content-Type", "application/sdp")
-        invite.body = sdp.build_offer(self.host, leg.rtp.local_port)
-        leg.invite = invite
-        leg.invite_client = self.layer.request(
-            invite,
-            peer,
-            lambda response: self._outbound_response(leg, response),
-            lambda: self._outbound_timeout(leg),
-            on_transport_error=lambda: self._outbound_transport_error(leg),
-            reconnect=leg.reconnect,
-        )
+        invite.body = leg.local_sdp = sdp.build_offer(self.host, leg.rtp.local_port)
+        self._send_invite(leg, invite)
         # The offer may have stopped ringing while the trunk was being resolved. The far end may answer
         # while this read is under way, so what it finds is a snapshot like any other: one older than a
         # snapshot already followed says nothing (it once sent BYE to a far end that had just answered).
@@ -825,6 +1070,45 @@ class SipTrunk:
             doc = await tx.get_call(plan.server_call_id)
         if doc is not None:
             self.call_changed(Call.from_doc(doc))
+
+    def _send_invite(self, leg: Leg, invite: Request) -> None:
+        leg.invite = invite
+        leg.invite_client = self.layer.request(
+            invite,
+            leg.peer,
+            lambda response: self._outbound_response(leg, response),
+            lambda: self._outbound_timeout(leg),
+            on_transport_error=lambda: self._outbound_transport_error(leg),
+            reconnect=leg.reconnect,
+        )
+
+    def _invite_again(self, leg: Leg, response: Response) -> bool:
+        """A 422 to our INVITE: once, the same INVITE (a new transaction) with the interval the far end's
+        Min-SE asks for (RFC 4028 7.4). False: the 422 stands as a refusal."""
+        if leg.session_retried or leg.invite is None or leg.cancel_wanted or leg.state == "ended":
+            return False
+        try:
+            min_se = parse_min_se(response.get("Min-SE") or "")
+        except SipParseError:
+            return False
+        leg.session_retried = True
+        self.count("sessionIntervalRaised")
+        leg.local_cseq += 1
+        headers: list[tuple[str, str]] = []
+        for name, value in leg.invite.headers:
+            low = name.lower()
+            if low == "via":
+                value = f"SIP/2.0/{leg.peer.transport} {self.host}:{self.port};branch={new_branch()};rport"
+            elif low == "cseq":
+                value = f"{leg.local_cseq} INVITE"
+            elif low == "session-expires":
+                value = str(max(min_se, self.session_expires))
+            elif low == "min-se":
+                value = str(max(min_se, self.min_se))
+            headers.append((name, value))
+        leg.provisional = False
+        self._send_invite(leg, Request(method="INVITE", uri=leg.invite.uri, headers=headers, body=leg.invite.body))
+        return True
 
     def _outbound_response(self, leg: Leg, response: Response) -> None:
         status = response.status
@@ -838,6 +1122,8 @@ class SipTrunk:
         if status >= 300:
             if leg.state == "ended" or leg.cancel_wanted:
                 self._close(leg)
+                return
+            if status == 422 and self._invite_again(leg, response):
                 return
             self._close(leg)
             self.count(f"outboundRefused{status}")
@@ -859,6 +1145,15 @@ class SipTrunk:
             self._close(leg)
             return
         leg.state = "confirmed"
+        leg.allows_update = "update" in option_tags(response, "Allow")
+        self._apply_answer(leg, response)
+        session = answer_of_response(response, min_se=self.min_se) if self.session_expires else None
+        if session is not None:
+            self._session_begin(leg, session, we_sent=True)
+        self._spawn(self._answered(leg))
+
+    def _apply_answer(self, leg: Leg, response: Response) -> None:
+        """The far end's SDP answer to our offer (in a 2xx to our INVITE or re-INVITE): the RTP follows it."""
         try:
             answer = sdp.parse(response.body)
             codec = answer.codec()
@@ -866,7 +1161,6 @@ class SipTrunk:
                 leg.rtp.set_remote(answer.host, answer.port, codec, answer.event_payload, answer.direction)
         except sdp.SdpError:
             self.count("badAnswerSdp")
-        self._spawn(self._answered(leg))
 
     async def _answered(self, leg: Leg) -> None:
         async with self.node.store.transaction() as tx:
@@ -931,6 +1225,7 @@ class SipTrunk:
             out[name] = out.get(name, 0) + sum(getattr(leg.rtp, live) for leg in self.dialogs.values())
         out["activeLegs"] = len(self.dialogs)
         out["activeSettingUp"] = self._setting_up
+        out["activeSessionTimers"] = len(self.session_timers)
         return out
 
 
