@@ -58,7 +58,8 @@ BENCHMARKS = [
     Benchmark("postgres_driver", constants={"DELIVERIES": 4_000, "CALL_SAVES": 1_000, "ROUNDS": 1}, needs="postgresql"),
     Benchmark("multinode", constants={"EVENTS": 2_000}, needs="postgresql"),
     Benchmark("media", ["--calls", "20", "--seconds", "3"]),
-    Benchmark("sip_cps", ["--rates", "50,100", "--seconds", "3"], needs="sipp"),
+    # Issue 13's whole pipeline: IncomingCall routed by a real `router serve`, the identity's device answers.
+    Benchmark("sip_cps", ["--router", "--numbers", "10", "--rates", "50,100", "--seconds", "3"], needs="sipp"),
     Benchmark("fixture_overhead", ["--runs", "5"]),
     Benchmark("route_latency", ["--rate", "200", "--seconds", "3"]),
     Benchmark(
@@ -218,8 +219,12 @@ def _media(r: dict[str, Any]) -> Row:
 
 def _sip_cps(r: dict[str, Any]) -> Row:
     top, base = r["callgrid"][-1], r["baseline_sipp_uas"][-1]
+    cpu = f"callgrid {top['callgridCpuMsPerCall']}" + (
+        f", router {top['routerCpuMsPerCall']}" if "routerCpuMsPerCall" in top else ""
+    )
     return (
-        f"{top['achievedCps']} calls/s at {top['rate']} offered, p99 {top['responseMs']['p99']} ms",
+        f"{top['achievedCps']} {'routed ' if r.get('mode') == 'router' else ''}calls/s at {top['rate']} offered, "
+        f"{top['failed']} failed, p99 {top['responseMs']['p99']} ms (CPU ms/call: {cpu})",
         f"SIPp UAS {base['achievedCps']} calls/s",
         f"{round(top['achievedCps'] / base['achievedCps'], 2) if base['achievedCps'] else NONE}",
         NONE,
