@@ -1,7 +1,8 @@
 """JSON text of callgrid's own making: stored documents, events, response bodies.
 
 orjson, because a routed call encodes and decodes a few dozen documents: encoding a call document takes
-~1 µs against the standard library's ~19 µs, decoding ~3 µs against ~11 µs (BENCHMARKS.md, "JSON").
+~1.2 µs against the standard library's ~20 µs, decoding ~2.8 µs against ~9 µs (`benchmarks/json_codec.py`,
+BENCHMARKS.md "JSON").
 Output is compact UTF-8. What orjson refuses to encode (keys that are not strings, integers past 64 bits)
 goes through the standard library, so nothing that encoded before fails now.
 
