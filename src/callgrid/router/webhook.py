@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from callgrid.router.events import BadDelivery, parse_delivery
-from callgrid.router.web import MAX_BODY, BadRequest, RouterState, dumps, error, error_body, loads, same, state_of
+from callgrid.router.web import MAX_BODY, RouterState, dumps, error, error_body, loads, same, state_of
 
 log = logging.getLogger("callgrid.router.webhook")
 _JSON = (b"content-type", b"application/json")
