@@ -6,10 +6,12 @@ decision log and callgrid's view of the call.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 import requests
 
+from callgrid.router.engine import _REPEATABILITY, repeatability_id
 from callgrid.router.models import Assignment, Rules, Unassigned
 from callgrid.router.subscribe import Scope
 from callgrid.testing import CallgridServer, WebhookReceiver
@@ -156,3 +158,8 @@ def test_duplicate_deliveries_of_one_event_act_once(
     assert replay.status_code == 200 and replay.json()["duplicates"] == 1
     again = router.store.decisions(event_id=decision.event_id)[0]
     assert (again.deliveries, len(again.actions)) == (3, 1)
+
+
+def test_repeatability_ids_are_uuid5s_of_the_event_and_step() -> None:
+    for name in ("0d6c6c3e-8a0e-4b7c-9a3b-0c1e2f3a4b5c/0", "e/1", "", "événement/2"):
+        assert repeatability_id(name) == str(uuid.uuid5(_REPEATABILITY, name))

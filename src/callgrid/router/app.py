@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from callgrid.router import api, callbacks, webhook
 from callgrid.router.automation import lean_client
@@ -54,7 +55,21 @@ async def health(request: Request) -> Response:
     return JSONResponse({"status": "ok", "assignments": state.store.count_assignments()})
 
 
-def build_app(state: RouterState) -> Starlette:
+class _DeliveriesFirst:
+    """The webhook's POSTs (one per routed call) straight to their handler; all else through Starlette."""
+
+    def __init__(self, app: Starlette, state: RouterState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == WEBHOOK_PATH:
+            await webhook.post_asgi(self.state, scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def build_app(state: RouterState) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # One TLS context for the life of the app: SSL_CERT_FILE / REQUESTS_CA_BUNDLE when set (an emulator's
@@ -97,4 +112,4 @@ def build_app(state: RouterState) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.router = state
-    return app
+    return _DeliveriesFirst(app, state)

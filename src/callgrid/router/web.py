@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -33,8 +34,26 @@ def state_of(request: Request) -> RouterState:
     return state
 
 
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
 def error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=status)
+    return JSONResponse(error_body(code, message, **extra), status_code=status)
+
+
+def loads(raw: bytes) -> Any:
+    """JSON as json.loads reads it: orjson's parser (several times faster) for what it reads, the standard
+    library's for the rest (UTF-16 or 32, NaN, integers past 64 bits), so nothing accepted before is refused."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
+def dumps(content: Any) -> bytes:
+    """The bytes JSONResponse would send (compact, UTF-8, not ASCII-escaped), made by orjson."""
+    return orjson.dumps(content)
 
 
 def same(given: str | None, expected: str) -> bool:
@@ -46,7 +65,7 @@ async def read_json(request: Request) -> Any:
     if len(raw) > MAX_BODY:
         raise BadRequest(413, "PayloadTooLarge", f"the body is larger than {MAX_BODY} bytes.")
     try:
-        return json.loads(raw)
+        return loads(raw)
     except ValueError:
         raise BadRequest(400, "BadRequest", "the body is not JSON.") from None
 
