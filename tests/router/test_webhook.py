@@ -29,6 +29,16 @@ def test_requests_without_the_secret_are_refused(router: RouterServer) -> None:
     assert router.store.decisions() == []
 
 
+def test_an_oversized_delivery_is_refused_and_so_is_a_large_one_without_the_secret(router: RouterServer) -> None:
+    big = b"[" + b" " * (1024 * 1024 + 10) + b"]"
+    refused = requests.post(router.webhook_url, data=big, headers={"Content-Type": "application/json"}, timeout=10)
+    assert refused.status_code == 413
+    assert refused.json()["error"]["code"] == "PayloadTooLarge"
+    stranger = requests.post(router.url + WEBHOOK_PATH, data=big, timeout=10)
+    assert stranger.status_code == 401
+    assert router.store.decisions() == []
+
+
 def test_event_grid_schema_validation_handshake(router: RouterServer) -> None:
     body = [
         {

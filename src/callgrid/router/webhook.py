@@ -83,18 +83,26 @@ async def post(request: Request) -> Response:
 
 
 async def post_asgi(state: RouterState, scope: Scope, receive: Receive, send: Send) -> None:
-    """`post` without Starlette: the body read as Request.body reads it, the answer sent as JSONResponse sends it."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return  # the client has gone: nothing to answer
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
+    """`post` without Starlette: the body read as Request.body reads it, the answer sent as JSONResponse sends it.
+    A request without the secret, or whose body passes the limit, is answered before more of it is read."""
     # Starlette's query_params: the last value of a repeated key wins.
     query = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
-    status, body = deliver(state, query.get("secret"), b"".join(chunks))
+    secret = query.get("secret")
+    chunks: list[bytes] = []
+    size = 0
+    raw = b""
+    if same(secret, state.webhook_secret):
+        while size <= MAX_BODY:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client has gone: nothing to answer
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            if not message.get("more_body", False):
+                break
+        raw = b"".join(chunks)
+    status, body = deliver(state, secret, raw)
     payload = dumps(body)
     headers = [(b"content-length", str(len(payload)).encode("latin-1")), _JSON]
     await send({"type": "http.response.start", "status": status, "headers": headers})
