@@ -197,10 +197,11 @@ class DeliveryEngine:
 
     def lease_for_handoff(self, now: float) -> float | None:
         """When a row published now may be leased to this node and handed over (as a claim would lease it),
-        or None: the engine is not running, or enough waits already; the row is then inserted unleased."""
-        # Beyond a claim's worth waiting to be started, rows go in unleased and are claimed: memory holds a
-        # bounded backlog, the store the rest.
-        if not self._running or self._handed_rows >= self.settings.claim_batch:
+        or None: the engine is not running, and the row is inserted unleased (claimed once it runs)."""
+        # Never refused for a backlog: handed rows are started without waiting for a slot (each request waits
+        # in its own task, within its lane's bounds), and one refusal could let a callback overtake the one
+        # raised before it, which went in unleased.
+        if not self._running:
             return None
         return self._lease_end(now)
 
@@ -457,10 +458,12 @@ class DeliveryEngine:
                     # The rows settled stay leased (looked at again when that ends); the others are sent.
                     log.exception("could not record %d deliveries handed over and settled", len(claim.settled))
                     claim.dead.clear()
-        await self._start(claim, 0, deferred)
+        await self._start(claim, 0, deferred, wait=False)
 
-    async def _start(self, claim: _Claim, claimed: int, deferred: bool) -> int:
-        """Start sending what a committed claim planned; returns the rows claimed (0 if some were put back)."""
+    async def _start(self, claim: _Claim, claimed: int, deferred: bool, *, wait: bool = True) -> int:
+        """Start sending what a committed claim planned; returns the rows claimed (0 if some were put back).
+        With `wait` false, a request does not wait here for a global slot but in its own task (in order: the
+        semaphore is fair), so what starts handed-over rows is never held up behind a busy destination."""
         if claim.dead and self._on_dead_letter is not None:
             self._on_dead_letter()
         for request in claim.requests:
@@ -475,8 +478,9 @@ class DeliveryEngine:
                 lane.queue.append(request)  # sent by one of the lane's own tasks when it is done
                 continue
             lane.in_flight += 1
-            await self._slots.acquire()
-            task = asyncio.create_task(self._send_in_lane(key, lane, request))
+            if wait:
+                await self._slots.acquire()
+            task = asyncio.create_task(self._send_in_lane(key, lane, request, acquire=not wait))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
         return 0 if deferred else claimed
@@ -505,9 +509,12 @@ class DeliveryEngine:
         claim.requests = kept
         return deferred
 
-    async def _send_in_lane(self, key: str, lane: _Lane, request: _Request) -> None:
-        """Send `request` (its global slot taken), then the lane's waiting requests while there are any."""
+    async def _send_in_lane(self, key: str, lane: _Lane, request: _Request, *, acquire: bool = False) -> None:
+        """Send `request` (its global slot taken, or taken here if `acquire`), then the lane's waiting requests
+        while there are any."""
         try:
+            if acquire:
+                await self._slots.acquire()
             await self._send(request)
             while lane.queue:
                 if lane.deferred and len(lane.queue) <= self.settings.max_queued_per_destination // 2:
