@@ -421,7 +421,7 @@ class DeliveryEngine:
         try:
             await self._plan_handed(handed)
         finally:
-            # Counted until started: what drain, settle and the backlog's bound look at.
+            # Counted until started: what drain and settle wait for.
             self._handed_rows -= sum(len(h.rows) for h in handed)
 
     async def _plan_handed(self, handed: list[_Handed]) -> None:
