@@ -145,37 +145,3 @@ async def test_a_row_handed_over_but_never_sent_is_sent_by_its_node_started_agai
         assert row.status == "delivered"
     finally:
         await store.close()
-
-
-async def test_rows_waiting_in_the_engine_count_as_delivery_lag_until_sent(store_url: str) -> None:
-    """Handed-over rows are leased, so the store does not see them wait: the engine says since when its
-    oldest has (the throttle's delivery-lag trigger adds it), and stops saying so once all are sent."""
-    store = await open_store(store_url)
-    try:
-        assert await store.own_leases("node-a")
-        node = _Node(store, "node-a")
-        release = asyncio.Event()
-        sent = node.sender.bodies
-
-        async def slow(method: str, url: str, *, body: bytes, headers: dict[str, str], timeout: float) -> SendResult:
-            sent.append(body)
-            await release.wait()
-            return SendResult(200, "Succeeded")
-
-        node.sender.send = slow  # type: ignore[method-assign]
-        async with node.running():
-            assert node.engine.backlog_since() is None
-            began = SystemClock().now()
-            for n in range(3):  # one app's callbacks go one at a time: the first is sent, two wait
-                async with store.transaction() as tx:
-                    event = {"id": f"cb-{n}", "source": "calling/x", "type": "CallConnected", "data": {}}
-                    await node.publisher.send_callback(tx, url="http://app.test/cb", event=event)
-            await _wait(lambda: len(sent) == 1)
-            waiting = node.engine.backlog_since()
-            assert waiting is not None and began - 1 <= waiting <= SystemClock().now()
-            release.set()
-            await _wait(lambda: len(sent) == 3)
-            await node.engine.drain()
-            assert node.engine.backlog_since() is None
-    finally:
-        await store.close()

@@ -188,23 +188,12 @@ class DeliveryEngine:
         self._handed_rows = 0
         self._handed_ready = asyncio.Event()
         self._handoff_targets: dict[str, tuple[dict[str, Any], Target]] = {}
-        # Requests planned and not yet being sent (a slot, their lane, a callback ahead of them): id -> since.
-        self._waiting: dict[int, float] = {}
 
     def wake(self) -> None:
         """Claim what is due now (rows were added)."""
         self._claim_wanted = True
         self._wake.set()
         self._hold_end.set()
-
-    def backlog_since(self) -> float | None:
-        """Since when the oldest delivery waiting in this engine's memory has been due (handed over and not
-        yet planned, or planned and waiting to be sent), None if none waits: the part of the delivery lag
-        the store cannot see, since those rows are leased (the throttle adds it to the store's)."""
-        since = [batch.rows[0][0].created_at for batch in self._handed if batch.rows]
-        if self._waiting:
-            since.append(min(self._waiting.values()))
-        return min(since, default=None)
 
     def lease_for_handoff(self, now: float) -> float | None:
         """When a row published now may be leased to this node and handed over (as a claim would lease it),
@@ -266,7 +255,6 @@ class DeliveryEngine:
                         await self._clock.sleep_until(deadline, self._wake)
         finally:
             self._running = False
-            self._waiting.clear()
             for task in (watcher, starter, *self._in_flight, *self._late):
                 task.cancel()
 
@@ -480,11 +468,8 @@ class DeliveryEngine:
         semaphore is fair), so what starts handed-over rows is never held up behind a busy destination."""
         if claim.dead and self._on_dead_letter is not None:
             self._on_dead_letter()
-        now = self._clock.now()
         for request in claim.requests:
             self._in_flight_ids.update(r.id for r in request.rows)
-            # Waiting from now (claimed: the store's lag counted until the claim), or since published (handed).
-            self._waiting[id(request)] = now if wait else min(r.created_at for r in request.rows)
         for request in claim.requests:
             if request.target is None:
                 self._queue_callback(request)
@@ -541,11 +526,6 @@ class DeliveryEngine:
                 await self._slots.acquire()
                 await self._send(waiting)
         finally:
-            # What this task leaves unsent no longer counts as waiting: too little lag is the safe mistake,
-            # a stale entry would refuse requests for good.
-            self._waiting.pop(id(request), None)
-            for left in lane.queue if lane.in_flight <= 1 else ():
-                self._waiting.pop(id(left), None)
             lane.in_flight -= 1
             if lane.deferred:
                 lane.deferred = False
@@ -570,8 +550,6 @@ class DeliveryEngine:
                 await self._slots.acquire()
                 await self._send(queue.popleft())
         finally:
-            for left in queue:
-                self._waiting.pop(id(left), None)
             del self._callback_chains[url]
             self._callback_queues.pop(url, None)
 
@@ -661,7 +639,6 @@ class DeliveryEngine:
     # ------------------------------------------------------------------ sending
 
     async def _send(self, request: _Request) -> None:
-        self._waiting.pop(id(request), None)
         task = asyncio.current_task()
         assert task is not None
         timeout = self.settings.timeout_seconds
