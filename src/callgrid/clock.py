@@ -38,9 +38,7 @@ class SystemClock:
             await asyncio.sleep(delay)
             return
         with contextlib.suppress(TimeoutError):
-            # asyncio.timeout, not wait_for: the loops wake often under load, and wait_for makes a task each time.
-            async with asyncio.timeout(delay):
-                await wake.wait()
+            await asyncio.wait_for(wake.wait(), timeout=delay)
 
 
 class VirtualClock:

@@ -77,9 +77,7 @@ async def read_body(request: Request, limit: int, *, on_chunk: Callable[[bytes],
     size = 0
     while True:
         try:
-            # asyncio.timeout, not wait_for: no task per chunk (wait_for wraps the await in one).
-            async with asyncio.timeout(IDLE_SECONDS):
-                message = await request.receive()
+            message = await asyncio.wait_for(request.receive(), IDLE_SECONDS)
         except TimeoutError:
             raise RequestTimeout(
                 f"No part of the request body arrived for {IDLE_SECONDS:g} seconds.", code="RequestTimeout"

@@ -97,5 +97,4 @@ class TimerService:
             self._deadline = deadline
             # Also look again every second of real time: another node may have added work.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._idle_poll):
-                    await self._clock.sleep_until(deadline, self._wake)
+                await asyncio.wait_for(self._clock.sleep_until(deadline, self._wake), self._idle_poll)

@@ -207,8 +207,7 @@ class DeliveryEngine:
                     continue
                 deadline = now + 3600 if next_due is None else max(next_due, now)
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(_IDLE_POLL_SECONDS):
-                        await self._clock.sleep_until(deadline, self._wake)
+                    await asyncio.wait_for(self._clock.sleep_until(deadline, self._wake), _IDLE_POLL_SECONDS)
         finally:
             for task in (watcher, *self._in_flight, *self._late):
                 task.cancel()
@@ -224,8 +223,7 @@ class DeliveryEngine:
         if self._claim_wanted or self._done.qsize() >= _RECORD_BATCH:
             return
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_RECORD_HOLD_SECONDS):
-                await self._hold_end.wait()
+            await asyncio.wait_for(self._hold_end.wait(), _RECORD_HOLD_SECONDS)
 
     async def _cycle(self, claim: bool) -> int:
         """One transaction for what the loop has to do now: record the outcomes that came in, then claim
