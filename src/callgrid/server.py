@@ -41,7 +41,9 @@ def build_app(node: Node, *, start_node: bool = True) -> Starlette:
         gc.freeze()
         watching = None
         if admission.max_delivery_lag_seconds > 0 and node.virtual_clock is None:
-            watching = asyncio.create_task(admission.watch_deliveries(node.store, node.clock))
+            watching = asyncio.create_task(
+                admission.watch_deliveries(node.store, node.clock, waiting_since=node.delivery.backlog_since)
+            )
         try:
             yield
         finally:

@@ -166,6 +166,32 @@ async def test_deliveries_running_late_refuse_requests_until_they_catch_up(tmp_p
         await store.close()
 
 
+async def test_deliveries_waiting_in_the_engine_count_as_lag_too(tmp_path: Path) -> None:
+    """Claimed rows waiting in the engine for a slot are leased, so the store's due rows miss them: what the
+    engine says has waited in its memory is lag as well, and none once it says nothing waits."""
+    from callgrid.api.throttle import Admission
+    from callgrid.clock import VirtualClock
+    from callgrid.store import open_store
+
+    clock = VirtualClock()
+    store = await open_store(f"sqlite:///{tmp_path / 'callgrid.db'}")
+    admission = Admission(256, retry_after_seconds=1, max_delivery_lag_seconds=0.5)
+    waiting: list[float] = [clock.now() - 10]
+    watching = asyncio.create_task(
+        admission.watch_deliveries(store, clock, interval=0.01, waiting_since=lambda: waiting[0] if waiting else None)
+    )
+    try:
+        await _until_async(lambda: admission.delivery_lag_seconds > 0, "the sampler saw the engine's backlog")
+        assert admission.delivery_lag_seconds == pytest.approx(10, abs=0.5)
+        assert admission.refuses("POST") and not admission.refuses("GET")
+        waiting.clear()
+        await _until_async(lambda: admission.delivery_lag_seconds == 0, "the lag was gone once sent")
+        assert not admission.refuses("POST")
+    finally:
+        watching.cancel()
+        await store.close()
+
+
 async def _until_async(condition: Any, what: str) -> None:
     deadline = time.monotonic() + 20
     while not condition():

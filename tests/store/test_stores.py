@@ -78,6 +78,12 @@ async def test_claims_keep_order_and_leases_expire(store_url: str) -> None:
             again = await tx.claim_deliveries(now=100.5, limit=10, lease_until=400.0)
         assert [r.id for r, _ in again] == ids[:3]
         assert all(r.attempts == 0 and r.lease_until == 400.0 for r, _ in again)
+        async with store.transaction() as tx:
+            # At the very instant a lease ends its rows are due (next_delivery_due says so) and claimable:
+            # a clock stepped to that instant once found them due and not claimable, and the engine spun.
+            assert await tx.next_delivery_due(400.0) == 200.0
+            assert [r.id for r, _ in await tx.claim_deliveries(now=200.0, limit=10, lease_until=500.0)] == ids[3:]
+            assert [r.id for r, _ in await tx.claim_deliveries(now=400.0, limit=10, lease_until=600.0)] == ids[:3]
     finally:
         await store.close()
 

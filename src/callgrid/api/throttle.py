@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -65,12 +66,24 @@ class Admission:
             "deliveryLagSeconds": round(self.delivery_lag_seconds, 3),
         }
 
-    async def watch_deliveries(self, store: Store, clock: Clock, interval: float = 0.1) -> None:
-        """Keeps `delivery_lag_seconds` current until cancelled (the server's lifespan runs it)."""
+    async def watch_deliveries(
+        self,
+        store: Store,
+        clock: Clock,
+        interval: float = 0.1,
+        *,
+        waiting_since: Callable[[], float | None] | None = None,
+    ) -> None:
+        """Keeps `delivery_lag_seconds` current until cancelled (the server's lifespan runs it): the oldest due
+        delivery the store holds unleased, or the oldest `waiting_since` says waits in the engine's memory
+        (claimed rows are leased while they wait there for a slot, so the store does not see them wait)."""
         while True:
             try:
                 async with store.transaction() as tx:
                     due = await tx.next_delivery_due(clock.now())
+                waiting = waiting_since() if waiting_since is not None else None
+                if waiting is not None and (due is None or waiting < due):
+                    due = waiting
                 self.delivery_lag_seconds = max(0.0, clock.now() - due) if due is not None else 0.0
             except StoreUnavailable:
                 self.delivery_lag_seconds = 0.0  # the requests themselves will say so

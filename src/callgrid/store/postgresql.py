@@ -703,7 +703,7 @@ class _PostgresTx:
         cols = ", ".join("c." + c if c != "next_attempt_at" else "due.was" for c in _DELIVERY_COLUMNS)
         rows = await self._all(
             "WITH due AS (SELECT id, next_attempt_at AS was, rowid FROM deliveries "
-            "WHERE status = 'pending' AND next_attempt_at <= %s AND (lease_until IS NULL OR lease_until < %s) "
+            "WHERE status = 'pending' AND next_attempt_at <= %s AND (lease_until IS NULL OR lease_until <= %s) "
             "ORDER BY next_attempt_at, rowid LIMIT %s FOR UPDATE SKIP LOCKED), "
             "claimed AS (UPDATE deliveries d SET lease_until = %s, next_attempt_at = %s, lease_owner = %s FROM due "
             "WHERE d.id = due.id RETURNING d.*) "

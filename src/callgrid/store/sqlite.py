@@ -702,7 +702,7 @@ class _SqliteTx:
         cols = ", ".join("d." + c for c in _DELIVERY_COLUMNS)
         rows = self._c.execute(
             f"SELECT {cols}, e.body FROM deliveries d JOIN events e ON e.id = d.event_id "
-            "WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND (d.lease_until IS NULL OR d.lease_until < ?) "
+            "WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND (d.lease_until IS NULL OR d.lease_until <= ?) "
             # rowid breaks ties in insertion order: callbacks raised together go out in the order raised.
             "ORDER BY d.next_attempt_at, d.rowid LIMIT ?",
             (now, now, limit),

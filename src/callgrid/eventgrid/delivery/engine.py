@@ -170,6 +170,14 @@ class DeliveryEngine:
         self._dispatching = 0
         self._recording = 0
         self._sending_since: dict[asyncio.Future[Any], float] = {}
+        # Requests claimed and not yet being sent (waiting for a slot, their lane, a callback ahead of them):
+        # id -> since when. Their rows are leased, so the store's due rows do not show them waiting.
+        self._waiting: dict[int, float] = {}
+
+    def backlog_since(self) -> float | None:
+        """Since when the oldest request claimed and not yet sent has waited in this engine's memory, None if
+        none waits: the part of the delivery lag the store cannot see (the throttle adds it to the store's)."""
+        return min(self._waiting.values(), default=None)
 
     def wake(self) -> None:
         """Claim what is due now (rows were added)."""
@@ -209,6 +217,7 @@ class DeliveryEngine:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._clock.sleep_until(deadline, self._wake), _IDLE_POLL_SECONDS)
         finally:
+            self._waiting.clear()
             for task in (watcher, *self._in_flight, *self._late):
                 task.cancel()
 
@@ -334,8 +343,10 @@ class DeliveryEngine:
         """Start sending what a committed claim planned; returns the rows claimed (0 if some were put back)."""
         if claim.dead and self._on_dead_letter is not None:
             self._on_dead_letter()
+        now = self._clock.now()
         for request in claim.requests:
             self._in_flight_ids.update(r.id for r in request.rows)
+            self._waiting[id(request)] = now
         for request in claim.requests:
             if request.target is None:
                 self._queue_callback(request)
@@ -388,6 +399,11 @@ class DeliveryEngine:
                 await self._slots.acquire()
                 await self._send(waiting)
         finally:
+            # What this task leaves unsent no longer counts as waiting: too little lag is the safe mistake,
+            # a stale entry would refuse requests for good.
+            self._waiting.pop(id(request), None)
+            for left in lane.queue if lane.in_flight <= 1 else ():
+                self._waiting.pop(id(left), None)
             lane.in_flight -= 1
             if lane.deferred:
                 lane.deferred = False
@@ -412,6 +428,8 @@ class DeliveryEngine:
                 await self._slots.acquire()
                 await self._send(queue.popleft())
         finally:
+            for left in queue:
+                self._waiting.pop(id(left), None)
             del self._callback_chains[url]
             self._callback_queues.pop(url, None)
 
@@ -504,6 +522,7 @@ class DeliveryEngine:
     # ------------------------------------------------------------------ sending
 
     async def _send(self, request: _Request) -> None:
+        self._waiting.pop(id(request), None)
         task = asyncio.current_task()
         assert task is not None
         timeout = self.settings.timeout_seconds
