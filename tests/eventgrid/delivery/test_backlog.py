@@ -1,30 +1,31 @@
-"""What waits in the delivery engine's memory counts as delivery lag: claimed rows are leased while they
-wait for a slot, their lane or a callback ahead of them, so the store's due rows do not show them; the
-engine says since when its oldest has waited (the throttle adds it, api/throttle.py), and nothing once
-all are sent."""
+"""What waits in the delivery engine's memory for one of its slots counts as delivery lag: claimed rows
+are leased while they wait, so the store's due rows do not show them; the engine says since when its
+oldest has waited (the throttle adds it, api/throttle.py), and nothing once all are sent. What waits behind
+its own destination (an earlier callback to the same app) is that app's backlog and does not count."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from callgrid.clock import SystemClock
 from callgrid.eventgrid.delivery.engine import DeliveryEngine, DeliverySettings
 from callgrid.eventgrid.delivery.sender import SendResult
 from callgrid.eventgrid.topics import EventPublisher, SubscriptionTable
-from callgrid.store import open_store
+from callgrid.store import Store, open_store
 
 
 class _HeldSender:
     """The network, held: each POST is recorded, then answered 200 once `release` is set."""
 
     def __init__(self) -> None:
-        self.bodies: list[bytes] = []
+        self.urls: list[str] = []
         self.release = asyncio.Event()
 
     async def send(self, method: str, url: str, *, body: bytes, headers: dict[str, str], timeout: float) -> SendResult:
-        self.bodies.append(body)
+        self.urls.append(url)
         await self.release.wait()
         return SendResult(200, "Succeeded")
 
@@ -40,7 +41,8 @@ async def _until(condition, seconds: float = 10.0) -> None:  # type: ignore[no-u
     raise AssertionError("not within time")
 
 
-async def test_claimed_requests_waiting_in_the_engine_say_since_when_until_sent(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def _engine(tmp_path: Path, slots: int) -> AsyncIterator[tuple[Store, DeliveryEngine, _HeldSender]]:
     store = await open_store(f"sqlite:///{tmp_path / 'callgrid.db'}")
     sender = _HeldSender()
     engine = DeliveryEngine(
@@ -48,26 +50,46 @@ async def test_claimed_requests_waiting_in_the_engine_say_since_when_until_sent(
         clock=SystemClock(),
         sender=sender,
         callback_authorization=lambda audience: "Bearer x",
-        settings=DeliverySettings(),
+        settings=DeliverySettings(max_in_flight=slots),
     )
-    publisher = EventPublisher(SystemClock(), SubscriptionTable(), engine.wake)
     task = asyncio.create_task(engine.run_forever())
     try:
-        assert engine.backlog_since() is None
-        began = SystemClock().now()
-        async with store.transaction() as tx:
-            for n in range(3):  # one app's callbacks go one at a time: the first is sent, two wait
-                event = {"id": f"cb-{n}", "source": "calling/x", "type": "CallConnected", "data": {}}
-                await publisher.send_callback(tx, url="http://app.test/cb", event=event)
-        await _until(lambda: len(sender.bodies) == 1)
-        waiting = engine.backlog_since()
-        assert waiting is not None and began <= waiting <= SystemClock().now()
-        sender.release.set()
-        await _until(lambda: len(sender.bodies) == 3)
-        await engine.drain()
-        assert engine.backlog_since() is None
+        yield store, engine, sender
     finally:
+        sender.release.set()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await store.close()
+
+
+async def _callbacks(store: Store, engine: DeliveryEngine, urls: list[str]) -> None:
+    publisher = EventPublisher(SystemClock(), SubscriptionTable(), engine.wake)
+    async with store.transaction() as tx:
+        for n, url in enumerate(urls):
+            event = {"id": f"cb-{n}", "source": "calling/x", "type": "CallConnected", "data": {}}
+            await publisher.send_callback(tx, url=url, event=event)
+
+
+async def test_requests_waiting_for_a_slot_say_since_when_until_sent(tmp_path: Path) -> None:
+    async with _engine(tmp_path, slots=1) as (store, engine, sender):
+        assert engine.backlog_since() is None
+        began = SystemClock().now()
+        await _callbacks(store, engine, ["http://a.test/cb", "http://b.test/cb", "http://c.test/cb"])
+        await _until(lambda: len(sender.urls) == 1)  # one slot: two apps' callbacks wait for it
+        waiting = engine.backlog_since()
+        assert waiting is not None and began <= waiting <= SystemClock().now()
+        sender.release.set()
+        await _until(lambda: len(sender.urls) == 3)
+        await engine.drain()
+        assert engine.backlog_since() is None
+
+
+async def test_callbacks_behind_the_same_app_s_earlier_one_are_not_the_engine_s_backlog(tmp_path: Path) -> None:
+    async with _engine(tmp_path, slots=256) as (store, engine, sender):
+        await _callbacks(store, engine, ["http://a.test/cb"] * 3)
+        await _until(lambda: len(sender.urls) == 1)  # one at a time, in order: the app's own pace
+        await asyncio.sleep(0.05)
+        assert engine.backlog_since() is None
+        sender.release.set()
+        await _until(lambda: len(sender.urls) == 3)

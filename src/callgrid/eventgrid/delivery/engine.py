@@ -170,13 +170,14 @@ class DeliveryEngine:
         self._dispatching = 0
         self._recording = 0
         self._sending_since: dict[asyncio.Future[Any], float] = {}
-        # Requests claimed and not yet being sent (waiting for a slot, their lane, a callback ahead of them):
-        # id -> since when. Their rows are leased, so the store's due rows do not show them waiting.
+        # Requests claimed and waiting for one of the engine's slots: id -> since when. Their rows are leased, so
+        # the store's due rows do not show them waiting. Not those behind their own destination (a full lane,
+        # an earlier callback to the URL): one slow app is its own backlog, not the server's.
         self._waiting: dict[int, float] = {}
 
     def backlog_since(self) -> float | None:
-        """Since when the oldest request claimed and not yet sent has waited in this engine's memory, None if
-        none waits: the part of the delivery lag the store cannot see (the throttle adds it to the store's)."""
+        """Since when the oldest request claimed and waiting for a slot has waited in this engine's memory, None
+        if none waits: the part of the delivery lag the store cannot see (the throttle adds it to the store's)."""
         return min(self._waiting.values(), default=None)
 
     def wake(self) -> None:
@@ -355,6 +356,7 @@ class DeliveryEngine:
             lane = self._lanes.setdefault(key, _Lane())
             if lane.in_flight >= self.settings.max_in_flight_per_destination:
                 lane.queue.append(request)  # sent by one of the lane's own tasks when it is done
+                self._waiting.pop(id(request), None)  # its destination's backlog, not the engine's
                 continue
             lane.in_flight += 1
             await self._slots.acquire()
@@ -415,6 +417,8 @@ class DeliveryEngine:
         """Callbacks to one URL go out one after another, in the order raised (CallConnected before
         ParticipantsUpdated, ...), as an app written for ACS expects; retries may come later."""
         queue = self._callback_queues.setdefault(request.url, deque())
+        if request.url in self._callback_chains:
+            self._waiting.pop(id(request), None)  # behind the app's earlier callback, not behind the engine
         queue.append(request)
         if request.url not in self._callback_chains:
             task = asyncio.create_task(self._send_callbacks(request.url, queue))
