@@ -857,14 +857,14 @@ class SipTrunk:
         now = self.node.clock.now()
         leg.session_expires_at = now + session.interval
         # The refresher at the half interval (RFC 4028 10's recommendation); the other side gives up later.
-        give_up = leg.session_expires_at - expiry_margin(session.interval)
+        give_up = _give_up(leg)
         self.session_timers.set(leg.key, now + session.interval / 2 if leg.we_refresh else give_up)
 
     def _session_due(self, key: tuple[str, str]) -> None:
         leg = self.dialogs.get(key)
         if leg is None or leg.state == "ended" or not leg.session_interval:
             return
-        give_up = leg.session_expires_at - expiry_margin(leg.session_interval)
+        give_up = _give_up(leg)
         if leg.we_refresh and not leg.refreshing and self.node.clock.now() < give_up:
             self._send_refresh(leg)
             self.session_timers.set(key, give_up)  # if the refresh is still unanswered then, give up
@@ -931,7 +931,7 @@ class SipTrunk:
             self._refresh_failed(leg, f"sip {status}")
             return
         now = self.node.clock.now()
-        give_up = leg.session_expires_at - expiry_margin(leg.session_interval)
+        give_up = _give_up(leg)
         if status == 422:
             # RFC 4028 7.4: ask again at once with the longer interval the far end's Min-SE asks for.
             try:
@@ -1047,8 +1047,7 @@ class SipTrunk:
         self.by_call.setdefault(plan.server_call_id, []).append(leg)
         invite = self._in_dialog_request(leg, "INVITE")
         invite.uri = remote.uri
-        transport_param = ";transport=tcp" if peer.transport == "TCP" else ""
-        invite.add("Contact", f"<sip:callgrid@{self.host}:{self.port}{transport_param}>")
+        invite.add("Contact", self._our_contact(leg))
         invite.add("Allow", ALLOW)
         if caller_user != "anonymous":
             invite.add("P-Asserted-Identity", f"<sip:{caller_user}@{self.host};user=phone>")
@@ -1227,6 +1226,11 @@ class SipTrunk:
         out["activeSettingUp"] = self._setting_up
         out["activeSessionTimers"] = len(self.session_timers)
         return out
+
+
+def _give_up(leg: Leg) -> float:
+    """When the side that does not refresh ends the session (RFC 4028 10), on the node's clock."""
+    return leg.session_expires_at - expiry_margin(leg.session_interval)
 
 
 __all__ = ["Leg", "SipTrunk"]
