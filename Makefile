@@ -24,7 +24,9 @@ run: $(STAMP)
 
 ## The whole test suite (a real server, the official SDKs): most of it on $(JOBS) processes, then the tests
 ## that hear or speak in real time on their own, so that no other test steals their audio's time.
-JOBS ?= 3
+## One process more than the machine has cores (tests wait on servers and peers): at least 3, at most 6 (each
+## starts servers with their own PostgreSQL connections; the default server allows 100).
+JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -lt 2 ] && n=2; n=$$((n + 1)); [ $$n -gt 6 ] && n=6; echo $$n)
 test: $(STAMP)
 	$(BIN)/pytest -q -n $(JOBS) --dist loadfile -m "not realtime"
 	$(BIN)/pytest -q -m realtime
