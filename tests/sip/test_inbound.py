@@ -267,3 +267,49 @@ def _expect_200_with(text: str, variable: str) -> str:
     """A 200 whose SDP must hold `text` (SIPp fails the call otherwise)."""
     check = f'<ereg regexp="{text}" search_in="body" check_it="true" assign_to="{variable}"/>'
     return f'\n  <recv response="200"><action>{check}</action></recv>'
+
+
+def _our_origins(trace: str) -> list[tuple[str, str, str]]:
+    """(CSeq, session id, version) of each o= line of ours that SIPp received, retransmissions once."""
+    seen: list[tuple[str, str, str]] = []
+    for message in trace.split("message received")[1:]:
+        cseq = next((line.split(":", 1)[1].strip() for line in message.splitlines() if line.startswith("CSeq:")), "")
+        for line in message.splitlines():
+            if line.startswith("o=callgrid "):
+                _, sid, version = line.split()[:3]
+                if (cseq, sid, version) not in seen:
+                    seen.append((cseq, sid, version))
+    return seen
+
+
+def test_our_sdp_keeps_its_session_id_and_counts_its_versions_through_hold_resume_and_a_refresh(
+    sip: CallgridServer, app: WebhookReceiver, tmp_path: Path, automation: CallAutomationClient
+) -> None:
+    sip.own_number(NUMBER)
+    offer = (
+        "v=0\no=sipp 1 {version} IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\n"
+        "m=audio [media_port] RTP/AVP 0\na=rtpmap:0 PCMU/8000\na={direction}"
+    )
+    reack = ack().replace("CSeq: 1 ACK", "CSeq: {n} ACK")
+    steps = [invite(caller=CALLER), recv(100, optional=True), recv(180), recv(200, rrs=True), ack()]
+    # Hold, resume, and the same offer again (a re-INVITE refreshing the session changes nothing).
+    for cseq, version, direction in ((2, 2, "sendonly"), (3, 3, "sendrecv"), (4, 3, "sendrecv")):
+        body = offer.format(version=version, direction=direction)
+        steps += [in_dialog("INVITE", cseq, body, "application/sdp"), recv(200), reack.replace("{n}", str(cseq))]
+    steps += [in_dialog("BYE", 5), recv(200)]
+    uac = Sipp(tmp_path, "uac", scenario("versions", *steps), remote=_remote(sip), service=NUMBER, caller=CALLER)
+    uac.start()
+    try:
+        automation.answer_call(_incoming(app)["incomingCallContext"], app.url + "/callbacks")
+        run = uac.wait()
+        assert run.returncode == 0, run.out + run.trace
+    finally:
+        uac.stop()
+    origins = _our_origins(run.trace)
+    assert [(cseq, version) for cseq, _, version in origins] == [
+        ("1 INVITE", "1"),
+        ("2 INVITE", "2"),  # held: our answer says recvonly
+        ("3 INVITE", "3"),  # resumed
+        ("4 INVITE", "3"),  # the same answer again
+    ]
+    assert len({sid for _, sid, _ in origins}) == 1

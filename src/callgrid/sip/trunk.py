@@ -123,6 +123,7 @@ class Leg:
     started: float = field(default_factory=time.monotonic)
     detach_media: Callable[[], None] | None = None  # the leg's ears in the media plane, once attached
     local_sdp: bytes = b""  # our session description as last sent (a re-INVITE refresh repeats it)
+    origin: sdp.Origin = field(default_factory=sdp.Origin)  # its o= line: one session id, counted versions
     allows_update: bool = False  # the far end's Allow names UPDATE: our refreshes go as UPDATE
     # RFC 4028 session timer (sip/session_timer.py); an interval of 0: none.
     session_interval: int = 0
@@ -650,10 +651,15 @@ class SipTrunk:
         for route in request.get_all("Record-Route"):
             response.add("Record-Route", route)
         if offer:
-            response.body = sdp.build_offer(self.host, leg.rtp.local_port)
+            response.body = sdp.build_offer(self.host, leg.rtp.local_port, origin=leg.origin)
         else:
             response.body = sdp.build(
-                self.host, leg.rtp.local_port, leg.rtp.codec, leg.rtp.event_payload, direction=direction
+                self.host,
+                leg.rtp.local_port,
+                leg.rtp.codec,
+                leg.rtp.event_payload,
+                origin=leg.origin,
+                direction=direction,
             )
         leg.local_sdp = response.body
         return response
@@ -1060,7 +1066,7 @@ class SipTrunk:
             invite.add("Session-Expires", str(self.session_expires))
             invite.add("Min-SE", str(self.min_se))
         invite.add("Content-Type", "application/sdp")
-        invite.body = leg.local_sdp = sdp.build_offer(self.host, leg.rtp.local_port)
+        invite.body = leg.local_sdp = sdp.build_offer(self.host, leg.rtp.local_port, origin=leg.origin)
         self._send_invite(leg, invite)
         # The offer may have stopped ringing while the trunk was being resolved. The far end may answer
         # while this read is under way, so what it finds is a snapshot like any other: one older than a
