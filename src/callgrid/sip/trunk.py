@@ -312,6 +312,8 @@ class SipTrunk:
         tx.reply(403, "Forbidden (peer not allowed)", to_tag=new_tag())
 
     def _answer_options(self, tx: ServerTransaction) -> None:
+        if self._bad_extension(tx, new_tag()):
+            return
         response = response_to(tx.request, 200, to_tag=new_tag())
         response.add("Allow", ALLOW)
         response.add("Accept", "application/sdp")
@@ -327,6 +329,10 @@ class SipTrunk:
             tx.reply(481)
             return
         method = tx.request.method
+        # Require is looked at only for the methods we handle (RFC 3261 8.2: 405 comes first); OPTIONS looks
+        # at it in its answer, CANCEL never.
+        if method in ("BYE", "INVITE", "UPDATE", "INFO") and self._bad_extension(tx, leg.local_tag):
+            return
         if method == "BYE":
             tx.reply(200)
             self.count("byeReceived")
@@ -343,6 +349,27 @@ class SipTrunk:
             self._cancel(tx)
         else:
             self._reply_allow(tx, 405)
+
+    def _bad_extension(self, tx: ServerTransaction, to_tag: str) -> bool:
+        """RFC 3261 8.2.2.3: a request whose Require names option tags we do not support is refused 420,
+        its Unsupported naming exactly those; True if it was. We support `timer` when session timers are
+        on, and nothing else (no 100rel: PRACK is refused). CANCEL and ACK are never refused: their
+        Require is to be ignored (RFC 3261 8.2.2.3, 9.2)."""
+        if tx.request.method in ("CANCEL", "ACK"):
+            return False
+        supported = {TIMER} if self.session_expires else set()
+        unsupported: dict[str, str] = {}  # lowercased -> as the request spelled it, in its order
+        for tag in tx.request.get_all("Require"):
+            tag = tag.strip()
+            if tag and tag.lower() not in supported:
+                unsupported.setdefault(tag.lower(), tag)
+        if not unsupported:
+            return False
+        self.count("badExtension")
+        refusal = response_to(tx.request, 420, to_tag=to_tag)
+        refusal.add("Unsupported", ", ".join(unsupported.values()))
+        tx.respond(refusal)
+        return True
 
     def _reinvite(self, tx: ServerTransaction, leg: Leg) -> None:
         """Hold and resume (a=sendonly / inactive / sendrecv), or a new address: the RTP follows; the
@@ -535,11 +562,7 @@ class SipTrunk:
         if caller is None:
             tx.reply(403, "Forbidden (the caller has no phone number)", to_tag=new_tag())
             return
-        if not self.session_expires and TIMER in option_tags(request, "Require"):
-            # Session timers off: a caller that requires them is told so (RFC 3261 8.2.2.3).
-            refusal = response_to(request, 420, to_tag=new_tag())
-            refusal.add("Unsupported", TIMER)
-            tx.respond(refusal)
+        if self._bad_extension(tx, new_tag()):
             return
         # RFC 4028 9: too short an interval is refused before the call is placed (the caller asks again).
         session = answer_request(request, min_se=self.min_se, default=self.session_expires)
