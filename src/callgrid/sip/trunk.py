@@ -630,7 +630,7 @@ class SipTrunk:
         self.count("callsInbound")
         if not tx.final:
             ringing = response_to(request, 180, to_tag=local_tag)
-            ringing.add("Contact", f"<sip:{called}@{self.host}:{self.port}>")
+            ringing.add("Contact", self._our_contact(leg, user=called))
             tx.respond(ringing)
 
     def _contact(self, message: Request | Response) -> str | None:
@@ -665,7 +665,7 @@ class SipTrunk:
         self, request: Request, leg: Leg, *, direction: str = "sendrecv", offer: bool = False
     ) -> Response:
         response = response_to(request, 200, to_tag=leg.local_tag)
-        response.add("Contact", f"<sip:callgrid@{self.host}:{self.port}>")
+        response.add("Contact", self._our_contact(leg))
         response.add("Allow", ALLOW)
         if self.session_expires:
             response.add("Supported", TIMER)
@@ -906,9 +906,11 @@ class SipTrunk:
         self._send_bye(leg)
         self._far_end_left(leg)
 
-    def _our_contact(self, leg: Leg) -> str:
+    def _our_contact(self, leg: Leg, user: str = "callgrid") -> str:
+        """Where the far end sends its requests in this dialog (RFC 3261 12.1.1), over the transport the
+        dialog began on: a caller over TCP must not send its BYE or re-INVITE over UDP."""
         transport_param = ";transport=tcp" if leg.peer.transport == "TCP" else ""
-        return f"<sip:callgrid@{self.host}:{self.port}{transport_param}>"
+        return f"<sip:{user}@{self.host}:{self.port}{transport_param}>"
 
     def _send_refresh(self, leg: Leg) -> None:
         """Our refresh (RFC 4028 7.4): an UPDATE without SDP if the far end allows UPDATE, else a re-INVITE
