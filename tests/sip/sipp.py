@@ -123,6 +123,13 @@ def recv(status: int | str, *, optional: bool = False, timeout_ms: int | None = 
     return f"\n  <recv{attrs}/>"
 
 
+def header_check(header: str, regexp: str, variable: str) -> str:
+    """A check SIPp makes on the message just received (the call fails without a match); SIPp refuses a
+    scenario whose variable is never used, hence the log line."""
+    check = f'<ereg regexp="{regexp}" search_in="hdr" header="{header}:" check_it="true" assign_to="{variable}"/>'
+    return check + f'<log message="{header}: [${variable}]"/>'
+
+
 def pause(ms: int) -> str:
     return f'\n  <pause milliseconds="{ms}"/>'
 

@@ -28,7 +28,19 @@ from callgrid.platform import sip_routing
 from callgrid.testing import CallgridServer, WebhookReceiver
 from callgrid.testing.server import free_port
 from tests.sip.conftest import _free_udp_and_tcp_port, sip_metric
-from tests.sip.sipp import Sipp, ack, in_dialog, invite, pause, recv, scenario, uas_answer, uas_refuse, uas_reply
+from tests.sip.sipp import (
+    Sipp,
+    ack,
+    header_check,
+    in_dialog,
+    invite,
+    pause,
+    recv,
+    scenario,
+    uas_answer,
+    uas_refuse,
+    uas_reply,
+)
 
 CALLER = "+12065550100"
 _SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"
@@ -497,6 +509,36 @@ def test_an_sbc_calling_in_over_tcp_is_answered_and_hangs_up(
         run = uac.wait()
         assert run.returncode == 0, run.out + run.trace
         assert "Via: SIP/2.0/TCP" in run.trace
+        app.wait_for("Microsoft.Communication.CallDisconnected", lambda e: e["data"]["callConnectionId"] == ccid)
+    finally:
+        uac.stop()
+
+
+def test_a_caller_over_tcp_is_told_to_send_its_requests_in_the_dialog_over_tcp(
+    sip: CallgridServer, automation: CallAutomationClient, app: WebhookReceiver, tmp_path: Path
+) -> None:
+    # RFC 3261 12.1.1: the Contact of our 180 and 200 is the remote target of the caller's BYE and
+    # re-INVITEs; without transport=tcp a caller would send them over UDP.
+    sip.own_number(OWNED)
+    tcp_contact = "^ *.sip:[^;>]*;transport=tcp>$"  # (no "<" in SIPp's XML: "." for it)
+    xml = scenario(
+        "tcp-contact",
+        invite(caller=CALLER),
+        recv(100, optional=True),
+        f'\n  <recv response="180"><action>{header_check("Contact", tcp_contact, "early")}</action></recv>',
+        f'\n  <recv response="200" rrs="true"><action>{header_check("Contact", tcp_contact, "c")}</action></recv>',
+        ack(),
+        in_dialog("BYE", 2),
+        recv(200),
+    )
+    remote = f"127.0.0.1:{sip.sip_port}"  # type: ignore[attr-defined]
+    uac = Sipp(tmp_path, "sbc-in", xml, remote=remote, service=OWNED, caller=CALLER, transport="t1").start()
+    try:
+        incoming = app.wait_for("Microsoft.Communication.IncomingCall", timeout=20)["data"]
+        ccid = automation.answer_call(incoming["incomingCallContext"], app.url + "/callbacks").call_connection_id
+        run = uac.wait()
+        assert run.returncode == 0, run.out + run.trace
+        assert "BYE sip:callgrid@127.0.0.1:" in run.trace and ";transport=tcp SIP/2.0" in run.trace
         app.wait_for("Microsoft.Communication.CallDisconnected", lambda e: e["data"]["callConnectionId"] == ccid)
     finally:
         uac.stop()

@@ -14,7 +14,7 @@ from azure.core.exceptions import HttpResponseError
 
 from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.sip.conftest import sip_metric
-from tests.sip.sipp import Sipp, ack, in_dialog, invite, pause, recv, scenario
+from tests.sip.sipp import Sipp, ack, header_check, in_dialog, invite, pause, recv, scenario
 
 NUMBER = "+14255551212"
 CALLER = "+12065550100"
@@ -112,11 +112,10 @@ def test_a_call_nobody_answers_is_refused_with_480_when_its_ring_time_is_up(
         uac.stop()
 
 
-def test_a_caller_who_hangs_up_while_ringing_cancels_the_call(
-    sip: CallgridServer, app: WebhookReceiver, tmp_path: Path, automation: CallAutomationClient
-) -> None:
-    sip.own_number(NUMBER)
-    cancel = """
+def _cancelled_scenario(cancel_headers: str = "") -> str:
+    """The caller hangs up while it rings: CANCEL (with `cancel_headers`), 200, the INVITE's 487, ACK."""
+    extra = "".join(f"\n      {line}" for line in cancel_headers.splitlines())
+    cancel = f"""
   <send>
     <![CDATA[
       CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0
@@ -125,11 +124,11 @@ def test_a_caller_who_hangs_up_while_ringing_cancels_the_call(
       To: <sip:[service]@[remote_ip]:[remote_port]>
       Call-ID: [call_id]
       CSeq: 1 CANCEL
-      Max-Forwards: 70
+      Max-Forwards: 70{extra}
       Content-Length: 0
     ]]>
   </send>"""
-    xml = scenario(
+    return scenario(
         "cancelled",
         invite(caller=CALLER),
         recv(100, optional=True),
@@ -139,7 +138,13 @@ def test_a_caller_who_hangs_up_while_ringing_cancels_the_call(
         recv(487),
         ack("[branch-6]"),
     )
-    uac = Sipp(tmp_path, "uac", xml, remote=_remote(sip), service=NUMBER).start()
+
+
+def test_a_caller_who_hangs_up_while_ringing_cancels_the_call(
+    sip: CallgridServer, app: WebhookReceiver, tmp_path: Path, automation: CallAutomationClient
+) -> None:
+    sip.own_number(NUMBER)
+    uac = Sipp(tmp_path, "uac", _cancelled_scenario(), remote=_remote(sip), service=NUMBER).start()
     try:
         incoming = _incoming(app)
         run = uac.wait()
@@ -267,3 +272,113 @@ def _expect_200_with(text: str, variable: str) -> str:
     """A 200 whose SDP must hold `text` (SIPp fails the call otherwise)."""
     check = f'<ereg regexp="{text}" search_in="body" check_it="true" assign_to="{variable}"/>'
     return f'\n  <recv response="200"><action>{check}</action></recv>'
+
+
+def _our_origins(trace: str) -> list[tuple[str, str, str]]:
+    """(CSeq, session id, version) of each o= line of ours that SIPp received, retransmissions once."""
+    seen: list[tuple[str, str, str]] = []
+    for message in trace.split("message received")[1:]:
+        cseq = next((line.split(":", 1)[1].strip() for line in message.splitlines() if line.startswith("CSeq:")), "")
+        for line in message.splitlines():
+            if line.startswith("o=callgrid "):
+                _, sid, version = line.split()[:3]
+                if (cseq, sid, version) not in seen:
+                    seen.append((cseq, sid, version))
+    return seen
+
+
+def test_our_sdp_keeps_its_session_id_and_counts_its_versions_through_hold_resume_and_a_refresh(
+    sip: CallgridServer, app: WebhookReceiver, tmp_path: Path, automation: CallAutomationClient
+) -> None:
+    sip.own_number(NUMBER)
+    offer = (
+        "v=0\no=sipp 1 {version} IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\n"
+        "m=audio [media_port] RTP/AVP 0\na=rtpmap:0 PCMU/8000\na={direction}"
+    )
+    reack = ack().replace("CSeq: 1 ACK", "CSeq: {n} ACK")
+    steps = [invite(caller=CALLER), recv(100, optional=True), recv(180), recv(200, rrs=True), ack()]
+    # Hold, resume, and the same offer again (a re-INVITE refreshing the session changes nothing).
+    for cseq, version, direction in ((2, 2, "sendonly"), (3, 3, "sendrecv"), (4, 3, "sendrecv")):
+        body = offer.format(version=version, direction=direction)
+        steps += [in_dialog("INVITE", cseq, body, "application/sdp"), recv(200), reack.replace("{n}", str(cseq))]
+    steps += [in_dialog("BYE", 5), recv(200)]
+    uac = Sipp(tmp_path, "uac", scenario("versions", *steps), remote=_remote(sip), service=NUMBER, caller=CALLER)
+    uac.start()
+    try:
+        automation.answer_call(_incoming(app)["incomingCallContext"], app.url + "/callbacks")
+        run = uac.wait()
+        assert run.returncode == 0, run.out + run.trace
+    finally:
+        uac.stop()
+    origins = _our_origins(run.trace)
+    assert [(cseq, version) for cseq, _, version in origins] == [
+        ("1 INVITE", "1"),
+        ("2 INVITE", "2"),  # held: our answer says recvonly
+        ("3 INVITE", "3"),  # resumed
+        ("4 INVITE", "3"),  # the same answer again
+    ]
+    assert len({sid for _, sid, _ in origins}) == 1
+
+
+def test_a_request_requiring_extensions_we_lack_is_refused_420_naming_exactly_those(
+    sip: CallgridServer, app: WebhookReceiver, tmp_path: Path, automation: CallAutomationClient
+) -> None:
+    sip.own_number(NUMBER)
+    refused = sip_metric(sip, "bad_extension")
+    # timer is ours (session timers are on); 100rel (PRACK) and the others are not.
+    demanding = invite(caller=CALLER, headers="Require: 100rel, timer\nRequire: Foo\nSupported: timer")
+    plain = invite(caller=CALLER).replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
+    sdp = (
+        "v=0\no=sipp 1 1 IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\n"
+        "m=audio [media_port] RTP/AVP 0\na=rtpmap:0 PCMU/8000\na=sendrecv"
+    )
+    # A re-INVITE asking for call replacement (RFC 3891) is refused too, and the call goes on.
+    replacing = in_dialog("INVITE", 3, sdp, "application/sdp").replace(
+        "Max-Forwards: 70", "Max-Forwards: 70\n      Require: replaces"
+    )
+    xml = scenario(
+        "demanding",
+        demanding,
+        recv(100, optional=True),
+        f'\n  <recv response="420"><action>{header_check("Unsupported", "^ *100rel, Foo$", "u")}</action></recv>',
+        ack("[branch-3]"),
+        plain,
+        recv(100, optional=True),
+        recv(180),
+        recv(200, rrs=True),
+        ack().replace("CSeq: 1 ACK", "CSeq: 2 ACK"),
+        replacing,
+        f'\n  <recv response="420"><action>{header_check("Unsupported", "^ *replaces$", "r")}</action></recv>',
+        ack("[branch-2]").replace("CSeq: 1 ACK", "CSeq: 3 ACK"),
+        in_dialog("BYE", 4),
+        recv(200),
+    )
+    uac = Sipp(tmp_path, "uac", xml, remote=_remote(sip), service=NUMBER, caller=CALLER).start()
+    try:
+        incoming = _incoming(app)
+        ccid = automation.answer_call(incoming["incomingCallContext"], app.url + "/callbacks").call_connection_id
+        run = uac.wait()
+        assert run.returncode == 0, run.out + run.trace
+        gone = app.wait_for("Microsoft.Communication.CallDisconnected", lambda e: e["data"]["callConnectionId"] == ccid)
+        assert gone["data"]["resultInformation"]["code"] == 200
+        # The refused INVITE never became a call: one IncomingCall, for the second.
+        assert len(app.events("Microsoft.Communication.IncomingCall")) == 1
+        assert sip_metric(sip, "bad_extension") == refused + 2
+    finally:
+        uac.stop()
+
+
+def test_a_cancel_is_never_refused_for_what_it_requires(
+    sip: CallgridServer, app: WebhookReceiver, tmp_path: Path
+) -> None:
+    # RFC 3261 8.2.2.3: Require on a CANCEL is to be ignored.
+    sip.own_number(NUMBER)
+    xml = _cancelled_scenario("Require: 100rel")
+    uac = Sipp(tmp_path, "uac", xml, remote=_remote(sip), service=NUMBER).start()
+    try:
+        incoming = _incoming(app)
+        run = uac.wait()
+        assert run.returncode == 0, run.out + run.trace
+        assert sip.get_call(incoming["serverCallId"])["state"] == "disconnected"
+    finally:
+        uac.stop()

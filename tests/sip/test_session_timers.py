@@ -19,7 +19,7 @@ from azure.communication.phonenumbers.siprouting import SipTrunk, SipTrunkRoute
 
 from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.sip.conftest import _free_udp_and_tcp_port, sip_metric
-from tests.sip.sipp import Sipp, ack, in_dialog, invite, pause, recv, scenario, uas_reply
+from tests.sip.sipp import Sipp, ack, header_check, in_dialog, invite, pause, recv, scenario, uas_reply
 
 NUMBER = "+14255551212"
 CALLER = "+12065550100"
@@ -78,13 +78,6 @@ def _gone(app: WebhookReceiver, ccid: str) -> dict[str, Any]:
     return event
 
 
-def _header_check(header: str, regexp: str, variable: str) -> str:
-    """A check SIPp makes on the message just received (the call fails without a match); SIPp refuses a
-    scenario whose variable is never used, hence the log line."""
-    check = f'<ereg regexp="{regexp}" search_in="hdr" header="{header}:" check_it="true" assign_to="{variable}"/>'
-    return check + f'<log message="{header}: [${variable}]"/>'
-
-
 def _recv_200_checking(*checks: str) -> str:
     return f'\n  <recv response="200" rrs="true"><action>{"".join(checks)}</action></recv>'
 
@@ -103,13 +96,13 @@ def test_a_callers_refreshes_by_update_and_reinvite_keep_the_call_up(
         recv(100, optional=True),
         recv(180),
         _recv_200_checking(
-            _header_check("Session-Expires", "^ *90;refresher=uac$", "se"),
-            _header_check("Require", "timer", "req"),
+            header_check("Session-Expires", "^ *90;refresher=uac$", "se"),
+            header_check("Require", "timer", "req"),
         ),
         ack(),
         pause(3000),
         update,
-        _recv_200_checking(_header_check("Session-Expires", "^ *90;refresher=uac$", "se2")),
+        _recv_200_checking(header_check("Session-Expires", "^ *90;refresher=uac$", "se2")),
         pause(3000),
         reinvite,
         recv(200),
@@ -148,8 +141,8 @@ def test_a_caller_that_stops_refreshing_gets_bye_and_the_app_sees_the_call_disco
         recv(100, optional=True),
         recv(180),
         _recv_200_checking(
-            _header_check("Session-Expires", "^ *90;refresher=uac$", "se"),
-            _header_check("Require", "timer", "req"),
+            header_check("Session-Expires", "^ *90;refresher=uac$", "se"),
+            header_check("Require", "timer", "req"),
         ),
         ack(),
         '\n  <recv request="BYE"/>',
@@ -180,12 +173,12 @@ def test_too_short_a_session_interval_is_refused_422_with_our_min_se_and_the_cal
         "hasty-caller",
         invite(caller=CALLER, headers="Supported: timer\nSession-Expires: 30;refresher=uac\nMin-SE: 30"),
         recv(100, optional=True),
-        f'\n  <recv response="422"><action>{_header_check("Min-SE", "^ *90$", "min")}</action></recv>',
+        f'\n  <recv response="422"><action>{header_check("Min-SE", "^ *90$", "min")}</action></recv>',
         ack("[branch-3]"),
         again,
         recv(100, optional=True),
         recv(180),
-        _recv_200_checking(_header_check("Session-Expires", "^ *90;refresher=uac$", "se")),
+        _recv_200_checking(header_check("Session-Expires", "^ *90;refresher=uac$", "se")),
         ack().replace("CSeq: 1 ACK", "CSeq: 2 ACK"),
         pause(500),
         in_dialog("BYE", 3),
@@ -248,13 +241,13 @@ def test_we_refresh_a_caller_that_asks_us_to_with_a_reinvite_when_it_does_not_al
         invite(caller=CALLER, headers="Supported: timer\nSession-Expires: 90;refresher=uas"),
         recv(100, optional=True),
         recv(180),
-        _recv_200_checking(_header_check("Session-Expires", "^ *90;refresher=uas$", "se")),
+        _recv_200_checking(header_check("Session-Expires", "^ *90;refresher=uas$", "se")),
         ack(),
         # Our refresh at the half interval: a re-INVITE with the SDP of our 200 (the caller's Allow is unsaid).
         f"""
   <recv request="INVITE">
     <action>
-      {_header_check("Session-Expires", "^ *90;refresher=uac$", "rse")}
+      {header_check("Session-Expires", "^ *90;refresher=uac$", "rse")}
       <ereg regexp="m=audio" search_in="body" check_it="true" assign_to="sdp"/><log message="[$sdp]"/>
     </action>
   </recv>""",
@@ -286,9 +279,9 @@ def _far_end_that_answers_one_refresh() -> str:
         f"""
   <recv request="INVITE" crlf="true" rrs="true">
     <action>
-      {_header_check("Session-Expires", "^ *1800$", "offered")}
-      {_header_check("Supported", "timer", "sup")}
-      {_header_check("Min-SE", "^ *90$", "min")}
+      {header_check("Session-Expires", "^ *1800$", "offered")}
+      {header_check("Supported", "timer", "sup")}
+      {header_check("Min-SE", "^ *90$", "min")}
     </action>
   </recv>""",
         uas_reply("100 Trying"),
@@ -297,7 +290,7 @@ def _far_end_that_answers_one_refresh() -> str:
         '\n  <recv request="ACK" crlf="true"/>',
         f"""
   <recv request="UPDATE">
-    <action>{_header_check("Session-Expires", "^ *90;refresher=uac$", "rse")}</action>
+    <action>{header_check("Session-Expires", "^ *90;refresher=uac$", "rse")}</action>
   </recv>""",
         uas_reply("200 OK").replace("      Content-Length", timer + "      Content-Length"),
     )
@@ -347,8 +340,8 @@ def _far_end_that_wants_an_hour_and_to_refresh_itself() -> str:
         f"""
   <recv request="INVITE" rrs="true">
     <action>
-      {_header_check("Session-Expires", "^ *3600$", "asked")}
-      {_header_check("Min-SE", "^ *3600$", "min")}
+      {header_check("Session-Expires", "^ *3600$", "asked")}
+      {header_check("Min-SE", "^ *3600$", "min")}
     </action>
   </recv>""",
         uas_reply("100 Trying"),
@@ -406,7 +399,7 @@ def test_with_session_timers_off_a_caller_that_requires_them_is_refused_420(
             "demanding-caller",
             invite(caller=CALLER, headers="Require: timer\nSupported: timer\nSession-Expires: 90"),
             recv(100, optional=True),
-            f'\n  <recv response="420"><action>{_header_check("Unsupported", "timer", "u")}</action></recv>',
+            f'\n  <recv response="420"><action>{header_check("Unsupported", "timer", "u")}</action></recv>',
             ack("[branch-3]"),
         )
         uac = Sipp(tmp_path, "uac", xml, remote=f"127.0.0.1:{port}", service=NUMBER, caller=CALLER).start()

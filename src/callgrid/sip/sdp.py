@@ -3,7 +3,7 @@ telephone-events for keys. Anything else on offer is declined, as a trunk's medi
 
 from __future__ import annotations
 
-import time
+import secrets
 from dataclasses import dataclass, field
 
 PCMU, PCMA = 0, 8
@@ -91,45 +91,60 @@ def parse(body: bytes) -> AudioOffer:
 _ANSWER_DIRECTION = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
 
 
+class Origin:
+    """Our o= line through one dialog (RFC 3264 8, RFC 4566 5.2): its username, session id and address
+    never change; the version goes up by exactly one with each description that differs from the last
+    one sent, and stays when the same one goes again (a session refresh repeating our SDP)."""
+
+    def __init__(self, session_id: int | None = None) -> None:
+        # Random rather than the time: two legs set up in the same second must not share a session id.
+        self.session_id = session_id if session_id is not None else secrets.randbelow(2**62) + 1
+        self.version = 0  # none sent yet
+        self.address = ""  # the first description's, kept for the dialog
+        self._sent: list[str] | None = None  # the last description, less its o= line
+
+    def describe(self, host: str, lines: list[str]) -> bytes:
+        """The description of `lines` (everything after o=), stamped with this dialog's origin."""
+        if self._sent is None or lines != self._sent:
+            self.version += 1
+            self._sent = list(lines)
+        if not self.address:
+            self.address = host
+        family = "IP6" if ":" in self.address else "IP4"
+        origin = f"o=callgrid {self.session_id} {self.version} IN {family} {self.address}"
+        return ("\r\n".join(["v=0", origin, *lines]) + "\r\n").encode()
+
+
+def _session(host: str, media: list[str]) -> list[str]:
+    family = "IP6" if ":" in host else "IP4"
+    return ["s=callgrid", f"c=IN {family} {host}", "t=0 0", *media]
+
+
 def build(
     host: str,
     port: int,
     codec: int,
     event_payload: int | None,
     *,
-    session_id: int | None = None,
-    version: int = 1,
+    origin: Origin | None = None,
     direction: str = "sendrecv",
 ) -> bytes:
-    """An SDP for our side: the offer of an outbound call, or the answer to an inbound one."""
-    sid = session_id if session_id is not None else int(time.time())
-    family = "IP6" if ":" in host else "IP4"
+    """An SDP for our side: the answer to an inbound call's offer, or to a re-INVITE's or UPDATE's."""
     payloads = [codec] + ([event_payload] if event_payload is not None else [])
-    lines = [
-        "v=0",
-        f"o=callgrid {sid} {version} IN {family} {host}",
-        "s=callgrid",
-        f"c=IN {family} {host}",
-        "t=0 0",
+    media = [
         f"m=audio {port} RTP/AVP {' '.join(map(str, payloads))}",
         f"a=rtpmap:{codec} {CODEC_NAMES[codec]}/8000",
     ]
     if event_payload is not None:
-        lines += [f"a=rtpmap:{event_payload} telephone-event/8000", f"a=fmtp:{event_payload} 0-16"]
-    lines += ["a=ptime:20", f"a={direction}"]
-    return ("\r\n".join(lines) + "\r\n").encode()
+        media += [f"a=rtpmap:{event_payload} telephone-event/8000", f"a=fmtp:{event_payload} 0-16"]
+    media += ["a=ptime:20", f"a={direction}"]
+    return (origin or Origin()).describe(host, _session(host, media))
 
 
-def build_offer(host: str, port: int, *, session_id: int | None = None) -> bytes:
-    """An outbound call's offer: µ-law, A-law and telephone-events on 101."""
-    sid = session_id if session_id is not None else int(time.time())
-    family = "IP6" if ":" in host else "IP4"
-    lines = [
-        "v=0",
-        f"o=callgrid {sid} 1 IN {family} {host}",
-        "s=callgrid",
-        f"c=IN {family} {host}",
-        "t=0 0",
+def build_offer(host: str, port: int, *, origin: Origin | None = None) -> bytes:
+    """Our offer (an outbound call's, or in a 200 to an INVITE without SDP): µ-law, A-law and
+    telephone-events on 101."""
+    media = [
         f"m=audio {port} RTP/AVP 0 8 101",
         "a=rtpmap:0 PCMU/8000",
         "a=rtpmap:8 PCMA/8000",
@@ -138,7 +153,7 @@ def build_offer(host: str, port: int, *, session_id: int | None = None) -> bytes
         "a=ptime:20",
         "a=sendrecv",
     ]
-    return ("\r\n".join(lines) + "\r\n").encode()
+    return (origin or Origin()).describe(host, _session(host, media))
 
 
 def answer_direction(offered: str) -> str:

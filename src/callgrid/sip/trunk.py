@@ -123,6 +123,7 @@ class Leg:
     started: float = field(default_factory=time.monotonic)
     detach_media: Callable[[], None] | None = None  # the leg's ears in the media plane, once attached
     local_sdp: bytes = b""  # our session description as last sent (a re-INVITE refresh repeats it)
+    origin: sdp.Origin = field(default_factory=sdp.Origin)  # its o= line: one session id, counted versions
     allows_update: bool = False  # the far end's Allow names UPDATE: our refreshes go as UPDATE
     # RFC 4028 session timer (sip/session_timer.py); an interval of 0: none.
     session_interval: int = 0
@@ -311,6 +312,8 @@ class SipTrunk:
         tx.reply(403, "Forbidden (peer not allowed)", to_tag=new_tag())
 
     def _answer_options(self, tx: ServerTransaction) -> None:
+        if self._bad_extension(tx, new_tag()):
+            return
         response = response_to(tx.request, 200, to_tag=new_tag())
         response.add("Allow", ALLOW)
         response.add("Accept", "application/sdp")
@@ -326,6 +329,10 @@ class SipTrunk:
             tx.reply(481)
             return
         method = tx.request.method
+        # Require is looked at only for the methods we handle (RFC 3261 8.2: 405 comes first); OPTIONS looks
+        # at it in its answer, CANCEL never.
+        if method in ("BYE", "INVITE", "UPDATE", "INFO") and self._bad_extension(tx, leg.local_tag):
+            return
         if method == "BYE":
             tx.reply(200)
             self.count("byeReceived")
@@ -342,6 +349,27 @@ class SipTrunk:
             self._cancel(tx)
         else:
             self._reply_allow(tx, 405)
+
+    def _bad_extension(self, tx: ServerTransaction, to_tag: str) -> bool:
+        """RFC 3261 8.2.2.3: a request whose Require names option tags we do not support is refused 420,
+        its Unsupported naming exactly those; True if it was. We support `timer` when session timers are
+        on, and nothing else (no 100rel: PRACK is refused). CANCEL and ACK are never refused: their
+        Require is to be ignored (RFC 3261 8.2.2.3, 9.2)."""
+        if tx.request.method in ("CANCEL", "ACK"):
+            return False
+        supported = {TIMER} if self.session_expires else set()
+        unsupported: dict[str, str] = {}  # lowercased -> as the request spelled it, in its order
+        for tag in tx.request.get_all("Require"):
+            tag = tag.strip()
+            if tag and tag.lower() not in supported:
+                unsupported.setdefault(tag.lower(), tag)
+        if not unsupported:
+            return False
+        self.count("badExtension")
+        refusal = response_to(tx.request, 420, to_tag=to_tag)
+        refusal.add("Unsupported", ", ".join(unsupported.values()))
+        tx.respond(refusal)
+        return True
 
     def _reinvite(self, tx: ServerTransaction, leg: Leg) -> None:
         """Hold and resume (a=sendonly / inactive / sendrecv), or a new address: the RTP follows; the
@@ -534,11 +562,7 @@ class SipTrunk:
         if caller is None:
             tx.reply(403, "Forbidden (the caller has no phone number)", to_tag=new_tag())
             return
-        if not self.session_expires and TIMER in option_tags(request, "Require"):
-            # Session timers off: a caller that requires them is told so (RFC 3261 8.2.2.3).
-            refusal = response_to(request, 420, to_tag=new_tag())
-            refusal.add("Unsupported", TIMER)
-            tx.respond(refusal)
+        if self._bad_extension(tx, new_tag()):
             return
         # RFC 4028 9: too short an interval is refused before the call is placed (the caller asks again).
         session = answer_request(request, min_se=self.min_se, default=self.session_expires)
@@ -606,7 +630,7 @@ class SipTrunk:
         self.count("callsInbound")
         if not tx.final:
             ringing = response_to(request, 180, to_tag=local_tag)
-            ringing.add("Contact", f"<sip:{called}@{self.host}:{self.port}>")
+            ringing.add("Contact", self._our_contact(leg, user=called))
             tx.respond(ringing)
 
     def _contact(self, message: Request | Response) -> str | None:
@@ -641,7 +665,7 @@ class SipTrunk:
         self, request: Request, leg: Leg, *, direction: str = "sendrecv", offer: bool = False
     ) -> Response:
         response = response_to(request, 200, to_tag=leg.local_tag)
-        response.add("Contact", f"<sip:callgrid@{self.host}:{self.port}>")
+        response.add("Contact", self._our_contact(leg))
         response.add("Allow", ALLOW)
         if self.session_expires:
             response.add("Supported", TIMER)
@@ -650,10 +674,15 @@ class SipTrunk:
         for route in request.get_all("Record-Route"):
             response.add("Record-Route", route)
         if offer:
-            response.body = sdp.build_offer(self.host, leg.rtp.local_port)
+            response.body = sdp.build_offer(self.host, leg.rtp.local_port, origin=leg.origin)
         else:
             response.body = sdp.build(
-                self.host, leg.rtp.local_port, leg.rtp.codec, leg.rtp.event_payload, direction=direction
+                self.host,
+                leg.rtp.local_port,
+                leg.rtp.codec,
+                leg.rtp.event_payload,
+                origin=leg.origin,
+                direction=direction,
             )
         leg.local_sdp = response.body
         return response
@@ -877,9 +906,11 @@ class SipTrunk:
         self._send_bye(leg)
         self._far_end_left(leg)
 
-    def _our_contact(self, leg: Leg) -> str:
+    def _our_contact(self, leg: Leg, user: str = "callgrid") -> str:
+        """Where the far end sends its requests in this dialog (RFC 3261 12.1.1), over the transport the
+        dialog began on: a caller over TCP must not send its BYE or re-INVITE over UDP."""
         transport_param = ";transport=tcp" if leg.peer.transport == "TCP" else ""
-        return f"<sip:callgrid@{self.host}:{self.port}{transport_param}>"
+        return f"<sip:{user}@{self.host}:{self.port}{transport_param}>"
 
     def _send_refresh(self, leg: Leg) -> None:
         """Our refresh (RFC 4028 7.4): an UPDATE without SDP if the far end allows UPDATE, else a re-INVITE
@@ -1060,7 +1091,7 @@ class SipTrunk:
             invite.add("Session-Expires", str(self.session_expires))
             invite.add("Min-SE", str(self.min_se))
         invite.add("Content-Type", "application/sdp")
-        invite.body = leg.local_sdp = sdp.build_offer(self.host, leg.rtp.local_port)
+        invite.body = leg.local_sdp = sdp.build_offer(self.host, leg.rtp.local_port, origin=leg.origin)
         self._send_invite(leg, invite)
         # The offer may have stopped ringing while the trunk was being resolved. The far end may answer
         # while this read is under way, so what it finds is a snapshot like any other: one older than a
