@@ -528,6 +528,10 @@ class CallService:
             raise InvalidRequest("A call cannot be redirected to its own caller.", code="8523")
         now = self._clock.now()
         self._offer_ended(offer, now, OfferState.REDIRECTED, f"redirected to {target.raw_id}")
+        if offer.ring_timer_id is not None:
+            # Gone with the redirect, rather than firing later in a transaction of its own to find the offer
+            # no longer ringing (a routed call's every offer is redirected).
+            await tx.delete_timer(offer.ring_timer_id)
         call.record(now, "redirected", **{"from": offer.target, "to": target.raw_id})
         new = await self._ring(tx, call, target, from_raw_id(offer.source), Scenario.REDIRECT, offer.custom_context)
         # The new offer stands in for the old one: the same inviter hears how it ends.
@@ -714,7 +718,7 @@ class CallService:
             scenario=scenario.value,
             incomingCall=kind is not TargetKind.EXTERNAL_NUMBER,
         )
-        await self._timers.schedule(
+        offer.ring_timer_id = await self._timers.schedule(
             tx,
             "offer.expire",
             offer.expires_at,
