@@ -187,3 +187,18 @@ def test_a_redirect_deletes_the_old_offers_ring_timer(
     # Only the new offer's ring timeout is left to fire: the old one went with the redirect.
     (left,) = asyncio.run(_offer_timers(fresh, server_call_id))
     assert left != first
+
+
+@pytest.mark.parametrize("how", ["answer", "reject"])
+def test_an_answered_or_rejected_offer_leaves_no_ring_timer(
+    fresh: CallgridServer, webhook: WebhookReceiver, automation: Any, how: str
+) -> None:
+    placed, data = _ring(fresh, webhook)
+    server_call_id = placed["serverCallId"]
+    assert len(asyncio.run(_offer_timers(fresh, server_call_id))) == 1
+    if how == "answer":
+        automation.answer_call(data["incomingCallContext"], callback_url=webhook.url + "/cb")
+    else:
+        automation.reject_call(data["incomingCallContext"])
+    # The ring timeout went with the offer, rather than firing later to find it no longer ringing.
+    assert asyncio.run(_offer_timers(fresh, server_call_id)) == []
