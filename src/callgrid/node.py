@@ -181,6 +181,7 @@ class Node:
             self.subscription_table,
             on_enqueued=self.delivery.wake,
             cloud_event_dataschema=s.cloud_event_dataschema,
+            engine=self.delivery,
         )
         self.publisher.observers = self.event_observers
         self.publisher.metrics = self.metrics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from callgrid.client import CallgridHttpError
 from callgrid.security import sign_request
+from callgrid.store import open_store
 from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.support.arm import put_subscription
 
@@ -159,3 +161,44 @@ def test_calls_to_unknown_parties_are_refused(fresh: CallgridServer) -> None:
         client.request("POST", "/callgrid/v1/calls", {"from": 42, "to": CALLER})
     assert bad.value.status == 400
     assert client.request("GET", "/callgrid/v1/calls")["value"] == []
+
+
+async def _offer_timers(server: CallgridServer, server_call_id: str) -> list[str]:
+    store = await open_store(server.store or f"sqlite:///{(server.data_dir / 'callgrid.db').resolve()}")
+    try:
+        async with store.transaction() as tx:
+            timers = await tx.due_timers(float("inf"), 1000)
+    finally:
+        await store.close()
+    rings = [t for t in timers if t.kind == "offer.expire"]
+    return [t.payload["offerId"] for t in rings if t.payload["serverCallId"] == server_call_id]
+
+
+def test_a_redirect_deletes_the_old_offers_ring_timer(
+    fresh: CallgridServer, webhook: WebhookReceiver, automation: Any
+) -> None:
+    placed, data = _ring(fresh, webhook)
+    server_call_id = placed["serverCallId"]
+    (first,) = asyncio.run(_offer_timers(fresh, server_call_id))
+    user = CommunicationIdentityClient.from_connection_string(fresh.connection_string).create_user()
+    automation.redirect_call(data["incomingCallContext"], user)
+    offers = fresh.client().get_call(server_call_id)["offers"]
+    assert [o["state"] for o in offers] == ["redirected", "ringing"]
+    # Only the new offer's ring timeout is left to fire: the old one went with the redirect.
+    (left,) = asyncio.run(_offer_timers(fresh, server_call_id))
+    assert left != first
+
+
+@pytest.mark.parametrize("how", ["answer", "reject"])
+def test_an_answered_or_rejected_offer_leaves_no_ring_timer(
+    fresh: CallgridServer, webhook: WebhookReceiver, automation: Any, how: str
+) -> None:
+    placed, data = _ring(fresh, webhook)
+    server_call_id = placed["serverCallId"]
+    assert len(asyncio.run(_offer_timers(fresh, server_call_id))) == 1
+    if how == "answer":
+        automation.answer_call(data["incomingCallContext"], callback_url=webhook.url + "/cb")
+    else:
+        automation.reject_call(data["incomingCallContext"])
+    # The ring timeout went with the offer, rather than firing later to find it no longer ringing.
+    assert asyncio.run(_offer_timers(fresh, server_call_id)) == []

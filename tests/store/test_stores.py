@@ -109,6 +109,42 @@ async def test_a_node_started_again_takes_back_its_own_leases(store_url: str) ->
         await store.close()
 
 
+async def test_a_row_inserted_leased_is_as_a_claim_leaves_it(store_url: str) -> None:
+    store = await open_store(store_url)
+    try:
+        assert await store.own_leases("node-a")
+        async with store.transaction() as tx:
+            for n, owner in enumerate(("node-a", "node-b")):
+                await tx.add_event(f"e{n}", "/topic", "{}", 1.0)
+                row = DeliveryRow(
+                    id=f"d{n}",
+                    kind="eventgrid",
+                    event_id=f"e{n}",
+                    url="http://x",
+                    created_at=1.0,
+                    next_attempt_at=1.0,
+                    lease_until=100.0,
+                )
+                await tx.add_delivery(row, owner)
+                assert row.next_attempt_at == 1.0  # the caller's row is left as it was
+        async with store.transaction() as tx:
+            # Nobody claims them before the lease ends, and nothing counts as due until then.
+            assert await tx.claim_deliveries(now=99.0, limit=10, lease_until=300.0, owner="node-c") == []
+            assert await tx.next_delivery_due(2.0) == 100.0
+        async with store.transaction() as tx:
+            # node-a starts again: what it leased is due at once (at its creation), node-b's waits.
+            await tx.release_leases("node-a")
+            again = await tx.claim_deliveries(now=2.0, limit=10, lease_until=200.0, owner="node-a")
+        assert [r.id for r, _ in again] == (["d0"] if store.shared else ["d0", "d1"])
+        assert again[0][0].next_attempt_at == 1.0
+        async with store.transaction() as tx:
+            # Past its lease, a row is anyone's again.
+            later = await tx.claim_deliveries(now=100.5, limit=10, lease_until=400.0, owner="node-c")
+        assert [r.id for r, _ in later] == ([] if not store.shared else ["d1"])
+    finally:
+        await store.close()
+
+
 async def test_timers_come_due_in_order(store_url: str) -> None:
     store = await open_store(store_url)
     try:

@@ -14,6 +14,7 @@ from typing import Any
 
 from callgrid import jsonio
 from callgrid.clock import Clock, iso7
+from callgrid.eventgrid.delivery.engine import DeliveryEngine
 from callgrid.eventgrid.delivery.metrics import MetricCounts, MetricsBuffer
 from callgrid.eventgrid.events import FilterViews, event_grid_event
 from callgrid.eventgrid.filters import Refusal
@@ -48,6 +49,9 @@ class SubscriptionTable:
     def invalidate(self) -> None:
         self._index = None
         self.version += 1
+
+    def unchanged_since(self, version: int) -> bool:
+        return self.version == version
 
     async def index(self, tx: StoreTx) -> SubscriptionIndex:
         if self._index is None:
@@ -116,11 +120,20 @@ class EventPublisher:
     """Writes events and their deliveries into the outbox, inside the caller's transaction."""
 
     def __init__(
-        self, clock: Clock, table: SubscriptionTable, on_enqueued: Any = None, *, cloud_event_dataschema: bool = True
+        self,
+        clock: Clock,
+        table: SubscriptionTable,
+        on_enqueued: Any = None,
+        *,
+        cloud_event_dataschema: bool = True,
+        engine: DeliveryEngine | None = None,
     ) -> None:
         self._clock = clock
         self._table = table
         self._on_enqueued = on_enqueued
+        # This node's engine, running: rows go in leased to it and are handed over once `tx` commits, so it
+        # sends them without a transaction of its own to claim them (delivery/engine.py).
+        self._engine = engine
         # As the delivery engine writes CloudEvents: a CloudEvents subscription filters what it is sent.
         self._dataschema = cloud_event_dataschema
         # Told of every event once its transaction commits, matched or not (the console's live view):
@@ -166,24 +179,48 @@ class EventPublisher:
         if not subs:
             return []
         key = storage_id or event["id"]
-        await tx.add_event(key, topic_source, jsonio.dumps(event), now)
+        stored = jsonio.dumps(event)
+        await tx.add_event(key, topic_source, stored, now)
+        lease, owner = self._lease(now)
+        handed: list[tuple[DeliveryRow, str, dict[str, Any] | None]] = []
         for sub in subs:
-            await tx.add_delivery(
-                DeliveryRow(
-                    id=ordered_uuid(),
-                    kind="eventgrid",
-                    event_id=key,
-                    url=sub.endpoint_url,
-                    subscription_id=sub.id,
-                    created_at=now,
-                    next_attempt_at=now,
-                    max_attempts=sub.max_delivery_attempts,
-                    expires_at=now + sub.event_ttl_minutes * 60,
-                )
+            row = DeliveryRow(
+                id=ordered_uuid(),
+                kind="eventgrid",
+                event_id=key,
+                url=sub.endpoint_url,
+                subscription_id=sub.id,
+                created_at=now,
+                next_attempt_at=now,
+                max_attempts=sub.max_delivery_attempts,
+                expires_at=now + sub.event_ttl_minutes * 60,
+                lease_until=lease,
             )
-        if subs and self._on_enqueued is not None:
-            self._on_enqueued()
+            await tx.add_delivery(row, owner)
+            handed.append((row, stored, sub.doc))
+        self._enqueued(tx, handed, functools.partial(self._table.unchanged_since, self._table.version))
         return [s.id for s in subs]
+
+    def _lease(self, now: float) -> tuple[float | None, str]:
+        """The lease new rows go in with, and its owner: (None, "") when they are to be claimed."""
+        lease = None if self._engine is None else self._engine.lease_for_handoff(now)
+        if lease is None or self._engine is None:
+            return None, ""
+        return lease, self._engine.settings.lease_owner
+
+    def _enqueued(
+        self,
+        tx: StoreTx,
+        rows: list[tuple[DeliveryRow, str, dict[str, Any] | None]],
+        current: Callable[[], bool] | None,
+    ) -> None:
+        """Rows were added: hand leased ones to the engine once `tx` commits, or wake it to claim them."""
+        if not rows:
+            return
+        if rows[0][0].lease_until is not None and self._engine is not None:
+            tx.after_commit(functools.partial(self._engine.hand_over, rows, current))
+        elif self._on_enqueued is not None:
+            self._on_enqueued()
 
     async def publish_system_event(
         self,
@@ -221,19 +258,20 @@ class EventPublisher:
         now = self._clock.now()
         if self.observers:
             self._observe(tx, "callback", url, event, [])
-        await tx.add_event(event["id"], event["source"], jsonio.dumps(event), now)
-        await tx.add_delivery(
-            DeliveryRow(
-                id=ordered_uuid(),
-                kind="callback",
-                event_id=event["id"],
-                url=url,
-                created_at=now,
-                next_attempt_at=now,
-                max_attempts=max_attempts,
-                expires_at=now + ttl_seconds,
-                audience=audience,
-            )
+        stored = jsonio.dumps(event)
+        await tx.add_event(event["id"], event["source"], stored, now)
+        lease, owner = self._lease(now)
+        row = DeliveryRow(
+            id=ordered_uuid(),
+            kind="callback",
+            event_id=event["id"],
+            url=url,
+            created_at=now,
+            next_attempt_at=now,
+            max_attempts=max_attempts,
+            expires_at=now + ttl_seconds,
+            lease_until=lease,
+            audience=audience,
         )
-        if self._on_enqueued is not None:
-            self._on_enqueued()
+        await tx.add_delivery(row, owner)
+        self._enqueued(tx, [(row, stored, None)], None)

@@ -212,7 +212,11 @@ class StoreTx(Protocol):
 
     # the outbox: events and their deliveries
     async def add_event(self, event_id: str, topic: str, body: str, created_at: float) -> None: ...
-    async def add_delivery(self, row: DeliveryRow) -> None: ...
+    async def add_delivery(self, row: DeliveryRow, owner: str = "") -> None:
+        """Insert `row`; one with `lease_until` set goes in leased until then in `owner`'s name, as
+        `claim_deliveries` would leave it (out of the due range until the lease ends). `row` is not changed."""
+        ...
+
     async def claim_deliveries(
         self, now: float, limit: int, lease_until: float, owner: str = ""
     ) -> list[tuple[DeliveryRow, str]]:

@@ -56,6 +56,8 @@ _DELIVERY_COLUMNS = [f.name for f in fields(DeliveryRow)]
 _DELIVERY_PROGRESS = delivery_progress_columns(_DELIVERY_COLUMNS)
 _DELIVERY_PROGRESS_SQL = f"UPDATE deliveries SET {', '.join(f'{c} = %s' for c in _DELIVERY_PROGRESS)} WHERE id = %s"
 _ATTEMPT_COLUMNS = [f.name for f in fields(AttemptRow)]
+_DELIVERY_COLUMN_LIST = ", ".join(_DELIVERY_COLUMNS)
+_NEXT_ATTEMPT = _DELIVERY_COLUMNS.index("next_attempt_at")
 _DEAD_LETTER_COLUMNS = [f.name for f in fields(DeadLetterRow)]
 _DEAD_LETTER_JSON = ("item", "destination")
 _DEAD_LETTER_WRITE_LEASE_SECONDS = 120.0
@@ -691,9 +693,16 @@ class _PostgresTx:
     async def add_event(self, event_id: str, topic: str, body: str, created_at: float) -> None:
         await self._insert("events", "id, topic, body, created_at", event_id, topic, body, created_at)
 
-    async def add_delivery(self, row: DeliveryRow) -> None:
-        await self._insert("deliveries", ", ".join(_DELIVERY_COLUMNS), *_values(row, _DELIVERY_COLUMNS))
-        self.notify.add("delivery")
+    async def add_delivery(self, row: DeliveryRow, owner: str = "") -> None:
+        values = _values(row, _DELIVERY_COLUMNS)
+        if row.lease_until is None:
+            await self._insert("deliveries", _DELIVERY_COLUMN_LIST, *values)
+            self.notify.add("delivery")
+            return
+        # Leased in `owner`'s name, out of the due range until the lease ends (as claim_deliveries leaves a
+        # row): no other node may send it before then, so none is woken for it.
+        values = (*values[:_NEXT_ATTEMPT], row.lease_until, *values[_NEXT_ATTEMPT + 1 :], _owner_key(owner))
+        await self._insert("deliveries", _DELIVERY_COLUMN_LIST + ", lease_owner", *values)
 
     async def claim_deliveries(
         self, now: float, limit: int, lease_until: float, owner: str = ""

@@ -40,11 +40,24 @@ _DELIVERY_COLUMNS = [f.name for f in fields(DeliveryRow)]
 _DELIVERY_PROGRESS = delivery_progress_columns(_DELIVERY_COLUMNS)
 _DELIVERY_PROGRESS_SQL = f"UPDATE deliveries SET {', '.join(f'{c} = ?' for c in _DELIVERY_PROGRESS)} WHERE id = ?"
 _ATTEMPT_COLUMNS = [f.name for f in fields(AttemptRow)]
+_ADD_DELIVERY_SQL = (
+    f"INSERT INTO deliveries ({', '.join(_DELIVERY_COLUMNS)}) VALUES ({', '.join('?' for _ in _DELIVERY_COLUMNS)})"
+)
+_NEXT_ATTEMPT = _DELIVERY_COLUMNS.index("next_attempt_at")
 
 
 def _values(row: object, columns: list[str]) -> tuple[Any, ...]:
     # Not dataclasses.astuple: it deep-copies every field (~50 us a row on the delivery hot path).
     return tuple(getattr(row, c) for c in columns)
+
+
+def _insert_values(row: DeliveryRow) -> list[Any]:
+    """A new row's values; one inserted leased is out of the due range until its lease ends, as a claim
+    leaves it (claim_deliveries)."""
+    values = list(_values(row, _DELIVERY_COLUMNS))
+    if row.lease_until is not None:
+        values[_NEXT_ATTEMPT] = row.lease_until
+    return values
 
 
 _DEAD_LETTER_COLUMNS = [f.name for f in fields(DeadLetterRow)]
@@ -689,12 +702,9 @@ class _SqliteTx:
             created_at,
         )
 
-    async def add_delivery(self, row: DeliveryRow) -> None:
-        placeholders = ", ".join("?" for _ in _DELIVERY_COLUMNS)
-        self._insert(
-            f"INSERT INTO deliveries ({', '.join(_DELIVERY_COLUMNS)}) VALUES ({placeholders})",
-            *_values(row, _DELIVERY_COLUMNS),
-        )
+    async def add_delivery(self, row: DeliveryRow, owner: str = "") -> None:
+        # No owner is written: one node per SQLite file, so every lease in it is that node's.
+        self._insert(_ADD_DELIVERY_SQL, *_insert_values(row))
 
     async def claim_deliveries(
         self, now: float, limit: int, lease_until: float, owner: str = ""

@@ -10,6 +10,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
+
 from callgrid.clock import SystemClock
 from callgrid.eventgrid.delivery.engine import DeliveryEngine, DeliverySettings
 from callgrid.eventgrid.delivery.sender import SendResult
@@ -63,19 +65,23 @@ async def _engine(tmp_path: Path, slots: int) -> AsyncIterator[tuple[Store, Deli
         await store.close()
 
 
-async def _callbacks(store: Store, engine: DeliveryEngine, urls: list[str]) -> None:
-    publisher = EventPublisher(SystemClock(), SubscriptionTable(), engine.wake)
+async def _callbacks(store: Store, engine: DeliveryEngine, urls: list[str], *, handed: bool = False) -> None:
+    """Raise one callback per URL in one transaction: claimed by the engine, or (`handed`) inserted leased to
+    it and handed over after the commit, as a node's own publisher does."""
+    publisher = EventPublisher(SystemClock(), SubscriptionTable(), engine.wake, engine=engine if handed else None)
     async with store.transaction() as tx:
         for n, url in enumerate(urls):
             event = {"id": f"cb-{n}", "source": "calling/x", "type": "CallConnected", "data": {}}
             await publisher.send_callback(tx, url=url, event=event)
 
 
-async def test_requests_waiting_for_a_slot_say_since_when_until_sent(tmp_path: Path) -> None:
+@pytest.mark.parametrize("handed", [False, True], ids=["claimed", "handed-over"])
+async def test_requests_waiting_for_a_slot_say_since_when_until_sent(tmp_path: Path, handed: bool) -> None:
     async with _engine(tmp_path, slots=1) as (store, engine, sender):
         assert engine.backlog_since() is None
+        await _until(lambda: engine.lease_for_handoff(SystemClock().now()) is not None)  # the engine runs
         began = SystemClock().now()
-        await _callbacks(store, engine, ["http://a.test/cb", "http://b.test/cb", "http://c.test/cb"])
+        await _callbacks(store, engine, ["http://a.test/cb", "http://b.test/cb", "http://c.test/cb"], handed=handed)
         await _until(lambda: len(sender.urls) == 1)  # one slot: two apps' callbacks wait for it
         waiting = engine.backlog_since()
         assert waiting is not None and began <= waiting <= SystemClock().now()
@@ -85,9 +91,13 @@ async def test_requests_waiting_for_a_slot_say_since_when_until_sent(tmp_path: P
         assert engine.backlog_since() is None
 
 
-async def test_callbacks_behind_the_same_app_s_earlier_one_are_not_the_engine_s_backlog(tmp_path: Path) -> None:
+@pytest.mark.parametrize("handed", [False, True], ids=["claimed", "handed-over"])
+async def test_callbacks_behind_the_same_app_s_earlier_one_are_not_the_engine_s_backlog(
+    tmp_path: Path, handed: bool
+) -> None:
     async with _engine(tmp_path, slots=256) as (store, engine, sender):
-        await _callbacks(store, engine, ["http://a.test/cb"] * 3)
+        await _until(lambda: engine.lease_for_handoff(SystemClock().now()) is not None)
+        await _callbacks(store, engine, ["http://a.test/cb"] * 3, handed=handed)
         await _until(lambda: len(sender.urls) == 1)  # one at a time, in order: the app's own pace
         await asyncio.sleep(0.05)
         assert engine.backlog_since() is None

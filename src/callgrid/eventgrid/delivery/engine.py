@@ -1,9 +1,12 @@
 """The delivery engine: claims due outbox rows, sends them, and records each outcome durably.
 
 Rows are leased while in flight, so a crash mid-send only means the row is sent again after a
-restart (at-least-once). A claim groups a subscription's due rows into output batches; outcomes
-are written back in bulk, many POSTs per transaction. Every wait (retry delays, the response time
-limit, probation) is on the injected clock.
+restart (at-least-once). Rows this node publishes while the engine runs are inserted already leased
+to it and handed over once their transaction commits (`lease_for_handoff`, `hand_over`): they are sent
+without a claim transaction, and are the store's to give back like any claimed row (its lease ends,
+or this node starting again takes its leases back). A claim groups a subscription's due rows into
+output batches; outcomes are written back in bulk, many POSTs per transaction. Every wait (retry
+delays, the response time limit, probation) is on the injected clock.
 """
 
 from __future__ import annotations
@@ -115,6 +118,16 @@ class _Work:
 
 
 @dataclass
+class _Handed:
+    """Rows one committed transaction inserted leased to this node: (row, stored event, the subscription's
+    document as published against, None for a callback), and whether those documents are still current."""
+
+    rows: list[tuple[DeliveryRow, str, dict[str, Any] | None]]
+    current: Callable[[], bool] | None
+    since: float  # when handed over: it waits for the starter as a claimed request waits for a slot
+
+
+@dataclass
 class _Claim:
     requests: list[_Request] = field(default_factory=list)
     settled: list[DeliveryRow] = field(default_factory=list)  # ended or rescheduled without an attempt
@@ -174,17 +187,52 @@ class DeliveryEngine:
         # the store's due rows do not show them waiting. Not those behind their own destination (a full lane,
         # an earlier callback to the URL): one slow app is its own backlog, not the server's.
         self._waiting: dict[int, float] = {}
+        # Rows inserted leased to this node, handed over after their commit, waiting to be started.
+        self._running = False
+        self._handed: list[_Handed] = []
+        self._handed_rows = 0
+        self._handed_ready = asyncio.Event()
+        self._handoff_targets: dict[str, tuple[dict[str, Any], Target]] = {}
 
     def backlog_since(self) -> float | None:
         """Since when the oldest request claimed and waiting for a slot has waited in this engine's memory, None
-        if none waits: the part of the delivery lag the store cannot see (the throttle adds it to the store's)."""
-        return min(self._waiting.values(), default=None)
+        if none waits: the part of the delivery lag the store cannot see (the throttle adds it to the store's).
+        Rows handed over and not yet planned count from their hand-over: they are leased too."""
+        oldest = min(self._waiting.values(), default=None)
+        if self._handed:
+            handed = self._handed[0].since
+            oldest = handed if oldest is None else min(oldest, handed)
+        return oldest
 
     def wake(self) -> None:
         """Claim what is due now (rows were added)."""
         self._claim_wanted = True
         self._wake.set()
         self._hold_end.set()
+
+    def lease_for_handoff(self, now: float) -> float | None:
+        """When a row published now may be leased to this node and handed over (as a claim would lease it),
+        or None: the engine is not running, and the row is inserted unleased (claimed once it runs)."""
+        # Never refused for a backlog: handed rows are started without waiting for a slot (each request waits
+        # in its own task, within its lane's bounds), and one refusal could let a callback overtake the one
+        # raised before it, which went in unleased.
+        if not self._running:
+            return None
+        return self._lease_end(now)
+
+    def _lease_end(self, now: float) -> float:
+        return now + self.settings.timeout_seconds + 30.0
+
+    def hand_over(
+        self, rows: list[tuple[DeliveryRow, str, dict[str, Any] | None]], current: Callable[[], bool] | None
+    ) -> None:
+        """Send rows that a committed transaction inserted leased to this node (after `lease_for_handoff`).
+        `current` says whether the subscription documents given are still what the store holds; when it says
+        no, they are read again before the rows are planned. Not started (the engine stopped first), the rows
+        wait for their leases to end, or for this node to start again and take them back."""
+        self._handed.append(_Handed(rows, current, self._clock.now()))
+        self._handed_rows += len(rows)
+        self._handed_ready.set()
 
     async def recover(self) -> None:
         """On start: rows this node leased before it stopped (or died) are due again now, not when their
@@ -194,6 +242,8 @@ class DeliveryEngine:
 
     async def run_forever(self) -> None:
         watcher = asyncio.create_task(self._watch_timeouts())
+        starter = asyncio.create_task(self._start_handed_forever())
+        self._running = True
         try:
             while True:
                 claim = True
@@ -219,7 +269,8 @@ class DeliveryEngine:
                     await asyncio.wait_for(self._clock.sleep_until(deadline, self._wake), _IDLE_POLL_SECONDS)
         finally:
             self._waiting.clear()
-            for task in (watcher, *self._in_flight, *self._late):
+            self._running = False
+            for task in (watcher, starter, *self._in_flight, *self._late):
                 task.cancel()
 
     def _due_now(self) -> bool:
@@ -325,23 +376,110 @@ class DeliveryEngine:
         """Claim what is due and plan its requests: (the claim, rows claimed, whether some were put back)."""
         tx = work.tx
         now = self._clock.now()
-        lease = now + self.settings.timeout_seconds + 30.0
+        lease = self._lease_end(now)
         rows = await tx.claim_deliveries(now, self.settings.claim_batch, lease, self.settings.lease_owner)
-        claim = await self._plan(tx, rows, now)
+        targets: dict[str, Target | None] = {}
+        for row, _ in rows:
+            sid = row.subscription_id
+            if row.kind != "callback" and row.id not in self._in_flight_ids and sid is not None and sid not in targets:
+                targets[sid] = await self._read_target(tx, sid)
+        claim = self._plan(rows, now, targets)
         deferred = self._defer_beyond_lanes(claim, now)
-        if claim.settled:
-            await tx.finish_attempts(claim.settled, [])
-        if claim.dead:
-            await tx.add_dead_letters(claim.dead)
-        work.counts.merge(claim.counts)
-        work.busy = bool(claim.requests)
+        await self._write_claim(work, claim)
         # Put-back rows are due now, behind the others; the lane that had no room wakes the loop once it
         # has, rather than the loop claiming them again and again meanwhile.
         self._next_due = None if deferred else await tx.next_delivery_due(now)
         return claim, len(rows), deferred
 
-    async def _start(self, claim: _Claim, claimed: int, deferred: bool) -> int:
-        """Start sending what a committed claim planned; returns the rows claimed (0 if some were put back)."""
+    async def _read_target(self, tx: StoreTx, sid: str) -> Target | None:
+        doc = await tx.get_subscription(sid)
+        return None if doc is None else Target.from_doc(doc, uppercase_name=self._uppercase)
+
+    @staticmethod
+    async def _write_claim(work: _Work, claim: _Claim) -> None:
+        """Write what planning settled without an attempt (ended, dead-lettered, put back)."""
+        if claim.settled:
+            await work.tx.finish_attempts(claim.settled, [])
+        if claim.dead:
+            await work.tx.add_dead_letters(claim.dead)
+        work.counts.merge(claim.counts)
+        work.busy = bool(claim.requests)
+
+    # ------------------------------------------------------------------ rows handed over
+
+    async def _start_handed_forever(self) -> None:
+        while True:
+            await self._handed_ready.wait()
+            self._handed_ready.clear()
+            while self._handed:
+                self._dispatching += 1
+                try:
+                    await self._start_handed()
+                except Exception:
+                    # Their leases stand: the rows are sent when those end (or this node starts again).
+                    log.exception("could not start deliveries handed over; they go when their leases end")
+                finally:
+                    self._dispatching -= 1
+
+    def _handoff_target(self, doc: dict[str, Any]) -> Target:
+        sid = doc["id"].lower()
+        cached = self._handoff_targets.get(sid)
+        if cached is not None and cached[0] is doc:
+            return cached[1]
+        target = Target.from_doc(doc, uppercase_name=self._uppercase)
+        self._handoff_targets[sid] = (doc, target)
+        return target
+
+    async def _start_handed(self) -> None:
+        """Plan and start what was handed over: with no transaction unless a subscription changed meanwhile
+        (it is read again) or planning settled some rows (a lane had no room, a row expired, probation)."""
+        handed, self._handed = self._handed, []
+        try:
+            await self._plan_handed(handed)
+        finally:
+            # Counted until started: what drain and settle wait for.
+            self._handed_rows -= sum(len(h.rows) for h in handed)
+
+    async def _plan_handed(self, handed: list[_Handed]) -> None:
+        now = self._clock.now()
+        rows: list[tuple[DeliveryRow, str]] = []
+        targets: dict[str, Target | None] = {}
+        stale: set[str] = set()
+        for batch in handed:
+            fresh = batch.current is None or batch.current()
+            for row, stored, doc in batch.rows:
+                rows.append((row, stored))
+                if doc is None or row.subscription_id is None:
+                    continue
+                if fresh:
+                    targets[row.subscription_id] = self._handoff_target(doc)
+                else:
+                    stale.add(row.subscription_id)
+        stale.difference_update(targets)
+        if stale:
+            async with self._transaction(MetricCounts()) as work:
+                for sid in stale:
+                    targets[sid] = await self._read_target(work.tx, sid)
+                claim = self._plan(rows, now, targets)
+                deferred = self._defer_beyond_lanes(claim, now)
+                await self._write_claim(work, claim)
+        else:
+            claim = self._plan(rows, now, targets)
+            deferred = self._defer_beyond_lanes(claim, now)
+            if claim.settled or claim.dead or claim.counts:
+                try:
+                    async with self._transaction(MetricCounts()) as work:
+                        await self._write_claim(work, claim)
+                except Exception:
+                    # The rows settled stay leased (looked at again when that ends); the others are sent.
+                    log.exception("could not record %d deliveries handed over and settled", len(claim.settled))
+                    claim.dead.clear()
+        await self._start(claim, 0, deferred, wait=False)
+
+    async def _start(self, claim: _Claim, claimed: int, deferred: bool, *, wait: bool = True) -> int:
+        """Start sending what a committed claim planned; returns the rows claimed (0 if some were put back).
+        With `wait` false, a request does not wait here for a global slot but in its own task (in order: the
+        semaphore is fair), so what starts handed-over rows is never held up behind a busy destination."""
         if claim.dead and self._on_dead_letter is not None:
             self._on_dead_letter()
         now = self._clock.now()
@@ -359,8 +497,9 @@ class DeliveryEngine:
                 self._waiting.pop(id(request), None)  # its destination's backlog, not the engine's
                 continue
             lane.in_flight += 1
-            await self._slots.acquire()
-            task = asyncio.create_task(self._send_in_lane(key, lane, request))
+            if wait:
+                await self._slots.acquire()
+            task = asyncio.create_task(self._send_in_lane(key, lane, request, acquire=not wait))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
         return 0 if deferred else claimed
@@ -389,9 +528,12 @@ class DeliveryEngine:
         claim.requests = kept
         return deferred
 
-    async def _send_in_lane(self, key: str, lane: _Lane, request: _Request) -> None:
-        """Send `request` (its global slot taken), then the lane's waiting requests while there are any."""
+    async def _send_in_lane(self, key: str, lane: _Lane, request: _Request, *, acquire: bool = False) -> None:
+        """Send `request` (its global slot taken, or taken here if `acquire`), then the lane's waiting requests
+        while there are any."""
         try:
+            if acquire:
+                await self._slots.acquire()
             await self._send(request)
             while lane.queue:
                 if lane.deferred and len(lane.queue) <= self.settings.max_queued_per_destination // 2:
@@ -437,9 +579,9 @@ class DeliveryEngine:
             del self._callback_chains[url]
             self._callback_queues.pop(url, None)
 
-    async def _plan(self, tx: StoreTx, claimed: list[tuple[DeliveryRow, str]], now: float) -> _Claim:
+    def _plan(self, claimed: list[tuple[DeliveryRow, str]], now: float, targets: dict[str, Target | None]) -> _Claim:
+        """Plan the requests for leased rows; `targets` holds each row's subscription (None: deleted)."""
         claim = _Claim()
-        targets: dict[str, Target | None] = {}
         groups: dict[tuple[str, int], list[tuple[DeliveryRow, str]]] = {}
         for row, stored in claimed:
             if row.id in self._in_flight_ids:
@@ -452,10 +594,7 @@ class DeliveryEngine:
                     claim.requests.append(self._callback_request(row, stored))
                 continue
             sid = row.subscription_id or ""
-            if sid not in targets:
-                doc = await tx.get_subscription(sid)
-                targets[sid] = None if doc is None else Target.from_doc(doc, uppercase_name=self._uppercase)
-            target = targets[sid]
+            target = targets.get(sid)
             if target is None or (target.state != SUCCEEDED and target.state not in PENDING_VALIDATION):
                 self._end(row, "dropped", "SubscriptionDeleted" if target is None else "SubscriptionNotActive")
                 claim.settled.append(row)
@@ -761,7 +900,9 @@ class DeliveryEngine:
             now = time.perf_counter()
             sending = [self._sending_since.get(t) for t in self._in_flight]
             answering = any(since is not None and since > now - patience for since in sending)
-            waiting = None in sending or self._dispatching or self._recording or not self._done.empty()
+            waiting = (
+                None in sending or self._dispatching or self._recording or not self._done.empty() or self._handed_rows
+            )
             if not answering and not waiting:
                 return
             if not answering and now - began > _SETTLE_LIMIT_SECONDS:
@@ -779,6 +920,8 @@ class DeliveryEngine:
 
     async def drain(self) -> None:
         """Wait for what is in flight now to be recorded (used on shutdown and by tests)."""
+        while self._running and self._handed_rows:
+            await asyncio.sleep(0.01)
         while self._in_flight:
             await asyncio.gather(*list(self._in_flight), return_exceptions=True)
         while not self._done.empty() or self._in_flight_ids:

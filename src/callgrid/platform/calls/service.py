@@ -507,7 +507,7 @@ class CallService:
         else:
             # The answer claims the offer now; the leg connects when the media is set up (a timer on
             # the clock). A caller who hangs up before that leaves the app an AnswerFailed.
-            self._claim(call, offer, now)
+            await self._claim(tx, call, offer, now)
             offer.answered_by = connection.call_connection_id
             await self._establish_later(tx, call, connection, offer)
         await self.save(tx, call)
@@ -527,7 +527,7 @@ class CallService:
         if target.raw_id == call.source:
             raise InvalidRequest("A call cannot be redirected to its own caller.", code="8523")
         now = self._clock.now()
-        self._offer_ended(offer, now, OfferState.REDIRECTED, f"redirected to {target.raw_id}")
+        await self._offer_ended(tx, offer, now, OfferState.REDIRECTED, f"redirected to {target.raw_id}")
         call.record(now, "redirected", **{"from": offer.target, "to": target.raw_id})
         new = await self._ring(tx, call, target, from_raw_id(offer.source), Scenario.REDIRECT, offer.custom_context)
         # The new offer stands in for the old one: the same inviter hears how it ends.
@@ -549,7 +549,7 @@ class CallService:
             raise InvalidRequest(f"callRejectReason '{reason}' is not one of none, busy, forbidden.", code="8523")
         call, offer = await self._ringing_offer(tx, resource, incoming_call_context)
         now = self._clock.now()
-        self._offer_ended(offer, now, OfferState.REJECTED, f"rejected ({reason})")
+        await self._offer_ended(tx, offer, now, OfferState.REJECTED, f"rejected ({reason})")
         call.record(now, "rejected", by="app", reason=reason, target=offer.target)
         await self._offer_failed(tx, call, offer, result)
         await self.save(tx, call)
@@ -714,7 +714,7 @@ class CallService:
             scenario=scenario.value,
             incomingCall=kind is not TargetKind.EXTERNAL_NUMBER,
         )
-        await self._timers.schedule(
+        offer.ring_timer_id = await self._timers.schedule(
             tx,
             "offer.expire",
             offer.expires_at,
@@ -818,10 +818,15 @@ class CallService:
 
     # ---- joining, failing, ending ------------------------------------------------------------------
 
-    def _offer_ended(self, offer: RingOffer, now: float, state: OfferState, outcome: str) -> None:
+    async def _offer_ended(self, tx: StoreTx, offer: RingOffer, now: float, state: OfferState, outcome: str) -> None:
         offer.state = state
         offer.ended_at = now
         offer.outcome = outcome
+        if offer.ring_timer_id is not None and state is not OfferState.EXPIRED:
+            # Gone with the offer, rather than firing later in a transaction of its own to find it no longer
+            # ringing: every routed call's offers are redirected, then answered.
+            await tx.delete_timer(offer.ring_timer_id)
+            offer.ring_timer_id = None
 
     async def _join(
         self,
@@ -835,11 +840,11 @@ class CallService:
         """A ringing offer was answered (by an app or a simulated device): its target joins the call."""
         now = self._clock.now()
         by = "app" if call_connection_id else "device"
-        self._offer_ended(offer, now, OfferState.ANSWERED, f"answered by {by}")
+        await self._offer_ended(tx, offer, now, OfferState.ANSWERED, f"answered by {by}")
         if offer.exclusive:
             for other in call.ringing_offers():
                 if other.exclusive:
-                    self._offer_ended(other, now, OfferState.CANCELED, "answered elsewhere")
+                    await self._offer_ended(tx, other, now, OfferState.CANCELED, "answered elsewhere")
         if offer.group_transfer:
             await self._transfer_out(tx, call, offer, call_connection_id, onward)
             return
@@ -933,7 +938,7 @@ class CallService:
         now = self._clock.now()
         await self.recordings.call_ended(tx, call)
         for offer in call.ringing_offers():
-            self._offer_ended(offer, now, OfferState.CANCELED, "call ended")
+            await self._offer_ended(tx, offer, now, OfferState.CANCELED, "call ended")
         for connection in call.active_connections():
             was_connecting = connection.state == ConnectionState.CONNECTING
             connection.state = ConnectionState.DISCONNECTED
@@ -974,7 +979,7 @@ class CallService:
             return
         call, offer = found
         now = self._clock.now()
-        self._offer_ended(offer, now, OfferState.EXPIRED, "not answered within time")
+        await self._offer_ended(tx, offer, now, OfferState.EXPIRED, "not answered within time")
         call.record(now, "ringTimeout", target=offer.target)
         await self._offer_failed(tx, call, offer, NOT_ANSWERED)
         await self.save(tx, call)
@@ -1014,7 +1019,7 @@ class CallService:
         self, tx: StoreTx, call: Call, offer: RingOffer, by: str, reason: str, result: Result
     ) -> None:
         now = self._clock.now()
-        self._offer_ended(offer, now, OfferState.REJECTED, f"{reason} by {by}")
+        await self._offer_ended(tx, offer, now, OfferState.REJECTED, f"{reason} by {by}")
         call.record(now, "rejected", by=by, reason=reason, target=offer.target)
         await self._offer_failed(tx, call, offer, result)
         await self.save(tx, call)
@@ -1057,13 +1062,13 @@ class CallService:
         if call.participant(raw_id) is not None:
             await self.hang_up_participant(tx, server_call_id, raw_id)
 
-    def _claim(self, call: Call, offer: RingOffer, now: float) -> None:
+    async def _claim(self, tx: StoreTx, call: Call, offer: RingOffer, now: float) -> None:
         """An app answered: the offer is taken, and the places an exclusive offer shared stop ringing."""
-        self._offer_ended(offer, now, OfferState.ANSWERED, "answered by app")
+        await self._offer_ended(tx, offer, now, OfferState.ANSWERED, "answered by app")
         if offer.exclusive:
             for other in call.ringing_offers():
                 if other.exclusive:
-                    self._offer_ended(other, now, OfferState.CANCELED, "answered elsewhere")
+                    await self._offer_ended(tx, other, now, OfferState.CANCELED, "answered elsewhere")
 
     async def _establish_later(
         self, tx: StoreTx, call: Call, connection: CallConnection, offer: RingOffer | None
