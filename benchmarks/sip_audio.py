@@ -94,6 +94,7 @@ class Leg(asyncio.DatagramProtocol):
         self.setup_ms = 0.0
         # sending
         self.sending = False
+        self.hung_up = False  # our BYE went (or callgrid's came): nothing more is sent to us after it
         self.start = 0.0
         self.sent = 0
         self.seq = secrets.randbelow(1 << 16)
@@ -176,8 +177,10 @@ class Leg(asyncio.DatagramProtocol):
         self.sending = True
 
     async def hang_up(self) -> None:
-        if not self.sending:
+        # Not `sending`: the callers stop speaking (half a second) before they hang up.
+        if self.hung_up or self.status != 200:
             return
+        self.hung_up = True
         self.sending = False
         bye = self.request("BYE", 2)
         for attempt in range(5):
@@ -224,6 +227,7 @@ class UserAgent(asyncio.DatagramProtocol):
                     response.add(name, value)
             self.send(response)
             leg.sending = False
+            leg.hung_up = True
 
 
 def _receive_stats(leg: Leg, played_from: float) -> dict[str, Any]:
@@ -346,6 +350,8 @@ async def _run(args: argparse.Namespace, server: CallgridServer, hook: WebhookRe
         "calls": args.calls,
         "answered": len(up),
         "failed": args.calls - len(up),
+        # Calls the callers ended with BYE and callgrid answered 200 (all of them: callgrid hangs up none).
+        "hungUpByCaller": sum(1 for leg in up if leg.bye_done.done() and leg.bye_done.result() == 200),
         "setupMs": {"p50": _pct([x.setup_ms for x in up], 50), "max": round(max(x.setup_ms for x in up), 1)},
         "concurrentSeconds": round(steady_to - all_up, 1),
         "callerToCallgrid": {
