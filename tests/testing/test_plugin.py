@@ -121,6 +121,34 @@ def test_a_users_project_passes_with_the_plugin(pytester: pytest.Pytester) -> No
     result.assert_outcomes(passed=2)
 
 
+def test_an_app_imported_by_a_conftest_trusts_the_server_with_its_own_async_clients(
+    pytester: pytest.Pytester,
+) -> None:
+    """aiohttp keeps the trust it finds when imported: a conftest that imports the app (and so aiohttp)
+    runs before pytest_configure, so the session's CA must be trusted before conftests are imported."""
+    pytester.makeconftest(
+        "import aiohttp.connector  # as an app's own module would, at import\n"
+        "from azure.communication.identity.aio import CommunicationIdentityClient\n"
+    )
+    pytester.makepyfile(
+        test_app="""
+import asyncio
+
+from conftest import CommunicationIdentityClient
+
+
+def test_the_apps_own_async_client(acs_connection_string):
+    async def main():
+        async with CommunicationIdentityClient.from_connection_string(acs_connection_string) as client:
+            return await client.create_user()
+
+    assert asyncio.run(main()).properties["id"].startswith("8:acs:")
+"""
+    )
+    result = _run(pytester)
+    result.assert_outcomes(passed=1)
+
+
 def test_a_broken_app_fails_with_a_message_that_says_what_did_not_arrive(pytester: pytest.Pytester) -> None:
     _project(pytester, broken=True)
     result = _run(pytester, "-k", "reaches_the_agent")

@@ -10,8 +10,9 @@ Fixtures:
     call_automation_client, identity_client, phone_numbers_client   (official SDK, sync)
     call_automation_client_async, identity_client_async, phone_numbers_client_async   (`.aio`)
 
-The test process trusts the session's CA from `pytest_configure` on, before test modules import aiohttp
-(which reads SSL_CERT_FILE once): apps under test that build their own SDK clients work unchanged.
+The test process trusts the session's CA before any conftest.py is imported (and so before aiohttp, which
+reads SSL_CERT_FILE once, when imported): apps under test that build their own SDK clients work unchanged,
+even where a conftest imports the app.
 Scenario files (`*.scenario.yaml`, see callgrid.testing.scenario) are collected as tests: each runs on the
 `callgrid` fixture's server, and a failing step reports what was expected against what was seen.
 
@@ -64,7 +65,20 @@ def _server_scope(fixture_name: str, config: pytest.Config) -> Any:
     return scope
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    # Before conftest.py files are imported: one that imports an app imports aiohttp, which would keep the
+    # trust it found then. Runs where the plugin came by entry point or `-p`; otherwise pytest_configure.
+    _trust_the_sessions_ca(early_config)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _trust_the_sessions_ca(config)
+
+
+def _trust_the_sessions_ca(config: pytest.Config) -> None:
+    if _EXIT in config.stash:
+        return
     stack = ExitStack()
     tls_dir = Path(tempfile.mkdtemp(prefix="callgrid-tls-"))
     stack.callback(shutil.rmtree, tls_dir, ignore_errors=True)
