@@ -77,7 +77,10 @@ async def read_body(request: Request, limit: int, *, on_chunk: Callable[[bytes],
     size = 0
     while True:
         try:
-            message = await asyncio.wait_for(request.receive(), IDLE_SECONDS)
+            # Not wait_for: on Python 3.11 it wraps each receive in a task of its own, and the caller waits a
+            # turn of the loop for it even when the body is already there (nearly always).
+            async with asyncio.timeout(IDLE_SECONDS):
+                message = await request.receive()
         except TimeoutError:
             raise RequestTimeout(
                 f"No part of the request body arrived for {IDLE_SECONDS:g} seconds.", code="RequestTimeout"
