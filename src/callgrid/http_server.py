@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 import uvicorn
+from uvicorn.config import LOG_LEVELS
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,9 @@ def run(
         host=host,
         port=port,
         log_level=log_level,
+        # uvicorn formats every request's access line before its logger drops it below info: only ask for
+        # the lines when they can be seen.
+        access_log=LOG_LEVELS.get(log_level.lower(), logging.INFO) <= logging.INFO,
         http=guarded_protocol(headers_timeout),
         timeout_keep_alive=keep_alive,  # type: ignore[arg-type]  # an int in the signature, any number works
         timeout_graceful_shutdown=graceful_shutdown,  # type: ignore[arg-type]  # an int in the signature
