@@ -501,17 +501,8 @@ def test_an_sbc_calling_in_over_tcp_is_answered_and_hangs_up(
         in_dialog("BYE", 2),
         recv(200),
     )
-    remote = f"127.0.0.1:{sip.sip_port}"  # type: ignore[attr-defined]
-    uac = Sipp(tmp_path, "sbc-in", xml, remote=remote, service=OWNED, caller=CALLER, transport="t1").start()
-    try:
-        incoming = app.wait_for("Microsoft.Communication.IncomingCall", timeout=20)["data"]
-        ccid = automation.answer_call(incoming["incomingCallContext"], app.url + "/callbacks").call_connection_id
-        run = uac.wait()
-        assert run.returncode == 0, run.out + run.trace
-        assert "Via: SIP/2.0/TCP" in run.trace
-        app.wait_for("Microsoft.Communication.CallDisconnected", lambda e: e["data"]["callConnectionId"] == ccid)
-    finally:
-        uac.stop()
+    trace = _answered_tcp_caller(sip, automation, app, tmp_path, xml)
+    assert "Via: SIP/2.0/TCP" in trace
 
 
 def test_a_caller_over_tcp_is_told_to_send_its_requests_in_the_dialog_over_tcp(
@@ -531,6 +522,15 @@ def test_a_caller_over_tcp_is_told_to_send_its_requests_in_the_dialog_over_tcp(
         in_dialog("BYE", 2),
         recv(200),
     )
+    trace = _answered_tcp_caller(sip, automation, app, tmp_path, xml)
+    assert "BYE sip:callgrid@127.0.0.1:" in trace and ";transport=tcp SIP/2.0" in trace
+
+
+def _answered_tcp_caller(
+    sip: CallgridServer, automation: CallAutomationClient, app: WebhookReceiver, tmp_path: Path, xml: str
+) -> str:
+    """Run `xml` as a caller over TCP whose call the app answers; once SIPp is done and the app has seen
+    the call disconnected, SIPp's trace."""
     remote = f"127.0.0.1:{sip.sip_port}"  # type: ignore[attr-defined]
     uac = Sipp(tmp_path, "sbc-in", xml, remote=remote, service=OWNED, caller=CALLER, transport="t1").start()
     try:
@@ -538,7 +538,7 @@ def test_a_caller_over_tcp_is_told_to_send_its_requests_in_the_dialog_over_tcp(
         ccid = automation.answer_call(incoming["incomingCallContext"], app.url + "/callbacks").call_connection_id
         run = uac.wait()
         assert run.returncode == 0, run.out + run.trace
-        assert "BYE sip:callgrid@127.0.0.1:" in run.trace and ";transport=tcp SIP/2.0" in run.trace
         app.wait_for("Microsoft.Communication.CallDisconnected", lambda e: e["data"]["callConnectionId"] == ccid)
     finally:
         uac.stop()
+    return run.trace

@@ -235,12 +235,8 @@ def test_a_reinvite_puts_the_call_on_hold_and_back(
     sip: CallgridServer, app: WebhookReceiver, tmp_path: Path, automation: CallAutomationClient
 ) -> None:
     sip.own_number(NUMBER)
-    hold_sdp = (
-        "v=0\no=sipp 1 2 IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\n"
-        "m=audio [media_port] RTP/AVP 0\na=rtpmap:0 PCMU/8000\na={direction}"
-    )
-    reinvite = in_dialog("INVITE", 2, hold_sdp.format(direction="sendonly"), "application/sdp")
-    resume = in_dialog("INVITE", 4, hold_sdp.format(direction="sendrecv"), "application/sdp")
+    reinvite = in_dialog("INVITE", 2, _sipp_sdp("sendonly", version=2), "application/sdp")
+    resume = in_dialog("INVITE", 4, _sipp_sdp("sendrecv", version=2), "application/sdp")
     reack = ack().replace("CSeq: 1 ACK", "CSeq: {n} ACK")
     xml = scenario(
         "hold",
@@ -268,6 +264,14 @@ def test_a_reinvite_puts_the_call_on_hold_and_back(
         uac.stop()
 
 
+def _sipp_sdp(direction: str, *, version: int = 1) -> str:
+    """The caller's offer in a re-INVITE (SIPp fills in the bracketed fields)."""
+    return (
+        f"v=0\no=sipp 1 {version} IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\n"
+        f"m=audio [media_port] RTP/AVP 0\na=rtpmap:0 PCMU/8000\na={direction}"
+    )
+
+
 def _expect_200_with(text: str, variable: str) -> str:
     """A 200 whose SDP must hold `text` (SIPp fails the call otherwise)."""
     check = f'<ereg regexp="{text}" search_in="body" check_it="true" assign_to="{variable}"/>'
@@ -291,15 +295,11 @@ def test_our_sdp_keeps_its_session_id_and_counts_its_versions_through_hold_resum
     sip: CallgridServer, app: WebhookReceiver, tmp_path: Path, automation: CallAutomationClient
 ) -> None:
     sip.own_number(NUMBER)
-    offer = (
-        "v=0\no=sipp 1 {version} IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\n"
-        "m=audio [media_port] RTP/AVP 0\na=rtpmap:0 PCMU/8000\na={direction}"
-    )
     reack = ack().replace("CSeq: 1 ACK", "CSeq: {n} ACK")
     steps = [invite(caller=CALLER), recv(100, optional=True), recv(180), recv(200, rrs=True), ack()]
     # Hold, resume, and the same offer again (a re-INVITE refreshing the session changes nothing).
     for cseq, version, direction in ((2, 2, "sendonly"), (3, 3, "sendrecv"), (4, 3, "sendrecv")):
-        body = offer.format(version=version, direction=direction)
+        body = _sipp_sdp(direction, version=version)
         steps += [in_dialog("INVITE", cseq, body, "application/sdp"), recv(200), reack.replace("{n}", str(cseq))]
     steps += [in_dialog("BYE", 5), recv(200)]
     uac = Sipp(tmp_path, "uac", scenario("versions", *steps), remote=_remote(sip), service=NUMBER, caller=CALLER)
@@ -328,12 +328,8 @@ def test_a_request_requiring_extensions_we_lack_is_refused_420_naming_exactly_th
     # timer is ours (session timers are on); 100rel (PRACK) and the others are not.
     demanding = invite(caller=CALLER, headers="Require: 100rel, timer\nRequire: Foo\nSupported: timer")
     plain = invite(caller=CALLER).replace("CSeq: 1 INVITE", "CSeq: 2 INVITE")
-    sdp = (
-        "v=0\no=sipp 1 1 IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\n"
-        "m=audio [media_port] RTP/AVP 0\na=rtpmap:0 PCMU/8000\na=sendrecv"
-    )
     # A re-INVITE asking for call replacement (RFC 3891) is refused too, and the call goes on.
-    replacing = in_dialog("INVITE", 3, sdp, "application/sdp").replace(
+    replacing = in_dialog("INVITE", 3, _sipp_sdp("sendrecv"), "application/sdp").replace(
         "Max-Forwards: 70", "Max-Forwards: 70\n      Require: replaces"
     )
     xml = scenario(
