@@ -91,6 +91,9 @@ def test_cell(fresh: CallgridServer, webhook: WebhookReceiver, pair: str, scenar
         participants = [who.source, who.target]
     else:
         answered = automation.answer_call(first.data["incomingCallContext"], world.callback_url)
+        # As an app must: the call is established (CallConnected) before it adds or transfers; until then
+        # ACS answers 8501, and so does callgrid.
+        world.callbacks(answered.call_connection_id, 1)
         connection = automation.get_call_connection(answered.call_connection_id)
         world.device(who.target, "answer", delay_ms=2000)
         if scenario == "addParticipant":
