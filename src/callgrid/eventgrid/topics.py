@@ -10,11 +10,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from callgrid import jsonio
 from callgrid.clock import Clock, iso7
-from callgrid.eventgrid.delivery.engine import DeliveryEngine
 from callgrid.eventgrid.delivery.metrics import MetricCounts, MetricsBuffer
 from callgrid.eventgrid.events import FilterViews, event_grid_event
 from callgrid.eventgrid.filters import Refusal
@@ -116,6 +115,17 @@ class SubscriptionTable:
         return sorted(verdicts[:limit], key=lambda v: (not v.matched, v.name.lower()))
 
 
+class Handoff(Protocol):
+    """This node's delivery engine, as the publisher sees it (delivery/engine.py): rows it may lease to the
+    engine as they are written, and hand over once their transaction commits."""
+
+    def lease_for_handoff(self, now: float) -> tuple[float, str] | None: ...
+
+    def hand_over(
+        self, rows: list[tuple[DeliveryRow, str, dict[str, Any] | None]], current: Callable[[], bool] | None
+    ) -> None: ...
+
+
 class EventPublisher:
     """Writes events and their deliveries into the outbox, inside the caller's transaction."""
 
@@ -126,7 +136,7 @@ class EventPublisher:
         on_enqueued: Any = None,
         *,
         cloud_event_dataschema: bool = True,
-        engine: DeliveryEngine | None = None,
+        engine: Handoff | None = None,
     ) -> None:
         self._clock = clock
         self._table = table
@@ -203,10 +213,8 @@ class EventPublisher:
 
     def _lease(self, now: float) -> tuple[float | None, str]:
         """The lease new rows go in with, and its owner: (None, "") when they are to be claimed."""
-        lease = None if self._engine is None else self._engine.lease_for_handoff(now)
-        if lease is None or self._engine is None:
-            return None, ""
-        return lease, self._engine.settings.lease_owner
+        leased = None if self._engine is None else self._engine.lease_for_handoff(now)
+        return (None, "") if leased is None else leased
 
     def _enqueued(
         self,

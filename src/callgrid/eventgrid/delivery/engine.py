@@ -210,15 +210,16 @@ class DeliveryEngine:
         self._wake.set()
         self._hold_end.set()
 
-    def lease_for_handoff(self, now: float) -> float | None:
-        """When a row published now may be leased to this node and handed over (as a claim would lease it),
-        or None: the engine is not running, and the row is inserted unleased (claimed once it runs)."""
+    def lease_for_handoff(self, now: float) -> tuple[float, str] | None:
+        """Until when, and in whose name, a row published now may be leased to this node and handed over (as
+        a claim would lease it), or None: the engine is not running, and the row is inserted unleased
+        (claimed once it runs)."""
         # Never refused for a backlog: handed rows are started without waiting for a slot (each request waits
         # in its own task, within its lane's bounds), and one refusal could let a callback overtake the one
         # raised before it, which went in unleased.
         if not self._running:
             return None
-        return self._lease_end(now)
+        return self._lease_end(now), self.settings.lease_owner
 
     def _lease_end(self, now: float) -> float:
         return now + self.settings.timeout_seconds + 30.0

@@ -78,7 +78,7 @@ class RingOffer:
     group_transfer: bool = False
     # The app leg that answered this offer (callConnectionId), once one has.
     answered_by: str | None = None
-    # Its ring timeout's timer (offer.expire), for a redirect to delete with the offer it ends.
+    # Its ring timeout's timer (offer.expire), deleted when the offer ends otherwise (answered, redirected, ...).
     ring_timer_id: str | None = None
 
 
