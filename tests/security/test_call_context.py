@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
+import hmac
 import json
 from typing import Any
 
@@ -127,3 +129,26 @@ def test_reserved_key_and_nan_refused() -> None:
 def test_secrets_are_random() -> None:
     assert len(new_secret()) == 32
     assert new_secret() != new_secret()
+
+
+def test_context_sealed_by_an_earlier_version_is_honoured() -> None:
+    # Earlier versions sealed over the standard library's JSON, non-ASCII escaped ("na\u00efve"): a call
+    # still ringing across an upgrade, or offered by an older node, keeps its context.
+    secret = new_secret()
+    legacy = json.dumps(CLAIMS, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    mac = base64.urlsafe_b64encode(hmac.new(secret, legacy, hashlib.sha256).digest()).rstrip(b"=").decode()
+    header = encode_call_context(secret, CLAIMS).split(".")[0]
+    token = _rebuild(header, {**CLAIMS, "mac": mac})
+    assert decode_call_context(secret, token) == CLAIMS
+    with pytest.raises(InvalidCallContext, match="not issued"):
+        decode_call_context(new_secret(), token)
+
+
+def test_non_finite_numbers_in_a_forged_blob_are_malformed() -> None:
+    secret = new_secret()
+    header = encode_call_context(secret, CLAIMS).split(".")[0]
+    for text in ('{"exp": NaN, "mac": "x"}', '{"exp": Infinity, "mac": "x"}'):
+        blob = base64.b64encode(gzip.compress(text.encode())).decode()
+        payload = base64.urlsafe_b64encode(json.dumps({"cc": blob}).encode()).rstrip(b"=").decode()
+        with pytest.raises(InvalidCallContext, match="malformed"):
+            decode_call_context(secret, f"{header}.{payload}.")

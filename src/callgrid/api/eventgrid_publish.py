@@ -10,7 +10,6 @@ code) in a transaction of its own, since the publishing one is rolled back.
 from __future__ import annotations
 
 import time
-import uuid
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,6 +21,7 @@ from callgrid.errors import CallgridError
 from callgrid.eventgrid.custom_topics import MAX_REQUEST_BYTES
 from callgrid.eventgrid.delivery.metrics import MetricCounts
 from callgrid.jsonbody import loads
+from callgrid.store.keys import random_uuid
 
 
 def _event_count(body: bytes) -> int:
@@ -55,7 +55,7 @@ async def publish(request: Request) -> Response:
             counts = MetricCounts()
             for event in events:
                 # Publishers choose event ids; the outbox key must be unique whatever they chose.
-                await node.publisher.publish(tx, topic["id"], event, storage_id=str(uuid.uuid4()), counts=counts)
+                await node.publisher.publish(tx, topic["id"], event, storage_id=random_uuid(), counts=counts)
             counts.publish_latency(topic["id"], (time.perf_counter() - began) * 1000.0)
             await tx.add_metric_counts(counts.rows())
     except CallgridError as exc:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from callgrid.clock import iso7
-from callgrid.store.keys import ordered_uuid
+from callgrid.store.keys import ordered_uuid, random_uuid
 
 # RFC 3339 as Event Grid writes it; .NET writes 7 fractional digits, Python takes at most 6.
 _RFC3339 = re.compile(
@@ -108,7 +107,7 @@ class FilterViews:
 
 def validation_event(*, topic: str, validation_code: str, validation_url: str, now: float) -> dict[str, Any]:
     return {
-        "id": str(uuid.uuid4()),
+        "id": random_uuid(),
         "topic": topic,
         "subject": "",
         "data": {"validationCode": validation_code, "validationUrl": validation_url},

@@ -15,13 +15,13 @@ Where Azure's documentation is silent, callgrid decides (and says so in the READ
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from callgrid.clock import iso7
 from callgrid.errors import InvalidRequest
 from callgrid.eventgrid.events import parse_time
 from callgrid.eventgrid.subscriptions import CUSTOM_EVENT_SCHEMA
+from callgrid.store.keys import random_uuid
 
 _SOURCE_ONLY = ("id", "topic", "eventTime")
 _WITH_DEFAULT = ("subject", "eventType", "dataVersion")
@@ -93,7 +93,7 @@ def map_custom_event(
     if event_time is not None and parse_time(event_time) is None:
         raise _invalid(f"Event {index}: eventTime '{event_time}' is not an RFC 3339 date-time.", "BadRequest")
     return {
-        "id": _mapped(event, fields.get("id"), "id", index) or str(uuid.uuid4()),
+        "id": _mapped(event, fields.get("id"), "id", index) or random_uuid(),
         "topic": topic_id,
         "subject": _mapped(event, fields.get("subject"), "subject", index) or "",
         "eventType": event_type,

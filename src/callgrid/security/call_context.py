@@ -3,6 +3,10 @@
 Shaped like the real service's value (an unsigned JWT whose payload is ``{"cc": <base64 gzip blob>}``,
 acs-wire.md 4.2), but the blob carries an HMAC so a client cannot forge or alter one. Expiry and
 single use are the caller's business.
+
+Two of these are made and one read per routed call, so the JSON is orjson's (sorted keys for the MAC). A
+context sealed by an earlier version (its MAC over the standard library's ASCII-escaped JSON) is still
+honoured: on a mismatch that form is checked too.
 """
 
 from __future__ import annotations
@@ -12,10 +16,13 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+import orjson
 
 __all__ = ["InvalidCallContext", "decode_call_context", "encode_call_context", "new_secret"]
 
@@ -47,26 +54,44 @@ def _b64url_decode(text: str) -> bytes:
 
 
 def _canonical(claims: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(claims, option=orjson.OPT_SORT_KEYS)
+
+
+def _legacy_canonical(claims: Mapping[str, Any]) -> bytes:
     return json.dumps(claims, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
 
 
-def _mac(secret: bytes, claims: Mapping[str, Any]) -> str:
-    return _b64url(hmac.new(secret, _canonical(claims), hashlib.sha256).digest())
+def _mac(secret: bytes, claims: Mapping[str, Any], canonical: Callable[[Mapping[str, Any]], bytes] = _canonical) -> str:
+    return _b64url(hmac.new(secret, canonical(claims), hashlib.sha256).digest())
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, Mapping):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    return True
+
+
+# The token's first segment never changes.
+_HEADER_SEG = _b64url(orjson.dumps(_HEADER))
 
 
 def encode_call_context(secret: bytes, claims: Mapping[str, Any]) -> str:
     """Seal ``claims`` (JSON-serialisable, string keys, no ``mac`` key) into an incomingCallContext."""
     if _MAC_FIELD in claims:
         raise ValueError(f"claims must not contain the reserved key {_MAC_FIELD!r}")
+    if not _finite(claims):  # orjson would write null
+        raise ValueError("claims must not hold NaN or Infinity")
     sealed = {**claims, _MAC_FIELD: _mac(secret, claims)}
-    # A 512-byte window and the least memory: setting up zlib's default state took ~100 µs per call, more than
-    # the compressing; a context is a few hundred bytes, so it compresses as well. Still plain gzip, mtime 0.
-    packer = zlib.compressobj(6, zlib.DEFLATED, 16 + 9, 1)
+    # A 512-byte window: setting up zlib's default state took ~100 µs per call, more than the compressing; a
+    # context is a few hundred bytes, so it compresses as well. Still plain gzip, mtime 0.
+    packer = zlib.compressobj(6, zlib.DEFLATED, 16 + 9)
     blob = packer.compress(_canonical(sealed)) + packer.flush()
-    payload = {"cc": base64.b64encode(blob).decode("ascii")}
-    header_seg = _b64url(json.dumps(_HEADER, separators=(",", ":")).encode("ascii"))
-    payload_seg = _b64url(json.dumps(payload, separators=(",", ":")).encode("ascii"))
-    return f"{header_seg}.{payload_seg}."
+    payload_seg = _b64url(orjson.dumps({"cc": base64.b64encode(blob).decode("ascii")}))
+    return f"{_HEADER_SEG}.{payload_seg}."
 
 
 def _inflate(blob: bytes) -> bytes:
@@ -85,22 +110,24 @@ def decode_call_context(secret: bytes, token: str) -> dict[str, Any]:
     if len(parts) != 3 or parts[2] != "":
         raise InvalidCallContext(MALFORMED)
     try:
-        header = json.loads(_b64url_decode(parts[0]))
-        payload = json.loads(_b64url_decode(parts[1]))
+        header = orjson.loads(_b64url_decode(parts[0]))
+        payload = orjson.loads(_b64url_decode(parts[1]))
         if not isinstance(header, dict) or header.get("alg") != "none":
             raise ValueError("unexpected header")
         if not isinstance(payload, dict) or not isinstance(payload.get("cc"), str):
             raise ValueError("no cc field")
-        sealed = json.loads(_inflate(base64.b64decode(payload["cc"], validate=True)))
-    except (ValueError, binascii.Error, zlib.error, RecursionError) as exc:
+        # orjson refuses NaN and Infinity, which no context of ours holds.
+        sealed = orjson.loads(_inflate(base64.b64decode(payload["cc"], validate=True)))
+    except (ValueError, binascii.Error, zlib.error) as exc:
         raise InvalidCallContext(MALFORMED) from exc
     if not isinstance(sealed, dict) or not isinstance(sealed.get(_MAC_FIELD), str):
         raise InvalidCallContext(MALFORMED)
-    given = sealed.pop(_MAC_FIELD)
+    given = sealed.pop(_MAC_FIELD).encode("utf-8")
     try:
-        expected = _mac(secret, sealed)
-    except ValueError as exc:  # e.g. NaN smuggled in: never produced by encode_call_context
+        if hmac.compare_digest(given, _mac(secret, sealed).encode("ascii")):
+            return sealed
+        if hmac.compare_digest(given, _mac(secret, sealed, _legacy_canonical).encode("ascii")):
+            return sealed
+    except TypeError as exc:  # an integer past 64 bits: never in a context of ours
         raise InvalidCallContext(MALFORMED) from exc
-    if not hmac.compare_digest(given.encode("utf-8"), expected.encode("ascii")):
-        raise InvalidCallContext(FOREIGN)
-    return sealed
+    raise InvalidCallContext(FOREIGN)

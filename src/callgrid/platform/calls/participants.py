@@ -7,7 +7,6 @@ outcome is reported to the inviting leg's operation callback.
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from callgrid.errors import InvalidRequest, NotFound
@@ -27,6 +26,7 @@ from callgrid.platform.calls.results import SUCCESS
 from callgrid.platform.calls.service import Invitation, custom_context_of
 from callgrid.platform.resource import CommunicationResource
 from callgrid.store import StoreTx
+from callgrid.store.keys import random_uuid
 
 if TYPE_CHECKING:
     from callgrid.platform.calls.service import CallService
@@ -85,7 +85,7 @@ class ParticipantActions:
                 requested_by=call_connection_id,
                 scenario=Scenario.ADD_PARTICIPANT,
                 timeout_seconds=float(invitation_timeout) if invitation_timeout is not None else None,
-                invitation_id=str(uuid.uuid4()),
+                invitation_id=random_uuid(),
                 operation_context=operation_context,
                 operation_callback_uri=operation_callback_uri,
             ),

@@ -48,6 +48,7 @@ from callgrid.platform.timers import TimerService
 from callgrid.platform.trunk_port import TrunkLeg, TrunkPort
 from callgrid.security import InvalidCallContext, decode_call_context, encode_call_context
 from callgrid.store import StoreTx, TimerRow
+from callgrid.store.keys import random_uuid
 
 INCOMING_CALL = "Microsoft.Communication.IncomingCall"
 CALL_STARTED = "Microsoft.Communication.CallStarted"
@@ -267,7 +268,7 @@ class CallService:
         now = self._clock.now()
         call = Call(
             server_call_id=_new_server_call_id(),
-            correlation_id=str(uuid.uuid4()),
+            correlation_id=random_uuid(),
             state=CallState.RINGING,
             created_at=now,
             source=source,
@@ -416,7 +417,7 @@ class CallService:
         call = self._new_call(resource, app_id, source_display_name or "", custom_context)
         now = call.created_at
         connection = CallConnection(
-            call_connection_id=str(uuid.uuid4()),
+            call_connection_id=random_uuid(),
             callback_uri=callback_uri,
             answered_for=app_id,
             state=ConnectionState.CONNECTING,
@@ -454,7 +455,7 @@ class CallService:
         if call.state != CallState.CONNECTED:
             raise InvalidRequest("The call is not established yet; connect once it is connected.", code="8501")
         connection = CallConnection(
-            call_connection_id=str(uuid.uuid4()),
+            call_connection_id=random_uuid(),
             callback_uri=callback_uri,
             answered_for=self.application_id(resource),
             state=ConnectionState.CONNECTING,
@@ -488,7 +489,7 @@ class CallService:
         # Answering a transfer out of a group call joins the new call the transferee moves to.
         joined = self._onward_call(call, offer) if offer.group_transfer else call
         connection = CallConnection(
-            call_connection_id=str(uuid.uuid4()),
+            call_connection_id=random_uuid(),
             callback_uri=callback_uri,
             answered_for=offer.target,
             state=ConnectionState.CONNECTING,
@@ -695,7 +696,7 @@ class CallService:
         kind = await self.classify_target(tx, target, self.resource_of(call))
         now = self._clock.now()
         offer = RingOffer(
-            offer_id=str(uuid.uuid4()),
+            offer_id=random_uuid(),
             target=target.raw_id,
             source=source.raw_id,
             scenario=scenario.value,
@@ -1130,7 +1131,7 @@ class CallService:
             data.update(extra)
         source = source or f"calling/callConnections/{connection.call_connection_id}"
         event = {
-            "id": str(uuid.uuid4()),
+            "id": random_uuid(),
             "source": source,
             "type": event_type,
             "data": data,
@@ -1266,7 +1267,7 @@ _FAILED_BEFORE_CONNECTING = {"created": "CreateCallFailed", "answered": "AnswerF
 
 def _new_server_call_id() -> str:
     # Like the real service: base64 of an internal conversation URL (URL-safe here, so it fits a path).
-    url = f"https://callgrid.local/conv/{uuid.uuid4()}"
+    url = f"https://callgrid.local/conv/{random_uuid()}"
     return base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
 
 
