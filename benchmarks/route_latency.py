@@ -14,7 +14,9 @@ Usage: python benchmarks/route_latency.py [--rate 200] [--seconds 10] [--numbers
 `--find-max [--rates 100,200,...] [--seconds 10]`: the routed phase alone at rising rates (then bisected),
 reporting the highest steady rate with p99 <= 25 ms and nothing lost or refused, this machine's bare HTTP
 round trips per second measured in the same run (the ratio compares across machines), and the CPU per
-routed call of each process at that rate.
+routed call of each process at that rate. Each step first runs `--warmup` seconds at its rate, not counted:
+the steady state, not the ramp out of the pause between steps (on a VM whose idle vCPUs halt, the first
+requests after that pause took 30-50 ms; `machine.round_trip_after_idle_ms` shows the effect).
 """
 
 from __future__ import annotations
@@ -154,24 +156,31 @@ class Bench:
                 await r.read()
         return (time.perf_counter() - started) * 1000
 
-    async def steady(self, rate: float, seconds: float, make: Any) -> tuple[list[float], int]:
-        """Open loop: start one operation every 1/rate s regardless of how long earlier ones take."""
+    async def steady(self, rate: float, seconds: float, make: Any, warmup: float = 0.0) -> tuple[list[float], int]:
+        """Open loop: start one operation every 1/rate s regardless of how long earlier ones take. The
+        first `warmup` seconds run at the same rate but are not counted, nor is their CPU. (A refusal
+        answered to a warm-up operation after they end counts: conservative, and it fails the step.)"""
         tasks = []
         self.refused = 0
-        cpu_before = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+        first = int(rate * warmup)
+        total = first + int(rate * seconds)
+        cpu_before: dict[str, float] = {}
         start = time.perf_counter()
-        total = int(rate * seconds)
         for i in range(total):
+            if i == first:
+                self.refused = 0
+                cpu_before = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
             delay = start + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(make(i)))
-        results = await asyncio.gather(*tasks)
+        results = (await asyncio.gather(*tasks))[first:]
         self.last_refused = self.refused
         self.last_cpu_ms_per_op = {
-            name: round((_cpu_seconds(pid) - cpu_before[name]) * 1000 / total, 3) for name, pid in self.pids.items()
+            name: round((_cpu_seconds(pid) - cpu_before[name]) * 1000 / (total - first), 3)
+            for name, pid in self.pids.items()
         }
-        return [r for r in results if r is not None], total
+        return [r for r in results if r is not None], total - first
 
 
 async def _measure(bench: Bench, numbers: list[str], users: list[str], rate: float, seconds: float) -> dict[str, Any]:
@@ -203,11 +212,12 @@ async def _measure(bench: Bench, numbers: list[str], users: list[str], rate: flo
 
 
 async def _find_max(
-    bench: Bench, numbers: list[str], rates: list[float], seconds: float, p99_ms: float, refine: int
+    bench: Bench, numbers: list[str], rates: list[float], seconds: float, p99_ms: float, refine: int, warmup: float
 ) -> dict[str, Any]:
     """Routed phase only, rising rates: the highest that holds p99 <= p99_ms with nothing lost or refused.
-    After the first rate that fails, `refine` bisections between it and the last that held."""
-    bare = await bare_http_round_trips_per_s()
+    After the first rate that fails, `refine` bisections between it and the last that held. Each step is
+    measured after `warmup` seconds at its rate."""
+    bare, after_idle = await bare_http_round_trips_per_s()
     connector = aiohttp.TCPConnector(ssl=bench.ssl, limit=500)
     steps: list[dict[str, Any]] = []
 
@@ -216,7 +226,9 @@ async def _find_max(
             await bench.place(session, numbers[i % len(numbers)])
 
         async def step(rate: float) -> bool:
-            values, sent = await bench.steady(rate, seconds, lambda i: bench.place(session, numbers[i % len(numbers)]))
+            values, sent = await bench.steady(
+                rate, seconds, lambda i: bench.place(session, numbers[i % len(numbers)]), warmup=warmup
+            )
             summary = _summary(values, sent, bench.last_refused)
             held = summary["p99_ms"] <= p99_ms and summary["lost"] == 0 and summary["refused"] == 0
             steps.append({"rate_per_s": rate, **summary, "held": held, "cpu_ms_per_call": bench.last_cpu_ms_per_op})
@@ -244,10 +256,18 @@ async def _find_max(
                 failed = middle
     at_best = next((s for s in steps if s["rate_per_s"] == best and s["held"]), None)
     return {
-        "criterion": {"p99_ms_at_most": p99_ms, "lost": 0, "refused": 0, "seconds_per_step": seconds},
+        "criterion": {
+            "p99_ms_at_most": p99_ms,
+            "lost": 0,
+            "refused": 0,
+            "seconds_per_step": seconds,
+            "warmup_seconds_per_step": warmup,
+        },
         "max_routed_calls_per_s": best,
         "first_failed_rate_per_s": failed,
         "bare_http_round_trips_per_s": round(bare),
+        # The machine's wake-up: a bare round trip after the client and server sat idle this long.
+        "machine": {"round_trip_after_idle_ms": after_idle},
         # Comparable across machines: the routed story's ceiling as a fraction of a bare HTTP round trip's.
         "max_routed_vs_bare_round_trips": round(best / bare, 4) if best else None,
         "cpu_ms_per_routed_call_at_max": at_best["cpu_ms_per_call"] if at_best else None,
@@ -266,9 +286,11 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 """
 
 
-async def bare_http_round_trips_per_s(seconds: float = 2.0, concurrency: int = 8) -> float:
+async def bare_http_round_trips_per_s(seconds: float = 2.0, concurrency: int = 8) -> tuple[float, dict[str, float]]:
     """This machine's bare HTTP round trips per second: a do-nothing aiohttp server in its own process,
-    driven closed-loop by this one over kept-alive plain-HTTP connections. A yardstick for the machine."""
+    driven closed-loop by this one over kept-alive plain-HTTP connections. A yardstick for the machine.
+    Also the median of 5 single round trips after each of several idle times, in ms: where idle vCPUs halt
+    (a VM), waking costs milliseconds, and the longer the idle, the more."""
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-c", _BARE_SERVER, str(port)])
     try:
@@ -288,7 +310,18 @@ async def bare_http_round_trips_per_s(seconds: float = 2.0, concurrency: int = 8
             done = 0
             started = time.perf_counter()
             await asyncio.gather(*(worker(started + seconds) for _ in range(concurrency)))
-            return done / (time.perf_counter() - started)
+            rate = done / (time.perf_counter() - started)
+            after_idle: dict[str, float] = {}
+            for idle in (0.001, 0.01, 0.1, 2.0):
+                times = []
+                for _ in range(5):
+                    await asyncio.sleep(idle)
+                    began = time.perf_counter()
+                    async with session.get(url) as r:
+                        await r.read()
+                    times.append((time.perf_counter() - began) * 1000)
+                after_idle[f"{idle:g}s"] = round(sorted(times)[2], 2)
+            return rate, after_idle
     finally:
         server.terminate()
         server.wait(10)
@@ -307,6 +340,7 @@ def main() -> None:
     parser.add_argument("--rates", default="100,200,300,400,500,600,800,1000", help="--find-max's rates, rising")
     parser.add_argument("--p99-ms", type=float, default=25.0)
     parser.add_argument("--refine", type=int, default=2, help="--find-max's bisections after the first failure")
+    parser.add_argument("--warmup", type=float, default=1.0, help="--find-max: seconds at each rate before measuring")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="route-latency-"))
@@ -393,7 +427,7 @@ def main() -> None:
                 await asyncio.to_thread(_identity_subscription, env, f"http://127.0.0.1:{hook_port}/identities")
                 if args.find_max:
                     rates = [float(r) for r in args.rates.split(",")]
-                    return await _find_max(bench, numbers, rates, args.seconds, args.p99_ms, args.refine)
+                    return await _find_max(bench, numbers, rates, args.seconds, args.p99_ms, args.refine, args.warmup)
                 return await _measure(bench, numbers, users, args.rate, args.seconds)
             finally:
                 await runner.cleanup()

@@ -262,9 +262,11 @@ def _find_max(r: dict[str, Any]) -> Row:
         if best
         else f"no rate held p99 ≤ 25 ms (lowest tried: {r['steps'][0]['rate_per_s']:g}/s)"
     )
+    woken = r.get("machine", {}).get("round_trip_after_idle_ms", {}).get("0.1s")
     return (
         figure,
-        f"{r['bare_http_round_trips_per_s']:,} bare HTTP round trips/s",
+        f"{r['bare_http_round_trips_per_s']:,} bare HTTP round trips/s"
+        + (f"; {woken} ms for one after 0.1 s idle" if woken is not None else ""),
         f"{r['max_routed_vs_bare_round_trips'] or NONE}",
         "1,000/s",
         _yes((best or 0) >= 1000),
