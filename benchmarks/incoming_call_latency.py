@@ -6,7 +6,9 @@ and this driver (caller and webhook, one event loop). Baseline from the same run
 round trip to the same server (`GET /callgrid/v1/clock`) at 50 per second; each rate's p50 and p99 are
 also given as ratios to it. Calls answered 429 past capacity are counted as refused, not lost.
 
-Usage: python benchmarks/incoming_call_latency.py [--rates 50,200,1000] [--seconds 10]
+Each rate is measured after `--warmup` seconds at that rate, not counted (route_latency.py says why).
+
+Usage: python benchmarks/incoming_call_latency.py [--rates 50,200,1000] [--seconds 10] [--warmup 1]
 Prints JSON. Targets: p50 <= 3 ms and p99 <= 15 ms at 200 calls per second.
 """
 
@@ -22,7 +24,9 @@ from harness import Served, callgrid, identities, identities_webhook, load, perc
 from route_latency import _run_loop
 
 
-async def _measure(served: Served, users: list[str], rates: list[float], seconds: float) -> dict[str, Any]:
+async def _measure(
+    served: Served, users: list[str], rates: list[float], seconds: float, warmup: float
+) -> dict[str, Any]:
     async with identities_webhook(served) as bench:
         connector = aiohttp.TCPConnector(ssl=bench.ssl, limit=500)
         async with aiohttp.ClientSession(connector=connector) as session:
@@ -33,7 +37,9 @@ async def _measure(served: Served, users: list[str], rates: list[float], seconds
             results = []
             for rate in rates:
                 load_before = load()
-                values, sent = await bench.steady(rate, seconds, lambda i: bench.place(session, users[i % len(users)]))
+                values, sent = await bench.steady(
+                    rate, seconds, lambda i: bench.place(session, users[i % len(users)]), warmup=warmup
+                )
                 summary = percentiles(values)
                 refused = bench.last_refused
                 results.append(
@@ -53,6 +59,7 @@ async def _measure(served: Served, users: list[str], rates: list[float], seconds
     return {
         "benchmark": "incoming_call_latency",
         "seconds_per_rate": seconds,
+        "warmup_seconds_per_rate": warmup,
         "baseline_signed_round_trip_at_50_per_s": baseline,
         "rates": results,
         "target_at_200": {
@@ -72,11 +79,12 @@ def main() -> None:
     parser.add_argument("--rates", default="50,200,1000")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--identities", type=int, default=50)
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds at each rate before measuring")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     with callgrid("--ring-timeout", "600") as served:
         users = identities(served, args.identities)
-        result = _run_loop(_measure(served, users, rates, args.seconds))
+        result = _run_loop(_measure(served, users, rates, args.seconds, args.warmup))
     print(json.dumps(result, indent=2))
 
 
