@@ -55,6 +55,7 @@ BENCHMARKS = [
     Benchmark(
         "delivery_throughput", constants={"RAW_POSTS": 4_000, "UNBATCHED_EVENTS": 3_000, "BATCHED_EVENTS": 20_000}
     ),
+    Benchmark("delivery_client", ["--requests", "2000"]),
     Benchmark("postgres_driver", constants={"DELIVERIES": 4_000, "CALL_SAVES": 1_000, "ROUNDS": 1}, needs="postgresql"),
     Benchmark("multinode", constants={"EVENTS": 2_000}, needs="postgresql"),
     Benchmark("media", ["--calls", "20", "--seconds", "3"]),
@@ -181,6 +182,18 @@ def _delivery_throughput(r: dict[str, Any]) -> Row:
         f"{ratio} (unbatched/bare)",
         "≥ 5,000 batched; ≥ 0.5",
         _yes(batched >= 5000 and ratio >= 0.5),
+    )
+
+
+def _delivery_client(r: dict[str, Any]) -> Row:
+    cpu = r["client_cpu_us_per_request"]
+    return (
+        f"{cpu['aiohttp']['1_in_flight']} µs of client CPU per webhook POST (aiohttp; "
+        f"{cpu['aiohttp']['8_in_flight']} with 8 in flight)",
+        f"{cpu['floor']['1_in_flight']} µs, bare protocol ({cpu['floor']['8_in_flight']})",
+        f"{r['aiohttp_vs_floor']['1_in_flight']} (aiohttp/bare)",
+        NONE,
+        NONE,
     )
 
 
@@ -321,6 +334,7 @@ SUMMARIES: dict[str, Callable[[dict[str, Any]], Row]] = {
     "media": _media,
     "sip_cps": _sip_cps,
     "fixture_overhead": _fixture_overhead,
+    "delivery_client": _delivery_client,
     "route_latency": _route_latency,
     "route_latency_find_max": _find_max,
     "incoming_call_latency": _incoming_call_latency,
