@@ -3,10 +3,11 @@
 (issue 15).
 
 A routed call makes two deliveries, each a POST of an Event Grid batch to a webhook on a kept-alive
-connection. The server is a do-nothing aiohttp app in its own process; only this process's CPU is counted
-(`time.process_time`), one request at a time and 8 at once. The floor sends prebuilt bytes and parses the
-answer, nothing else: what a hand-written client could at best approach, not a candidate as it stands (no
-timeouts, pool limits, TLS or error handling). If aiosonic is installed, it is measured too.
+connection. The server is route_latency.py's do-nothing aiohttp app in its own process; only this
+process's CPU is counted (`time.process_time`), one request at a time and 8 at once. The floor sends
+prebuilt bytes and parses the answer, nothing else: what a hand-written client could at best approach,
+not a candidate as it stands (no timeouts, pool limits, TLS or error handling). If aiosonic is installed,
+it is measured too.
 
 Prints JSON: µs of client CPU per request, best of 3 rounds, and aiohttp's as a ratio of the floor's.
 Usage: python benchmarks/delivery_client.py [--requests 4000]
@@ -17,29 +18,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import aiohttp
 import httptools
-from route_latency import _run_loop, _wait
-
-_SERVER = """
-import sys
-from aiohttp import web
-async def hook(request):
-    await request.read()
-    return web.Response(status=200)
-app = web.Application()
-app.router.add_post("/api/incomingCall", hook)
-app.router.add_get("/", hook)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
-"""
+from route_latency import _BARE_SERVER, _free_port, _run_loop, _wait
 
 # An IncomingCall batch's size, and the headers a delivery carries.
 BODY = json.dumps([{"id": "0" * 36, "data": {"incomingCallContext": "x" * 1200}}]).encode()
@@ -51,12 +39,6 @@ HEADERS = {
 }
 
 Send = Callable[[], Awaitable[int]]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _cpu_per_request(send: Send, requests: int, in_flight: int) -> float:
@@ -92,9 +74,10 @@ class _Answer(asyncio.Protocol):
     def __init__(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[int] | None = None
+        self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not its subclasses
 
     def data_received(self, data: bytes) -> None:
         self.parser.feed_data(data)
@@ -114,14 +97,15 @@ async def _floor(url: str, requests: int, in_flight: int) -> float:
     ).encode()
     idle: list[_Answer] = []
     for _ in range(in_flight):
-        _, protocol = await loop.create_connection(_Answer, parts.hostname, parts.port)
+        _, protocol = await loop.create_connection(_Answer, parts.hostname or "127.0.0.1", parts.port or 80)
         idle.append(protocol)
 
     async def send() -> int:
         protocol = idle.pop()
         try:
             protocol.waiter = loop.create_future()
-            protocol.transport.write(head + BODY)  # type: ignore[attr-defined]
+            assert protocol.transport is not None
+            protocol.transport.write(head + BODY)
             return await protocol.waiter
         finally:
             idle.append(protocol)
@@ -170,7 +154,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000)
     args = parser.parse_args()
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-c", _SERVER, str(port)])
+    server = subprocess.Popen([sys.executable, "-c", _BARE_SERVER, str(port)])
     try:
         url = f"http://127.0.0.1:{port}/api/incomingCall"
         _wait(f"http://127.0.0.1:{port}/", None)

@@ -275,13 +275,15 @@ async def _find_max(
     }
 
 
+# A do-nothing server: any method, any path (delivery_client.py POSTs to it too).
 _BARE_SERVER = """
 import sys
 from aiohttp import web
 async def ok(request):
+    await request.read()
     return web.Response(text="ok")
 app = web.Application()
-app.router.add_get("/", ok)
+app.router.add_route("*", "/{path:.*}", ok)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
 """
 
