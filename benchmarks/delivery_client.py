@@ -1,6 +1,6 @@
-"""What a webhook POST costs the client that sends it: callgrid's delivery client (aiohttp, as
-`AiohttpSender` uses it) against the floor of a bare `asyncio.Protocol` with httptools' response parser
-(issue 15).
+"""What a webhook POST costs the client that sends it: callgrid's delivery client (`Http1Sender`) against
+aiohttp (the client it replaced, used as `ClientSession.request` the way the old sender did) and the floor of a
+bare `asyncio.Protocol` with httptools' response parser (issue 15).
 
 A routed call makes two deliveries, each a POST of an Event Grid batch to a webhook on a kept-alive
 connection. The server is route_latency.py's do-nothing aiohttp app in its own process; only this
@@ -9,7 +9,8 @@ prebuilt bytes and parses the answer, nothing else: what a hand-written client c
 not a candidate as it stands (no timeouts, pool limits, TLS or error handling). If aiosonic is installed,
 it is measured too.
 
-Prints JSON: µs of client CPU per request, best of 3 rounds, and aiohttp's as a ratio of the floor's.
+Prints JSON: µs of client CPU per request, best of 3 rounds; Http1Sender's and aiohttp's as ratios of the
+floor's.
 Usage: python benchmarks/delivery_client.py [--requests 4000]
 """
 
@@ -113,6 +114,21 @@ async def _floor(url: str, requests: int, in_flight: int) -> float:
     return await _cpu_per_request(send, requests, in_flight)
 
 
+async def _http1(url: str, requests: int, in_flight: int) -> float:
+    from callgrid.eventgrid.delivery.http1 import Http1Sender
+
+    sender = Http1Sender()
+
+    async def send() -> int:
+        result = await sender.send("POST", url, body=BODY, headers=HEADERS, timeout=30)
+        return result.status or 0
+
+    try:
+        return await _cpu_per_request(send, requests, in_flight)
+    finally:
+        await sender.close()
+
+
 async def _aiosonic(url: str, requests: int, in_flight: int) -> float:
     import aiosonic  # type: ignore[import-not-found]
 
@@ -127,7 +143,11 @@ async def _aiosonic(url: str, requests: int, in_flight: int) -> float:
 
 
 async def _measure(url: str, requests: int) -> dict[str, Any]:
-    clients: dict[str, Callable[[str, int, int], Awaitable[float]]] = {"aiohttp": _aiohttp, "floor": _floor}
+    clients: dict[str, Callable[[str, int, int], Awaitable[float]]] = {
+        "aiohttp": _aiohttp,
+        "http1": _http1,
+        "floor": _floor,
+    }
     try:
         import aiosonic  # type: ignore[import-not-found]  # noqa: F401
 
@@ -145,6 +165,7 @@ async def _measure(url: str, requests: int) -> dict[str, Any]:
         "benchmark": "delivery_client",
         "body_bytes": len(BODY),
         "client_cpu_us_per_request": best,
+        "http1_vs_floor": {k: round(best["http1"][k] / best["floor"][k], 2) for k in best["floor"]},
         "aiohttp_vs_floor": {k: round(best["aiohttp"][k] / best["floor"][k], 2) for k in best["floor"]},
     }
 

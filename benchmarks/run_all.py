@@ -188,10 +188,11 @@ def _delivery_throughput(r: dict[str, Any]) -> Row:
 def _delivery_client(r: dict[str, Any]) -> Row:
     cpu = r["client_cpu_us_per_request"]
     return (
-        f"{cpu['aiohttp']['1_in_flight']} µs of client CPU per webhook POST (aiohttp; "
-        f"{cpu['aiohttp']['8_in_flight']} with 8 in flight)",
+        f"{cpu['http1']['1_in_flight']} µs of client CPU per webhook POST (Http1Sender; "
+        f"{cpu['http1']['8_in_flight']} with 8 in flight); aiohttp {cpu['aiohttp']['1_in_flight']} "
+        f"({cpu['aiohttp']['8_in_flight']})",
         f"{cpu['floor']['1_in_flight']} µs, bare protocol ({cpu['floor']['8_in_flight']})",
-        f"{r['aiohttp_vs_floor']['1_in_flight']} (aiohttp/bare)",
+        f"{r['http1_vs_floor']['1_in_flight']} (Http1Sender/bare)",
         NONE,
         NONE,
     )

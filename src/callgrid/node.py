@@ -16,10 +16,11 @@ from callgrid.config import Settings
 from callgrid.eventgrid.custom_topics import SYSTEM, TopicService
 from callgrid.eventgrid.delivery.deadletter import DeadLetterWriter, writer_for
 from callgrid.eventgrid.delivery.engine import DeliveryEngine, DeliverySettings
+from callgrid.eventgrid.delivery.http1 import Http1Sender
 from callgrid.eventgrid.delivery.metrics import MetricCounts, MetricsBuffer
 from callgrid.eventgrid.delivery.retention import Retention
 from callgrid.eventgrid.delivery.retry import RetryPolicy
-from callgrid.eventgrid.delivery.sender import AiohttpSender, Sender
+from callgrid.eventgrid.delivery.sender import Sender
 from callgrid.eventgrid.handshake import SubscriptionValidator
 from callgrid.eventgrid.subscriptions import SubscriptionService
 from callgrid.eventgrid.topics import EventPublisher, SubscriptionTable
@@ -105,7 +106,7 @@ class Node:
         # simulation's clock says; they are checked against this one.
         self.wall_clock: Clock = SystemClock()
         self.faults = Faults()
-        self.sender: Sender = FaultySender(sender or AiohttpSender(), self.faults)
+        self.sender: Sender = FaultySender(sender or Http1Sender(), self.faults)
         self.store: Store
         self.resources: ResourceDirectory
         self.keys: Keys
