@@ -349,6 +349,8 @@ def _check_mandatory(msg: Request | Response) -> None:
     for name in ("Via", "From", "To", "Call-ID", "CSeq"):
         if msg.get(name) is None:
             raise SipParseError(f"missing {name}")
+    if not msg.get("Call-ID"):
+        raise SipParseError("empty Call-ID")  # RFC 3261 25.1: a word, at least one character; dialogs key on it
     number, method = parse_cseq(msg.get("CSeq") or "")
     if isinstance(msg, Request) and method != msg.method:
         raise SipParseError("CSeq method differs from the request's")
