@@ -98,6 +98,7 @@ async def identities_webhook(served: Served, pids: dict[str, int] | None = None)
         await asyncio.to_thread(_identity_subscription, served.env, f"http://127.0.0.1:{hook_port}/identities")
         yield bench
     finally:
+        await bench.close()
         await runner.cleanup()
 
 

@@ -19,7 +19,6 @@ import asyncio
 import json
 from typing import Any
 
-import aiohttp
 from harness import Served, callgrid, identities, identities_webhook, load, percentiles
 from route_latency import _run_loop
 
@@ -28,33 +27,31 @@ async def _measure(
     served: Served, users: list[str], rates: list[float], seconds: float, warmup: float
 ) -> dict[str, Any]:
     async with identities_webhook(served) as bench:
-        connector = aiohttp.TCPConnector(ssl=bench.ssl, limit=500)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            for i in range(40):  # warm up connections and the store
-                await bench.place(session, users[i % len(users)])
-            hops, sent = await bench.steady(50, min(seconds, 4), lambda i: bench.hop(session, "callgrid"))
-            baseline = percentiles(hops)
-            results = []
-            for rate in rates:
-                load_before = load()
-                values, sent = await bench.steady(
-                    rate, seconds, lambda i: bench.place(session, users[i % len(users)]), warmup=warmup
-                )
-                summary = percentiles(values)
-                refused = bench.last_refused
-                results.append(
-                    {
-                        "rate_per_s": rate,
-                        **summary,
-                        "lost": sent - summary["n"] - refused,
-                        "refused": refused,
-                        "p50_vs_baseline": _ratio(summary["p50_ms"], baseline["p50_ms"]),
-                        "p99_vs_baseline": _ratio(summary["p99_ms"], baseline["p99_ms"]),
-                        "cpu_ms_per_call": bench.last_cpu_ms_per_op,
-                        "load_before_after": [load_before, load()],
-                    }
-                )
-                await asyncio.sleep(2)  # what an overloaded rate left queued drains before the next
+        for i in range(40):  # warm up connections and the store
+            await bench.place(users[i % len(users)])
+        hops, sent = await bench.steady(50, min(seconds, 4), lambda i: bench.hop("callgrid"))
+        baseline = percentiles(hops)
+        results = []
+        for rate in rates:
+            load_before = load()
+            values, sent = await bench.steady(
+                rate, seconds, lambda i: bench.place(users[i % len(users)]), warmup=warmup
+            )
+            summary = percentiles(values)
+            refused = bench.last_refused
+            results.append(
+                {
+                    "rate_per_s": rate,
+                    **summary,
+                    "lost": sent - summary["n"] - refused,
+                    "refused": refused,
+                    "p50_vs_baseline": _ratio(summary["p50_ms"], baseline["p50_ms"]),
+                    "p99_vs_baseline": _ratio(summary["p99_ms"], baseline["p99_ms"]),
+                    "cpu_ms_per_call": bench.last_cpu_ms_per_op,
+                    "load_before_after": [load_before, load()],
+                }
+            )
+            await asyncio.sleep(2)  # what an overloaded rate left queued drains before the next
     at_200 = next((r for r in results if r["rate_per_s"] == 200), None)
     return {
         "benchmark": "incoming_call_latency",

@@ -19,7 +19,6 @@ import json
 import time
 from typing import Any
 
-import aiohttp
 from harness import Served, callgrid, identities, identities_webhook, load, rss_mb
 from route_latency import _run_loop
 
@@ -32,25 +31,23 @@ async def _measure(served: Served, users: list[str], calls: int, concurrency: in
     samples: list[dict[str, float]] = []
     lost = refused = 0
     async with identities_webhook(served) as bench:
-        connector = aiohttp.TCPConnector(ssl=bench.ssl, limit=concurrency)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            started = time.perf_counter()
-            placed = 0
-            tenth = max(1, calls // 10)
+        started = time.perf_counter()
+        placed = 0
+        tenth = max(1, calls // 10)
 
-            async def worker() -> None:
-                nonlocal placed, lost
-                while placed < calls:
-                    i = placed
-                    placed += 1
-                    if await bench.place(session, users[i % len(users)]) is None:
-                        lost += 1
-                    if (i + 1) % tenth == 0:
-                        samples.append({"calls": i + 1, "rss_mb": rss_mb(served.pid)})
+        async def worker() -> None:
+            nonlocal placed, lost
+            while placed < calls:
+                i = placed
+                placed += 1
+                if await bench.place(users[i % len(users)]) is None:
+                    lost += 1
+                if (i + 1) % tenth == 0:
+                    samples.append({"calls": i + 1, "rss_mb": rss_mb(served.pid)})
 
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-            elapsed = time.perf_counter() - started
-            refused = bench.refused
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        refused = bench.refused
     final = rss_mb(served.pid)
     warm = samples[1]["rss_mb"] if len(samples) > 1 else final
     after = [s["rss_mb"] for s in samples[2:]] + [final]
