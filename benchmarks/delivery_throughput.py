@@ -1,6 +1,6 @@
 """Event Grid delivery throughput to one local webhook, unbatched and batched (issue 3).
 
-Same run, same machine, same HTTP client (callgrid's AiohttpSender, 256 connections):
+Same run, same machine, same HTTP client (callgrid's Http1Sender, 256 connections):
 - raw: bare POSTs of a one-event array, 256 at a time: the ceiling for unbatched delivery;
 - unbatched: the delivery engine draining a pre-filled durable outbox (SQLite), one event per POST;
 - batched: the same with maxEventsPerBatch=100 (Event Grid's output batching).
@@ -25,7 +25,7 @@ import aiohttp
 from aiohttp import web
 
 from callgrid.config import Settings
-from callgrid.eventgrid.delivery.sender import AiohttpSender
+from callgrid.eventgrid.delivery.http1 import Http1Sender
 from callgrid.eventgrid.events import event_grid_event
 from callgrid.node import Node
 
@@ -94,7 +94,7 @@ def _event(topic: str, i: int, now: float) -> dict[str, Any]:
 
 
 async def raw_rate(url: str, body: bytes) -> float:
-    sender = AiohttpSender()
+    sender = Http1Sender()
     headers = {"Content-Type": "application/json; charset=utf-8", "aeg-event-type": "Notification"}
     slots = asyncio.Semaphore(256)
 
