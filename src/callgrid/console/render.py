@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-
-from jinja2 import Environment, PackageLoader, select_autoescape
+import functools
+from typing import TYPE_CHECKING, Any
 
 from callgrid.clock import to_datetime
 from callgrid.console import views
 from callgrid.console.journal import Journal
 from callgrid.console.router_link import RouterLink
 from callgrid.node import Node
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 
 def _time(ts: float | None) -> str:
@@ -33,13 +35,20 @@ def _short(text: Any, size: int = 16) -> str:
     return value if len(value) <= size else value[: size - 1] + "…"
 
 
-templates = Environment(
-    loader=PackageLoader("callgrid.console", "templates"),
-    autoescape=select_autoescape(["html"]),
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-templates.filters.update(t=_time, iso=_iso, short=_short)
+@functools.cache
+def _templates() -> Environment:
+    # Built on the console's first page, not at import: Jinja2 is a large share of the server's start.
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    templates = Environment(
+        loader=PackageLoader("callgrid.console", "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    templates.filters.update(t=_time, iso=_iso, short=_short)
+    return templates
+
 
 TABS = [
     ("calls", "Calls"),
@@ -54,7 +63,7 @@ TABS = [
 
 
 def page(name: str, **context: Any) -> str:
-    return templates.get_template(name).render(**context)
+    return _templates().get_template(name).render(**context)
 
 
 async def panels(node: Node, journal: Journal, router: RouterLink) -> dict[str, str]:

@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from callgrid.errors import InvalidRequest
 from callgrid.node import Node
 
@@ -54,6 +52,8 @@ class RouterLink:
         url = url.strip().rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise InvalidRequest("The router's URL must start with http:// or https://.")
+        import aiohttp  # on first use: importing it is a large share of the server's start
+
         try:
             found = await self._get(url, api_key, "/api/assignments?limit=1")
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -75,6 +75,8 @@ class RouterLink:
         if self._cached is not None and time.monotonic() - self._cached[0] < CACHE_SECONDS:
             return self._cached[1]
         url, key = link
+        import aiohttp
+
         try:
             assignments = await self._get(url, key, "/api/assignments?limit=200")
             decisions = await self._get(url, key, "/api/decisions?limit=30")
@@ -88,6 +90,8 @@ class RouterLink:
 
     @staticmethod
     async def _get(url: str, api_key: str, path: str) -> dict[str, Any]:
+        import aiohttp
+
         timeout = aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
         headers = {"Authorization": f"Bearer {api_key}"}
         async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url + path, headers=headers) as r:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import collections
 import hashlib
 
-import aiohttp
 import numpy as np
 
 from callgrid.media import codecs, speech
@@ -65,6 +64,8 @@ class PromptLoader:
             return Probe(duration=len(pcm) / RATE, key=key)
         if not url.lower().startswith(("http://", "https://")):
             return Probe(sub_code=8536, message=f"Action failed, file could not be downloaded: '{url}' is not http(s).")
+        import aiohttp  # on first use: importing it is a large share of the server's start
+
         try:
             timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT_SECONDS)
             async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url, ssl=False) as response:

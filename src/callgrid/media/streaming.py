@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import aiohttp
 import certifi
 import numpy as np
 
@@ -35,6 +34,8 @@ from callgrid.media.plane import RATE, SILENCE, TONE_KEYS, FrameSink
 from callgrid.platform.media_port import StreamFailed, StreamOptions, StreamStarted
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from callgrid.media.plane import CallMedia, MediaPlane
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,8 @@ class _Socket(FrameSink):
         self._ready.set()
 
     async def _run(self) -> None:
+        import aiohttp  # on first use: importing it is a large share of the server's start
+
         o = self.options
         try:
             timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT_SECONDS)
@@ -138,6 +141,8 @@ class _Socket(FrameSink):
             await self._ready.wait()
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        import aiohttp
+
         async for message in ws:
             if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                 self.received(message.data)
