@@ -504,14 +504,13 @@ async def test_a_host_that_hangs_does_not_hold_up_another(make_sender: SenderFac
         # More than its share: the third waits for one of the stuck host's connections.
         hanging = [asyncio.create_task(post(sender, stuck.url(), timeout=10.0)) for _ in range(3)]
         await stuck.until(lambda: len(stuck.requests) == 2)
-        started = time.monotonic()
         result = await post(sender, fine.url())
-        elapsed = time.monotonic() - started
+        still_waiting = [not task.done() for task in hanging]  # theirs take 10 s: this one did not wait
         for task in hanging:
             task.cancel()
         await asyncio.gather(*hanging, return_exceptions=True)
     assert (result.status, result.body) == (200, b"here")
-    assert elapsed < 2.0  # the stuck host's would take 10 s
+    assert all(still_waiting)
     assert stuck.accepted == 2
 
 
@@ -741,17 +740,14 @@ async def test_a_gzip_bomb_is_cut_at_the_bound_not_inflated_whole(sender: Sender
             tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
-        started = time.monotonic()
         try:
             result = await post(sender, server.url(), timeout=5.0)
             peak = tracemalloc.get_traced_memory()[1] - before
         finally:
             if not tracing:
                 tracemalloc.stop()
-        elapsed = time.monotonic() - started
     assert (result.status, result.truncated) == (200, True), result
     assert result.body == bytes(MAX_RESPONSE_BYTES)
-    assert elapsed < 2.0
     assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MB held at once"  # inflated whole, it would be 50
 
 
