@@ -47,8 +47,9 @@ class _ProtocolError(Exception):
 
 
 class _Stale(ConnectionError):
-    """A kept-alive connection was closed before any byte of the answer came: the server closed it while
-    idle, so the request never reached it whole. Retried once on a fresh connection."""
+    """A kept-alive connection was closed before any byte of the answer came, most likely by the server
+    while it sat idle. Sent again once on a fresh connection: deliveries are at least once, and the
+    alternative is the retry schedule's wait."""
 
 
 def _insecure_context() -> ssl.SSLContext:
@@ -115,8 +116,7 @@ def _head(method: str, target: _Target, headers: dict[str, str], length: int) ->
 class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection and the answer it is waiting for, if any."""
 
-    def __init__(self, origin: tuple[str, str, int]) -> None:
-        self.origin = origin
+    def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -397,7 +397,7 @@ class Http1Sender:
                 self._tls = _insecure_context()
             tls = self._tls
         _, connection = await loop.create_connection(
-            lambda: _Connection(target.origin),
+            _Connection,
             target.host,
             target.port,
             ssl=tls,
