@@ -52,11 +52,9 @@ class RouterLink:
         url = url.strip().rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise InvalidRequest("The router's URL must start with http:// or https://.")
-        import aiohttp  # on first use: importing it is a large share of the server's start
-
         try:
             found = await self._get(url, api_key, "/api/assignments?limit=1")
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (TimeoutError, ValueError) as exc:
             raise InvalidRequest(f"The router at {url} did not answer: {exc or type(exc).__name__}.") from None
         async with self._node.store.transaction() as tx:
             await tx.set_meta(META_KEY, json.dumps({"url": url, "apiKey": api_key}))
@@ -75,27 +73,32 @@ class RouterLink:
         if self._cached is not None and time.monotonic() - self._cached[0] < CACHE_SECONDS:
             return self._cached[1]
         url, key = link
-        import aiohttp
-
         try:
             assignments = await self._get(url, key, "/api/assignments?limit=200")
             decisions = await self._get(url, key, "/api/decisions?limit=30")
             view = RouterView(
                 url, assignments.get("value", []), int(assignments.get("count", 0)), decisions.get("value", [])
             )
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (TimeoutError, ValueError) as exc:
             view = RouterView(url, [], 0, [], f"the router did not answer: {exc or type(exc).__name__}")
         self._cached = (time.monotonic(), view)
         return view
 
     @staticmethod
     async def _get(url: str, api_key: str, path: str) -> dict[str, Any]:
-        import aiohttp
+        """The router's JSON answer; ValueError when it gives none (TimeoutError when it is too slow)."""
+        import aiohttp  # on first use: importing it is a large share of the server's start
 
         timeout = aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
         headers = {"Authorization": f"Bearer {api_key}"}
-        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url + path, headers=headers) as r:
-            if r.status != 200:
-                raise ValueError(f"HTTP {r.status} {await r.text()}")
-            body: dict[str, Any] = await r.json()
-            return body
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(url + path, headers=headers) as r,
+            ):
+                if r.status != 200:
+                    raise ValueError(f"HTTP {r.status} {await r.text()}")
+                body: dict[str, Any] = await r.json()
+                return body
+        except aiohttp.ClientError as exc:
+            raise ValueError(str(exc) or type(exc).__name__) from exc
