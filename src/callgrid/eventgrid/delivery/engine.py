@@ -95,7 +95,8 @@ class _Lane:
 
     queue: deque[_Request] = field(default_factory=deque)
     in_flight: int = 0
-    deferred: bool = False  # rows were put back for want of room: wake the claim loop once there is room
+    # The loop waits for this destination's room (rows were put back, or it has a backlog): wake it then.
+    deferred: bool = False
 
 
 @dataclass
@@ -133,6 +134,7 @@ class _Claim:
     settled: list[DeliveryRow] = field(default_factory=list)  # ended or rescheduled without an attempt
     dead: list[DeadLetterRow] = field(default_factory=list)
     counts: MetricCounts = field(default_factory=MetricCounts)
+    full: set[str] = field(default_factory=set)  # destinations left with less than their refill room
 
 
 class DeliveryEngine:
@@ -259,7 +261,7 @@ class DeliveryEngine:
                 except Exception:
                     log.exception("delivery loop error")
                     claimed, self._next_due = 0, self._clock.now() + _IDLE_POLL_SECONDS
-                if claimed >= self.settings.claim_batch or not self._done.empty():
+                if claimed >= self._claim_size or not self._done.empty():
                     continue  # there may be more due right now, or outcomes came in meanwhile
                 next_due = self._next_due  # read in the claim's own transaction
                 now = self._clock.now()
@@ -378,7 +380,7 @@ class DeliveryEngine:
         tx = work.tx
         now = self._clock.now()
         lease = self._lease_end(now)
-        rows = await tx.claim_deliveries(now, self.settings.claim_batch, lease, self.settings.lease_owner)
+        rows = await tx.claim_deliveries(now, self._claim_size, lease, self.settings.lease_owner)
         targets: dict[str, Target | None] = {}
         for row, _ in rows:
             sid = row.subscription_id
@@ -503,31 +505,59 @@ class DeliveryEngine:
             task = asyncio.create_task(self._send_in_lane(key, lane, request, acquire=not wait))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
+        # Marked only now that the claim's requests are in the lanes: marked while the claim commits, a lane
+        # would find the room it had before them, and wake the loop at once.
+        for key in claim.full:
+            full = self._lanes.get(key)
+            if full is not None and self._room(full) < self._refill_room:
+                full.deferred = True
+            else:
+                self.wake()  # it drained while the claim committed
         return 0 if deferred else claimed
+
+    def _room(self, lane: _Lane) -> int:
+        """How many more requests a destination takes: its free in-flight slots and its queue's free places."""
+        free_slots = max(0, self.settings.max_in_flight_per_destination - lane.in_flight)
+        return free_slots + self.settings.max_queued_per_destination - len(lane.queue)
+
+    @property
+    def _claim_size(self) -> int:
+        """Rows claimed at most at once: no more than one destination can take, so that a claim of one
+        destination's backlog fits it (what does not fit is put back: read, planned and written for nothing)."""
+        s = self.settings
+        return max(1, min(s.claim_batch, s.max_in_flight_per_destination + s.max_queued_per_destination))
+
+    @property
+    def _refill_room(self) -> int:
+        """The room a destination with a backlog waits for before the loop claims again: most of a claim's
+        worth, so that a claim mostly fits and puts little back."""
+        return max(1, self._claim_size * 3 // 4)
 
     def _defer_beyond_lanes(self, claim: _Claim, now: float) -> bool:
         """Put back (due now, behind every row already due) what a destination has no room for: its share of
-        in-flight slots and its queue are full. A destination that hangs fills only its own."""
+        in-flight slots and its queue are full. A destination that hangs fills only its own.
+
+        Returns whether the loop should wait before claiming again: rows were put back, or a destination is
+        left with less room than `_refill_room` (another claim now would mostly be put back). Such a
+        destination wakes the loop once it has that room again; meanwhile the loop's idle poll still claims
+        (others' rows are due before the ones put back)."""
         room: dict[str, int] = {}
         kept: list[_Request] = []
-        deferred = False
         for request in claim.requests:
             if request.target is not None:
                 key = request.target.endpoint
                 if key not in room:
-                    lane = self._lanes.get(key) or _Lane()
-                    free_slots = max(0, self.settings.max_in_flight_per_destination - lane.in_flight)
-                    room[key] = free_slots + self.settings.max_queued_per_destination - len(lane.queue)
+                    room[key] = self._room(self._lanes.get(key) or _Lane())
                 if room[key] <= 0:
                     for row in request.rows:
                         self._postpone(row, now)
                         claim.settled.append(row)
-                    self._lanes.setdefault(key, _Lane()).deferred = deferred = True
                     continue
                 room[key] -= 1
             kept.append(request)
         claim.requests = kept
-        return deferred
+        claim.full = {key for key, left in room.items() if left < self._refill_room}
+        return bool(claim.full)
 
     async def _send_in_lane(self, key: str, lane: _Lane, request: _Request, *, acquire: bool = False) -> None:
         """Send `request` (its global slot taken, or taken here if `acquire`), then the lane's waiting requests
@@ -537,7 +567,7 @@ class DeliveryEngine:
                 await self._slots.acquire()
             await self._send(request)
             while lane.queue:
-                if lane.deferred and len(lane.queue) <= self.settings.max_queued_per_destination // 2:
+                if lane.deferred and self._room(lane) >= self._refill_room:
                     lane.deferred = False
                     self.wake()
                 waiting = lane.queue.popleft()
