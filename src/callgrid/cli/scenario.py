@@ -11,16 +11,19 @@ import asyncio
 import json
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from callgrid.cli.common import console, err
 from callgrid.cli.options import AsJson
-from callgrid.testing.scenario import SUFFIX, Scenario, ScenarioError, load, loads
-from callgrid.testing.scenario_runner import ScenarioResult, StepResult, run_scenario, shipped_scenarios
-from callgrid.testing.server import CallgridServer
+
+if TYPE_CHECKING:
+    # Loaded by the commands that use them: every `callgrid` command (`serve` too) imports this module.
+    from callgrid.testing.scenario import Scenario
+    from callgrid.testing.scenario_runner import ScenarioResult, StepResult
+    from callgrid.testing.server import CallgridServer
 
 scenario_app = typer.Typer(
     help="Run call stories (scenario files) against a callgrid of their own.", no_args_is_help=True
@@ -36,6 +39,9 @@ def register(app: typer.Typer) -> None:
 @scenario_app.command("list")
 def list_scenarios(as_json: AsJson = False) -> None:
     """The scenarios that ship with callgrid (one per cell of the incoming-call scenario table)."""
+    from callgrid.testing.scenario import SUFFIX, loads
+    from callgrid.testing.scenario_runner import shipped_scenarios
+
     shipped = [
         (item.name.removesuffix(SUFFIX), loads(item.read_text(encoding="utf-8"), item.name))
         for item in shipped_scenarios()
@@ -57,6 +63,8 @@ def run(
     ] = None,
 ) -> None:
     """Run scenario files in order, each on a freshly reset server; exit status 1 if any step fails."""
+    from callgrid.testing.server import CallgridServer
+
     scenarios = _load_all(files)
     with tempfile.TemporaryDirectory(prefix="callgrid-scenario-") as directory:
         server = CallgridServer(Path(directory), ring_timeout=ring_timeout)
@@ -74,6 +82,9 @@ def run(
 
 
 def _load_all(names: list[str]) -> list[Scenario]:
+    from callgrid.testing.scenario import SUFFIX, ScenarioError, load, loads
+    from callgrid.testing.scenario_runner import shipped_scenarios
+
     shipped = {item.name.removesuffix(SUFFIX): item for item in shipped_scenarios()}
     scenarios: list[Scenario] = []
     problems: list[str] = []
@@ -95,6 +106,8 @@ def _load_all(names: list[str]) -> list[Scenario]:
 
 
 def _run_one(scenario: Scenario, server: CallgridServer) -> ScenarioResult:
+    from callgrid.testing.scenario_runner import run_scenario
+
     console.print(f"\n[bold]{escape(scenario.name)}[/]  [dim]{escape(str(scenario.path))}[/]")
     with console.status("") as status:
 

@@ -13,65 +13,27 @@ hang-up, or its peer connection failing.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import fractions
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import av
-import numpy as np
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
+from typing import TYPE_CHECKING, Any
 
 from callgrid.errors import CallgridError, InvalidRequest, NotFound
 from callgrid.media.codecs import Pcm
-from callgrid.media.plane import FRAME_SAMPLES, RATE
 from callgrid.node import Node
 from callgrid.platform.calls import DeviceBehaviour
 from callgrid.platform.calls.service import parse_identifier
 
+if TYPE_CHECKING:
+    from aiortc import MediaStreamTrack, RTCPeerConnection
+
+    from callgrid.console.webrtc import PlaneTrack
+
 log = logging.getLogger(__name__)
 
-SILENCE = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-QUEUE_FRAMES = 25  # 500 ms: a late browser gets fresh audio, not a growing backlog
 JOIN_POLL_SECONDS = 0.05
-
-
-class PlaneTrack(MediaStreamTrack):
-    """What the softphone's party hears, as an audio track paced at 20 ms (silence when nothing)."""
-
-    kind = "audio"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.queue: collections.deque[Pcm] = collections.deque(maxlen=QUEUE_FRAMES)
-        self._start: float | None = None
-        self._pts = 0
-
-    def push(self, frame: Pcm) -> None:
-        self.queue.append(frame)
-
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        else:
-            self._pts += FRAME_SAMPLES
-            delay = self._start + self._pts / RATE - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-        pcm = self.queue.popleft() if self.queue else SILENCE
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, RATE)
-        return frame
 
 
 @dataclass
@@ -180,27 +142,17 @@ class Softphones:
     async def _negotiate(self, raw_id: str, offer_sdp: str) -> Session:
         if not isinstance(offer_sdp, str) or not offer_sdp.startswith("v=0"):
             raise InvalidRequest("'sdp' must be the browser's SDP offer.")
-        pc = RTCPeerConnection()
-        track = PlaneTrack()
-        pc.addTrack(track)
+        from callgrid.console import webrtc  # aiortc loads with the first softphone, not with the server
+
+        def on_audio(remote: MediaStreamTrack) -> None:
+            self._spawn(session, self._pump_microphone(session, remote))
+
+        async def on_failed() -> None:
+            await self.hang_up(session)
+
+        pc, track = webrtc.peer(on_audio, on_failed)
         session = Session(str(uuid.uuid4()), "", raw_id, pc, track)
-
-        @pc.on("track")
-        def on_track(remote: MediaStreamTrack) -> None:
-            if remote.kind == "audio":
-                self._spawn(session, self._pump_microphone(session, remote))
-
-        @pc.on("connectionstatechange")
-        async def on_state() -> None:
-            if pc.connectionState in ("failed", "closed"):
-                await self.hang_up(session)
-
-        try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-            await pc.setLocalDescription(await pc.createAnswer())
-        except (ValueError, AttributeError, TypeError) as exc:
-            await pc.close()
-            raise InvalidRequest(f"The SDP offer could not be used: {exc}") from None
+        await webrtc.answer(pc, offer_sdp)
         return session
 
     def _spawn(self, session: Session, coro: Any) -> None:
@@ -233,24 +185,15 @@ class Softphones:
 
     async def _pump_microphone(self, session: Session, remote: MediaStreamTrack) -> None:
         """The browser's voice into the call, once the party is in it (before, it is dropped)."""
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=RATE)
-        pending = np.zeros(0, dtype=np.int16)
+        from callgrid.console import webrtc
+
         plane = self._node.media
-        while not session.closed:
-            try:
-                frame = await remote.recv()
-            except MediaStreamError:
-                return
-            if not isinstance(frame, av.AudioFrame):
-                continue
-            for out in resampler.resample(frame):
-                pending = np.concatenate([pending, out.to_ndarray().reshape(-1).astype(np.int16)])
-            whole = len(pending) - len(pending) % FRAME_SAMPLES
-            if whole == 0:
-                continue
-            chunk, pending = pending[:whole], pending[whole:]
+
+        def speak(chunk: Pcm) -> None:
             if plane.in_call(session.server_call_id, session.raw_id):
                 plane.speak(session.server_call_id, session.raw_id, chunk)
+
+        await webrtc.microphone(remote, speak, lambda: session.closed)
 
     async def dtmf(self, session: Session, tones: list[str]) -> None:
         async with self._node.store.transaction() as tx:

@@ -8,8 +8,6 @@ import math
 import struct
 from dataclasses import dataclass
 
-import mutagen.mp3
-
 # ACS plays WAV only as mono 16-bit PCM at 16 kHz (its documented prompt format); MP3 as is.
 PLAY_WAV_RATE = 16000
 
@@ -65,6 +63,8 @@ def wav_duration(data: bytes, *, require_play_format: bool = True) -> float:
 
 
 def mp3_duration(data: bytes) -> float:
+    import mutagen.mp3  # only for MP3 prompts: not loaded with every server
+
     try:
         info = mutagen.mp3.MP3(io.BytesIO(data)).info  # type: ignore[no-untyped-call]
     except mutagen.MutagenError as exc:

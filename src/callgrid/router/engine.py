@@ -15,17 +15,28 @@ import uuid
 from email.utils import formatdate
 from typing import Any
 
+from azure.communication.callautomation import (
+    CommunicationIdentifier,
+    CommunicationUserIdentifier,
+    PhoneNumberIdentifier,
+)
 from azure.communication.callautomation.aio import CallAutomationClient
 from azure.core.exceptions import AzureError, HttpResponseError
 
 from callgrid.router.automation import USER_AGENT
-from callgrid.router.identifiers import sdk_identifier
 from callgrid.router.models import ActionRecord, IncomingCall
 from callgrid.router.routing import Plan, Step, blocking_keys, decide
 from callgrid.router.store import RouterStore
 
 log = logging.getLogger("callgrid.router")
 _REPEATABILITY = uuid.UUID("6f1d5a52-8f8b-4d0c-9a53-3c2a1c7e9b10")
+
+
+def sdk_identifier(raw_id: str) -> CommunicationIdentifier:
+    """The SDK's identifier for a stored target."""
+    if raw_id.startswith("4:"):
+        return PhoneNumberIdentifier(raw_id[2:])
+    return CommunicationUserIdentifier(raw_id)
 
 
 class Router:

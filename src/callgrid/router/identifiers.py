@@ -1,15 +1,12 @@
-"""What the router accepts as a phone number, an identity, or a routing target; clear messages otherwise."""
+"""What the router accepts as a phone number, an identity, or a routing target; clear messages otherwise.
+
+The SDK's identifier parser is imported when an identity is checked, not with this module: every `callgrid`
+command imports it (the CLI's `router` commands validate with it), and the SDK costs a server's start ~0.1 s.
+"""
 
 from __future__ import annotations
 
 import re
-
-from azure.communication.callautomation import (
-    CommunicationIdentifier,
-    CommunicationUserIdentifier,
-    PhoneNumberIdentifier,
-)
-from azure.communication.callautomation._shared.models import identifier_from_raw_id
 
 _E164 = re.compile(r"^\+[1-9][0-9]{1,14}\Z")
 # Separators people type or spreadsheets keep; anything else is an error, never silently dropped.
@@ -40,6 +37,9 @@ def identity(value: str) -> str:
         raise InvalidValue(
             f"'{value}' is not a Communication Services identity: expected a raw id like 8:acs:<resource>_<user>."
         )
+    from azure.communication.callautomation import CommunicationUserIdentifier
+    from azure.communication.callautomation._shared.models import identifier_from_raw_id
+
     parsed = identifier_from_raw_id(text)
     suffix = text.split(":", 2)[2]
     if not isinstance(parsed, CommunicationUserIdentifier) or not suffix.strip("_"):
@@ -76,10 +76,3 @@ def caller(value: str) -> str:
     if ":" in text and not any(c.isspace() for c in text):
         return text
     raise InvalidValue(f"'{value}' is neither an E.164 number nor a raw id.")
-
-
-def sdk_identifier(raw_id: str) -> CommunicationIdentifier:
-    """The SDK's identifier for a stored target."""
-    if raw_id.startswith("4:"):
-        return PhoneNumberIdentifier(raw_id[2:])
-    return CommunicationUserIdentifier(raw_id)
