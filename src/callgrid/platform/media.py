@@ -202,6 +202,9 @@ class MediaService:
         call.media.setdefault("sends", []).append(op)
         await self._schedule(tx, call, op)
         call.record(now, "dtmfSent", tones=tones, to=target.raw_id)
+        # ACS plays the keys to the target in-band (an IVR on the far end hears them).
+        plane, server_call_id, op_id = self._core.media_plane, call.server_call_id, op["id"]
+        tx.after_commit(lambda: plane.send_tones(server_call_id, op_id, target.raw_id, list(tones)))
         await self._core.save(tx, call)
 
     # ---- the simulated caller presses keys ----------------------------------------------------------
