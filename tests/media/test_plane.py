@@ -12,6 +12,7 @@ import av
 import numpy as np
 import pytest
 from azure.communication.callautomation import (
+    DtmfTone,
     FileSource,
     MediaStreamingAudioChannelType,
     MediaStreamingContentType,
@@ -51,6 +52,22 @@ def test_hold_music_is_heard_by_the_held_party_alone(world: World, files: FileSe
     connection.hold(PhoneNumberIdentifier(PSTN_CALLER), play_source=FileSource(files.url("/tone.wav")))
     wait(lambda: find(TONE[:4000], heard(world, server_call_id))[1] > 0.9 or None, what="hold music")
     connection.unhold(PhoneNumberIdentifier(PSTN_CALLER))
+
+
+def test_keys_the_app_sends_are_heard_by_their_target(world: World) -> None:
+    # An IVR on the far end must hear send_dtmf_tones in-band, as a PSTN callee does on ACS.
+    server_call_id, ccid = answer(world)
+    connection = world.automation.get_call_connection(ccid)
+    keys = [DtmfTone.ONE, DtmfTone.TWO, DtmfTone.POUND]
+    connection.send_dtmf_tones(keys, PhoneNumberIdentifier(PSTN_CALLER), operation_context="to-ivr")
+    world.server.advance(0.2 * len(keys))
+    assert callback(world, ccid, "SendDtmfTonesCompleted")["operationContext"] == "to-ivr"
+
+    def pressed() -> list[str] | None:
+        found = [key for _, key in codecs.detect_dtmf(heard(world, server_call_id))]
+        return found if len(found) >= len(keys) else None
+
+    assert wait(pressed, what="the keys at the caller's ear") == ["1", "2", "#"]
 
 
 def test_a_recording_holds_both_parties_of_an_echo_call(world: World) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from azure.communication.callautomation import (
+    CallAutomationClient,
     DtmfTone,
     FileSource,
     PhoneNumberIdentifier,
@@ -206,6 +207,25 @@ def test_continuous_dtmf_and_send_tones(world: World) -> None:
     sent = world.callbacks(ccid, 6)[5]
     assert sent.type == "Microsoft.Communication.SendDtmfTonesCompleted"
     assert sent.data["operationContext"] == "send"
+
+
+def test_a_preview_api_versions_tone_events_keep_its_shape(world: World) -> None:
+    # An app on SDK 1.1.0b1 (api-version 2023-06-15-preview) reads the key under toneInfo; 2023-10-15 on
+    # reads it flat. Each gets the shape of the api-version that started the recognition.
+    server_call_id, ccid = answered(world)
+    preview = CallAutomationClient.from_connection_string(
+        world.server.connection_string, api_version="2023-06-15-preview", retry_total=0
+    )
+    caller = PhoneNumberIdentifier(PSTN_CALLER)
+    preview.get_call_connection(ccid).start_continuous_dtmf_recognition(caller, operation_context="old")
+    press(world, server_call_id, "5")
+    old = world.callbacks(ccid, 3)[2].data
+    assert old["toneInfo"] == {"sequenceId": 1, "tone": "five"} and "tone" not in old
+    assert old["version"] == "2023-06-15-preview"
+    world.automation.get_call_connection(ccid).start_continuous_dtmf_recognition(caller, operation_context="new")
+    press(world, server_call_id, "6")
+    new = world.callbacks(ccid, 4)[3].data
+    assert (new["sequenceId"], new["tone"]) == (1, "six") and "toneInfo" not in new
 
 
 MENU = [

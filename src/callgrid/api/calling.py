@@ -415,23 +415,26 @@ async def _cancel_media(node: Node, ccid: str, body: dict[str, Any]) -> Response
     return Response(status_code=202)
 
 
-async def _continuous_dtmf(node: Node, ccid: str, body: dict[str, Any], start: bool) -> Response:
+async def _start_dtmf(node: Node, ccid: str, body: dict[str, Any], api_version: str | None = None) -> Response:
     target = _required_identifier(body, "targetParticipant")
     operation_context = _operation_context(body)
     callback = field(body, "operationCallbackUri", str, required=False)
-    media = node.calls.media
     async with node.store.transaction() as tx:
-        action = media.start_continuous_dtmf if start else media.stop_continuous_dtmf
-        await action(tx, ccid, target, operation_context=operation_context, callback_uri=callback)
+        await node.calls.media.start_continuous_dtmf(
+            tx, ccid, target, operation_context=operation_context, callback_uri=callback, api_version=api_version
+        )
     return Response(status_code=200)
 
 
-async def _start_dtmf(node: Node, ccid: str, body: dict[str, Any]) -> Response:
-    return await _continuous_dtmf(node, ccid, body, True)
-
-
 async def _stop_dtmf(node: Node, ccid: str, body: dict[str, Any]) -> Response:
-    return await _continuous_dtmf(node, ccid, body, False)
+    target = _required_identifier(body, "targetParticipant")
+    operation_context = _operation_context(body)
+    callback = field(body, "operationCallbackUri", str, required=False)
+    async with node.store.transaction() as tx:
+        await node.calls.media.stop_continuous_dtmf(
+            tx, ccid, target, operation_context=operation_context, callback_uri=callback
+        )
+    return Response(status_code=200)
 
 
 async def _send_dtmf(node: Node, ccid: str, body: dict[str, Any]) -> Response:
@@ -564,6 +567,10 @@ async def _connection_action(request: Request) -> Response:
             501, "NotImplemented", f"callgrid does not serve the call connection action ':{action}' yet."
         )
     body = await read_object(request, allow_empty=True)
+    if action == "startContinuousDtmfRecognition":
+        # The tones' events take the shape of the api-version that asked for them (see media.py).
+        api_version = request.query_params.get("api-version")
+        return await _start_dtmf(node_of(request), request.path_params["ccid"], body, api_version)
     return await handler(node_of(request), request.path_params["ccid"], body)
 
 

@@ -171,6 +171,15 @@ class _Ear:
     closed: Callable[[], None] | None = None
 
 
+def _keys_pcm(tones: list[str]) -> Pcm:
+    """Keys as in-band DTMF, each TONE_SECONDS long: 150 ms of tone, 50 ms of silence."""
+    gap = np.zeros(int(0.05 * RATE), dtype=np.int16)
+    parts: list[Pcm] = []
+    for tone in tones:
+        parts.extend([codecs.dtmf_tone(TONE_KEYS.get(tone, tone), 0.15, RATE), gap])
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+
+
 @dataclass
 class _Prompt:
     op_id: str
@@ -639,14 +648,18 @@ class MediaPlane:
 
     @_in_plane
     def tones(self, server_call_id: str, raw_id: str, tones: list[str]) -> None:
-        gap = np.zeros(int(0.05 * RATE), dtype=np.int16)
-        parts: list[Pcm] = []
-        for tone in tones:
-            parts.extend([codecs.dtmf_tone(TONE_KEYS.get(tone, tone), 0.15, RATE), gap])
-        if parts:
-            self._speak(server_call_id, raw_id, np.concatenate(parts))
+        pcm = _keys_pcm(tones)
+        if len(pcm):
+            self._speak(server_call_id, raw_id, pcm)
         for sink in self.session(server_call_id).sinks.values():
             sink.on_tones(raw_id, tones)
+
+    def send_tones(self, server_call_id: str, op_id: str, target: str, tones: list[str]) -> None:
+        # The app's keys are a prompt to the target alone: the others do not hear them, media streams
+        # (which carry the participants' keys) do not report them, recordings hold them.
+        pcm = _keys_pcm(tones)
+        if len(pcm):
+            self._play(server_call_id, _Prompt(op_id, frames_of(pcm), {target}, loop=False))
 
     @_answered_in_plane
     def heard(self, server_call_id: str, raw_id: str) -> Pcm | None:

@@ -44,6 +44,9 @@ SPEECH_NOT_RECOGNIZED: Result = (400, 8563, "Action failed, speech could not be 
 END_SILENCE_SECONDS = 0.5
 # Once the caller is talking, the initial silence timeout no longer applies; this bounds an utterance.
 MAX_SPEECH_SECONDS = 60.0
+# api-versions whose ContinuousDtmfRecognitionToneReceived nests the key as `toneInfo: {sequenceId, tone}`
+# (the contract of azure-communication-callautomation 1.1.0b1's models); 2023-10-15 flattened it.
+NESTED_TONE_INFO_VERSIONS = frozenset({"2023-06-15-preview"})
 
 
 @dataclass
@@ -141,6 +144,7 @@ class MediaService:
         *,
         operation_context: str | None = None,
         callback_uri: str | None = None,
+        api_version: str | None = None,
     ) -> None:
         call, connection = await self._core.active_connection(tx, call_connection_id)
         self._require_participant(call, target)
@@ -150,6 +154,7 @@ class MediaService:
             "sequence": 0,
             "operationContext": operation_context,
             "callbackUri": callback_uri,
+            "apiVersion": api_version,
         }
         await self._core.save(tx, call)
 
@@ -202,6 +207,9 @@ class MediaService:
         call.media.setdefault("sends", []).append(op)
         await self._schedule(tx, call, op)
         call.record(now, "dtmfSent", tones=tones, to=target.raw_id)
+        # ACS plays the keys to the target in-band (an IVR on the far end hears them).
+        plane, server_call_id, op_id = self._core.media_plane, call.server_call_id, op["id"]
+        tx.after_commit(lambda: plane.send_tones(server_call_id, op_id, target.raw_id, list(tones)))
         await self._core.save(tx, call)
 
     # ---- the simulated caller presses keys ----------------------------------------------------------
@@ -446,6 +454,11 @@ class MediaService:
         if connection is None or connection.state != ConnectionState.CONNECTED:
             return
         listener["sequence"] += 1
+        key: dict[str, Any] = {"sequenceId": listener["sequence"], "tone": tone}
+        api_version = listener.get("apiVersion")
+        extra = {"toneInfo": key} if api_version in NESTED_TONE_INFO_VERSIONS else dict(key)
+        if api_version:
+            extra["version"] = api_version
         await self._core.callback(
             tx,
             call,
@@ -453,7 +466,7 @@ class MediaService:
             "ContinuousDtmfRecognitionToneReceived",
             operation_context=listener["operationContext"],
             result=SUCCESS,
-            extra={"sequenceId": listener["sequence"], "tone": tone},
+            extra=extra,
             url=listener["callbackUri"],
         )
 

@@ -69,6 +69,9 @@ class MediaPlanePort(Protocol):
     def tones(self, server_call_id: str, raw_id: str, tones: list[str]) -> None:
         """A party pressed keys: heard in-band by the others and in recordings."""
 
+    def send_tones(self, server_call_id: str, op_id: str, target: str, tones: list[str]) -> None:
+        """The app sends keys to one party (send DTMF): heard in-band by that party and in recordings."""
+
     def start_stream(self, options: StreamOptions) -> None: ...
 
     def stop_stream(self, server_call_id: str, kind: str, call_connection_id: str) -> None: ...
