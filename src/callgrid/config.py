@@ -90,6 +90,12 @@ class Settings:
     # shortest it accepts (Min-SE; a shorter Session-Expires is answered 422).
     sip_session_expires: int = 1800
     sip_min_se: int = 90
+    # Recording files are announced (contentLocation, metadataLocation, deleteLocation) on this host name at
+    # the server's port instead of the endpoint's. The SDK's download_recording and delete_recording (1.6 and
+    # later) send the access key only to Azure's recording hosts (*.asm.skype.com, ...): a name under
+    # .asm.skype.com that resolves to this machine (a hosts-file line) lets them fetch from callgrid. The
+    # server certificate covers it. Empty: the endpoint's host.
+    recording_host: str = ""
     # The media plane's ticks and sockets run in a thread of their own, out of reach of the server loop's
     # pauses; false runs them on the server's loop (kept to measure the two side by side).
     media_thread: bool = True
@@ -129,6 +135,18 @@ class Settings:
         # No trailing slash: the SDK would sign "host:port/" and never match the Host header.
         host = "localhost" if self.tls and self.host in ("127.0.0.1", "0.0.0.0") else self.host
         return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def recording_base(self) -> str:
+        """Where recording files are announced: the endpoint, or the recording host at the same port."""
+        if not self.recording_host:
+            return self.endpoint
+        return f"{self.scheme}://{self.recording_host}:{self.port}"
+
+    @property
+    def tls_hostnames(self) -> tuple[str, ...]:
+        """The names the server certificate must cover."""
+        return ("localhost", self.recording_host) if self.recording_host else ("localhost",)
 
     @property
     def resolved_store_url(self) -> str:

@@ -30,6 +30,32 @@ def test_wrong_validation_code_fails(fresh: CallgridServer) -> None:
         hook.close()
 
 
+def test_a_single_quoted_echo_consents(fresh: CallgridServer) -> None:
+    # What a Python app that answers str({"validationResponse": code}) sends.
+    def python_repr(r: Received) -> tuple[int, bytes]:
+        code = r.body[0]["data"]["validationCode"]
+        return 200, f"{{'validationResponse': '{code}'}}".encode()
+
+    hook = WebhookReceiver(validate=False, responder=python_repr)
+    try:
+        sub = create(fresh, "single-quoted", hook.url)
+        assert sub["properties"]["provisioningState"] == "Succeeded"
+    finally:
+        hook.close()
+
+
+def test_an_answer_that_is_not_json_is_no_consent(fresh: CallgridServer) -> None:
+    def garbled(r: Received) -> tuple[int, bytes]:
+        return 200, f"validationResponse: {r.body[0]['data']['validationCode']}".encode()
+
+    hook = WebhookReceiver(validate=False, responder=garbled)
+    try:
+        sub = create(fresh, "garbled", hook.url)
+        assert sub["properties"]["provisioningState"] == "AwaitingManualAction"
+    finally:
+        hook.close()
+
+
 def test_no_response_fails(fresh: CallgridServer) -> None:
     sub = create(fresh, "nobody-home", f"http://127.0.0.1:{free_port()}/hook")
     assert sub["properties"]["provisioningState"] == "Failed"

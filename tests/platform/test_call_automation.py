@@ -56,6 +56,24 @@ def test_create_call_to_an_identity_connects_when_it_answers(world: World) -> No
     assert [e.data["user"]["communicationIdentifier"]["rawId"] for e in added] == [user]
 
 
+def test_an_answered_leg_names_its_caller_as_source_and_the_number_as_answered_for(world: World) -> None:
+    _, ccid = answered_pstn_call(world)
+    props = world.automation.get_call_connection(ccid).get_call_properties()
+    assert props.source is not None and props.source.raw_id == phone(PSTN_CALLER)
+    assert props.answered_for is not None and props.answered_for.raw_id == phone(ENTRY_NUMBER)
+    assert [t.raw_id for t in props.targets] == [phone(PSTN_CALLER)]
+
+
+def test_an_identity_calling_an_identity_the_app_answers_is_the_source(world: World) -> None:
+    caller, callee = world.user(), world.user()
+    world.place_call(caller, callee)
+    answered = world.automation.answer_call(world.incoming(0).data["incomingCallContext"], world.callback_url)
+    world.callbacks(answered.call_connection_id, 1)
+    props = world.automation.get_call_connection(answered.call_connection_id).get_call_properties()
+    assert props.source is not None and props.source.raw_id == caller
+    assert props.answered_for is None  # ACS fills answeredFor for phone numbers only
+
+
 @pytest.mark.parametrize(
     ("behaviour", "advance", "code", "sub_code"),
     [("decline", 0, 603, 8538), ("busy", 0, 486, 8539), ("ring", 30, 408, 8587)],

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import time
 import wave
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -113,8 +116,55 @@ def test_a_recording_holds_the_recorded_time_with_its_tones(world: World) -> Non
     assert download(world.server, chunk["contentLocation"].replace(started.recording_id, "nope")).status_code == 404
     parts = urlsplit(chunk["deleteLocation"])
     headers = sign_request("DELETE", parts.path, parts.netloc, b"", world.server.access_key, datetime.now(UTC))
-    assert requests.delete(chunk["deleteLocation"], headers=headers, verify=world.server.ca_bundle).status_code == 204
+    assert requests.delete(chunk["deleteLocation"], headers=headers, verify=world.server.ca_bundle).status_code == 200
     assert download(world.server, chunk["contentLocation"]).status_code == 404
+
+
+RECORDING_HOST = "callgrid-test.asm.skype.com"
+
+
+@pytest.fixture(scope="module")
+def recording_host_server(tmp_path_factory: pytest.TempPathFactory, callgrid_tls_dir: Path) -> Iterator[CallgridServer]:
+    env = {"CALLGRID_RECORDING_HOST": RECORDING_HOST}
+    server = CallgridServer(tmp_path_factory.mktemp("recording-host"), tls_dir=callgrid_tls_dir, env=env).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def resolves_to_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hosts-file line a user adds for the recording host, for this test process alone."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real("127.0.0.1" if host == RECORDING_HOST else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def test_the_sdk_downloads_and_deletes_from_a_recording_host_under_asm_skype_com(
+    recording_host_server: CallgridServer, webhook: WebhookReceiver, resolves_to_loopback: None
+) -> None:
+    # SDK 1.6 sends the key for a download or delete to *.asm.skype.com alone, signed for the endpoint's host.
+    world = make_world(recording_host_server, webhook)
+    server_call_id, _ = answered(world)
+    started = world.automation.start_recording(server_call_id=server_call_id)
+    world.server.advance(2)
+    world.automation.stop_recording(started.recording_id)
+    event = world.webhook.wait_until(lambda: world.system_events(FILE_STATUS))[0]
+    chunk = event.data["recordingStorageInfo"]["recordingChunks"][0]
+    port = urlsplit(recording_host_server.endpoint).port
+    assert chunk["contentLocation"].startswith(f"https://{RECORDING_HOST}:{port}/")
+
+    # The SDK hands back the HTTP response itself (its own issue 42835), read as Microsoft's sample does.
+    content = world.automation.download_recording(chunk["contentLocation"]).read()
+    with wave.open(io.BytesIO(content)) as wav:
+        assert wav.getframerate() == 16000 and wav.getnframes() >= 2 * 16000
+    metadata = json.loads(world.automation.download_recording(chunk["metadataLocation"]).read())
+    assert metadata["callId"] == server_call_id
+    world.automation.delete_recording(chunk["deleteLocation"])
+    with pytest.raises(ResourceNotFoundError):
+        world.automation.download_recording(chunk["contentLocation"])
 
 
 def test_a_recording_stops_when_the_call_ends(world: World) -> None:

@@ -25,7 +25,7 @@ from callgrid.errors import Forbidden
 from callgrid.node import Node
 from callgrid.platform.resource import CommunicationResource
 from callgrid.security import HmacAuthError, TokenError, check_headers, verify_arm_token, verify_entra_token
-from callgrid.security.hmac_auth import verify_signature_with_any
+from callgrid.security.hmac_auth import verify_signature_with_any, x_ms_host_candidates
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -151,6 +151,7 @@ def _signed(handler: Handler, limit: int) -> Handler:
                 host=request.headers.get("host", ""),
                 body_digest=digest.digest(),
                 access_keys=[key for _, key in candidates],
+                signed_for=x_ms_host_candidates(request.headers.get("x-ms-host"), request.headers.get("host", "")),
             )
             return candidates[index][0]
 

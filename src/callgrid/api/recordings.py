@@ -1,9 +1,10 @@
 """Recording routes: ACS's `/calling/recordings` (what `CallAutomationClient.start_recording` and friends
 call) and callgrid's own download routes for the finished files.
 
-The SDK's `download_recording` accepts only Azure storage hosts, so files are fetched from callgrid's
-`contentLocation` directly: `GET /callgrid/v1/recordings/{id}/content` (audio/wav) and `.../metadata`,
-signed with the access key like every `/callgrid/v1` route.
+Files are fetched from callgrid's `contentLocation`: `GET /callgrid/v1/recordings/{id}/content` and
+`.../metadata`, signed with the access key like every `/callgrid/v1` route. The SDK's `download_recording`
+signs them so (before 1.6 for any host; from 1.6 only for Azure's recording hosts, which `recording_host`
+in the settings stands in for).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ async def start_recording(request: Request) -> Response:
             op.tx,
             resource_of(request),
             server_call_id=server_call_id,
-            download_base=node.settings.endpoint,
+            download_base=node.settings.recording_base,
             state_callback_uri=state_callback_uri,
             content_type=content_type,
             channel_type=channel_type,
@@ -110,11 +111,12 @@ async def download_metadata(request: Request) -> Response:
 
 @hmac_signed
 async def delete_recording_files(request: Request) -> Response:
-    """The chunk's deleteLocation: the files are gone afterwards (404)."""
+    """The chunk's deleteLocation: the files are gone afterwards (404). 200, not 204: the SDK's
+    delete_recording takes 200 alone as success."""
     node = node_of(request)
     async with node.store.transaction() as tx:
         await node.calls.recordings.delete_files(tx, resource_of(request), request.path_params["recordingId"])
-    return Response(status_code=204)
+    return Response(status_code=200)
 
 
 routes = [

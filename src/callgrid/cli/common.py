@@ -170,7 +170,7 @@ def local_state(settings: Settings, *, verify_store: bool = False) -> LocalState
     except StoreUnusable as exc:
         err.print(f"[red]error[/red] {exc}", soft_wrap=True, highlight=False)
         raise typer.Exit(1) from None
-    tls = ensure_tls_material(settings.data_dir / "tls") if settings.tls else None
+    tls = ensure_tls_material(settings.data_dir / "tls", settings.tls_hostnames) if settings.tls else None
     return LocalState(settings, resource, tls, keys, location, tuple(others))
 
 

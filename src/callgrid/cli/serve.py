@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 from typing import Annotated, Any
 
@@ -65,6 +66,13 @@ def serve(
         int | None,
         typer.Option(min=90, help="Shortest session timer accepted (s): shorter is answered 422 (default 90)."),
     ] = None,
+    recording_host: Annotated[
+        str | None,
+        typer.Option(
+            help="Announce recording files on this host name (same port), e.g. callgrid.asm.skype.com with a "
+            "hosts-file line for it: the SDK's download_recording (1.6+) fetches only from *.asm.skype.com.",
+        ),
+    ] = None,
     store: StoreOption = None,
     max_requests_in_flight: Annotated[
         int | None,
@@ -86,6 +94,9 @@ def serve(
     if sip_session_expires and sip_session_expires < (sip_min_se or 90):
         err.print("[red]error[/red] --sip-session-expires must be 0 (off) or at least --sip-min-se", highlight=False)
         raise typer.Exit(2)
+    if recording_host is not None and not _HOST_NAME.fullmatch(recording_host):
+        err.print(f"[red]error[/red] --recording-host must be a host name, not '{recording_host}'", highlight=False)
+        raise typer.Exit(2)
     located = locate_data_dir(data_dir)
     settings = settings_for(
         located.path,
@@ -100,6 +111,7 @@ def serve(
         sip_min_se=sip_min_se,
         store_url=store,
         max_requests_in_flight=max_requests_in_flight,
+        recording_host=recording_host,
     )
     try:
         # Before anything is written to the data directory (server.json names the port clients use).
@@ -138,6 +150,8 @@ def serve(
 
 
 SHUTDOWN_GRACE_SECONDS = 2
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
 
 
 def _banner(state: LocalState, how: str) -> None:

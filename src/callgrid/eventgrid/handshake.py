@@ -285,7 +285,10 @@ def _validation_response(body: bytes) -> str | None:
     try:
         parsed = loads(body or b"null")
     except ValueError:
-        return None
+        try:
+            parsed = loads(_single_quotes_to_double(body.decode("utf-8")))
+        except ValueError:
+            return None
     if isinstance(parsed, dict) and isinstance(parsed.get("validationResponse"), str):
         return str(parsed["validationResponse"])
     return None
@@ -307,3 +310,37 @@ def _failure(url: str, reason: str, *, method: str = "POST") -> str:
         f"Webhook validation handshake failed for {base}. Http {method} request failed with {reason}. "
         f"{expected} See https://aka.ms/esvalidation."
     )
+
+
+def _single_quotes_to_double(text: str) -> str:
+    """`text` with its single-quoted strings written as JSON strings.
+
+    Inferred, not documented: Microsoft's Python call-recording and live-transcription samples answer the
+    handshake with `str({"validationResponse": code})`, that is `{'validationResponse': '...'}`, and
+    document the subscription as succeeding; Event Grid is a .NET service, and Json.NET reads single-quoted
+    names and strings. Double-quoted strings are kept as they are; what is still not JSON afterwards is
+    refused by the parser as before (no consent).
+    """
+    out: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        quote_char = text[i]
+        if quote_char not in "'\"":
+            out.append(quote_char)
+            i += 1
+            continue
+        j, chars = i + 1, []
+        while j < n and text[j] != quote_char:
+            if text[j] == "\\" and j + 1 < n:
+                chars.append(text[j : j + 2])
+                j += 2
+            else:
+                chars.append(text[j])
+                j += 1
+        if quote_char == '"':
+            out.append(text[i : j + 1])
+        else:
+            inner = "".join(chars).replace("\\'", "'")
+            out.append('"' + inner.replace('"', '\\"') + '"')
+        i = j + 1
+    return "".join(out)

@@ -160,6 +160,18 @@ def _host_candidates(host: str) -> Iterator[str]:
             yield host.removesuffix(default_port) + "/"
 
 
+def x_ms_host_candidates(x_ms_host: str | None, host: str) -> tuple[str, ...]:
+    """The hosts a request carrying `x-ms-host` may be signed for. The SDK downloads and deletes recordings
+    at the chunk's location, a host other than the resource's, and signs them for its endpoint's host,
+    naming that host (without its port) in x-ms-host; the port is taken to be the request's own."""
+    if not x_ms_host:
+        return ()
+    _, colon, port = host.rpartition(":")
+    if colon and port.isdigit():
+        return (f"{x_ms_host}:{port}", x_ms_host)
+    return (x_ms_host,)
+
+
 def _describe(delta: timedelta) -> str:
     minutes = delta.total_seconds() / 60
     return f"{minutes:g} minutes" if minutes != 1 else "1 minute"
@@ -235,10 +247,13 @@ def verify_signature_with_any(
     host: str,
     body_digest: bytes,
     access_keys: Sequence[str],
+    signed_for: Sequence[str] = (),
 ) -> int:
     """`verify_signature` for a request that may be signed with any of `access_keys` (one server, several
     resources): returns the index of the key that verifies it. The request as received is tried with every
-    key before the spellings some SDKs sign instead, so the usual request costs one HMAC per key."""
+    key before the spellings some SDKs sign instead, so the usual request costs one HMAC per key.
+
+    `signed_for`: other hosts the signature may name than the Host header's (see `x_ms_host_candidates`)."""
     actual = base64.b64encode(body_digest)
     if not hmac.compare_digest(signed.body_hash.strip().encode("utf-8"), actual):
         raise HmacAuthError("content hash does not match the body")
@@ -249,8 +264,9 @@ def verify_signature_with_any(
     keys = [_decode_key(k) for k in access_keys]
     given = signed.signature.encode("utf-8")
     seen: set[tuple[str, str]] = set()
+    hosts = [h for name in (host, *signed_for) for h in _host_candidates(name)]
     for path in _path_candidates(raw_target):
-        for host_value in _host_candidates(host):
+        for host_value in hosts:
             if (path, host_value) in seen:
                 continue
             seen.add((path, host_value))

@@ -68,7 +68,7 @@ class _Server(ThreadingHTTPServer):
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-# (status, JSON payload) or (status, JSON payload, extra response headers)
+# (status, payload) or (status, payload, extra response headers); a payload is sent as JSON, bytes as they are
 Responder = Callable[[Received], tuple[int, Any] | tuple[int, Any, dict[str, str]]]
 
 
@@ -100,7 +100,10 @@ class WebhookReceiver:
                     receiver._lock.notify_all()
                 answer = receiver._respond(item)
                 status, payload = answer[0], answer[1]
-                out = b"" if payload is None else json.dumps(payload).encode()
+                # bytes are sent as they are (an answer that is not JSON); anything else as JSON.
+                out = (
+                    payload if isinstance(payload, bytes) else b"" if payload is None else json.dumps(payload).encode()
+                )
                 self.send_response(status)
                 for name, value in (answer[2] if len(answer) > 2 else {}).items():  # type: ignore[misc]
                     self.send_header(name, value)

@@ -94,6 +94,9 @@ class CallConnection:
     operation_context: str | None = None
     # "answered" (answer_call), "created" (create_call) or "connected" (connect_call).
     origin: str = "answered"
+    # Who called the leg the app answered (the IncomingCall's `from`); None for the legs the app placed,
+    # whose source is the app itself, and for legs saved before this was kept.
+    caller: str | None = None
 
 
 @dataclass

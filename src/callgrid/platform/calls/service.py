@@ -495,6 +495,7 @@ class CallService:
             state=ConnectionState.CONNECTING,
             created_at=now,
             operation_context=operation_context,
+            caller=offer.source,
         )
         joined.connections.append(connection)
         self.streaming.configure(joined, connection, *streams)
@@ -646,7 +647,9 @@ class CallService:
             "targets": [_ident(r) for r in others],
             "callConnectionState": state or connection.state,
             "callbackUri": connection.callback_uri,
-            "source": _ident(connection.answered_for),
+            # ACS names the call's caller here for a leg the app answered (answeredFor says whom it
+            # answered as); Microsoft's lobby samples read the waiting caller from it.
+            "source": _ident(connection.caller or connection.answered_for),
             "correlationId": call.correlation_id,
             "answeredBy": {"id": self.application_id(self.resource_of(call))},
         }
