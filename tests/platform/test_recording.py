@@ -41,11 +41,11 @@ def answered(world: World) -> tuple[str, str]:
     return placed["serverCallId"], ccid
 
 
-def download(server: CallgridServer, url: str) -> requests.Response:
+def download(server: CallgridServer, url: str, extra: dict[str, str] | None = None) -> requests.Response:
     """What an app does with contentLocation: a GET signed with the access key."""
     parts = urlsplit(url)
     headers = sign_request("GET", parts.path, parts.netloc, b"", server.access_key, datetime.now(UTC))
-    return requests.get(url, headers=headers, verify=server.ca_bundle)
+    return requests.get(url, headers={**headers, **(extra or {})}, verify=server.ca_bundle)
 
 
 def recording_events(world: World) -> list[dict[str, Any]]:
@@ -107,6 +107,21 @@ def test_a_recording_holds_the_recorded_time_with_its_tones(world: World) -> Non
     assert 2.0 <= keys[0][0] < 4.0
     assert not samples[: 2 * 16000].any()  # silence before it
 
+    # Part of the file, as download_recording(offset=, length=) asks: one byte range, its end inclusive.
+    size, location = len(content.content), chunk["contentLocation"]
+    assert content.headers["accept-ranges"] == "bytes"
+    part = download(world.server, location, {"Range": "bytes=44-143"})
+    assert part.status_code == 206 and part.content == content.content[44:144]
+    assert part.headers["content-range"] == f"bytes 44-143/{size}"
+    assert download(world.server, location, {"Range": f"bytes={size - 10}-"}).content == content.content[-10:]
+    assert download(world.server, location, {"Range": "bytes=-10"}).content == content.content[-10:]
+    past = download(world.server, location, {"Range": f"bytes={size}-"})
+    assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{size}"
+    assert past.json()["error"]["code"] == "InvalidRange"
+    for ignored in ("bytes=0-1,5-6", "bytes=9-3", "items=0-5"):  # not one range of bytes: the whole file
+        whole = download(world.server, location, {"Range": ignored})
+        assert whole.status_code == 200 and whole.content == content.content, ignored
+
     metadata = download(world.server, chunk["metadataLocation"]).json()
     assert metadata["callId"] == server_call_id
     assert metadata["chunkDuration"] == 5000
@@ -162,6 +177,8 @@ def test_the_sdk_downloads_and_deletes_from_a_recording_host_under_asm_skype_com
         assert wav.getframerate() == 16000 and wav.getnframes() >= 2 * 16000
     metadata = json.loads(world.automation.download_recording(chunk["metadataLocation"]).read())
     assert metadata["callId"] == server_call_id
+    part = world.automation.download_recording(chunk["contentLocation"], offset=44, length=100).read()
+    assert part == content[44:144]
     world.automation.delete_recording(chunk["deleteLocation"])
     with pytest.raises(ResourceNotFoundError):
         world.automation.download_recording(chunk["contentLocation"])

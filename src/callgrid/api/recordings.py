@@ -9,10 +9,13 @@ in the settings stands in for).
 
 from __future__ import annotations
 
+import re
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from callgrid import jsonio
 from callgrid.api.auth import hmac_signed, node_of, resource_of
 from callgrid.api.errors import field, read_object
 from callgrid.api.repeatability import operation, repeatable
@@ -94,19 +97,53 @@ async def _stored(request: Request) -> dict[str, object]:
         return await node.calls.recordings.stored(tx, resource_of(request), recording_id)
 
 
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def _ranged(request: Request, content: bytes, media_type: str) -> Response:
+    """`content`, or the one byte range the request's Range header asks for (206): what the SDK's
+    `download_recording(offset=, length=)` sends, `bytes=<offset>-` or `bytes=<offset>-<last, inclusive>`.
+    A header that is not one range of bytes is ignored (the whole file, 200), as RFC 9110 allows; a range
+    that starts past the end is 416, naming the size."""
+    size = len(content)
+    whole = {"Accept-Ranges": "bytes"}
+    match = _RANGE.fullmatch(request.headers.get("range", "").strip())
+    if match is None or match[1] == match[2] == "":
+        return Response(content, media_type=media_type, headers=whole)
+    if match[1] == "":  # the last N bytes
+        start, end = max(0, size - int(match[2])), size - 1
+    else:
+        start = int(match[1])
+        end = min(int(match[2]), size - 1) if match[2] else size - 1
+        if match[2] and int(match[2]) < start:
+            return Response(content, media_type=media_type, headers=whole)  # not a valid range: ignored
+    if start >= size or size == 0:
+        return JSONResponse(
+            {"error": {"code": "InvalidRange", "message": f"The range starts past the end of the {size}-byte file."}},
+            status_code=416,
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+    return Response(
+        content[start : end + 1],
+        status_code=206,
+        media_type=media_type,
+        headers={**whole, "Content-Range": f"bytes {start}-{end}/{size}"},
+    )
+
+
 @hmac_signed
 async def download_content(request: Request) -> Response:
     doc = await _stored(request)
     audio = node_of(request).calls.recordings.audio(doc)
     media_types = {"wav": "audio/wav", "mp3": "audio/mpeg", "mp4": "video/mp4"}
     media_type = media_types.get(str(doc["formatType"]), "audio/wav")
-    return Response(audio, media_type=media_type)
+    return _ranged(request, audio, media_type)
 
 
 @hmac_signed
 async def download_metadata(request: Request) -> Response:
     doc = await _stored(request)
-    return JSONResponse(node_of(request).calls.recordings.metadata(doc))
+    return _ranged(request, jsonio.dumpb(node_of(request).calls.recordings.metadata(doc)), "application/json")
 
 
 @hmac_signed
