@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import requests
 
 from callgrid.testing import CallgridServer, Received, WebhookReceiver, free_port
@@ -30,28 +31,24 @@ def test_wrong_validation_code_fails(fresh: CallgridServer) -> None:
         hook.close()
 
 
-def test_a_single_quoted_echo_consents(fresh: CallgridServer) -> None:
-    # What a Python app that answers str({"validationResponse": code}) sends.
-    def python_repr(r: Received) -> tuple[int, bytes]:
-        code = r.body[0]["data"]["validationCode"]
-        return 200, f"{{'validationResponse': '{code}'}}".encode()
+@pytest.mark.parametrize(
+    ("echo", "state"),
+    [
+        # What a Python app that answers str({"validationResponse": code}) sends: consent.
+        ("{{'validationResponse': '{code}'}}", "Succeeded"),
+        # Not JSON even with its quotes read leniently: no consent.
+        ("validationResponse: {code}", "AwaitingManualAction"),
+    ],
+    ids=["single-quoted", "not-json"],
+)
+def test_how_the_echo_is_written_decides_consent(fresh: CallgridServer, echo: str, state: str) -> None:
+    def answer(r: Received) -> tuple[int, bytes]:
+        return 200, echo.format(code=r.body[0]["data"]["validationCode"]).encode()
 
-    hook = WebhookReceiver(validate=False, responder=python_repr)
+    hook = WebhookReceiver(validate=False, responder=answer)
     try:
-        sub = create(fresh, "single-quoted", hook.url)
-        assert sub["properties"]["provisioningState"] == "Succeeded"
-    finally:
-        hook.close()
-
-
-def test_an_answer_that_is_not_json_is_no_consent(fresh: CallgridServer) -> None:
-    def garbled(r: Received) -> tuple[int, bytes]:
-        return 200, f"validationResponse: {r.body[0]['data']['validationCode']}".encode()
-
-    hook = WebhookReceiver(validate=False, responder=garbled)
-    try:
-        sub = create(fresh, "garbled", hook.url)
-        assert sub["properties"]["provisioningState"] == "AwaitingManualAction"
+        sub = create(fresh, f"echo-{state.lower()}", hook.url)
+        assert sub["properties"]["provisioningState"] == state
     finally:
         hook.close()
 
