@@ -267,3 +267,10 @@ def test_detector_accepts_any_chunking() -> None:
     detector = UtteranceDetector()
     odd = [e for pos in range(0, len(pcm), 777) for e in detector.feed(pcm[pos : pos + 777])]
     assert [(e.kind, e.start) for e in odd] == [(e.kind, e.start) for e in by_frame]
+
+
+def test_display_text_is_sentence_case_with_a_capital_i_and_a_period() -> None:
+    assert speech.display_text("i think i'd like the balance") == "I think I'd like the balance."
+    assert speech.display_text("hello") == "Hello."
+    assert speech.display_text("is it open?") == "Is it open?"
+    assert speech.display_text("  ") == ""

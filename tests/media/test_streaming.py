@@ -193,6 +193,11 @@ def test_live_transcription_of_what_the_caller_says(world: World) -> None:
         assert data["participantRawID"] == CALLER
         assert identifier_from_raw_id(data["participantRawID"]).raw_id == CALLER
         assert len(words_of(data["text"]) & words_of(sentence)) >= 3, data["text"]
+        # Display text, as ACS sends a Final result: a capital first letter and a closing period; the words
+        # stay lexical (lower case).
+        assert data["format"] == "display"
+        assert data["text"][0].isupper() and data["text"].endswith("."), data["text"]
+        assert all(w["text"] == w["text"].lower() for w in data["words"])
         assert 0 < data["confidence"] <= 1
         assert data["duration"] > 10_000_000  # ticks of 100 ns: over a second
         assert all({"text", "offset", "duration"} <= set(w) for w in data["words"])

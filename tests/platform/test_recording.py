@@ -53,8 +53,9 @@ def recording_events(world: World) -> list[dict[str, Any]]:
 
 
 def test_a_recording_holds_the_recorded_time_with_its_tones(world: World) -> None:
-    server_call_id, _ = answered(world)
+    server_call_id, ccid = answered(world)
     automation = world.automation
+    correlation_id = automation.get_call_connection(ccid).get_call_properties().correlation_id
     started = automation.start_recording(
         server_call_id=server_call_id, recording_state_callback_url=world.webhook.url + "/recording"
     )
@@ -88,7 +89,10 @@ def test_a_recording_holds_the_recorded_time_with_its_tones(world: World) -> Non
         automation.get_recording_properties(started.recording_id)
 
     event = world.webhook.wait_until(lambda: world.system_events(FILE_STATUS))[0]
-    assert event.subject == f"/recording/call/{server_call_id}/recordingId/{started.recording_id}"
+    # The subject Microsoft documents for the event: the call, its serverCallId, the recording.
+    assert event.subject == (
+        f"/recording/call/{correlation_id}/serverCallId/{server_call_id}/recordingId/{started.recording_id}"
+    )
     assert event.data["recordingDurationMs"] == 5000
     assert event.data["sessionEndReason"] == "StopRecording"
     chunk = event.data["recordingStorageInfo"]["recordingChunks"][0]

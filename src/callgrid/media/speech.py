@@ -585,6 +585,18 @@ def normalize_words(text: str) -> list[str]:
     return [w.strip("'") for w in re.split(r"[^\w']+", text) if w.strip("'_")]
 
 
+def display_text(text: str) -> str:
+    """Dictation's lexical words as display text: the first letter and the pronoun "I" in capitals and a
+    final period ("i think so" -> "I think so."). No other punctuation is guessed."""
+    words = text.split()
+    if not words:
+        return ""
+    words = ["I" + w[1:] if w == "i" or w.startswith("i'") else w for w in words]
+    sentence = " ".join(words)
+    sentence = sentence[0].upper() + sentence[1:]
+    return sentence if sentence[-1] in ".?!" else sentence + "."
+
+
 def _is_subsequence(needle: Sequence[str], haystack: Sequence[str]) -> bool:
     it = iter(haystack)
     return all(word in it for word in needle)

@@ -328,8 +328,11 @@ class TranscriptionStream(_Socket):
             )
             for w, begin, end in result.words
         ]
+        # A Final result is display text, as Microsoft's transcription how-to shows it ("format": "display",
+        # "text": "Testing transcription.", its words in lower case); hypotheses stay as heard.
+        text = speech.display_text(result.text) if status == wire.RESULT_FINAL else result.text
         data = wire.TranscriptionData(
-            text=result.text,
+            text=text,
             confidence=min(1.0, max(0.0, result.confidence)),
             offset=wire.seconds_to_ticks(start),
             duration=wire.seconds_to_ticks(len(pcm) / RATE),

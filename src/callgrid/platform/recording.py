@@ -250,7 +250,11 @@ class RecordingService:
             "recordingChannelType": doc["channelType"],
             "recordingFormatType": doc["formatType"],
         }
-        subject = f"/recording/call/{doc['serverCallId']}/recordingId/{doc['recordingId']}"
+        # Microsoft's event reference names the call, its serverCallId and the recording; the call's id is
+        # taken to be its correlationId (the GUID ACS calls a call's id), not the serverCallId beside it.
+        subject = (
+            f"/recording/call/{call.correlation_id}/serverCallId/{doc['serverCallId']}/recordingId/{doc['recordingId']}"
+        )
         await self._core.sink.publish_system_event(
             tx, self._core.resource_of(call), event_type=FILE_STATUS_UPDATED, subject=subject, data=data
         )
