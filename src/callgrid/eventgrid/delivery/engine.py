@@ -69,6 +69,11 @@ class DeliverySettings:
     # waiting, so one that hangs holds its own share of the slots, never all of them.
     max_in_flight_per_destination: int = 32
     max_queued_per_destination: int = 2048
+    # How long (real time) a callback still unanswered holds back the next ones to its URL. Callbacks go
+    # out in the order raised; an app that answers late (or never: Microsoft's JavaScript transcription
+    # and OpenAI samples never answer theirs, and their flows run on Azure) is not made to wait the whole
+    # response timeout for each event. Inferred from those samples: ACS documents no such wait.
+    callback_hold_seconds: float = 2.0
     ttl_reason: str = "TimeToLiveExceeded"
     dead_letter_delay_seconds: float = 0.0
     probation_failure_threshold: int = 10
@@ -600,10 +605,20 @@ class DeliveryEngine:
             task.add_done_callback(self._in_flight.discard)
 
     async def _send_callbacks(self, url: str, queue: deque[_Request]) -> None:
+        unanswered: set[asyncio.Task[None]] = set()
         try:
             while queue:
+                if len(unanswered) >= self.settings.max_in_flight_per_destination:
+                    await asyncio.wait(unanswered, return_when=asyncio.FIRST_COMPLETED)
+                    unanswered = {t for t in unanswered if not t.done()}
                 await self._slots.acquire()
-                await self._send(queue.popleft())
+                sending = asyncio.create_task(self._send(queue.popleft()))
+                self._in_flight.add(sending)
+                sending.add_done_callback(self._in_flight.discard)
+                # The next one waits for this one's answer, or for the hold: then it goes out beside it.
+                await asyncio.wait({sending}, timeout=self.settings.callback_hold_seconds)
+                if not sending.done():
+                    unanswered.add(sending)
         finally:
             for left in queue:
                 self._waiting.pop(id(left), None)
