@@ -131,6 +131,7 @@ def test_an_unreachable_websocket_fails_the_stream_not_the_call(world: World) ->
     _, ccid = answer(world, media_streaming=streaming("ws://127.0.0.1:9/nobody"))
     failed = callback(world, ccid, "MediaStreamingFailed")
     assert failed["resultInformation"]["subCode"] == 8603  # type: ignore[index]
+    assert "operationContext" not in failed
     assert failed["mediaStreamingUpdate"]["mediaStreamingStatusDetails"] == "streamConnectionUnsuccessful"  # type: ignore[index]
     props = world.automation.get_call_connection(ccid).get_call_properties()
     assert props.call_connection_state == "connected"
@@ -147,6 +148,9 @@ def test_a_wss_app_with_a_certificate_of_its_own_gets_its_transcription(world: W
         _, ccid = answer(world, transcription=transcription(app.url))
         started = callback(world, ccid, "TranscriptionStarted")
         assert started["transcriptionUpdate"]["transcriptionStatus"] == "transcriptionStarted"  # type: ignore[index]
+        # Started by the answer, with no operation context: the key is absent, not null. Microsoft's samples
+        # test `operationContext === undefined` (JavaScript) and `'operationContext' in data` (Python).
+        assert "operationContext" not in started
         app.wait_for(lambda: app.of_kind("TranscriptionMetadata"))
         assert app.url.startswith("wss://")
     finally:
