@@ -55,6 +55,7 @@ LATE_ANSWER_WINDOW_SECONDS = 180.0
 _REVALIDATION_WAIT_SECONDS = 10.0
 # Outcome recorded for an event that expired or was dropped without any attempt.
 _NO_ATTEMPT_OUTCOME = "Canceled"
+CALLBACK_NOT_ANSWERED = "CallbackNotAnswered"
 # How long (real time) a clock moved in steps waits for sends, claims or records that are not a POST in flight.
 _SETTLE_LIMIT_SECONDS = 30.0
 
@@ -887,6 +888,12 @@ class DeliveryEngine:
             row.status = "delivered"
             return None
         target = request.target
+        if target is None and result.outcome == "TimedOut":
+            # A callback the app took in and never answered is not sent again: the app has it, and a second
+            # CallConnected would have it act twice. Microsoft's JavaScript transcription and OpenAI samples
+            # never answer theirs (ACS documents no callback retries; acs-wire.md 5.1 assumes none).
+            self._end(row, "dropped", CALLBACK_NOT_ANSWERED)
+            return None
         if target is not None and not self.retry.should_retry(result.status, azure_resource=target.azure_resource):
             return self._conclude(row, target, text, undeliverable_reason(result.outcome), now)
         if row.attempts >= row.max_attempts:
