@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from azure.communication.callautomation import (
 from azure.communication.identity import identifier_from_raw_id
 from azure.core.exceptions import HttpResponseError
 
+from callgrid.security.tls import ensure_tls_material
 from callgrid.testing import CallgridServer, WebhookReceiver
 from tests.media.voice_support import CALLER, RATE, answer, callback, chirp, find, heard, play, say, wait, words_of
 from tests.platform.calling_support import ENTRY_NUMBER, PSTN_CALLER, World, make_world
@@ -129,9 +131,30 @@ def test_an_unreachable_websocket_fails_the_stream_not_the_call(world: World) ->
     _, ccid = answer(world, media_streaming=streaming("ws://127.0.0.1:9/nobody"))
     failed = callback(world, ccid, "MediaStreamingFailed")
     assert failed["resultInformation"]["subCode"] == 8603  # type: ignore[index]
+    assert "operationContext" not in failed
     assert failed["mediaStreamingUpdate"]["mediaStreamingStatusDetails"] == "streamConnectionUnsuccessful"  # type: ignore[index]
     props = world.automation.get_call_connection(ccid).get_call_properties()
     assert props.call_connection_state == "connected"
+
+
+def test_a_wss_app_with_a_certificate_of_its_own_gets_its_transcription(world: World, tmp_path: Path) -> None:
+    # A dev tunnel's stand-in (a local TLS proxy, mkcert) signs with a CA that callgrid's process was never
+    # told to trust; callgrid's webhooks already reach such apps, and so does its WebSocket dialler.
+    own = ensure_tls_material(tmp_path / "app-tls")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(own.server_cert, own.server_key)
+    app = MediaApp(tls=context)
+    try:
+        _, ccid = answer(world, transcription=transcription(app.url))
+        started = callback(world, ccid, "TranscriptionStarted")
+        assert started["transcriptionUpdate"]["transcriptionStatus"] == "transcriptionStarted"  # type: ignore[index]
+        # Started by the answer, with no operation context: the key is absent, not null. Microsoft's samples
+        # test `operationContext === undefined` (JavaScript) and `'operationContext' in data` (Python).
+        assert "operationContext" not in started
+        app.wait_for(lambda: app.of_kind("TranscriptionMetadata"))
+        assert app.url.startswith("wss://")
+    finally:
+        app.close()
 
 
 def test_streaming_needs_options_from_the_call_setup(world: World) -> None:

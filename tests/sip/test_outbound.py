@@ -66,6 +66,24 @@ def test_trunks_and_routes_round_trip_through_the_sdk(sip: CallgridServer, sip_r
     assert [t.fqdn for t in sip_routing.list_trunks()] == ["sbc-us.localhost"]
 
 
+def test_a_route_whose_pattern_quantifies_an_anchor_is_taken_as_dotnet_takes_it(
+    sip: CallgridServer, sip_routing: Any
+) -> None:
+    # The service reads numberPattern as a .NET regex, which lets '^' be repeated. Microsoft's JavaScript
+    # quickstart writes "^\\+1(\\d{10})$" in a plain string literal, so what reaches the service is
+    # '^+1(d{10})$'; Python's own reading ("nothing to repeat") must not refuse it.
+    sip_routing.set_trunks([SipTrunk(fqdn="sbc-us.localhost", sip_signaling_port=5071)])
+    as_sent = ["^+1(d{10})$", "^+d+$"]
+    sip_routing.set_routes(
+        [SipTrunkRoute(name=f"r{i}", number_pattern=p, trunks=["sbc-us.localhost"]) for i, p in enumerate(as_sent)]
+    )
+    assert [r.number_pattern for r in sip_routing.list_routes()] == as_sent
+    with pytest.raises(HttpResponseError) as bad:  # still refused: what .NET refuses too
+        sip_routing.set_routes([SipTrunkRoute(name="x", number_pattern="+1", trunks=["sbc-us.localhost"])])
+    assert bad.value.status_code == 400
+    sip_routing.set_routes([])
+
+
 def test_a_created_call_leaves_over_the_first_matching_route_and_is_answered(
     sip: CallgridServer, sip_routing: Any, automation: CallAutomationClient, app: WebhookReceiver, tmp_path: Path
 ) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -24,8 +25,10 @@ class MediaApp:
         echo: bool = False,
         reply: Callable[[dict[str, Any]], str | None] | None = None,
         stall: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.echo = echo
+        self.tls = tls  # serve wss:// (on localhost) with this context
         self.stall = stall  # accept the socket, then never read from it: a consumer slower than real time
         self.reply = reply
         self.frames: list[dict[str, Any]] = []
@@ -53,7 +56,7 @@ class MediaApp:
         if self.stall:
             # A small receive window (inherited by accepted sockets) so the sender's buffers fill in seconds.
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        site = web.SockSite(self._runner, listener)
+        site = web.SockSite(self._runner, listener, ssl_context=self.tls)
         self._loop.run_until_complete(site.start())
         self.port = listener.getsockname()[1]
         self._ready.set()
@@ -94,6 +97,8 @@ class MediaApp:
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"wss://localhost:{self.port}/ws"
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def of_kind(self, kind: str) -> list[dict[str, Any]]:

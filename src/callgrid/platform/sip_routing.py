@@ -106,6 +106,40 @@ def _list(value: Any) -> list[Any]:
     return value
 
 
+_QUANTIFIER = re.compile(r"[*+?]|\{\d+(,\d*)?\}")
+
+
+def python_pattern(pattern: str) -> str:
+    """A numberPattern (.NET regex, as the service reads it) as Python's `re` reads it. .NET lets an anchor
+    be quantified (`^+1...`: what a JavaScript string literal leaves of "^\\+1..." in Microsoft's own
+    quickstart), Python refuses "nothing to repeat"; a group around the anchor means the same to both."""
+    out: list[str] = []
+    i, in_class = 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            # A ']' first in a class (after an optional '^') is a literal, not its end.
+            j = i + 1 + (pattern[i + 1 : i + 2] == "^")
+            if pattern[j : j + 1] == "]":
+                out.append(pattern[i : j + 1])
+                i = j + 1
+                continue
+        elif c in "^$" and _QUANTIFIER.match(pattern, i + 1):
+            out.append(f"(?:{c})")
+            i += 1
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
 def _route(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidRequest("Each route must be an object.", code="InvalidRequest")
@@ -116,7 +150,7 @@ def _route(value: Any) -> dict[str, Any]:
     if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN:
         raise InvalidRequest(f"Route '{name}': 'numberPattern' must be a regular expression.", code="InvalidRequest")
     try:
-        re.compile(pattern)
+        re.compile(python_pattern(pattern))
     except (re.error, RecursionError, OverflowError):
         raise InvalidRequest(
             f"Route '{name}': numberPattern '{pattern}' is not a valid regular expression.", code="InvalidRequest"
@@ -140,7 +174,7 @@ async def trunks_for(tx: StoreTx, number: str, rng: random.Random | None = None)
     out: list[Trunk] = []
     for route in config["routes"]:
         try:
-            matched = re.fullmatch(route["numberPattern"], number) is not None
+            matched = re.fullmatch(python_pattern(route["numberPattern"]), number) is not None
         except re.error:
             matched = False
         if not matched:

@@ -286,9 +286,6 @@ class StreamingService:
             }
         else:
             update = {"transcriptionUpdate": {"transcriptionStatus": status, "transcriptionStatusDetails": details}}
-        if operation_context is None:
-            # Microsoft's samples read operationContext from these events without a check.
-            update["operationContext"] = None
         await self._core.callback(
             tx,
             call,

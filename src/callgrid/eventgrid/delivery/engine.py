@@ -55,6 +55,7 @@ LATE_ANSWER_WINDOW_SECONDS = 180.0
 _REVALIDATION_WAIT_SECONDS = 10.0
 # Outcome recorded for an event that expired or was dropped without any attempt.
 _NO_ATTEMPT_OUTCOME = "Canceled"
+CALLBACK_NOT_ANSWERED = "CallbackNotAnswered"
 # How long (real time) a clock moved in steps waits for sends, claims or records that are not a POST in flight.
 _SETTLE_LIMIT_SECONDS = 30.0
 
@@ -69,6 +70,11 @@ class DeliverySettings:
     # waiting, so one that hangs holds its own share of the slots, never all of them.
     max_in_flight_per_destination: int = 32
     max_queued_per_destination: int = 2048
+    # How long (real time) a callback still unanswered holds back the next ones to its URL. Callbacks go
+    # out in the order raised; an app that answers late (or never: Microsoft's JavaScript transcription
+    # and OpenAI samples never answer theirs, and their flows run on Azure) is not made to wait the whole
+    # response timeout for each event. Inferred from those samples: ACS documents no such wait.
+    callback_hold_seconds: float = 2.0
     ttl_reason: str = "TimeToLiveExceeded"
     dead_letter_delay_seconds: float = 0.0
     probation_failure_threshold: int = 10
@@ -600,10 +606,20 @@ class DeliveryEngine:
             task.add_done_callback(self._in_flight.discard)
 
     async def _send_callbacks(self, url: str, queue: deque[_Request]) -> None:
+        unanswered: set[asyncio.Task[None]] = set()
         try:
             while queue:
+                if len(unanswered) >= self.settings.max_in_flight_per_destination:
+                    await asyncio.wait(unanswered, return_when=asyncio.FIRST_COMPLETED)
+                    unanswered = {t for t in unanswered if not t.done()}
                 await self._slots.acquire()
-                await self._send(queue.popleft())
+                sending = asyncio.create_task(self._send(queue.popleft()))
+                self._in_flight.add(sending)
+                sending.add_done_callback(self._in_flight.discard)
+                # The next one waits for this one's answer, or for the hold: then it goes out beside it.
+                await asyncio.wait({sending}, timeout=self.settings.callback_hold_seconds)
+                if not sending.done():
+                    unanswered.add(sending)
         finally:
             for left in queue:
                 self._waiting.pop(id(left), None)
@@ -872,6 +888,12 @@ class DeliveryEngine:
             row.status = "delivered"
             return None
         target = request.target
+        if target is None and result.outcome == "TimedOut":
+            # A callback the app took in and never answered is not sent again: the app has it, and a second
+            # CallConnected would have it act twice. Microsoft's JavaScript transcription and OpenAI samples
+            # never answer theirs (ACS documents no callback retries; acs-wire.md 5.1 assumes none).
+            self._end(row, "dropped", CALLBACK_NOT_ANSWERED)
+            return None
         if target is not None and not self.retry.should_retry(result.status, azure_resource=target.azure_resource):
             return self._conclude(row, target, text, undeliverable_reason(result.outcome), now)
         if row.attempts >= row.max_attempts:
