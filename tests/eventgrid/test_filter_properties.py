@@ -24,6 +24,10 @@ from callgrid.eventgrid.filters import OPERATOR_TYPES, compile_filter
 from callgrid.eventgrid.index import SubscriptionIndex
 from callgrid.eventgrid.subscriptions import ActiveSubscription
 
+# The same whatever store CALLGRID_TEST_STORE names (no server of the suite's, or stores named here):
+# `make test-postgresql` leaves it out.
+pytestmark = pytest.mark.store_independent
+
 EXAMPLES = int(os.environ.get("CALLGRID_HYPOTHESIS_EXAMPLES", "150"))
 PROPERTY = settings(
     max_examples=EXAMPLES,

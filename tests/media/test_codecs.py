@@ -15,6 +15,10 @@ import pytest
 from callgrid.media import codecs
 from callgrid.media.codecs import Pcm, UnsupportedAudio
 
+# The same whatever store CALLGRID_TEST_STORE names (no server of the suite's, or stores named here):
+# `make test-postgresql` leaves it out.
+pytestmark = pytest.mark.store_independent
+
 
 def sine(freq: float, seconds: float, rate: int = 16000, amplitude: float = 8000) -> Pcm:
     t = np.arange(round(seconds * rate)) / rate

@@ -28,6 +28,10 @@ from callgrid.media.speech import (
     synthesize_blocking,
 )
 
+# The same whatever store CALLGRID_TEST_STORE names (no server of the suite's, or stores named here):
+# `make test-postgresql` leaves it out.
+pytestmark = pytest.mark.store_independent
+
 CHOICES = ["sales", "support", "billing"]
 
 

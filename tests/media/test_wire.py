@@ -28,6 +28,10 @@ from callgrid.media.wire import (
     WordData,
 )
 
+# The same whatever store CALLGRID_TEST_STORE names (no server of the suite's, or stores named here):
+# `make test-postgresql` leaves it out.
+pytestmark = pytest.mark.store_independent
+
 TS = datetime(2024, 11, 15, 19, 16, 12, 925_431, tzinfo=UTC)
 PCM = bytes(range(256)) * 5  # 1280 bytes: two 16 kHz frames
 

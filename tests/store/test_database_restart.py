@@ -21,6 +21,10 @@ from tests.eventgrid.mgmt import create_topic, topic_key
 from tests.eventgrid.rest import put, topic_subscription_url, wait_state, webhook_properties
 from tests.support.postgres import PrivatePostgres
 
+# The same whatever store CALLGRID_TEST_STORE names (no server of the suite's, or stores named here):
+# `make test-postgresql` leaves it out.
+pytestmark = pytest.mark.store_independent
+
 
 @pytest.fixture
 def database() -> Iterator[PrivatePostgres]:

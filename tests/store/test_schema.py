@@ -12,6 +12,10 @@ from callgrid.store.schema import MigrationNotPortable, for_postgresql, migratio
 from callgrid.testing.stores import drop_schema, fresh_postgres_url, postgres_url
 from tests.support.schema import postgres_schema, sqlite_schema
 
+# The same whatever store CALLGRID_TEST_STORE names (no server of the suite's, or stores named here):
+# `make test-postgresql` leaves it out.
+pytestmark = pytest.mark.store_independent
+
 
 async def test_both_stores_reach_the_same_schema(tmp_path: Path) -> None:
     sqlite_path = tmp_path / "callgrid.db"

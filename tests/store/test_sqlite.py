@@ -10,6 +10,10 @@ import pytest
 
 from callgrid.store import open_store
 
+# The same whatever store CALLGRID_TEST_STORE names (no server of the suite's, or stores named here):
+# `make test-postgresql` leaves it out.
+pytestmark = pytest.mark.store_independent
+
 
 async def test_wal_starts_over_under_steady_writes(tmp_path: Path) -> None:
     # 10,000 paced commits, about what 200 calls a second make in 9 s. Without a checkpoint that lets the

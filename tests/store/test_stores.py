@@ -14,6 +14,10 @@ from callgrid.platform.keys import load_or_create_keys
 from callgrid.store import DeliveryRow, DuplicateKey, Store, StoreUnavailable, TimerRow, open_store
 from callgrid.testing.stores import drop_schema, fresh_postgres_url
 
+# The same whatever store CALLGRID_TEST_STORE names (no server of the suite's, or stores named here):
+# `make test-postgresql` leaves it out.
+pytestmark = pytest.mark.store_independent
+
 
 async def _outbox(store: Store, count: int, *, at: float = 0.0) -> list[str]:
     ids = []

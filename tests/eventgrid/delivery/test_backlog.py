@@ -22,6 +22,10 @@ from callgrid.node import Node
 from callgrid.store import Store, open_store
 from callgrid.testing import WebhookReceiver
 
+# The same whatever store CALLGRID_TEST_STORE names (no server of the suite's, or stores named here):
+# `make test-postgresql` leaves it out.
+pytestmark = pytest.mark.store_independent
+
 SUBSCRIPTION_TYPE = "Microsoft.EventGrid/eventSubscriptions"
 
 

@@ -18,6 +18,10 @@ from callgrid.eventgrid.topics import EventPublisher, SubscriptionTable
 from callgrid.store import Store, open_store
 from callgrid.testing.stores import drop_schema, fresh_postgres_url
 
+# The same whatever store CALLGRID_TEST_STORE names (no server of the suite's, or stores named here):
+# `make test-postgresql` leaves it out.
+pytestmark = pytest.mark.store_independent
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:

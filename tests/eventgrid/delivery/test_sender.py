@@ -34,6 +34,10 @@ from cryptography.x509.oid import NameOID
 
 from callgrid.eventgrid.delivery.sender import MAX_RESPONSE_BYTES, Sender, SendResult
 
+# The same whatever store CALLGRID_TEST_STORE names (no server of the suite's, or stores named here):
+# `make test-postgresql` leaves it out.
+pytestmark = pytest.mark.store_independent
+
 # Every implementation of the protocol, as "module:class", made with (max_connections, max_connections_per_host).
 IMPLEMENTATIONS = [
     "callgrid.eventgrid.delivery.http1:Http1Sender",
