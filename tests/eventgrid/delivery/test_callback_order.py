@@ -5,6 +5,7 @@ answer never comes."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,35 +24,44 @@ def _type(item: Received) -> str:
     return str(body[0].get("type", "")) if isinstance(body, list) and body and isinstance(body[0], dict) else ""
 
 
-def test_a_callback_left_unanswered_does_not_hold_up_the_calls_next_events(world: World) -> None:
-    # An app that keeps CallConnected's request open while it works (some never answer at all) still hears
-    # ParticipantsUpdated in time to act on it, and after CallConnected.
+@pytest.fixture
+def connected_held(world: World) -> Iterator[World]:
+    """The app keeps CallConnected's request open (up to 60 s; some apps never answer it), and answers the
+    rest at once."""
     release = threading.Event()
 
-    def slow_on_connected(item: Received) -> tuple[int, Any]:
+    def hold_connected(item: Received) -> tuple[int, Any]:
         if _type(item) == "Microsoft.Communication.CallConnected":
             release.wait(60)
         return 200, None
 
-    world.webhook.responder = slow_on_connected
-    try:
-        world.place_call(PSTN_CALLER, ENTRY_NUMBER)
-        context = world.incoming(0).data["incomingCallContext"]
-        ccid = world.automation.answer_call(context, world.callback_url).call_connection_id
-        assert world.callback_types(ccid, 2) == ["CallConnected", "ParticipantsUpdated"]
-        assert not release.is_set()  # CallConnected is still unanswered
-        arrived = [_type(r) for r in world.callback_requests()]
-        assert arrived.index("Microsoft.Communication.CallConnected") < arrived.index(
-            "Microsoft.Communication.ParticipantsUpdated"
-        )
-    finally:
-        release.set()
+    world.webhook.responder = hold_connected
+    yield world
+    release.set()
 
 
-def test_callbacks_answered_at_once_keep_their_order(world: World) -> None:
+def _answered(world: World) -> str:
     world.place_call(PSTN_CALLER, ENTRY_NUMBER)
     context = world.incoming(0).data["incomingCallContext"]
     ccid = world.automation.answer_call(context, world.callback_url).call_connection_id
+    assert ccid is not None
+    return ccid
+
+
+def test_a_callback_left_unanswered_does_not_hold_up_the_calls_next_events(connected_held: World) -> None:
+    # An app that keeps CallConnected's request open while it works still hears ParticipantsUpdated in time
+    # to act on it, and after CallConnected.
+    world = connected_held
+    ccid = _answered(world)
+    assert world.callback_types(ccid, 2) == ["CallConnected", "ParticipantsUpdated"]
+    arrived = [_type(r) for r in world.callback_requests()]
+    assert arrived.index("Microsoft.Communication.CallConnected") < arrived.index(
+        "Microsoft.Communication.ParticipantsUpdated"
+    )
+
+
+def test_callbacks_answered_at_once_keep_their_order(world: World) -> None:
+    ccid = _answered(world)
     world.callbacks(ccid, 2)
     world.automation.get_call_connection(ccid).hang_up(is_for_everyone=True)
     world.callbacks(ccid, 3)
@@ -59,27 +69,15 @@ def test_callbacks_answered_at_once_keep_their_order(world: World) -> None:
     assert arrived == ["CallConnected", "ParticipantsUpdated", "CallDisconnected"]
 
 
-def test_a_callback_never_answered_is_not_sent_again(world: World) -> None:
+def test_a_callback_never_answered_is_not_sent_again(connected_held: World) -> None:
     # The app took the request in: a second CallConnected would have it set the call up twice.
-    release = threading.Event()
-
-    def never_on_connected(item: Received) -> tuple[int, Any]:
-        if _type(item) == "Microsoft.Communication.CallConnected":
-            release.wait(60)
-        return 200, None
-
-    world.webhook.responder = never_on_connected
-    try:
-        world.place_call(PSTN_CALLER, ENTRY_NUMBER)
-        context = world.incoming(0).data["incomingCallContext"]
-        ccid = world.automation.answer_call(context, world.callback_url).call_connection_id
-        world.callbacks(ccid, 2)
-        world.server.advance(31)  # past the response time limit
-        deliveries = world.client.request("GET", "/callgrid/v1/deliveries?limit=20")
-        connected = [d for d in deliveries["value"] if d["kind"] == "callback" and d["status"] == "dropped"]
-        assert [d["reason"] for d in connected] == ["CallbackNotAnswered"]
-        world.server.advance(120)  # past any retry schedule
-        arrived = [_type(r) for r in world.callback_requests()]
-        assert arrived.count("Microsoft.Communication.CallConnected") == 1
-    finally:
-        release.set()
+    world = connected_held
+    ccid = _answered(world)
+    world.callbacks(ccid, 2)
+    world.server.advance(31)  # past the response time limit
+    deliveries = world.client.request("GET", "/callgrid/v1/deliveries?limit=20")
+    connected = [d for d in deliveries["value"] if d["kind"] == "callback" and d["status"] == "dropped"]
+    assert [d["reason"] for d in connected] == ["CallbackNotAnswered"]
+    world.server.advance(120)  # past any retry schedule
+    arrived = [_type(r) for r in world.callback_requests()]
+    assert arrived.count("Microsoft.Communication.CallConnected") == 1
