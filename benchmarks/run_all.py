@@ -51,6 +51,7 @@ class Benchmark:
 BENCHMARKS = [
     Benchmark("filter_match", constants={"EVENTS": 2_000}),
     Benchmark("resource_auth"),
+    Benchmark("route_dispatch", ["--requests", "5000"]),
     Benchmark("console_observer", constants={"ROUNDS": 5}),
     Benchmark(
         "delivery_throughput", constants={"RAW_POSTS": 4_000, "UNBATCHED_EVENTS": 3_000, "BATCHED_EVENTS": 20_000}
@@ -67,6 +68,10 @@ BENCHMARKS = [
         "route_latency_find_max",
         ["--find-max", "--rates", "100,200,300,400,600,800,1000", "--seconds", "3", "--refine", "1"],
         timeout=240,
+    ),
+    # The same four hops with nothing done at them: what the routed story could reach on this machine at most.
+    Benchmark(
+        "route_floor", ["--rates", "100,200,300,400,600,800,1000", "--seconds", "3", "--refine", "1"], timeout=240
     ),
     Benchmark("incoming_call_latency", ["--rates", "50,200,1000", "--seconds", "3"]),
     Benchmark("cold_start", ["--runs", "3"]),
@@ -287,6 +292,30 @@ def _find_max(r: dict[str, Any]) -> Row:
     )
 
 
+def _route_dispatch(r: dict[str, Any]) -> Row:
+    hot = [v for k, v in r["requests"].items() if k.startswith("POST")]
+    indexed, scan = sum(v["indexed_us"] for v in hot), sum(v["starlette_scan_us"] for v in hot)
+    return (
+        f"{indexed:.1f} µs to route a routed call's two requests ({r['routes']} routes)",
+        f"{scan:.1f} µs, Starlette's scan",
+        f"{indexed / scan:.3f}",
+        NONE,
+        NONE,
+    )
+
+
+def _route_floor(r: dict[str, Any]) -> Row:
+    best, cpu = r["max_floor_calls_per_s"], r["cpu_ms_per_call_at_floor"] or {}
+    per = ", ".join(f"{k} {v}" for k, v in sorted(cpu.items()))
+    figure = (
+        f"{best:g} calls/s at p99 ≤ 25 ms, the routed story's hops doing nothing (CPU ms/call: {per})"
+        if best
+        else f"no rate held p99 ≤ 25 ms (lowest tried: {r['steps'][0]['rate_per_s']:g}/s)"
+    )
+    ratio = r["max_floor_vs_bare_round_trips"] or NONE
+    return figure, f"{r['bare_http_round_trips_per_s']:,} bare HTTP round trips/s", f"{ratio}", NONE, NONE
+
+
 def _incoming_call_latency(r: dict[str, Any]) -> Row:
     cells = "; ".join(
         f"{x['rate_per_s']:g}/s {x['p50_ms']}/{x['p99_ms']}/{x['p999_ms']}"
@@ -338,6 +367,8 @@ SUMMARIES: dict[str, Callable[[dict[str, Any]], Row]] = {
     "delivery_client": _delivery_client,
     "route_latency": _route_latency,
     "route_latency_find_max": _find_max,
+    "route_floor": _route_floor,
+    "route_dispatch": _route_dispatch,
     "incoming_call_latency": _incoming_call_latency,
     "cold_start": _cold_start,
     "rss": _rss,
@@ -394,12 +425,15 @@ def plot(entries: list[dict[str, Any]], path: Path, label: str = "quick mode") -
     if by_name.get("route_latency_find_max"):
         steps = sorted(by_name["route_latency_find_max"]["steps"], key=lambda s: s["rate_per_s"])
         series.append(("routed (PSTN → router → identity)", steps))
+    if by_name.get("route_floor"):
+        steps = sorted(by_name["route_floor"]["steps"], key=lambda s: s["rate_per_s"])
+        series.append(("the routed hops doing nothing (route_floor)", steps))
     if by_name.get("incoming_call_latency"):
         series.append(("IncomingCall (PSTN → identity)", by_name["incoming_call_latency"]["rates"]))
     if not series:
         return False
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
-    for (story, points), color in zip(series, ("tab:blue", "tab:orange"), strict=False):
+    for (story, points), color in zip(series, ("tab:blue", "tab:green", "tab:orange"), strict=False):
         rates = [p["rate_per_s"] for p in points]
         ax.plot(rates, [p["p50_ms"] for p in points], "o--", color=color, label=f"{story} p50")
         ax.plot(rates, [p["p99_ms"] for p in points], "o-", color=color, label=f"{story} p99")

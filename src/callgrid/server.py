@@ -22,6 +22,7 @@ from callgrid.api import (
     metrics,
     phone_numbers,
     recordings,
+    routing,
     simulator,
     sip_routing,
     throttle,
@@ -79,6 +80,7 @@ def build_app(node: Node, *, start_node: bool = True) -> Starlette:
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    app.router = routing.IndexedRouter(app.router.routes, lifespan=lifespan)
     app.state.node = node
     app.state.admission = admission
     console.install(app.state, node)
