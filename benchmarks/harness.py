@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+import bare_http
 from route_latency import Bench, _free_port, _identity_subscription, _run, _wait, stop
 
 
@@ -89,17 +89,13 @@ async def identities_webhook(served: Served, pids: dict[str, int] | None = None)
     """A Bench whose webhook (in this process) receives every identity's IncomingCall, subscribed via ARM."""
     hook_port = _free_port()
     bench = Bench(served.env, "", pids or {"callgrid": served.pid})
-    app = web.Application()
-    app.router.add_post("/identities", bench.receive)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+    hook = await bare_http.serve(bench.receive, "127.0.0.1", hook_port)
     try:
         await asyncio.to_thread(_identity_subscription, served.env, f"http://127.0.0.1:{hook_port}/identities")
         yield bench
     finally:
         await bench.close()
-        await runner.cleanup()
+        hook.close()
 
 
 def load() -> float:
