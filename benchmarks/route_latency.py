@@ -58,9 +58,10 @@ def _free_port() -> int:
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> str:
-    return subprocess.run(
-        [sys.executable, "-m", "callgrid", *args], check=True, capture_output=True, text=True, env=env
-    ).stdout
+    done = subprocess.run([sys.executable, "-m", "callgrid", *args], capture_output=True, text=True, env=env)
+    if done.returncode != 0:  # what the command said, not only that it failed
+        raise RuntimeError(f"callgrid {' '.join(args)}: exit {done.returncode}\n{done.stdout}{done.stderr}")
+    return done.stdout
 
 
 def _wait(url: str, ca: str | None, timeout: float = 30) -> None:
