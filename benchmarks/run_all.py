@@ -273,14 +273,17 @@ def _route_latency(r: dict[str, Any]) -> Row:
     )
 
 
+def _ceiling(best: float | None, cpu: dict[str, float] | None, what: str, steps: list[dict[str, Any]]) -> str:
+    """A --find-max result: the highest rate held, with each process's CPU per call there."""
+    if not best:
+        return f"no rate held p99 ≤ 25 ms (lowest tried: {steps[0]['rate_per_s']:g}/s)"
+    per = ", ".join(f"{k} {v}" for k, v in sorted((cpu or {}).items()))
+    return f"{best:g} {what} at p99 ≤ 25 ms (CPU ms/call: {per})"
+
+
 def _find_max(r: dict[str, Any]) -> Row:
-    best, cpu = r["max_routed_calls_per_s"], r["cpu_ms_per_routed_call_at_max"] or {}
-    per = ", ".join(f"{k} {v}" for k, v in sorted(cpu.items()))
-    figure = (
-        f"{best:g} routed calls/s at p99 ≤ 25 ms (CPU ms/call: {per})"
-        if best
-        else f"no rate held p99 ≤ 25 ms (lowest tried: {r['steps'][0]['rate_per_s']:g}/s)"
-    )
+    best = r["max_routed_calls_per_s"]
+    figure = _ceiling(best, r["cpu_ms_per_routed_call_at_max"], "routed calls/s", r["steps"])
     woken = r.get("machine", {}).get("round_trip_after_idle_ms", {}).get("0.1s")
     return (
         figure,
@@ -305,13 +308,8 @@ def _route_dispatch(r: dict[str, Any]) -> Row:
 
 
 def _route_floor(r: dict[str, Any]) -> Row:
-    best, cpu = r["max_floor_calls_per_s"], r["cpu_ms_per_call_at_floor"] or {}
-    per = ", ".join(f"{k} {v}" for k, v in sorted(cpu.items()))
-    figure = (
-        f"{best:g} calls/s at p99 ≤ 25 ms, the routed story's hops doing nothing (CPU ms/call: {per})"
-        if best
-        else f"no rate held p99 ≤ 25 ms (lowest tried: {r['steps'][0]['rate_per_s']:g}/s)"
-    )
+    what = "calls/s, the routed story's hops doing nothing,"
+    figure = _ceiling(r["max_floor_calls_per_s"], r["cpu_ms_per_call_at_floor"], what, r["steps"])
     ratio = r["max_floor_vs_bare_round_trips"] or NONE
     return figure, f"{r['bare_http_round_trips_per_s']:,} bare HTTP round trips/s", f"{ratio}", NONE, NONE
 
