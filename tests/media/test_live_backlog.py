@@ -15,7 +15,8 @@ from callgrid.media.plane import FRAME_SAMPLES, LIVE_BACKLOG_FRAMES, SILENCE, Me
 from callgrid.platform.media_port import MediaEvent
 
 # Hears or speaks in real time (it stalls the loop on purpose): runs in the suite's serial pass.
-pytestmark = pytest.mark.realtime
+# A media plane of its own, in this process: no server of the suite's, so the same on either store.
+pytestmark = [pytest.mark.realtime, pytest.mark.store_independent]
 
 VOICE = np.full(FRAME_SAMPLES, 3000, dtype=np.int16)
 
