@@ -65,7 +65,8 @@ class _Protocol(asyncio.Protocol):
             self._write(answer)  # type: ignore[arg-type]
 
     def _answered(self, future: asyncio.Future[Answer]) -> None:
-        self._write(future.result() if not future.exception() else (500, b""))
+        failed = future.cancelled() or future.exception() is not None
+        self._write((500, b"") if failed else future.result())
 
     def _write(self, answer: Answer) -> None:
         status, body = answer
